@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Loopback load test: the mock upstream alone (direct), nginx as a plain proxy hop, and llm-forward.
+# Proxies run on core 0, the mock and wrk on core 1, so the proxy's cost is what differs.
+#
+#   bash bench/load.sh              # release build, then ~2 minutes; table on stdout and in
+#                                   # bench/out/results.md
+# Knobs (env): DURATION=10 WARMUP=2 LATENCY_DURATION=5 STREAM_DURATION=5 CONNS=64 (seconds/conns),
+# TARGETS="direct nginx gateway gateway-general", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=….
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} CONNS=${CONNS:-64}
+LATENCY_DURATION=${LATENCY_DURATION:-5} STREAM_DURATION=${STREAM_DURATION:-5}
+TARGETS=${TARGETS:-direct nginx gateway gateway-general}
+GATEWAY_BIN=${GATEWAY_BIN:-target/release/llm-forward}
+MOCK_BIN=${MOCK_BIN:-target/release/examples/mock_upstream}
+PROXY_CPU=0 LOAD_CPU=1
+OUT=bench/out/results.md
+
+log() { printf '[load.sh %3ds] %s\n' "$SECONDS" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- tools ----------------------------------------------------------------------------------------
+PATH=$PATH:/usr/sbin   # Debian's nginx lives in /usr/sbin
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
+if ((${#missing[@]})); then
+    ((EUID == 0)) || die "missing ${missing[*]}: apt-get install ${missing[*]}"
+    log "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for tool in curl taskset python3; do command -v $tool >/dev/null || die "$tool not found"; done
+(($(nproc) >= 2)) || die "needs two cores (proxy on 0, load generator + mock on 1)"
+
+if [[ -z ${SKIP_BUILD:-} ]]; then
+    log "cargo build --release (llm-forward, mock_upstream)"
+    OPENSSL_NO_VENDOR=1 cargo build --release --locked --bin llm-forward --example mock_upstream
+fi
+[[ -x $GATEWAY_BIN && -x $MOCK_BIN ]] || die "no $GATEWAY_BIN or $MOCK_BIN"
+SECONDS=0
+
+# --- process handling: everything started is tracked and stopped on exit --------------------------
+work=$(mktemp -d /tmp/llmf-bench.XXXXXX)
+mock_pid='' proxy_pid=''
+stop() {  # SIGINT (Pingora's fast shutdown; nginx: fast shutdown too), SIGKILL after 5 s
+    kill -INT "$1" 2>/dev/null || return 0
+    (sleep 5 && kill -KILL "$1" 2>/dev/null) & local killer=$!
+    wait "$1" 2>/dev/null || true
+    kill "$killer" 2>/dev/null || true
+}
+cleanup() {
+    [[ -z $proxy_pid ]] || stop "$proxy_pid"
+    [[ -z $mock_pid ]] || stop "$mock_pid"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() {  # URL PID: poll every 20 ms until a 2xx answer; give up after 15 s or if PID died
+    local deadline=$((SECONDS + 15))
+    until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
+        kill -0 "$2" 2>/dev/null || die "process $2 exited before $1 answered"
+        ((SECONDS < deadline)) || die "$1 not ready after 15 s"
+        sleep 0.02
+    done
+}
+
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }  # utime + stime
+mem_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }         # VmRSS, VmHWM
+CLK_TCK=$(getconf CLK_TCK)
+
+# --- the workload: a small non-streamed (or, with BENCH_STREAM=1, streamed) chat completion ------
+cat >"$work/chat.lua" <<'EOF'
+local stream = os.getenv("BENCH_STREAM") == "1"
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-bench"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]'
+    .. (stream and ',"stream":true' or '') .. '}'
+function done(s, lat, _)
+  local e = s.errors
+  io.write(string.format("RESULT %d %d %d %d %d\n", s.requests, s.duration,
+    e.connect + e.read + e.write + e.status + e.timeout, lat:percentile(50), lat:percentile(99)))
+end
+EOF
+
+# run_wrk CONNS SECONDS BASE_URL [1 = stream] -> "requests duration_us errors p50_us p99_us"
+run_wrk() {
+    local r
+    r=$(BENCH_STREAM=${4:-0} taskset -c $LOAD_CPU wrk -t1 -c"$1" -d"$2"s --timeout 5s \
+        -s "$work/chat.lua" "$3/v1/chat/completions" | awk '/^RESULT/ { print $2, $3, $4, $5, $6 }')
+    [[ $r && ${r%% *} -gt 0 ]] || die "wrk against $3 completed no request"
+    echo "$r"
+}
+
+# --- upstream: the mock, on the load generator's core ---------------------------------------------
+taskset -c $LOAD_CPU "$MOCK_BIN" --listen 127.0.0.1:0 >"$work/mock.out" 2>"$work/mock.err" &
+mock_pid=$!
+deadline=$((SECONDS + 15))
+until upstream_port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$work/mock.out") && [[ $upstream_port ]]; do
+    kill -0 $mock_pid 2>/dev/null || die "mock exited: $(tail -3 "$work/mock.err")"
+    ((SECONDS < deadline)) || die "mock did not report its port within 15 s"
+    sleep 0.02
+done
+wait_ready "http://127.0.0.1:$upstream_port/v1/models" $mock_pid
+log "mock upstream on :$upstream_port (pid $mock_pid)"
+
+start_target() {  # NAME -> sets url, pid
+    local port; port=$(free_port)
+    url=http://127.0.0.1:$port
+    case $1 in
+    direct) pid=$mock_pid url=http://127.0.0.1:$upstream_port; return ;;
+    nginx)
+        mkdir -p "$work/nginx"
+        sed -e "s|@WORK@|$work/nginx|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM_PORT@|$upstream_port|g" \
+            bench/nginx.conf.template >"$work/nginx/nginx.conf"
+        taskset -c $PROXY_CPU nginx -p "$work/nginx" -e "$work/nginx/nginx.err" -c "$work/nginx/nginx.conf" &
+        ;;
+    gateway | gateway-general)
+        cat >"$work/$1.yaml" <<EOF
+server:
+  listen: ["127.0.0.1:$port"]
+  threads: 1
+  pid_file: $work/$1.pid
+  upgrade_sock: $work/$1.sock
+routes:
+  - prefix: /
+    upstream: http://127.0.0.1:$upstream_port
+    type: $([[ $1 == gateway ]] && echo openai || echo general)
+EOF
+        RUST_LOG=warn taskset -c $PROXY_CPU "$GATEWAY_BIN" run -c "$work/$1.yaml" 2>"$work/$1.err" &
+        ;;
+    *) die "unknown target $1" ;;
+    esac
+    pid=$! proxy_pid=$!
+    wait_ready "$url/v1/models" $pid
+}
+
+fmt() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }  # fmt EXPR [DECIMALS]: arithmetic on our own numbers
+rows=() errors_total=0 direct_rps=
+for target in $TARGETS; do
+    start_target "$target"
+    # One real request first: a misrouted proxy would otherwise "win" with fast error responses.
+    curl -fsS --max-time 5 -H 'Content-Type: application/json' -o /dev/null \
+        -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}' \
+        "$url/v1/chat/completions" || die "$target: smoke request failed"
+    rss_idle=$(mem_kib $pid VmRSS)
+    log "$target: $url (pid $pid), warm-up ${WARMUP}s"
+    run_wrk "$CONNS" "$WARMUP" "$url" >/dev/null
+
+    log "$target: c=$CONNS for ${DURATION}s"
+    t0=$(cpu_ticks $pid)
+    r=$(run_wrk "$CONNS" "$DURATION" "$url")
+    t1=$(cpu_ticks $pid)
+    read -r n dur err p50 p99 <<<"$r"
+    rps=$(fmt "$n / ($dur / 1e6)" 0)
+    cpu_us=$(fmt "($t1 - $t0) * 1e6 / $CLK_TCK / $n" 1)
+    log "$target: c=1 for ${LATENCY_DURATION}s"
+    r=$(run_wrk 1 "$LATENCY_DURATION" "$url")
+    read -r n1 dur1 err1 p50_1 p99_1 <<<"$r"
+    log "$target: streamed, c=$CONNS for ${STREAM_DURATION}s"
+    r=$(run_wrk "$CONNS" "$STREAM_DURATION" "$url" 1)
+    read -r ns durs errs p50s p99s <<<"$r"
+    rss_after=$(mem_kib $pid VmRSS) rss_peak=$(mem_kib $pid VmHWM)
+
+    [[ $target == direct ]] && direct_rps=$rps
+    ratio=$([[ $direct_rps ]] && fmt "$rps / $direct_rps" 2 || echo "–")
+    errors=$((err + err1 + errs)) && errors_total=$((errors_total + errors))
+    proxy_cols="$cpu_us | $(fmt "$rss_idle / 1024") / $(fmt "$rss_after / 1024") / $(fmt "$rss_peak / 1024")"
+    [[ $target == direct ]] && proxy_cols="– | –"
+    rows+=("| $target | $rps | $ratio | $(fmt "$p50 / 1000" 2) / $(fmt "$p99 / 1000" 2) \
+| $(fmt "$n1 / ($dur1 / 1e6)" 0) | $(fmt "$p50_1 / 1000" 2) / $(fmt "$p99_1 / 1000" 2) \
+| $(fmt "$ns / ($durs / 1e6)" 0) | $(fmt "$p50s / 1000" 2) / $(fmt "$p99s / 1000" 2) | $proxy_cols | $errors |")
+    [[ $target == direct ]] || { stop $pid && proxy_pid=''; }
+done
+
+mkdir -p "$(dirname "$OUT")"
+{
+    echo "### Loopback benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit')"
+    echo
+    echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores, Linux $(uname -r);" \
+        "$(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
+    echo "Proxy on core $PROXY_CPU (one process, one thread); mock upstream and wrk (1 thread) on core $LOAD_CPU."
+    echo "POST /v1/chat/completions, small JSON body; c=$CONNS for ${DURATION}s after ${WARMUP}s warm-up," \
+        "c=1 for ${LATENCY_DURATION}s, streamed (SSE) c=$CONNS for ${STREAM_DURATION}s."
+    echo "gateway = route type openai (body and SSE parsed, usage counted); gateway-general = plain proxy route."
+    echo
+    echo "| target | c=$CONNS req/s | vs direct | c=$CONNS p50 / p99 ms | c=1 req/s | c=1 p50 / p99 ms" \
+        "| SSE c=$CONNS req/s | SSE p50 / p99 ms | proxy CPU µs/req | proxy RSS MiB idle / after / peak | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${rows[@]}"
+} | tee "$OUT"
+log "done in ${SECONDS}s; written to $OUT"
+((errors_total == 0)) || die "$errors_total requests failed (non-2xx, timeouts or socket errors): see the errors column"

@@ -1,0 +1,134 @@
+//! The command line: `run` (the default), `check`, `import-env`. Exit codes: 0 ok, 1 runtime
+//! failure, 2 bad configuration or usage.
+
+use crate::config::{self, Config, ConfigError};
+use crate::server::{build_server, ProcessOptions};
+use clap::{Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "llm-forward",
+    version,
+    about = "A high-performance LLM API gateway"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway (the default when no command is given).
+    Run(RunArgs),
+    /// Validate a config file and print every problem; exit 2 if there are any.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: String,
+    },
+    /// Print the YAML equivalent of openai-forward's environment (and `.env` file).
+    ImportEnv {
+        /// A `.env` file to read (default: `.env` in the working directory, if present).
+        file: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// Config file (YAML). Without it: openai-forward's environment variables if set, else the
+    /// built-in default (0.0.0.0:8000, `/` → https://api.openai.com).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<String>,
+    /// Listen on this host instead (replaces the configured addresses).
+    #[arg(long)]
+    pub host: Option<IpAddr>,
+    /// Listen on this port instead.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Run in the background (Pingora's daemon mode).
+    #[arg(short, long)]
+    pub daemon: bool,
+    /// Take over the listeners of a running instance (graceful upgrade; see the README).
+    #[arg(short, long)]
+    pub upgrade: bool,
+}
+
+pub fn main_with(cli: Cli) -> ExitCode {
+    match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::ImportEnv { file }) => import_env(file.as_deref()),
+    }
+}
+
+fn check(path: &str) -> ExitCode {
+    match config::load_file(path) {
+        Ok(cfg) => match crate::state::Gateway::build(cfg) {
+            Ok(_) => {
+                println!("{path}: ok");
+                ExitCode::SUCCESS
+            }
+            Err(list) => report(&ConfigError::Invalid {
+                path: path.into(),
+                list,
+            }),
+        },
+        Err(e) => report(&e),
+    }
+}
+
+fn report(e: &ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(2)
+}
+
+/// The config `run` would use: the file, else openai-forward's environment, else the default.
+pub fn resolve_config(args: &RunArgs) -> Result<Config, ConfigError> {
+    let mut cfg = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => config::openai_forward::from_process_env()?.unwrap_or_default(),
+    };
+    if args.host.is_some() || args.port.is_some() {
+        let first = cfg.server.listen.first().copied();
+        let host = args
+            .host
+            .or(first.map(|a| a.ip()))
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let port = args.port.or(first.map(|a| a.port())).unwrap_or(8000);
+        cfg.server.listen = vec![SocketAddr::new(host, port)];
+    }
+    Ok(cfg)
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let cfg = match resolve_config(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => return report(&e),
+    };
+    eprint!("{}", crate::banner::render(&cfg));
+    let options = ProcessOptions {
+        daemon: args.daemon,
+        upgrade: args.upgrade,
+    };
+    match build_server(cfg, &options) {
+        Ok(server) => server.run_forever(),
+        Err(list) => report(&ConfigError::Invalid {
+            path: args.config.unwrap_or_else(|| "config".into()),
+            list,
+        }),
+    }
+}
+
+fn import_env(file: Option<&str>) -> ExitCode {
+    match config::openai_forward::import(file) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(&e),
+    }
+}

@@ -1,0 +1,278 @@
+//! A small schema walker over `serde_yaml::Value` that records every problem instead of stopping
+//! at the first. serde's `deny_unknown_fields` reports one error and no path; a gateway operator
+//! deserves the whole list, each with its YAML path, the value and a suggestion for typos.
+//!
+//! Strings may reference the environment as `${NAME}` (secrets stay out of the file); an unset
+//! variable is a problem at that path.
+
+use super::problems::Problems;
+use super::units;
+use serde_yaml::{Mapping, Value};
+use std::time::Duration;
+
+/// A value in the document and the path that leads to it.
+#[derive(Clone)]
+pub struct Node<'a> {
+    pub value: &'a Value,
+    pub path: String,
+}
+
+/// A mapping whose keys were checked against the schema.
+pub struct Fields<'a> {
+    map: &'a Mapping,
+    path: String,
+}
+
+/// Lets `${VAR}` look-ups be replaced in tests and by `import-env`.
+pub type EnvLookup<'e> = &'e dyn Fn(&str) -> Option<String>;
+
+/// The decoding context: where problems go and how `${VAR}` is resolved.
+pub struct Decoder<'e> {
+    pub problems: Problems,
+    env: EnvLookup<'e>,
+}
+
+impl<'e> Decoder<'e> {
+    pub fn new(env: EnvLookup<'e>) -> Self {
+        Decoder {
+            problems: Problems::default(),
+            env,
+        }
+    }
+
+    pub fn problem(&mut self, path: &str, value: Option<&Value>, why: impl Into<String>) {
+        self.problems.add(path, value.map(show), why);
+    }
+
+    /// Check that `node` is a mapping whose keys are all in `allowed`.
+    pub fn fields<'a>(&mut self, node: &Node<'a>, allowed: &[&str]) -> Option<Fields<'a>> {
+        let map = match node.value {
+            Value::Mapping(m) => m,
+            Value::Null => return None,
+            other => {
+                self.problem(
+                    &node.path,
+                    Some(other),
+                    "expected a mapping of keys to values",
+                );
+                return None;
+            }
+        };
+        for key in map.keys() {
+            match key.as_str() {
+                Some(k) if allowed.contains(&k) => {}
+                Some(k) => {
+                    let path = join(&node.path, k);
+                    let why = match suggest(k, allowed) {
+                        Some(s) => format!("unknown key; did you mean `{s}`?"),
+                        None => format!("unknown key; expected one of: {}", allowed.join(", ")),
+                    };
+                    self.problems.add(path, None, why);
+                }
+                None => self.problem(&node.path, Some(key), "keys must be strings"),
+            }
+        }
+        Some(Fields {
+            map,
+            path: node.path.clone(),
+        })
+    }
+
+    pub fn string(&mut self, node: &Node<'_>) -> Option<String> {
+        match node.value {
+            Value::String(s) => self.expand(&node.path, s),
+            Value::Number(n) => Some(n.to_string()),
+            other => {
+                self.problem(&node.path, Some(other), "expected a string");
+                None
+            }
+        }
+    }
+
+    pub fn uint(&mut self, node: &Node<'_>, min: u64, max: u64) -> Option<u64> {
+        match node.value.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                let why = format!("expected a whole number from {min} to {max}");
+                self.problem(&node.path, Some(node.value), why);
+                None
+            }
+        }
+    }
+
+    pub fn duration(&mut self, node: &Node<'_>) -> Option<Duration> {
+        self.parsed(node, units::parse_duration)
+    }
+
+    /// A string (or number) turned into `T` by `parse`, whose error becomes the problem's reason.
+    pub fn parsed<T>(
+        &mut self,
+        node: &Node<'_>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.string(node)?;
+        match parse(&text) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                self.problems.add(node.path.clone(), Some(text), why);
+                None
+            }
+        }
+    }
+
+    /// The items of a sequence, each with its indexed path.
+    pub fn seq<'a>(&mut self, node: &Node<'a>) -> Vec<Node<'a>> {
+        let Value::Sequence(items) = node.value else {
+            self.problem(&node.path, Some(node.value), "expected a list");
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, value)| Node {
+                value,
+                path: format!("{}[{i}]", node.path),
+            })
+            .collect()
+    }
+
+    fn expand(&mut self, path: &str, s: &str) -> Option<String> {
+        if !s.contains("${") {
+            return Some(s.to_string());
+        }
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                self.problems
+                    .add(path, None, "unterminated `${`; write ${NAME}");
+                return None;
+            };
+            let name = &after[..end];
+            match (self.env)(name) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    // The value is not echoed: it names a secret's variable, which is fine, but the
+                    // surrounding string might be a secret itself.
+                    self.problems.add(
+                        path,
+                        None,
+                        format!("environment variable {name} is not set"),
+                    );
+                    return None;
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+}
+
+impl<'a> Node<'a> {
+    pub fn root(value: &'a Value) -> Self {
+        Node {
+            value,
+            path: String::new(),
+        }
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// The value at `key`, if present and not null.
+    pub fn get(&self, key: &str) -> Option<Node<'a>> {
+        let value = self.map.get(key)?;
+        if value.is_null() {
+            return None;
+        }
+        Some(Node {
+            value,
+            path: join(&self.path, key),
+        })
+    }
+
+    pub fn path_of(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// A short rendering of a YAML value for messages.
+fn show(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(t) => format!("!{}", t.tag),
+    };
+    if text.chars().count() > 80 {
+        let cut: String = text.chars().take(77).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+/// The allowed key closest to a typo, when it is close enough to be the likely intent.
+fn suggest<'k>(typo: &str, allowed: &[&'k str]) -> Option<&'k str> {
+    let typo = typo.to_ascii_lowercase();
+    allowed
+        .iter()
+        .map(|k| (edit_distance(&typo, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(
+            suggest("upstrem", &["prefix", "upstream"]),
+            Some("upstream")
+        );
+        assert_eq!(suggest("timout", &["timeouts", "type"]), Some("timeouts"));
+        assert_eq!(suggest("zzz", &["prefix", "upstream"]), None);
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |k: &str| (k == "KEY").then(|| "secret".to_string());
+        let mut d = Decoder::new(&env);
+        let v = Value::String("Bearer ${KEY}!".into());
+        assert_eq!(d.string(&Node::root(&v)).as_deref(), Some("Bearer secret!"));
+        let v = Value::String("${MISSING}".into());
+        assert_eq!(d.string(&Node::root(&v)), None);
+        assert_eq!(d.problems.len(), 1);
+    }
+}

@@ -1,0 +1,18 @@
+//! Configuration: one YAML file (or openai-forward's environment variables), decoded into typed
+//! structs with every problem reported at once, each with its YAML path.
+
+mod decode;
+mod load;
+mod model;
+mod problems;
+mod schema;
+pub mod units;
+
+pub use load::{load_file, parse_bytes, MAX_CONFIG_BYTES};
+pub use model::*;
+pub use problems::{ConfigError, Problem, Problems};
+pub use schema::parse_upstream_url;
+
+mod dotenv;
+mod emit;
+pub mod openai_forward;

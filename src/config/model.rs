@@ -1,0 +1,185 @@
+//! The typed configuration: what the rest of the gateway reads. Built only by the decoder in
+//! `schema.rs`, so every value here has been validated (paths normalised, URLs parsed, ranges
+//! checked). Defaults live next to their fields.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Addresses to listen on (default `0.0.0.0:8000`, like openai-forward).
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads of the proxy service (default: the number of cores).
+    pub threads: usize,
+    /// On SIGTERM, how long the old process keeps serving before it stops accepting (Pingora's
+    /// `grace_period_seconds`; a fixed wait, so keep it short behind a load balancer).
+    pub grace_period: Duration,
+    /// After the grace period, how long in-flight requests (long streams) may still run.
+    pub shutdown_timeout: Duration,
+    pub pid_file: String,
+    /// Unix socket through which a new process (`run -u`) takes over the listeners.
+    pub upgrade_sock: String,
+    /// Upstream host names are resolved at most this long ago (stale answers are served while a
+    /// refresh runs in the background).
+    pub dns_ttl: Duration,
+    /// Bound on one resolution; past it the request fails with 502.
+    pub dns_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// An OpenAI-compatible API: bodies are JSON that later phases read (model, usage, cache keys).
+    OpenAi,
+    /// Any HTTP API: bytes pass through untouched.
+    General,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::OpenAi => "openai",
+            RouteKind::General => "general",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub tls: bool,
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path prepended to every forwarded path, without a trailing `/` (empty for none).
+    pub base_path: String,
+}
+
+impl UpstreamUrl {
+    /// The Host header value: the port only when it is not the scheme's default.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.base_path)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect (and, for https, the TLS handshake on top of it).
+    pub connect: Duration,
+    /// Upstream read: bounds the wait for the response head (first byte) and every gap between
+    /// body chunks of a stream. Pingora enforces it per read.
+    pub read: Duration,
+    /// Upstream write: bounds each write of the request (large uploads).
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        // LLM calls: connecting is quick, generating is not. A non-streamed reasoning answer can
+        // take minutes before its first byte.
+        Timeouts {
+            connect: Duration::from_secs(10),
+            read: Duration::from_secs(600),
+            write: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after a failed connect (nothing reached the upstream, so any method is safe).
+    pub connect_retries: u32,
+    /// First backoff; doubles per retry, with full jitter in [backoff/2, backoff].
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            connect_retries: 2,
+            backoff: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Normalised: leading `/`, no trailing `/` (except the root), no runs of `/`.
+    pub prefix: String,
+    pub upstream: UpstreamUrl,
+    pub kind: RouteKind,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+    /// Extra PEM CA bundle trusted for this upstream, in addition to the system store.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RouteConfig {
+    pub fn new(prefix: &str, upstream: UpstreamUrl, kind: RouteKind) -> Self {
+        RouteConfig {
+            prefix: prefix.to_string(),
+            upstream,
+            kind,
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+            ca_file: None,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 8000))],
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            grace_period: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
+            pid_file: "/tmp/llm-forward.pid".into(),
+            upgrade_sock: "/tmp/llm-forward-upgrade.sock".into(),
+            dns_ttl: Duration::from_secs(60),
+            dns_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for Config {
+    /// openai-forward's default: everything on :8000 goes to api.openai.com.
+    fn default() -> Self {
+        let openai = UpstreamUrl {
+            tls: true,
+            host: "api.openai.com".into(),
+            port: 443,
+            base_path: String::new(),
+        };
+        Config {
+            server: ServerConfig::default(),
+            routes: vec![RouteConfig::new("/", openai, RouteKind::OpenAi)],
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The config schema: which keys exist where, their types, defaults and cross-field rules.
+//! Decodes a YAML document into [`Config`], collecting every problem (see `decode.rs`).
+
+use super::decode::{Decoder, Node};
+use super::model::*;
+use crate::routing::normalize_prefix;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+const TOP: &[&str] = &["server", "routes"];
+const SERVER: &[&str] = &[
+    "listen",
+    "threads",
+    "grace_period",
+    "shutdown_timeout",
+    "pid_file",
+    "upgrade_sock",
+    "dns_ttl",
+    "dns_timeout",
+];
+const ROUTE: &[&str] = &["prefix", "upstream", "type", "timeouts", "retry", "ca_file"];
+const TIMEOUTS: &[&str] = &["connect", "read", "write"];
+const RETRY: &[&str] = &["connect_retries", "backoff", "backoff_max"];
+
+/// Decode a whole document. `None` when any problem was recorded.
+pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
+    if root.value.is_null() {
+        d.problem("", None, "the config is empty; it needs at least `routes`");
+        return None;
+    }
+    let top = d.fields(root, TOP)?;
+    let server = match top.get("server") {
+        Some(node) => decode_server(d, &node),
+        None => ServerConfig::default(),
+    };
+    let routes = match top.get("routes") {
+        Some(node) => decode_routes(d, &node),
+        None => {
+            d.problem("routes", None, "missing; list at least one route");
+            Vec::new()
+        }
+    };
+    d.problems.is_empty().then_some(Config { server, routes })
+}
+
+fn decode_server(d: &mut Decoder<'_>, node: &Node<'_>) -> ServerConfig {
+    let mut s = ServerConfig::default();
+    let Some(f) = d.fields(node, SERVER) else {
+        return s;
+    };
+    if let Some(n) = f.get("listen") {
+        let items = match n.value {
+            serde_yaml::Value::Sequence(_) => d.seq(&n),
+            _ => vec![n.clone()],
+        };
+        let listen: Vec<SocketAddr> = items
+            .iter()
+            .filter_map(|n| d.parsed(n, parse_listen))
+            .collect();
+        if items.is_empty() {
+            d.problem(
+                &n.path,
+                None,
+                "list at least one address, e.g. 0.0.0.0:8000",
+            );
+        }
+        s.listen = listen;
+    }
+    if let Some(n) = f.get("threads") {
+        s.threads = d.uint(&n, 1, 1024).map_or(s.threads, |v| v as usize);
+    }
+    let durations = [
+        ("grace_period", &mut s.grace_period),
+        ("shutdown_timeout", &mut s.shutdown_timeout),
+        ("dns_ttl", &mut s.dns_ttl),
+        ("dns_timeout", &mut s.dns_timeout),
+    ];
+    for (key, slot) in durations {
+        if let Some(v) = f.get(key).and_then(|n| d.duration(&n)) {
+            *slot = v;
+        }
+    }
+    for (key, slot) in [
+        ("pid_file", &mut s.pid_file),
+        ("upgrade_sock", &mut s.upgrade_sock),
+    ] {
+        if let Some(v) = f.get(key).and_then(|n| d.string(&n)) {
+            *slot = v;
+        }
+    }
+    s
+}
+
+fn decode_routes(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<RouteConfig> {
+    let items = d.seq(node);
+    if items.is_empty() && node.value.is_sequence() {
+        d.problem(&node.path, None, "list at least one route");
+    }
+    let mut routes = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for item in &items {
+        let Some(route) = decode_route(d, item) else {
+            continue;
+        };
+        let path = format!("{}.prefix", item.path);
+        if let Some(first) = seen.get(&route.prefix) {
+            let why = format!("duplicate prefix; {first} already routes it");
+            d.problems.add(path, Some(route.prefix.clone()), why);
+            continue;
+        }
+        seen.insert(route.prefix.clone(), path);
+        routes.push(route);
+    }
+    routes
+}
+
+fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
+    let f = d.fields(node, ROUTE)?;
+    let prefix = match f.get("prefix") {
+        Some(n) => d.parsed(&n, normalize_prefix),
+        None => {
+            d.problem(&f.path_of("prefix"), None, "missing; e.g. `/` or `/openai`");
+            None
+        }
+    };
+    let upstream = match f.get("upstream") {
+        Some(n) => d.parsed(&n, parse_upstream_url),
+        None => {
+            let why = "missing; the base URL to forward to, e.g. https://api.openai.com";
+            d.problem(&f.path_of("upstream"), None, why);
+            None
+        }
+    };
+    let kind = match f.get("type") {
+        Some(n) => d.parsed(&n, |s| match s {
+            "openai" => Ok(RouteKind::OpenAi),
+            "general" => Ok(RouteKind::General),
+            _ => Err("expected `openai` or `general`".into()),
+        }),
+        None => Some(RouteKind::OpenAi),
+    };
+    let mut timeouts = Timeouts::default();
+    if let Some(tf) = f.get("timeouts").and_then(|n| d.fields(&n, TIMEOUTS)) {
+        let slots = [
+            ("connect", &mut timeouts.connect),
+            ("read", &mut timeouts.read),
+            ("write", &mut timeouts.write),
+        ];
+        for (key, slot) in slots {
+            if let Some(n) = tf.get(key) {
+                match d.duration(&n) {
+                    Some(v) if v.is_zero() => d.problem(&n.path, Some(n.value), "must be above 0"),
+                    Some(v) => *slot = v,
+                    None => {}
+                }
+            }
+        }
+    }
+    let mut retry = RetryPolicy::default();
+    if let Some(rf) = f.get("retry").and_then(|n| d.fields(&n, RETRY)) {
+        if let Some(v) = rf.get("connect_retries").and_then(|n| d.uint(&n, 0, 10)) {
+            retry.connect_retries = v as u32;
+        }
+        if let Some(v) = rf.get("backoff").and_then(|n| d.duration(&n)) {
+            retry.backoff = v;
+        }
+        if let Some(v) = rf.get("backoff_max").and_then(|n| d.duration(&n)) {
+            retry.backoff_max = v;
+        }
+    }
+    let ca_file = f.get("ca_file").and_then(|n| {
+        let path = PathBuf::from(d.string(&n)?);
+        if !path.is_file() {
+            d.problem(&n.path, Some(n.value), "no such file (a PEM CA bundle)");
+            return None;
+        }
+        Some(path)
+    });
+    Some(RouteConfig {
+        prefix: prefix?,
+        upstream: upstream?,
+        kind: kind?,
+        timeouts,
+        retry,
+        ca_file,
+    })
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        "expected IP:PORT, e.g. 0.0.0.0:8000 or [::]:8000 (host names are not resolved here)"
+            .to_string()
+    })
+}
+
+/// Parse an upstream base URL: `http(s)://host[:port][/base/path]`, nothing else.
+pub fn parse_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| "not a URL; expected e.g. https://api.openai.com".to_string())?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        Some(other) => {
+            return Err(format!(
+                "scheme {other:?} is not supported; use http or https"
+            ))
+        }
+        None => return Err("missing scheme; write http:// or https://".into()),
+    };
+    let authority = uri.authority().ok_or_else(|| "missing host".to_string())?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in the URL are not supported; configure keys instead".into());
+    }
+    if uri.query().is_some() {
+        return Err("a base URL cannot carry a query string".into());
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    if port == 0 {
+        return Err("port 0 is not a valid upstream port".into());
+    }
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(UpstreamUrl {
+        tls,
+        host: host.to_string(),
+        port,
+        base_path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let u = parse_upstream_url("https://dashscope.aliyuncs.com/compatible-mode/v1/").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.port, 443);
+        assert_eq!(u.base_path, "/compatible-mode/v1");
+        assert_eq!(u.authority(), "dashscope.aliyuncs.com");
+        let u = parse_upstream_url("http://127.0.0.1:8080").unwrap();
+        assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 8080, ""));
+        assert_eq!(u.authority(), "127.0.0.1:8080");
+        let u = parse_upstream_url("http://[::1]:9000/v1").unwrap();
+        assert_eq!(u.host, "::1");
+        assert_eq!(u.authority(), "[::1]:9000");
+        for bad in [
+            "ftp://x",
+            "api.openai.com",
+            "https://",
+            "http://a/b?c=d",
+            "http://u:p@h",
+        ] {
+            assert!(parse_upstream_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! llm-forward: a high-performance LLM API gateway on Cloudflare Pingora.
+//!
+//! The binary is a thin shell over this library (`cli` → `config` → `server`), so tests and
+//! embedders start the very same gateway in-process. The request pipeline lives in [`proxy`], one
+//! module per Pingora phase; pure logic (config, routing) never sees a Pingora type.
+
+pub mod banner;
+pub mod cli;
+pub mod config;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod state;
+pub mod upstream;

@@ -1,0 +1,34 @@
+//! Route phase (`request_filter`): local endpoints (`/healthz`), then the longest matching route
+//! prefix; the path after the prefix is rewritten onto the upstream's base path.
+
+use super::ctx::RequestCtx;
+use super::error::{respond_json, GatewayError};
+use crate::routing::{collapse_slashes, upstream_target};
+use crate::state::Gateway;
+use bytes::Bytes;
+use pingora_proxy::Session;
+use std::sync::Arc;
+
+/// Answer local endpoints or pick the route. `Ok(true)`: a response was sent, stop here.
+pub async fn route_request(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<bool> {
+    let uri = &session.req_header().uri;
+    let path = collapse_slashes(uri.path());
+    if path == "/healthz" && session.req_header().method == http::Method::GET {
+        ctx.status = 200;
+        // openai-forward answers the JSON string "OK"; health checkers rely on it.
+        respond_json(session, 200, Bytes::from_static(b"\"OK\"")).await?;
+        return Ok(true);
+    }
+    let Some(found) = gateway.table.find(&path) else {
+        return Err(ctx.fail(GatewayError::RouteNotFound));
+    };
+    let route = Arc::clone(&gateway.routes[found.index]);
+    let target = upstream_target(&route.upstream.url.base_path, found.rest, uri.query());
+    ctx.upstream_target = Some(target);
+    ctx.route = Some(route);
+    Ok(false)
+}

@@ -1,0 +1,151 @@
+//! Route matching: segment-aware longest prefix over normalised paths, and the rewrite of the
+//! matched path onto the upstream's base path. Pure and allocation-free on the common path (a
+//! request path without `//`), so it is unit-tested and benchmarked alone.
+
+use std::borrow::Cow;
+
+/// Normalise a configured prefix: leading `/`, runs of `/` collapsed, no trailing `/` (but `/`
+/// itself). Rejects what can never match a request path.
+pub fn normalize_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.contains(['?', '#', ' ']) {
+        return Err("a prefix is a path: no `?`, `#` or spaces".into());
+    }
+    let collapsed = collapse_slashes(&format!("/{prefix}")).into_owned();
+    let trimmed = collapsed.trim_end_matches('/');
+    Ok(if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    })
+}
+
+/// Collapse runs of `/` into one, borrowing when there is nothing to change.
+pub fn collapse_slashes(path: &str) -> Cow<'_, str> {
+    if !path.contains("//") {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut last_slash = false;
+    for c in path.chars() {
+        if c == '/' && last_slash {
+            continue;
+        }
+        last_slash = c == '/';
+        out.push(c);
+    }
+    Cow::Owned(out)
+}
+
+/// Prefixes sorted so that the first match is the longest one.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// (prefix, index into the caller's route list), longest prefix first.
+    entries: Vec<(String, usize)>,
+}
+
+/// A matched route and what remains of the path after its prefix (`""` or starting with `/`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct RouteMatch<'p> {
+    pub index: usize,
+    pub rest: &'p str,
+}
+
+impl RouteTable {
+    /// `prefixes` must already be normalised (see [`normalize_prefix`]).
+    pub fn new<'a>(prefixes: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut entries: Vec<(String, usize)> = prefixes
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (p.to_string(), i))
+            .collect();
+        entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        RouteTable { entries }
+    }
+
+    /// Match a normalised path (no `//`, no query). `/gen` matches `/gen` and `/gen/x`, never
+    /// `/genfoo`; `/` matches everything.
+    pub fn find<'p>(&self, path: &'p str) -> Option<RouteMatch<'p>> {
+        self.entries.iter().find_map(|(prefix, index)| {
+            let rest = if prefix == "/" {
+                path
+            } else {
+                let rest = path.strip_prefix(prefix.as_str())?;
+                if !(rest.is_empty() || rest.starts_with('/')) {
+                    return None;
+                }
+                rest
+            };
+            Some(RouteMatch {
+                index: *index,
+                rest,
+            })
+        })
+    }
+}
+
+/// The upstream request target: base path + the rest after the prefix + the original query.
+pub fn upstream_target(base_path: &str, rest: &str, query: Option<&str>) -> String {
+    let mut target =
+        String::with_capacity(base_path.len() + rest.len() + 2 + query.map_or(0, str::len));
+    target.push_str(base_path);
+    target.push_str(rest);
+    if target.is_empty() {
+        target.push('/');
+    }
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    target
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::new(["/", "/gen", "/gemini", "/localai/v1"])
+    }
+
+    #[test]
+    fn longest_segment_aware_prefix() {
+        let t = table();
+        let m = |p| t.find(p).map(|m| (m.index, m.rest));
+        assert_eq!(m("/gen/x"), Some((1, "/x")));
+        assert_eq!(m("/gen"), Some((1, "")));
+        assert_eq!(m("/genfoo"), Some((0, "/genfoo")));
+        assert_eq!(m("/gemini/v1beta/models"), Some((2, "/v1beta/models")));
+        assert_eq!(m("/localai/v1/chat"), Some((3, "/chat")));
+        assert_eq!(m("/localai/v2"), Some((0, "/localai/v2")));
+        assert_eq!(m("/"), Some((0, "/")));
+        let no_root = RouteTable::new(["/gen"]);
+        assert_eq!(no_root.find("/genfoo"), None);
+        assert_eq!(no_root.find("/"), None);
+    }
+
+    #[test]
+    fn prefixes_normalise() {
+        assert_eq!(normalize_prefix("gemini").unwrap(), "/gemini");
+        assert_eq!(normalize_prefix("//a//b/").unwrap(), "/a/b");
+        assert_eq!(normalize_prefix("/").unwrap(), "/");
+        assert_eq!(normalize_prefix("").unwrap(), "/");
+        assert!(normalize_prefix("/a?b").is_err());
+    }
+
+    #[test]
+    fn slashes_collapse() {
+        assert_eq!(collapse_slashes("//gen//x///"), "/gen/x/");
+        assert!(matches!(collapse_slashes("/v1/chat"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(upstream_target("", "/v1/chat", None), "/v1/chat");
+        assert_eq!(
+            upstream_target("/compatible-mode/v1", "/chat/completions", Some("a=1")),
+            "/compatible-mode/v1/chat/completions?a=1"
+        );
+        assert_eq!(upstream_target("", "", None), "/");
+        assert_eq!(upstream_target("/v1", "", None), "/v1");
+    }
+}

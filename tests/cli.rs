@@ -1,0 +1,122 @@
+//! The binary as an operator runs it: the built-in default, `--host/--port`, the banner, and
+//! openai-forward's environment variables or `.env` as a drop-in replacement for `aifd run`.
+
+mod common;
+
+use common::mock::MockUpstream;
+use common::*;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+/// A gateway process, killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn gateway_command(cwd: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm-forward"));
+    cmd.current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for var in ["FORWARD_CONFIG", "TIMEOUT", "OPENAI_API_KEY_CONFIG", "FORWARD_KEY_CONFIG", "IP_WHITELIST", "IP_BLACKLIST"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[tokio::test]
+async fn default_config_with_port_override_serves_healthz_and_prints_a_banner() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = gateway_command(dir.path())
+        .args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .spawn()
+        .unwrap();
+    let mut proc = Process(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await;
+    let resp = client().get(format!("http://{addr}/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "\"OK\"");
+    // The banner is written before the server starts; read what is there so far.
+    let _ = proc.0.kill();
+    let out = proc.0.wait_with_output_ref();
+    assert!(out.contains(&format!("listening   http://127.0.0.1:{port}")), "{out}");
+    assert!(out.contains("https://api.openai.com  [openai]"), "{out}");
+}
+
+#[tokio::test]
+async fn openai_forward_environment_variables_configure_the_routes() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let forward = format!(r#"[{{"base_url":"{}","route":"/localai","type":"openai"}}]"#, up.url());
+    let child = gateway_command(dir.path())
+        .env("FORWARD_CONFIG", forward)
+        .env("TIMEOUT", "3")
+        .args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .spawn()
+        .unwrap();
+    let _proc = Process(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await;
+    let resp = client().get(format!("http://{addr}/localai/v1/models")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.requests()[0].path, "/v1/models");
+}
+
+#[tokio::test]
+async fn a_dotenv_file_in_the_working_directory_is_read() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("FORWARD_CONFIG='[\n  {{\"base_url\":\"{}\",\"route\":\"/gemini\",\"type\":\"general\"}}\n]'\n", up.url()),
+    )
+    .unwrap();
+    let child = gateway_command(dir.path())
+        .args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .spawn()
+        .unwrap();
+    let _proc = Process(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await;
+    let resp = client().get(format!("http://{addr}/gemini/v1beta/models")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.requests()[0].path, "/v1beta/models");
+}
+
+#[test]
+fn an_access_restriction_we_cannot_enforce_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gateway_command(dir.path())
+        .env("IP_WHITELIST", "10.0.0.1")
+        .args(["run", "--port", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IP_WHITELIST"));
+}
+
+trait ReadStderr {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl ReadStderr for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(mut err) = self.stderr.take() {
+            let _ = err.read_to_string(&mut text);
+        }
+        let _ = self.wait();
+        text
+    }
+}

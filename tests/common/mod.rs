@@ -1,0 +1,91 @@
+//! The integration-test kit: a mock upstream (`mock`) and the real gateway started in-process on
+//! a free port (`start_gateway`), stopped when its guard drops.
+#![allow(dead_code)]
+
+pub mod mock;
+
+use llm_forward::config::{parse_bytes, Config};
+use llm_forward::server::{spawn, RunningGateway};
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+/// A running gateway; dropping it shuts the server down and joins its threads.
+pub struct GatewayGuard {
+    pub addr: SocketAddr,
+    _running: RunningGateway,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayGuard {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// A port that is free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Parse `yaml` (which leaves `server.listen` out) and start the gateway on a free port.
+pub async fn start_gateway(yaml: &str) -> GatewayGuard {
+    let config = parse_bytes(yaml.as_bytes(), &|k| std::env::var(k).ok())
+        .unwrap_or_else(|p| panic!("test config is invalid:\n{p}"));
+    start_gateway_with(config).await
+}
+
+pub async fn start_gateway_with(mut config: Config) -> GatewayGuard {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    config.server.listen = vec![addr];
+    config.server.threads = 1;
+    config.server.grace_period = Duration::ZERO;
+    config.server.shutdown_timeout = Duration::ZERO;
+    config.server.pid_file = dir.path().join("pid").display().to_string();
+    config.server.upgrade_sock = dir.path().join("upgrade.sock").display().to_string();
+    let running = spawn(config).unwrap_or_else(|p| panic!("gateway did not start:\n{p}"));
+    wait_listening(addr).await;
+    GatewayGuard {
+        addr,
+        _running: running,
+        _dir: dir,
+    }
+}
+
+/// Readiness: the listener is bound asynchronously by Pingora's service thread, so poll a TCP
+/// connect (bounded) rather than sleeping a guessed amount.
+pub async fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "gateway never listened on {addr}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A client that never pools across tests and never follows redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A one-route config to `upstream` (any extra route keys appended under the route).
+pub fn one_route(prefix: &str, upstream: &str, extra: &str) -> String {
+    format!("routes:\n  - prefix: \"{prefix}\"\n    upstream: \"{upstream}\"\n{extra}")
+}
+
+/// Assert an OpenAI-shaped error body and return its `code`.
+pub fn error_code(body: &serde_json::Value) -> String {
+    let e = &body["error"];
+    assert!(e["message"].is_string(), "no error.message in {body}");
+    assert!(e["type"].is_string(), "no error.type in {body}");
+    assert!(e.get("param").is_some(), "no error.param in {body}");
+    e["code"].as_str().unwrap_or_default().to_string()
+}
