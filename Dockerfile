@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+# llm-forward container image.
+#   docker build -t llm-forward .
+#   docker run -p 8000:8000 llm-forward                       # built-in example: / -> api.openai.com
+#   docker run -p 8000:8000 -v ./conf/my.yaml:/etc/llm-forward/llm-forward.yaml:ro llm-forward
+# The config must listen on 0.0.0.0 (not 127.0.0.1) to be reachable through -p; the health check
+# below assumes port 8000 (set HEALTH_PORT otherwise).
+
+# --- build ---------------------------------------------------------------------------------------
+FROM rust:1-bookworm AS build
+# cmake: zlib-ng (Pingora); pkg-config + libssl-dev: link Debian's OpenSSL rather than compiling
+# the vendored copy (OPENSSL_NO_VENDOR below) — the runtime stage ships the matching libssl3.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev \
+ && rm -rf /var/lib/apt/lists/*
+ENV OPENSSL_NO_VENDOR=1
+WORKDIR /src
+COPY . .
+# Cache mounts keep the registry and target/ between builds; the binary is copied out of the
+# mount because the mount is not part of the image layer.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin llm-forward \
+ && install -m 0755 target/release/llm-forward /usr/local/bin/llm-forward
+
+# --- runtime -------------------------------------------------------------------------------------
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin llm-forward
+COPY --from=build /usr/local/bin/llm-forward /usr/local/bin/llm-forward
+# The built-in example config, replaced by mounting your own over it.
+COPY --chmod=0644 <<'EOF' /etc/llm-forward/llm-forward.yaml
+server:
+  listen: ["0.0.0.0:8000"]
+  # SIGTERM (docker stop) waits grace_period, then drains up to shutdown_timeout: keep the sum
+  # below `docker stop -t` / `--stop-timeout` (10 s by default), or raise that.
+  grace_period: 1s
+  shutdown_timeout: 8s
+routes:
+  - prefix: /
+    upstream: https://api.openai.com
+    type: openai
+EOF
+USER 10001:10001
+# pid_file and upgrade_sock default to /tmp, which this user can write.
+WORKDIR /tmp
+EXPOSE 8000
+ENV RUST_LOG=info HEALTH_PORT=8000
+# No curl in the slim image: bash's /dev/tcp sends one request and reads the status line.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/$HEALTH_PORT && printf 'GET /healthz HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && read -r -t 2 line <&3 && [[ $line == *' 200 '* ]]"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/llm-forward"]
+CMD ["run", "-c", "/etc/llm-forward/llm-forward.yaml"]
