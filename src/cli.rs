@@ -115,7 +115,7 @@ fn run(args: RunArgs) -> ExitCode {
         upgrade: args.upgrade,
     };
     match build_server(cfg, &options) {
-        Ok(server) => server.run_forever(),
+        Ok(built) => built.run_forever(),
         Err(list) => report(&ConfigError::Invalid {
             path: args.config.unwrap_or_else(|| "config".into()),
             list,

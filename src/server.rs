@@ -8,7 +8,8 @@ use crate::proxy::LlmProxy;
 use crate::state::Gateway;
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -21,10 +22,18 @@ pub struct ProcessOptions {
     pub upgrade: bool,
 }
 
+/// A built, not yet running, gateway server.
+pub struct GatewayServer {
+    pub server: Server,
+    /// Requests in flight (see `proxy::ctx::InFlight`).
+    pub in_flight: Arc<AtomicUsize>,
+}
+
 /// Build the Pingora server for `config`. Fails only on config-level problems found while
 /// building runtime state (unreadable CA files).
-pub fn build_server(config: Config, options: &ProcessOptions) -> Result<Server, Problems> {
+pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayServer, Problems> {
     let gateway = Gateway::build(config)?;
+    let in_flight = Arc::clone(&gateway.in_flight);
     let conf = server_conf(&gateway.config);
     let opt = Opt {
         upgrade: options.upgrade,
@@ -43,7 +52,35 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<Server, 
         service.add_tcp(&addr.to_string());
     }
     server.add_service(service);
-    Ok(server)
+    Ok(GatewayServer { server, in_flight })
+}
+
+impl GatewayServer {
+    /// Run until a signal, then exit the process: SIGTERM stops gracefully, SIGQUIT hands the
+    /// listeners to a new process started with `-u`, SIGINT stops at once.
+    ///
+    /// Pingora's grace period is a fixed sleep before the runtimes (and any request still
+    /// running) are dropped. We keep it as the upper bound but exit as soon as the last request
+    /// in flight has finished, so a stop takes as long as the longest stream, not always the
+    /// whole grace period.
+    pub fn run_forever(self) -> ! {
+        let mut phases = self.server.watch_execution_phase();
+        let in_flight = self.in_flight;
+        let _ = std::thread::Builder::new()
+            .name("drain-watch".into())
+            .spawn(move || {
+                while let Ok(phase) = phases.blocking_recv() {
+                    if matches!(phase, ExecutionPhase::ShutdownGracePeriod) {
+                        while in_flight.load(Ordering::Acquire) > 0 {
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                        }
+                        log::info!("all requests finished; exiting before the grace period ends");
+                        std::process::exit(0);
+                    }
+                }
+            });
+        self.server.run_forever()
+    }
 }
 
 fn server_conf(config: &Config) -> ServerConf {
@@ -69,7 +106,7 @@ pub struct RunningGateway {
 /// Start `config` in the background (tests and embedding). Listeners are bound asynchronously:
 /// callers that need readiness poll a connection to the listen address.
 pub fn spawn(config: Config) -> Result<RunningGateway, Problems> {
-    let server = build_server(config, &ProcessOptions::default())?;
+    let server = build_server(config, &ProcessOptions::default())?.server;
     let stop = Arc::new(Notify::new());
     let signal = StopSignal(Arc::clone(&stop));
     let thread = std::thread::Builder::new()

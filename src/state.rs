@@ -5,6 +5,7 @@
 use crate::config::{Config, Problems, RouteConfig};
 use crate::routing::RouteTable;
 use crate::upstream::peer::Upstream;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 /// One configured route, ready to serve.
@@ -17,6 +18,8 @@ pub struct Gateway {
     pub config: Config,
     pub routes: Vec<Arc<Route>>,
     pub table: RouteTable,
+    /// Requests between `new_ctx` and the end of `logging` (drain on shutdown).
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 impl Gateway {
@@ -45,6 +48,7 @@ impl Gateway {
             config,
             routes,
             table,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }))
     }
 }

@@ -24,7 +24,14 @@ fn gateway_command(cwd: &std::path::Path) -> Command {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    for var in ["FORWARD_CONFIG", "TIMEOUT", "OPENAI_API_KEY_CONFIG", "FORWARD_KEY_CONFIG", "IP_WHITELIST", "IP_BLACKLIST"] {
+    for var in [
+        "FORWARD_CONFIG",
+        "TIMEOUT",
+        "OPENAI_API_KEY_CONFIG",
+        "FORWARD_KEY_CONFIG",
+        "IP_WHITELIST",
+        "IP_BLACKLIST",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -41,13 +48,20 @@ async fn default_config_with_port_override_serves_healthz_and_prints_a_banner() 
     let mut proc = Process(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr).await;
-    let resp = client().get(format!("http://{addr}/healthz")).send().await.unwrap();
+    let resp = client()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "\"OK\"");
     // The banner is written before the server starts; read what is there so far.
     let _ = proc.0.kill();
     let out = proc.0.wait_with_output_ref();
-    assert!(out.contains(&format!("listening   http://127.0.0.1:{port}")), "{out}");
+    assert!(
+        out.contains(&format!("listening   http://127.0.0.1:{port}")),
+        "{out}"
+    );
     assert!(out.contains("https://api.openai.com  [openai]"), "{out}");
 }
 
@@ -56,7 +70,10 @@ async fn openai_forward_environment_variables_configure_the_routes() {
     let up = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let forward = format!(r#"[{{"base_url":"{}","route":"/localai","type":"openai"}}]"#, up.url());
+    let forward = format!(
+        r#"[{{"base_url":"{}","route":"/localai","type":"openai"}}]"#,
+        up.url()
+    );
     let child = gateway_command(dir.path())
         .env("FORWARD_CONFIG", forward)
         .env("TIMEOUT", "3")
@@ -66,7 +83,11 @@ async fn openai_forward_environment_variables_configure_the_routes() {
     let _proc = Process(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr).await;
-    let resp = client().get(format!("http://{addr}/localai/v1/models")).send().await.unwrap();
+    let resp = client()
+        .get(format!("http://{addr}/localai/v1/models"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(up.requests()[0].path, "/v1/models");
 }
@@ -88,7 +109,11 @@ async fn a_dotenv_file_in_the_working_directory_is_read() {
     let _proc = Process(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr).await;
-    let resp = client().get(format!("http://{addr}/gemini/v1beta/models")).send().await.unwrap();
+    let resp = client()
+        .get(format!("http://{addr}/gemini/v1beta/models"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(up.requests()[0].path, "/v1beta/models");
 }

@@ -29,7 +29,10 @@ async fn expect_error(resp: reqwest::Response, status: u16, code: &str, upstream
     let text = resp.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(error_code(&body), code);
-    assert!(!text.contains(&upstream.port().to_string()), "leaks the upstream: {text}");
+    assert!(
+        !text.contains(&upstream.port().to_string()),
+        "leaks the upstream: {text}"
+    );
     assert!(!text.contains("127.0.0.1"), "leaks the upstream: {text}");
 }
 
@@ -37,9 +40,23 @@ async fn expect_error(resp: reqwest::Response, status: u16, code: &str, upstream
 async fn connection_refused_is_a_502_after_bounded_retries() {
     let addr = refused_addr();
     let gw = start_gateway(&one_route("/", &format!("http://{addr}"), FAST)).await;
-    expect_error(post_chat(&gw, false).await, 502, "upstream_unreachable", addr).await;
+    expect_error(
+        post_chat(&gw, false).await,
+        502,
+        "upstream_unreachable",
+        addr,
+    )
+    .await;
     // The gateway is still healthy afterwards.
-    assert_eq!(client().get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -67,7 +84,13 @@ async fn retries_back_off_exponentially() {
     let retry = "    retry: {connect_retries: 3, backoff: 100ms, backoff_max: 1s}\n";
     let gw = start_gateway(&one_route("/", &format!("http://{addr}"), retry)).await;
     let start = Instant::now();
-    expect_error(post_chat(&gw, false).await, 502, "upstream_unreachable", addr).await;
+    expect_error(
+        post_chat(&gw, false).await,
+        502,
+        "upstream_unreachable",
+        addr,
+    )
+    .await;
     let took = start.elapsed();
     assert!(took >= Duration::from_millis(350), "no backoff: {took:?}");
     assert!(took < Duration::from_secs(3), "unbounded: {took:?}");
@@ -78,7 +101,13 @@ async fn a_reset_before_headers_is_a_502() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::ResetBeforeHeaders);
     let gw = start_gateway(&one_route("/", &up.url(), FAST)).await;
-    expect_error(post_chat(&gw, false).await, 502, "upstream_connection_broken", up.addr()).await;
+    expect_error(
+        post_chat(&gw, false).await,
+        502,
+        "upstream_connection_broken",
+        up.addr(),
+    )
+    .await;
     // A POST that reached the upstream is not replayed.
     assert_eq!(up.request_count(), 1);
 }
@@ -89,26 +118,48 @@ async fn a_stalled_upstream_is_a_504_after_the_read_timeout() {
     up.set_behavior(Behavior::Stall);
     let gw = start_gateway(&one_route("/", &up.url(), FAST)).await;
     let start = Instant::now();
-    expect_error(post_chat(&gw, false).await, 504, "upstream_timeout", up.addr()).await;
+    expect_error(
+        post_chat(&gw, false).await,
+        504,
+        "upstream_timeout",
+        up.addr(),
+    )
+    .await;
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
 async fn slow_headers_within_the_timeout_are_fine_beyond_it_a_504() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&one_route("/", &up.url(), FAST)).await;
-    up.push_behavior(Behavior::SlowHeaders { delay: Duration::from_millis(100) });
+    up.push_behavior(Behavior::SlowHeaders {
+        delay: Duration::from_millis(100),
+    });
     assert_eq!(post_chat(&gw, false).await.status(), 200);
-    up.push_behavior(Behavior::SlowHeaders { delay: Duration::from_millis(1500) });
-    expect_error(post_chat(&gw, false).await, 504, "upstream_timeout", up.addr()).await;
+    up.push_behavior(Behavior::SlowHeaders {
+        delay: Duration::from_millis(1500),
+    });
+    expect_error(
+        post_chat(&gw, false).await,
+        504,
+        "upstream_timeout",
+        up.addr(),
+    )
+    .await;
 }
 
 /// Read a streamed body to its end; `Err` when the connection ended abnormally.
 async fn read_stream(resp: reqwest::Response) -> (String, Result<(), String>) {
     let mut text = String::new();
     let mut body = resp.bytes_stream();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("stream hung") {
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("stream hung")
+    {
         match chunk {
             Ok(c) => text.push_str(&String::from_utf8_lossy(&c)),
             Err(e) => return (text, Err(e.to_string())),
@@ -120,12 +171,17 @@ async fn read_stream(resp: reqwest::Response) -> (String, Result<(), String>) {
 #[tokio::test]
 async fn a_stream_reset_mid_way_ends_abnormally_for_the_client() {
     let up = MockUpstream::start().await;
-    up.set_behavior(Behavior::ResetMidStream { events_before_reset: 3 });
+    up.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
     let gw = start_gateway(&one_route("/", &up.url(), FAST)).await;
     let resp = post_chat(&gw, true).await;
     assert_eq!(resp.status(), 200);
     let (text, end) = read_stream(resp).await;
-    assert!(text.matches("data: ").count() >= 3, "events before the cut must arrive: {text}");
+    assert!(
+        text.matches("data: ").count() >= 3,
+        "events before the cut must arrive: {text}"
+    );
     assert!(!text.contains("[DONE]"));
     assert!(end.is_err(), "a cut stream must not end cleanly");
 }
@@ -133,7 +189,9 @@ async fn a_stream_reset_mid_way_ends_abnormally_for_the_client() {
 #[tokio::test]
 async fn a_stream_that_goes_silent_is_cut_after_the_idle_timeout() {
     let up = MockUpstream::start().await;
-    up.set_behavior(Behavior::SseGated { events: vec!["{\"n\":0}".into(), "{\"n\":1}".into()] });
+    up.set_behavior(Behavior::SseGated {
+        events: vec!["{\"n\":0}".into(), "{\"n\":1}".into()],
+    });
     let gw = start_gateway(&one_route("/", &up.url(), FAST)).await;
     let start = Instant::now();
     let resp = post_chat(&gw, true).await;
@@ -158,14 +216,19 @@ async fn a_client_leaving_before_the_first_byte_cancels_the_upstream_request() {
     assert!(up.wait_for_requests(1, Duration::from_secs(5)).await);
     let left = Instant::now();
     request.abort();
-    let closed = up.wait_for_peer_close(Duration::from_secs(2)).await.expect("upstream never saw the close");
+    let closed = up
+        .wait_for_peer_close(Duration::from_secs(2))
+        .await
+        .expect("upstream never saw the close");
     assert!(closed.duration_since(left) < Duration::from_secs(1));
 }
 
 #[tokio::test]
 async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
     let up = MockUpstream::start().await;
-    up.set_behavior(Behavior::SseGated { events: (0..10).map(|i| format!("{{\"n\":{i}}}")).collect() });
+    up.set_behavior(Behavior::SseGated {
+        events: (0..10).map(|i| format!("{{\"n\":{i}}}")).collect(),
+    });
     let gw = start_gateway(&one_route("/", &up.url(), "")).await;
     let resp = post_chat(&gw, true).await;
     let mut body = resp.bytes_stream();
@@ -175,7 +238,10 @@ async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
     drop(body);
     // The mock may only notice on its next write or read: let one more event out.
     up.release(1);
-    let closed = up.wait_for_peer_close(Duration::from_secs(2)).await.expect("upstream never saw the close");
+    let closed = up
+        .wait_for_peer_close(Duration::from_secs(2))
+        .await
+        .expect("upstream never saw the close");
     assert!(closed.duration_since(left) < Duration::from_secs(1));
 }
 
@@ -190,14 +256,30 @@ async fn an_unresolvable_upstream_is_a_502_not_a_panic() {
         assert_eq!(error_code(&body), "upstream_dns_failed");
         assert!(!body.to_string().contains("no-such-host"));
     }
-    assert_eq!(client().get(gw.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn host_names_resolve_asynchronously() {
     let up = MockUpstream::start().await;
-    let gw = start_gateway(&one_route("/", &format!("http://localhost:{}", up.addr().port()), "")).await;
+    let gw = start_gateway(&one_route(
+        "/",
+        &format!("http://localhost:{}", up.addr().port()),
+        "",
+    ))
+    .await;
     let resp = client().get(gw.url("/v1/models")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(up.requests()[0].header("host"), Some(format!("localhost:{}", up.addr().port()).as_str()));
+    assert_eq!(
+        up.requests()[0].header("host"),
+        Some(format!("localhost:{}", up.addr().port()).as_str())
+    );
 }

@@ -23,7 +23,12 @@ async fn every_method_is_forwarded() {
     let c = client();
     for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let resp = c.request(m, gw.url("/up/v1/files/f-1")).body("x").send().await.unwrap();
+        let resp = c
+            .request(m, gw.url("/up/v1/files/f-1"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{method}");
         let echo: Value = resp.json().await.unwrap();
         assert_eq!(echo["method"], method);
@@ -73,7 +78,12 @@ async fn upstream_status_headers_and_body_come_back() {
         body: body.clone(),
     });
     let gw = start_gateway(&one_route("/", &up.url(), "")).await;
-    let resp = client().post(gw.url("/v1/chat/completions")).json(&json!({"model": "m"})).send().await.unwrap();
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 429);
     let h = resp.headers();
     assert_eq!(h["x-request-id"], "req-123");
@@ -123,13 +133,30 @@ async fn a_multipart_audio_upload_arrives_intact() {
     let audio: Vec<u8> = (0..300_000u32).map(|i| (i % 256) as u8).collect();
     let form = reqwest::multipart::Form::new()
         .text("model", "whisper-1")
-        .part("file", reqwest::multipart::Part::bytes(audio.clone()).file_name("a.wav").mime_str("audio/wav").unwrap());
-    let resp = client().post(gw.url("/up/v1/audio/transcriptions")).multipart(form).send().await.unwrap();
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(audio.clone())
+                .file_name("a.wav")
+                .mime_str("audio/wav")
+                .unwrap(),
+        );
+    let resp = client()
+        .post(gw.url("/up/v1/audio/transcriptions"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let seen = &up.requests()[0];
-    assert!(seen.header("content-type").unwrap().starts_with("multipart/form-data; boundary="));
+    assert!(seen
+        .header("content-type")
+        .unwrap()
+        .starts_with("multipart/form-data; boundary="));
     let body = &seen.body[..];
-    assert!(body.windows(audio.len()).any(|w| w == audio.as_slice()), "audio bytes altered");
+    assert!(
+        body.windows(audio.len()).any(|w| w == audio.as_slice()),
+        "audio bytes altered"
+    );
     assert!(body.windows(9).any(|w| w == b"whisper-1"));
 }
 
@@ -177,7 +204,11 @@ async fn keep_alive_is_used_on_both_legs() {
         resp.bytes().await.unwrap();
     }
     assert_eq!(up.request_count(), 5);
-    assert_eq!(up.connection_count(), 1, "the upstream connection should be reused");
+    assert_eq!(
+        up.connection_count(),
+        1,
+        "the upstream connection should be reused"
+    );
 }
 
 #[tokio::test]

@@ -22,7 +22,12 @@ async fn longest_segment_aware_prefix_wins() {
     let c = client();
 
     let get = |path: &str| c.get(gw.url(path)).send();
-    let echo: Value = get("/gen/chat/completions?x=1&y=%20").await.unwrap().json().await.unwrap();
+    let echo: Value = get("/gen/chat/completions?x=1&y=%20")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(echo["path"], "/base/v1/chat/completions?x=1&y=%20");
     let echo: Value = get("//gen//models").await.unwrap().json().await.unwrap();
     assert_eq!(echo["path"], "/base/v1/models");

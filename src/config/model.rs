@@ -18,10 +18,11 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Worker threads of the proxy service (default: the number of cores).
     pub threads: usize,
-    /// On SIGTERM, how long the old process keeps serving before it stops accepting (Pingora's
-    /// `grace_period_seconds`; a fixed wait, so keep it short behind a load balancer).
+    /// After the listeners close (SIGTERM, or the hand-over to a new process on SIGQUIT),
+    /// requests in flight (long streams) have up to this long to finish; the process exits as
+    /// soon as the last one has.
     pub grace_period: Duration,
-    /// After the grace period, how long in-flight requests (long streams) may still run.
+    /// After that, how long the runtime may take to wind down; whatever still runs is cut.
     pub shutdown_timeout: Duration,
     pub pid_file: String,
     /// Unix socket through which a new process (`run -u`) takes over the listeners.
@@ -158,8 +159,8 @@ impl Default for ServerConfig {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            grace_period: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(30),
+            grace_period: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(5),
             pid_file: "/tmp/llm-forward.pid".into(),
             upgrade_sock: "/tmp/llm-forward-upgrade.sock".into(),
             dns_ttl: Duration::from_secs(60),

@@ -3,8 +3,26 @@
 
 use super::error::GatewayError;
 use crate::state::Route;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Counts a request as in flight from `new_ctx` until its ctx is dropped (after `logging`), so a
+/// stopping process can tell when it has drained.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub fn enter(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
 
 pub struct RequestCtx {
     /// When the request head was read (set by `new_ctx`).
@@ -20,11 +38,13 @@ pub struct RequestCtx {
     pub error: Option<GatewayError>,
     /// Status written to the client (`response_filter` or the error responder).
     pub status: u16,
+    _in_flight: InFlight,
 }
 
 impl RequestCtx {
-    pub fn new() -> Self {
+    pub fn new(in_flight: &Arc<AtomicUsize>) -> Self {
         RequestCtx {
+            _in_flight: InFlight::enter(in_flight),
             started: Instant::now(),
             route: None,
             upstream_target: None,
@@ -32,12 +52,6 @@ impl RequestCtx {
             error: None,
             status: 0,
         }
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

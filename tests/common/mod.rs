@@ -63,7 +63,10 @@ pub async fn wait_listening(addr: SocketAddr) {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return;
         }
-        assert!(Instant::now() < deadline, "gateway never listened on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "gateway never listened on {addr}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

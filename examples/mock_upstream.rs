@@ -1,0 +1,77 @@
+//! The integration tests' mock OpenAI-compatible upstream as a standalone server, for benchmarks
+//! and the Python SDK check.
+//!
+//! ```text
+//! cargo run --release --example mock_upstream -- [--listen 127.0.0.1:0] [--threads N]
+//! ```
+//!
+//! It answers as `Behavior::OpenAi` with request recording off, prints exactly one line
+//! `listening on 127.0.0.1:PORT` to stdout once it accepts connections, and runs until killed.
+//! `--threads` sets the tokio worker threads (default 1, leaving the other core of a 2-core
+//! machine to the gateway).
+
+#[path = "../tests/common/mock.rs"]
+mod mock;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::exit;
+
+const USAGE: &str = "usage: mock_upstream [--listen ADDR:PORT] [--threads N]";
+
+/// Prints `message` and the usage to stderr, then exits with status 2.
+fn fail(message: &str) -> ! {
+    eprintln!("mock_upstream: {message}\n{USAGE}");
+    exit(2)
+}
+
+fn main() {
+    let mut listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut threads = 1usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let mut value = || inline.clone().or_else(|| args.next());
+        match flag.as_str() {
+            "--listen" => {
+                let v = value().unwrap_or_else(|| fail("--listen needs ADDR:PORT"));
+                listen = v
+                    .parse()
+                    .unwrap_or_else(|_| fail(&format!("bad address {v:?}")));
+            }
+            "--threads" => {
+                let v = value().unwrap_or_else(|| fail("--threads needs a number"));
+                threads = match v.parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => fail(&format!("bad thread count {v:?}")),
+                };
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return;
+            }
+            other => fail(&format!("unknown argument {other:?}")),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(&format!("cannot build the runtime: {e}")));
+    runtime.block_on(async {
+        let upstream = mock::MockUpstream::try_start_on(listen)
+            .await
+            .unwrap_or_else(|e| fail(&format!("cannot listen on {listen}: {e}")));
+        upstream.set_recording(false);
+        let mut stdout = std::io::stdout().lock();
+        let printed = writeln!(stdout, "listening on {}", upstream.addr());
+        if printed.and_then(|()| stdout.flush()).is_err() {
+            exit(1);
+        }
+        drop(stdout);
+        std::future::pending::<()>().await;
+    });
+}

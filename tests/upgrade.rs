@@ -1,0 +1,129 @@
+//! Graceful upgrade, as `systemctl reload` does it: a new process started with `-u` takes the
+//! listening socket over from the running one (SIGQUIT); no request is refused during the swap
+//! and a stream in flight on the old process runs to its end.
+
+mod common;
+
+use common::mock::{Behavior, MockUpstream};
+use common::*;
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &std::path::Path, upgrade: bool) -> Process {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm-forward"));
+    cmd.arg("run")
+        .arg("-c")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if upgrade {
+        cmd.arg("-u");
+    }
+    Process(cmd.spawn().unwrap())
+}
+
+#[tokio::test]
+async fn a_new_process_takes_over_without_dropping_requests_or_streams() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sock = dir.path().join("upgrade.sock");
+    let config = dir.path().join("llm-forward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: ['127.0.0.1:{port}']\n  threads: 1\n  grace_period: 10s\n  shutdown_timeout: 1s\n  upgrade_sock: '{}'\n  pid_file: '{}'\nroutes:\n  - {{prefix: /, upstream: '{}'}}\n",
+            sock.display(),
+            dir.path().join("pid").display(),
+            up.url()
+        ),
+    )
+    .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut old = start(&config, false);
+    wait_listening(addr).await;
+
+    // A stream on the old process, held open by the upstream.
+    up.push_behavior(Behavior::SseGated {
+        events: vec!["{\"n\":0}".into(), "{\"n\":1}".into()],
+    });
+    let resp = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .body("{\"stream\":true}")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("\"n\":0"));
+
+    // The new process waits on the upgrade socket for the listeners.
+    let _new = start(&config, true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the new process never opened the upgrade socket"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-QUIT", &old.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Requests keep being answered through the swap (the old process hands over, then closes).
+    let c = client();
+    let swap_ends = Instant::now() + Duration::from_secs(7);
+    let mut served = 0;
+    while Instant::now() < swap_ends {
+        let resp = c
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .expect("refused during the upgrade");
+        assert_eq!(resp.status(), 200);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served > 50);
+
+    // The old stream is still alive and ends cleanly once the upstream finishes it.
+    up.release(1);
+    let mut rest = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("stream hung")
+    {
+        rest.push_str(&String::from_utf8_lossy(
+            &chunk.expect("the in-flight stream was cut"),
+        ));
+    }
+    assert!(
+        rest.contains("\"n\":1") && rest.contains("[DONE]"),
+        "{rest}"
+    );
+
+    // Drained: the old process exits at once instead of sleeping out its 10 s grace period.
+    let drained = Instant::now();
+    while old.0.try_wait().unwrap().is_none() {
+        assert!(
+            drained.elapsed() < Duration::from_secs(3),
+            "the old process did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
