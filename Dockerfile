@@ -4,7 +4,9 @@
 #   docker run -p 8000:8000 llm-forward                       # built-in example: / -> api.openai.com
 #   docker run -p 8000:8000 -v ./conf/my.yaml:/etc/llm-forward/llm-forward.yaml:ro llm-forward
 # The config must listen on 0.0.0.0 (not 127.0.0.1) to be reachable through -p; the health check
-# below assumes port 8000 (set HEALTH_PORT otherwise).
+# below assumes port 8000 (set HEALTH_PORT otherwise). `docker stop` sends SIGTERM and kills after
+# 10 s; streams in flight may need up to grace_period (60 s by default): run with --stop-timeout 70
+# (compose: stop_grace_period: 70s), or lower grace_period.
 
 # --- build ---------------------------------------------------------------------------------------
 FROM rust:1-bookworm AS build
@@ -34,10 +36,6 @@ COPY --from=build /usr/local/bin/llm-forward /usr/local/bin/llm-forward
 COPY --chmod=0644 <<'EOF' /etc/llm-forward/llm-forward.yaml
 server:
   listen: ["0.0.0.0:8000"]
-  # SIGTERM (docker stop) waits grace_period, then drains up to shutdown_timeout: keep the sum
-  # below `docker stop -t` / `--stop-timeout` (10 s by default), or raise that.
-  grace_period: 1s
-  shutdown_timeout: 8s
 routes:
   - prefix: /
     upstream: https://api.openai.com

@@ -4,9 +4,12 @@
 //! embedders start the very same gateway in-process. The request pipeline lives in [`proxy`], one
 //! module per Pingora phase; pure logic (config, routing) never sees a Pingora type.
 
+pub mod access;
 pub mod banner;
 pub mod cli;
 pub mod config;
+pub mod cors;
+pub mod keys;
 pub mod proxy;
 pub mod routing;
 pub mod server;

@@ -1,23 +1,41 @@
 //! Runtime state, built once from a validated config: the route table and, per route, its
-//! upstream (address or cached host name, TLS trust, timeouts). Shared read-only by every
-//! request; later sections (keys, limits, cache, logs) hang their runtime state here too.
+//! upstream (address or cached host name, TLS trust, timeouts) and who may use it (auth mode,
+//! key pool, IP rules); the forward keys and tenants; the client-IP resolver. Shared read-only
+//! by every request.
 
-use crate::config::{Config, Problems, RouteConfig};
+use crate::access::{ClientIpResolver, IpRules};
+use crate::config::{AuthMode, Config, IpRulesConfig, KeyPlacement, Problems, RouteConfig};
+use crate::cors::CorsPolicy;
+use crate::keys::forward::ForwardKeys;
+use crate::keys::pool::KeyPool;
+use crate::keys::tenant::Tenant;
 use crate::routing::RouteTable;
 use crate::upstream::peer::Upstream;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 /// One configured route, ready to serve.
 pub struct Route {
+    /// Position in `Gateway::routes` (tenants index their permissions by it).
+    pub index: usize,
     pub config: RouteConfig,
     pub upstream: Upstream,
+    pub auth_mode: AuthMode,
+    /// The route's own pool (tenants may override it).
+    pub pool: Option<Arc<KeyPool>>,
+    pub key_placement: KeyPlacement,
+    pub access: IpRules,
 }
 
 pub struct Gateway {
     pub config: Config,
     pub routes: Vec<Arc<Route>>,
     pub table: RouteTable,
+    pub forward_keys: ForwardKeys,
+    pub client_ip: ClientIpResolver,
+    pub access: IpRules,
+    pub cors: Option<CorsPolicy>,
     /// Requests between `new_ctx` and the end of `logging` (drain on shutdown).
     pub in_flight: Arc<AtomicUsize>,
 }
@@ -27,28 +45,103 @@ impl Gateway {
     /// reading files it names (CA bundles), reported like any config problem.
     pub fn build(config: Config) -> Result<Arc<Gateway>, Problems> {
         let mut problems = Problems::default();
+        let pools: HashMap<&str, Arc<KeyPool>> = config
+            .upstream_keys
+            .iter()
+            .map(|p| (p.name.as_str(), Arc::new(KeyPool::new(p))))
+            .collect();
         let mut routes = Vec::with_capacity(config.routes.len());
-        for (i, rc) in config.routes.iter().enumerate() {
-            match Upstream::new(rc, &config.server) {
-                Ok(upstream) => routes.push(Arc::new(Route {
-                    config: rc.clone(),
-                    upstream,
-                })),
+        for (index, rc) in config.routes.iter().enumerate() {
+            let upstream = match Upstream::new(rc, &config.server) {
+                Ok(u) => u,
                 Err(why) => {
                     let value = rc.ca_file.as_ref().map(|p| p.display().to_string());
-                    problems.add(format!("routes[{i}].ca_file"), value, why);
+                    problems.add(format!("routes[{index}].ca_file"), value, why);
+                    continue;
                 }
-            }
+            };
+            routes.push(Arc::new(Route {
+                index,
+                config: rc.clone(),
+                upstream,
+                auth_mode: config.auth_mode(rc),
+                pool: rc.auth.pool.as_deref().and_then(|p| pools.get(p).cloned()),
+                key_placement: rc.auth.key_placement.clone(),
+                access: ip_rules(&rc.access),
+            }));
         }
         if !problems.is_empty() {
             return Err(problems);
         }
+        let tenants: HashMap<&str, Arc<Tenant>> = config
+            .tenants
+            .iter()
+            .map(|t| {
+                let per_route = routes
+                    .iter()
+                    .map(|r| {
+                        let allowed = t
+                            .routes
+                            .as_ref()
+                            .is_none_or(|p| p.contains(&r.config.prefix));
+                        allowed.then(|| {
+                            let own = t
+                                .pools
+                                .iter()
+                                .find(|(prefix, _)| *prefix == r.config.prefix);
+                            match own {
+                                Some((_, pool)) => pools.get(pool.as_str()).cloned(),
+                                None => r.pool.clone(),
+                            }
+                        })
+                    })
+                    .collect();
+                let tenant = Tenant::new(
+                    t.name.clone(),
+                    t.models.clone(),
+                    per_route,
+                    ip_rules(&t.access),
+                );
+                (t.name.as_str(), Arc::new(tenant))
+            })
+            .collect();
+        let mut forward_keys = ForwardKeys::default();
+        for fk in &config.forward_keys {
+            if let Some(tenant) = tenants.get(fk.tenant.as_str()) {
+                forward_keys.insert(
+                    &fk.key.0,
+                    fk.name.clone(),
+                    Arc::clone(tenant),
+                    ip_rules(&fk.access),
+                );
+            }
+        }
+        let client_ip = ClientIpResolver::new(
+            crate::access::IpSet::parse_all(&config.access.trusted_proxies).unwrap_or_default(),
+        );
+        let access = ip_rules(&config.access.rules);
+        let cors = config
+            .cors
+            .as_ref()
+            .and_then(|c| CorsPolicy::new(&c.allow_origins, c.allow_credentials, c.max_age).ok());
         let table = RouteTable::new(routes.iter().map(|r| r.config.prefix.as_str()));
         Ok(Arc::new(Gateway {
             config,
             routes,
             table,
+            forward_keys,
+            client_ip,
+            access,
+            cors,
             in_flight: Arc::new(AtomicUsize::new(0)),
         }))
     }
+}
+
+/// Rules from validated CIDR strings (validation already rejected anything unparsable).
+fn ip_rules(config: &IpRulesConfig) -> IpRules {
+    IpRules::new(
+        crate::access::IpSet::parse_all(&config.allow).unwrap_or_default(),
+        crate::access::IpSet::parse_all(&config.deny).unwrap_or_default(),
+    )
 }

@@ -89,6 +89,46 @@ impl<'e> Decoder<'e> {
         }
     }
 
+    pub fn boolean(&mut self, node: &Node<'_>) -> Option<bool> {
+        match node.value {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.problem(&node.path, Some(other), "expected true or false");
+                None
+            }
+        }
+    }
+
+    /// The entries of a mapping with user-chosen keys (pool and tenant names), in order.
+    pub fn entries<'a>(&mut self, node: &Node<'a>) -> Option<Vec<(String, Node<'a>)>> {
+        let Value::Mapping(map) = node.value else {
+            self.problem(
+                &node.path,
+                Some(node.value),
+                "expected a mapping of names to values",
+            );
+            return None;
+        };
+        let mut out = Vec::with_capacity(map.len());
+        for (k, value) in map {
+            let name = match k {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => {
+                    self.problem(&node.path, Some(other), "names must be strings");
+                    continue;
+                }
+            };
+            let path = if node.path.is_empty() {
+                name.clone()
+            } else {
+                format!("{}.{name}", node.path)
+            };
+            out.push((name, Node { value, path }));
+        }
+        Some(out)
+    }
+
     pub fn uint(&mut self, node: &Node<'_>, min: u64, max: u64) -> Option<u64> {
         match node.value.as_u64() {
             Some(n) if (min..=max).contains(&n) => Some(n),
@@ -102,6 +142,10 @@ impl<'e> Decoder<'e> {
 
     pub fn duration(&mut self, node: &Node<'_>) -> Option<Duration> {
         self.parsed(node, units::parse_duration)
+    }
+
+    pub fn size(&mut self, node: &Node<'_>) -> Option<u64> {
+        self.parsed(node, units::parse_size)
     }
 
     /// A string (or number) turned into `T` by `parse`, whose error becomes the problem's reason.

@@ -6,7 +6,9 @@ mod load;
 mod model;
 mod problems;
 mod schema;
+mod schema_auth;
 pub mod units;
+mod validate;
 
 pub use load::{load_file, parse_bytes, MAX_CONFIG_BYTES};
 pub use model::*;

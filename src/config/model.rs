@@ -10,6 +10,138 @@ use std::time::Duration;
 pub struct Config {
     pub server: ServerConfig,
     pub routes: Vec<RouteConfig>,
+    /// Named pools of real upstream keys.
+    pub upstream_keys: Vec<KeyPoolConfig>,
+    /// Who may do what (openai-forward's "levels").
+    pub tenants: Vec<TenantConfig>,
+    /// Keys handed to clients, each belonging to a tenant.
+    pub forward_keys: Vec<ForwardKeyConfig>,
+    /// Global IP rules and the proxies whose forwarded headers are believed.
+    pub access: AccessConfig,
+    /// Browser access (off unless origins are listed).
+    pub cors: Option<CorsConfig>,
+}
+
+/// A secret from the config. Its `Debug` never shows the value, so a config dump or a panic
+/// message cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyPoolConfig {
+    pub name: String,
+    pub keys: Vec<UpstreamKeyConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamKeyConfig {
+    pub key: Secret,
+    /// Shown in logs instead of the key; default `k-` + a hash prefix of the key.
+    pub name: Option<String>,
+    /// Share of requests, relative to the pool's other keys.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantConfig {
+    pub name: String,
+    /// Allowed models; `None` means every model.
+    pub models: Option<Vec<String>>,
+    /// Allowed route prefixes; `None` means every route.
+    pub routes: Option<Vec<String>>,
+    /// Route prefix → pool name, overriding the route's own pool for this tenant.
+    pub pools: Vec<(String, String)>,
+    pub access: IpRulesConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardKeyConfig {
+    pub key: Secret,
+    pub tenant: String,
+    pub name: Option<String>,
+    pub access: IpRulesConfig,
+}
+
+/// CIDR lists, already validated.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IpRulesConfig {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccessConfig {
+    pub rules: IpRulesConfig,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Real-IP` are believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsConfig {
+    pub allow_origins: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age: Duration,
+}
+
+/// How a route treats the credentials a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The client's own key goes upstream untouched (the default without forward keys).
+    Passthrough,
+    /// A valid forward key is required; it is swapped for a pool key (the default once forward
+    /// keys exist).
+    ForwardKeys,
+    /// Forward keys are swapped; any other credential passes through (openai-forward's rule).
+    Mixed,
+    /// No client key needed: a pool key is injected for everyone. Explicit only.
+    Open,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Passthrough => "passthrough",
+            AuthMode::ForwardKeys => "forward_keys",
+            AuthMode::Mixed => "mixed",
+            AuthMode::Open => "open",
+        }
+    }
+}
+
+/// Where the upstream expects its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPlacement {
+    /// `Authorization: Bearer <key>` (OpenAI and most compatible APIs).
+    Bearer,
+    /// A header carrying the bare key (`api-key` for Azure, `x-goog-api-key` for Gemini).
+    Header(String),
+    /// A query parameter (`key` for Gemini).
+    Query(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteAuth {
+    /// `None`: decided from the whole config (forward keys exist → `ForwardKeys`).
+    pub mode: Option<AuthMode>,
+    /// The pool whose keys this route sends upstream.
+    pub pool: Option<String>,
+    pub key_placement: KeyPlacement,
+}
+
+impl Default for RouteAuth {
+    fn default() -> Self {
+        RouteAuth {
+            mode: None,
+            pool: None,
+            key_placement: KeyPlacement::Bearer,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +259,9 @@ impl Default for RetryPolicy {
     }
 }
 
+/// 32 MiB: long chat histories with images stay well below it.
+pub const DEFAULT_MAX_BODY: u64 = 32 << 20;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// Normalised: leading `/`, no trailing `/` (except the root), no runs of `/`.
@@ -135,8 +270,12 @@ pub struct RouteConfig {
     pub kind: RouteKind,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
-    /// Extra PEM CA bundle trusted for this upstream, in addition to the system store.
+    /// PEM CA bundle trusted for this upstream instead of the system store.
     pub ca_file: Option<PathBuf>,
+    pub auth: RouteAuth,
+    pub access: IpRulesConfig,
+    /// Largest JSON body the gateway reads before forwarding (model checks, later caching).
+    pub max_body: u64,
 }
 
 impl RouteConfig {
@@ -148,6 +287,9 @@ impl RouteConfig {
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             ca_file: None,
+            auth: RouteAuth::default(),
+            access: IpRulesConfig::default(),
+            max_body: DEFAULT_MAX_BODY,
         }
     }
 }
@@ -169,6 +311,30 @@ impl Default for ServerConfig {
     }
 }
 
+impl Config {
+    /// No routes, no keys: the base that the decoder fills in.
+    pub fn empty() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            routes: Vec::new(),
+            upstream_keys: Vec::new(),
+            tenants: Vec::new(),
+            forward_keys: Vec::new(),
+            access: AccessConfig::default(),
+            cors: None,
+        }
+    }
+
+    /// The auth mode a route runs with: its own, else forward keys once any exist.
+    pub fn auth_mode(&self, route: &RouteConfig) -> AuthMode {
+        route.auth.mode.unwrap_or(if self.forward_keys.is_empty() {
+            AuthMode::Passthrough
+        } else {
+            AuthMode::ForwardKeys
+        })
+    }
+}
+
 impl Default for Config {
     /// openai-forward's default: everything on :8000 goes to api.openai.com.
     fn default() -> Self {
@@ -179,8 +345,8 @@ impl Default for Config {
             base_path: String::new(),
         };
         Config {
-            server: ServerConfig::default(),
             routes: vec![RouteConfig::new("/", openai, RouteKind::OpenAi)],
+            ..Config::empty()
         }
     }
 }

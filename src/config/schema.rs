@@ -3,12 +3,21 @@
 
 use super::decode::{Decoder, Node};
 use super::model::*;
+use super::{schema_auth, validate};
 use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-const TOP: &[&str] = &["server", "routes"];
+const TOP: &[&str] = &[
+    "server",
+    "routes",
+    "upstream_keys",
+    "tenants",
+    "forward_keys",
+    "access",
+    "cors",
+];
 const SERVER: &[&str] = &[
     "listen",
     "threads",
@@ -19,7 +28,10 @@ const SERVER: &[&str] = &[
     "dns_ttl",
     "dns_timeout",
 ];
-const ROUTE: &[&str] = &["prefix", "upstream", "type", "timeouts", "retry", "ca_file"];
+const ROUTE: &[&str] = &[
+    "prefix", "upstream", "type", "timeouts", "retry", "ca_file", "auth", "access", "max_body",
+];
+const AUTH: &[&str] = &["mode", "pool", "key_header"];
 const TIMEOUTS: &[&str] = &["connect", "read", "write"];
 const RETRY: &[&str] = &["connect_retries", "backoff", "backoff_max"];
 
@@ -41,7 +53,30 @@ pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
             Vec::new()
         }
     };
-    d.problems.is_empty().then_some(Config { server, routes })
+    let mut config = Config {
+        server,
+        routes,
+        ..Config::empty()
+    };
+    if let Some(n) = top.get("upstream_keys") {
+        config.upstream_keys = schema_auth::decode_pools(d, &n);
+    }
+    if let Some(n) = top.get("tenants") {
+        config.tenants = schema_auth::decode_tenants(d, &n);
+    }
+    if let Some(n) = top.get("forward_keys") {
+        config.forward_keys = schema_auth::decode_forward_keys(d, &n);
+    }
+    if let Some(n) = top.get("access") {
+        config.access = schema_auth::decode_access(d, &n);
+    }
+    if let Some(n) = top.get("cors") {
+        config.cors = schema_auth::decode_cors(d, &n);
+    }
+    if d.problems.is_empty() {
+        validate::cross_check(&config, &mut d.problems);
+    }
+    d.problems.is_empty().then_some(config)
 }
 
 fn decode_server(d: &mut Decoder<'_>, node: &Node<'_>) -> ServerConfig {
@@ -177,6 +212,18 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         }
         Some(path)
     });
+    let auth = f
+        .get("auth")
+        .map(|n| decode_route_auth(d, &n))
+        .unwrap_or_default();
+    let access = f
+        .get("access")
+        .map(|n| schema_auth::decode_rules(d, &n))
+        .unwrap_or_default();
+    let max_body = f
+        .get("max_body")
+        .and_then(|n| d.size(&n))
+        .unwrap_or(DEFAULT_MAX_BODY);
     Some(RouteConfig {
         prefix: prefix?,
         upstream: upstream?,
@@ -184,7 +231,56 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         timeouts,
         retry,
         ca_file,
+        auth,
+        access,
+        max_body,
     })
+}
+
+fn decode_route_auth(d: &mut Decoder<'_>, node: &Node<'_>) -> RouteAuth {
+    let mut auth = RouteAuth::default();
+    let Some(f) = d.fields(node, AUTH) else {
+        return auth;
+    };
+    if let Some(n) = f.get("mode") {
+        auth.mode = d.parsed(&n, |s| match s {
+            "passthrough" => Ok(AuthMode::Passthrough),
+            "forward_keys" => Ok(AuthMode::ForwardKeys),
+            "mixed" => Ok(AuthMode::Mixed),
+            "open" => Ok(AuthMode::Open),
+            _ => Err("expected passthrough, forward_keys, mixed or open".into()),
+        });
+    }
+    auth.pool = f.get("pool").and_then(|n| d.string(&n));
+    if let Some(n) = f.get("key_header") {
+        if let Some(p) = d.parsed(&n, parse_key_placement) {
+            auth.key_placement = p;
+        }
+    }
+    auth
+}
+
+/// `bearer`, a header name (`api-key`, `x-goog-api-key`) or `query:NAME`.
+fn parse_key_placement(text: &str) -> Result<KeyPlacement, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    if lower == "bearer" || lower == "authorization" {
+        return Ok(KeyPlacement::Bearer);
+    }
+    if let Some(param) = lower.strip_prefix("query:") {
+        if param.is_empty()
+            || !param
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err("expected query:NAME, e.g. query:key".into());
+        }
+        return Ok(KeyPlacement::Query(param.to_string()));
+    }
+    http::HeaderName::from_bytes(lower.as_bytes())
+        .map(|_| KeyPlacement::Header(lower))
+        .map_err(|_| {
+            "expected bearer, a header name (api-key, x-goog-api-key) or query:NAME".into()
+        })
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {

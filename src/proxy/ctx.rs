@@ -2,7 +2,11 @@
 //! only read what earlier ones wrote.
 
 use super::error::GatewayError;
+use super::preread::RestoreSlot;
+use crate::keys::pool::KeyPool;
+use crate::keys::tenant::Tenant;
 use crate::state::Route;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,8 +31,30 @@ impl Drop for InFlight {
 pub struct RequestCtx {
     /// When the request head was read (set by `new_ctx`).
     pub started: Instant,
+    /// The client's address, after trusted proxies (access phase, `early_request_filter`).
+    pub client_ip: Option<IpAddr>,
     /// The matched route (route phase, `request_filter`).
     pub route: Option<Arc<Route>>,
+    /// The forward key's tenant, when the client presented one (auth phase).
+    pub tenant: Option<Arc<Tenant>>,
+    /// The forward key's id for logs (auth phase); never the key.
+    pub key_id: Option<String>,
+    /// The pool whose keys replace the client's credentials (auth phase).
+    pub pool: Option<Arc<KeyPool>>,
+    /// The pool key used by the current attempt (upstream phase).
+    pub pool_key: Option<usize>,
+    /// The request's `model`, when the body was read (body phase).
+    pub model: Option<String>,
+    /// Set when the body phase swapped in the pre-read session; `logging` restores the real one.
+    pub preread: Option<RestoreSlot>,
+    /// The upstream refused the current key; retry with another (upstream → retry phase).
+    pub rotate_key: bool,
+    /// The last attempt failed to connect, so the next one waits out a backoff.
+    pub backoff_next: bool,
+    /// CORS headers for the answer, when the origin is allowed (CORS phase).
+    pub cors: Option<crate::cors::Headers>,
+    /// Connect failures so far (retry phase).
+    pub connect_failures: u32,
     /// Upstream path and query (route phase).
     pub upstream_target: Option<String>,
     /// Connection attempts made so far (upstream phase, `upstream_peer`).
@@ -46,7 +72,18 @@ impl RequestCtx {
         RequestCtx {
             _in_flight: InFlight::enter(in_flight),
             started: Instant::now(),
+            client_ip: None,
             route: None,
+            tenant: None,
+            key_id: None,
+            pool: None,
+            pool_key: None,
+            model: None,
+            preread: None,
+            rotate_key: false,
+            backoff_next: false,
+            connect_failures: 0,
+            cors: None,
             upstream_target: None,
             attempts: 0,
             error: None,

@@ -11,6 +11,20 @@ use pingora_proxy::Session;
 pub enum GatewayError {
     /// No route prefix matches the path.
     RouteNotFound,
+    /// The client's address is not allowed (global, route, tenant or key rules).
+    IpForbidden,
+    /// No valid forward key where one is required.
+    InvalidApiKey,
+    /// The forward key's tenant may not use this route.
+    RouteNotAllowed,
+    /// The forward key's tenant may not use this model.
+    ModelNotAllowed,
+    /// The body is larger than the route reads.
+    BodyTooLarge,
+    /// The body of a JSON API request is not a JSON object.
+    InvalidJson,
+    /// Every key of the pool is rejected or cooling down.
+    NoUpstreamKey,
     /// The upstream's name did not resolve.
     UpstreamDns,
     /// Connecting failed (refused, unreachable, TLS) after every retry.
@@ -27,6 +41,13 @@ impl GatewayError {
     pub fn status(self) -> u16 {
         match self {
             GatewayError::RouteNotFound => 404,
+            GatewayError::IpForbidden
+            | GatewayError::RouteNotAllowed
+            | GatewayError::ModelNotAllowed => 403,
+            GatewayError::InvalidApiKey => 401,
+            GatewayError::BodyTooLarge => 413,
+            GatewayError::InvalidJson => 400,
+            GatewayError::NoUpstreamKey => 503,
             GatewayError::UpstreamDns
             | GatewayError::UpstreamConnect
             | GatewayError::UpstreamBroken => 502,
@@ -38,7 +59,13 @@ impl GatewayError {
     /// OpenAI's `error.type`.
     pub fn kind(self) -> &'static str {
         match self {
-            GatewayError::RouteNotFound => "invalid_request_error",
+            GatewayError::RouteNotFound
+            | GatewayError::InvalidApiKey
+            | GatewayError::RouteNotAllowed
+            | GatewayError::ModelNotAllowed
+            | GatewayError::BodyTooLarge
+            | GatewayError::InvalidJson => "invalid_request_error",
+            GatewayError::IpForbidden => "permission_error",
             GatewayError::Internal => "server_error",
             _ => "upstream_error",
         }
@@ -48,6 +75,13 @@ impl GatewayError {
     pub fn code(self) -> &'static str {
         match self {
             GatewayError::RouteNotFound => "route_not_found",
+            GatewayError::IpForbidden => "ip_forbidden",
+            GatewayError::InvalidApiKey => "invalid_api_key",
+            GatewayError::RouteNotAllowed => "route_not_allowed",
+            GatewayError::ModelNotAllowed => "model_not_allowed",
+            GatewayError::BodyTooLarge => "request_too_large",
+            GatewayError::InvalidJson => "invalid_json",
+            GatewayError::NoUpstreamKey => "no_upstream_key_available",
             GatewayError::UpstreamDns => "upstream_dns_failed",
             GatewayError::UpstreamConnect => "upstream_unreachable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -59,6 +93,13 @@ impl GatewayError {
     pub fn message(self) -> &'static str {
         match self {
             GatewayError::RouteNotFound => "No route matches this path.",
+            GatewayError::IpForbidden => "Requests from this address are not allowed.",
+            GatewayError::InvalidApiKey => "Missing or invalid API key.",
+            GatewayError::RouteNotAllowed => "This API key may not use this route.",
+            GatewayError::ModelNotAllowed => "This API key may not use the requested model.",
+            GatewayError::BodyTooLarge => "The request body is too large.",
+            GatewayError::InvalidJson => "The request body is not a valid JSON object.",
+            GatewayError::NoUpstreamKey => "No upstream key is available right now; retry later.",
             GatewayError::UpstreamDns => "The upstream host could not be resolved.",
             GatewayError::UpstreamConnect => "The upstream could not be reached.",
             GatewayError::UpstreamTimeout => "The upstream did not answer in time.",
@@ -109,20 +150,31 @@ impl GatewayError {
     }
 }
 
-/// Write a JSON response (status, `content-type: application/json`, body) and end it.
-pub async fn respond_json(
+/// Write a local answer: `status`, an optional JSON body, and `extra` headers (CORS).
+pub async fn respond(
     session: &mut Session,
     status: u16,
-    body: Bytes,
+    json: Option<Bytes>,
+    extra: &[(http::HeaderName, http::HeaderValue)],
 ) -> pingora_core::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    let body = json.unwrap_or_default();
+    if !body.is_empty() {
+        header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    }
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in extra {
+        header.insert_header(name.clone(), value.clone())?;
+    }
+    let empty = body.is_empty();
     session
-        .write_response_header(Box::new(header), false)
+        .write_response_header(Box::new(header), empty)
         .await?;
-    session.write_response_body(Some(body), true).await
+    if !empty {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,13 +2,15 @@
 //! and the one access-log line every request gets, errors and local answers included.
 
 use super::ctx::RequestCtx;
-use super::error::{respond_json, GatewayError};
+use super::error::{respond, GatewayError};
 use pingora_core::Error;
 use pingora_proxy::{FailToProxy, Session};
 
 /// Answer a failed request with an OpenAI-shaped error, unless the client already has part of a
 /// response (then the connection is closed: a cut stream must never look complete) or is gone.
 pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    // Answer on the real session: only it can say `Connection: close`.
+    restore_session(session, ctx).await;
     let decided = ctx.error.or_else(|| GatewayError::from_pingora(e));
     let Some(error) = decided else {
         // The client went away; there is no one to answer.
@@ -26,14 +28,33 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     }
     let status = error.status();
     ctx.status = status;
-    if let Err(write_err) = respond_json(session, status, error.body()).await {
+    // Refusals decided before any upstream work keep the connection: Pingora drains the unread
+    // body before reuse. Not for a body refused for its size, and not after upstream trouble.
+    let reusable = ctx.attempts == 0 && error != GatewayError::BodyTooLarge;
+    let headers = ctx.cors.take().unwrap_or_default();
+    if !reusable {
+        // Say so (Pingora then writes `Connection: close`), or a keep-alive client sends its next
+        // request into a closing socket.
+        session.set_keepalive(None);
+    }
+    if let Err(write_err) = respond(session, status, Some(error.body()), &headers).await {
         log::debug!("could not send the error response: {write_err}");
     }
-    // Errors decided before any upstream work (404) leave the connection in a clean state.
-    let reusable = ctx.attempts == 0 && session.is_body_done();
     FailToProxy {
         error_code: status,
         can_reuse_downstream: reusable,
+    }
+}
+
+/// The last phase of every request: hand the real client session back (keep-alive), then log.
+pub async fn finish(session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    restore_session(session, ctx).await;
+    access_log(session, e, ctx);
+}
+
+async fn restore_session(session: &mut Session, ctx: &mut RequestCtx) {
+    if let Some(slot) = ctx.preread.take() {
+        super::preread::restore(&mut session.downstream_session, &slot).await;
     }
 }
 
@@ -55,14 +76,23 @@ pub fn access_log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     };
     log::info!(
         target: "access",
-        "{} {} status={} route={} attempts={} sent={} ms={:.1} outcome={}",
+        "{} {} status={} route={} client={} key={} model={} attempts={} sent={} ms={:.1} outcome={}",
         req.method,
         req.uri.path(),
         status,
         route,
+        ctx.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        ctx.key_id.as_deref().unwrap_or("-"),
+        ctx.model.as_deref().unwrap_or("-"),
         ctx.attempts,
         session.body_bytes_sent(),
         ctx.started.elapsed().as_secs_f64() * 1000.0,
         outcome,
     );
+}
+
+/// Refusals of bad requests (4xx decided by the gateway) are the access log's business, not
+/// error-log lines.
+pub fn is_quiet(ctx: &RequestCtx) -> bool {
+    ctx.error.is_some_and(|e| e.status() < 500)
 }

@@ -1,10 +1,15 @@
 //! The Pingora proxy: `impl ProxyHttp` is a table of one-line calls into the phase modules, in
 //! the order a request meets them (see the README's architecture section).
 
+mod access;
+mod auth;
+mod body;
+mod cors;
 mod ctx;
 pub mod error;
 mod finish;
 mod forward;
+mod preread;
 mod retry;
 mod route;
 
@@ -30,8 +35,25 @@ impl ProxyHttp for LlmProxy {
         RequestCtx::new(&self.gateway.in_flight)
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        auth::hide_credentials(session.req_header_mut());
+        access::check_client(&self.gateway, session, ctx)
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        route::route_request(&self.gateway, session, ctx).await
+        if cors::preflight_or_prepare(&self.gateway, session, ctx).await? {
+            return Ok(true);
+        }
+        if route::route_request(&self.gateway, session, ctx).await? {
+            return Ok(true);
+        }
+        auth::authenticate(&self.gateway, session.req_header(), ctx)?;
+        body::read_body(session, ctx).await?;
+        Ok(false)
     }
 
     async fn upstream_peer(&self, _: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -48,6 +70,17 @@ impl ProxyHttp for LlmProxy {
         retry::on_connect_failure(ctx, e)
     }
 
+    fn error_while_proxy(
+        &self,
+        _: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        retry::on_proxy_error(session, ctx, e, client_reused)
+    }
+
     async fn upstream_request_filter(
         &self,
         _: &mut Session,
@@ -61,10 +94,20 @@ impl ProxyHttp for LlmProxy {
         &self,
         _: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        forward::judge_key(ctx, upstream_response)?;
         forward::upstream_response(upstream_response);
         Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        cors::decorate(response, ctx)
     }
 
     async fn fail_to_proxy(
@@ -76,7 +119,18 @@ impl ProxyHttp for LlmProxy {
         finish::fail_to_proxy(session, e, ctx).await
     }
 
+    fn suppress_error_log(&self, _: &Session, ctx: &RequestCtx, _: &Error) -> bool {
+        finish::is_quiet(ctx)
+    }
+
+    /// Pingora's error lines name the request with this: method and path, never the query
+    /// (Gemini-style clients put keys there).
+    fn request_summary(&self, session: &Session, _: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        finish::access_log(session, e, ctx);
+        finish::finish(session, e, ctx).await;
     }
 }

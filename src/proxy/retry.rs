@@ -5,17 +5,39 @@
 use super::ctx::RequestCtx;
 use crate::config::RetryPolicy;
 use pingora_core::Error;
+use pingora_proxy::Session;
 use rand::Rng;
 use std::time::Duration;
 
-/// Mark a connect error retryable while the route's budget lasts.
-pub fn on_connect_failure(ctx: &RequestCtx, mut e: Box<Error>) -> Box<Error> {
+/// Mark a connect error retryable while the route's budget lasts; the next attempt backs off.
+pub fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
     let budget = ctx
         .route
         .as_ref()
         .map_or(0, |r| r.config.retry.connect_retries);
-    // `attempts` counts the one that just failed.
-    e.set_retry(ctx.attempts <= budget);
+    ctx.connect_failures += 1;
+    ctx.backoff_next = true;
+    e.set_retry(ctx.connect_failures <= budget);
+    e
+}
+
+/// An error after the request was sent. Retried only when the upstream refused the key (so it
+/// did no work) and the whole body can be sent again; otherwise Pingora's rule for idempotent
+/// methods on reused connections.
+pub fn on_proxy_error(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    mut e: Box<Error>,
+    client_reused: bool,
+) -> Box<Error> {
+    let replayable = !session.as_ref().retry_buffer_truncated();
+    if std::mem::take(&mut ctx.rotate_key) {
+        e.set_retry(replayable);
+    } else if !session.req_header().method.is_idempotent() || !replayable {
+        e.set_retry(false);
+    } else {
+        e.retry.decide_reuse(client_reused);
+    }
     e
 }
 

@@ -2,7 +2,7 @@
 //! prefix; the path after the prefix is rewritten onto the upstream's base path.
 
 use super::ctx::RequestCtx;
-use super::error::{respond_json, GatewayError};
+use super::error::{respond, GatewayError};
 use crate::routing::{collapse_slashes, upstream_target};
 use crate::state::Gateway;
 use bytes::Bytes;
@@ -20,7 +20,8 @@ pub async fn route_request(
     if path == "/healthz" && session.req_header().method == http::Method::GET {
         ctx.status = 200;
         // openai-forward answers the JSON string "OK"; health checkers rely on it.
-        respond_json(session, 200, Bytes::from_static(b"\"OK\"")).await?;
+        let cors = ctx.cors.take().unwrap_or_default();
+        respond(session, 200, Some(Bytes::from_static(b"\"OK\"")), &cors).await?;
         return Ok(true);
     }
     let Some(found) = gateway.table.find(&path) else {

@@ -1,0 +1,126 @@
+//! Rules that span sections: every name refers to something that exists, every tenant that may
+//! use a route has keys to use there (a forward key must never go upstream for want of a pool
+//! key), and no secret is configured twice. Problems name paths, never secret values.
+
+use super::model::*;
+use super::problems::Problems;
+use std::collections::{HashMap, HashSet};
+
+pub fn cross_check(config: &Config, problems: &mut Problems) {
+    let pools: HashMap<&str, &KeyPoolConfig> = config
+        .upstream_keys
+        .iter()
+        .map(|p| (p.name.as_str(), p))
+        .collect();
+    let prefixes: HashSet<&str> = config.routes.iter().map(|r| r.prefix.as_str()).collect();
+    let tenants: HashSet<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+
+    for p in &config.upstream_keys {
+        if p.keys.is_empty() {
+            problems.add(
+                format!("upstream_keys.{}", p.name),
+                None,
+                "an empty pool; list at least one key",
+            );
+        }
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        if let Some(pool) = &r.auth.pool {
+            if !pools.contains_key(pool.as_str()) {
+                problems.add(
+                    format!("routes[{i}].auth.pool"),
+                    Some(pool.clone()),
+                    "no such pool in upstream_keys",
+                );
+            }
+        }
+        let mode = config.auth_mode(r);
+        if mode == AuthMode::Open && r.auth.pool.is_none() {
+            problems.add(
+                format!("routes[{i}].auth.pool"),
+                None,
+                "mode `open` injects a pool key for everyone; name the pool",
+            );
+        }
+        if matches!(mode, AuthMode::ForwardKeys | AuthMode::Mixed) && config.forward_keys.is_empty()
+        {
+            problems.add(
+                format!("routes[{i}].auth.mode"),
+                Some(mode.as_str().into()),
+                "no forward_keys are configured",
+            );
+        }
+    }
+    for t in &config.tenants {
+        let at = |k: &str| format!("tenants.{}.{k}", t.name);
+        for route in t.routes.iter().flatten() {
+            if !prefixes.contains(route.as_str()) {
+                problems.add(
+                    at("routes"),
+                    Some(route.clone()),
+                    "no route has this prefix",
+                );
+            }
+        }
+        for (route, pool) in &t.pools {
+            if !prefixes.contains(route.as_str()) {
+                problems.add(at("pools"), Some(route.clone()), "no route has this prefix");
+            }
+            if !pools.contains_key(pool.as_str()) {
+                problems.add(
+                    at("pools"),
+                    Some(pool.clone()),
+                    "no such pool in upstream_keys",
+                );
+            }
+        }
+        // Each route this tenant may use with a forward key needs a pool to swap the key for.
+        for r in &config.routes {
+            let mode = config.auth_mode(r);
+            if !matches!(mode, AuthMode::ForwardKeys | AuthMode::Mixed) {
+                continue;
+            }
+            if t.routes
+                .as_ref()
+                .is_some_and(|allowed| !allowed.contains(&r.prefix))
+            {
+                continue;
+            }
+            let pool = t
+                .pools
+                .iter()
+                .find(|(prefix, _)| *prefix == r.prefix)
+                .map(|(_, p)| p)
+                .or(r.auth.pool.as_ref());
+            if pool.is_none() {
+                let why = format!(
+                    "may use route {} but neither the route (auth.pool) nor the tenant (pools) names upstream keys for it; its forward keys would have nothing to be swapped for (limit the tenant's `routes`, or name a pool)",
+                    r.prefix
+                );
+                problems.add(format!("tenants.{}", t.name), None, why);
+            }
+        }
+    }
+    let upstream_secrets: HashSet<&str> = config
+        .upstream_keys
+        .iter()
+        .flat_map(|p| p.keys.iter().map(|k| k.key.0.as_str()))
+        .collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for (i, k) in config.forward_keys.iter().enumerate() {
+        let at = |f: &str| format!("forward_keys[{i}].{f}");
+        if !tenants.contains(k.tenant.as_str()) {
+            problems.add(at("tenant"), Some(k.tenant.clone()), "no such tenant");
+        }
+        if !seen.insert(k.key.0.as_str()) {
+            problems.add(at("key"), None, "the same forward key is listed twice");
+        }
+        if upstream_secrets.contains(k.key.0.as_str()) {
+            problems.add(
+                at("key"),
+                None,
+                "this forward key is also an upstream key; a forward key must never be a real key",
+            );
+        }
+    }
+}

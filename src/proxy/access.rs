@@ -1,0 +1,29 @@
+//! Access phase (`early_request_filter`): who is the client (the socket peer, or the right-most
+//! untrusted hop when the peer is a trusted proxy), and may that address use the gateway at all.
+//! Runs before anything else reads the request, so a blocked client costs nothing more.
+
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
+use crate::state::Gateway;
+use pingora_proxy::Session;
+use std::net::{IpAddr, Ipv4Addr};
+
+pub fn check_client(
+    gateway: &Gateway,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<()> {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let ip = gateway
+        .client_ip
+        .resolve(peer, &session.req_header().headers);
+    ctx.client_ip = Some(ip);
+    if gateway.access.permits(ip) {
+        Ok(())
+    } else {
+        Err(ctx.fail(GatewayError::IpForbidden))
+    }
+}

@@ -1,0 +1,107 @@
+//! Auth phase (`request_filter`, after routing): what the client's credential means on this
+//! route. A forward key is looked up (constant time) and resolves to its tenant, whose routes,
+//! IP rules and key pool apply; without one, the route's mode decides between refusing (401),
+//! passing the client's own credential through, or injecting a pool key for everyone.
+
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
+use crate::config::AuthMode;
+use crate::state::Gateway;
+use std::sync::Arc;
+
+pub fn authenticate(
+    gateway: &Gateway,
+    req: &pingora_http::RequestHeader,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<()> {
+    let Some(route) = ctx.route.clone() else {
+        return Err(ctx.fail(GatewayError::Internal));
+    };
+    if let Some(ip) = ctx.client_ip {
+        if !route.access.permits(ip) {
+            return Err(ctx.fail(GatewayError::IpForbidden));
+        }
+    }
+    match route.auth_mode {
+        AuthMode::Passthrough => return Ok(()),
+        AuthMode::Open => {
+            ctx.pool = route.pool.clone();
+            return Ok(());
+        }
+        AuthMode::ForwardKeys | AuthMode::Mixed => {}
+    }
+    let found = client_credential(req).and_then(|token| gateway.forward_keys.lookup(token));
+    let Some(key) = found else {
+        return match route.auth_mode {
+            AuthMode::Mixed => Ok(()),
+            _ => Err(ctx.fail(GatewayError::InvalidApiKey)),
+        };
+    };
+    ctx.key_id = Some(key.id.clone());
+    let tenant = &key.tenant;
+    if !tenant.allows_route(route.index) {
+        return Err(ctx.fail(GatewayError::RouteNotAllowed));
+    }
+    if let Some(ip) = ctx.client_ip {
+        if !key.access.permits(ip) || !tenant.access.permits(ip) {
+            return Err(ctx.fail(GatewayError::IpForbidden));
+        }
+    }
+    // Config validation guarantees a pool here; without one the forward key would be the only
+    // credential left, and it must never go upstream.
+    let Some(pool) = tenant.pool(route.index) else {
+        return Err(ctx.fail(GatewayError::NoUpstreamKey));
+    };
+    ctx.pool = Some(Arc::clone(pool));
+    ctx.tenant = Some(Arc::clone(tenant));
+    Ok(())
+}
+
+/// The credential a client sent, wherever its SDK puts it: `Authorization: Bearer …` (OpenAI),
+/// `api-key` (Azure), `x-goog-api-key` or the `key` query parameter (Gemini).
+pub fn client_credential(req: &pingora_http::RequestHeader) -> Option<&str> {
+    let header = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(auth) = header("authorization") {
+        let token = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .unwrap_or(auth)
+            .trim();
+        if !token.is_empty() {
+            return Some(token);
+        }
+    }
+    if let Some(v) = header("api-key").or_else(|| header("x-goog-api-key")) {
+        return Some(v);
+    }
+    req.uri
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("key="))
+        .filter(|v| !v.is_empty())
+}
+
+/// Mark the headers that carry client credentials sensitive, so no `Debug` print of the request
+/// (Pingora's logs, ours) can show them.
+pub fn hide_credentials(req: &mut pingora_http::RequestHeader) {
+    for name in [
+        "authorization",
+        "api-key",
+        "x-goog-api-key",
+        "proxy-authorization",
+        "cookie",
+    ] {
+        if let Some(v) = req.headers.get(name) {
+            if !v.is_sensitive() {
+                let mut hidden = v.clone();
+                hidden.set_sensitive(true);
+                let _ = req.insert_header(name, hidden);
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Body phase (`request_filter`, after auth): read the JSON body before the upstream is chosen,
+//! bounded by the route's `max_body` (413 above it), check it is a JSON object (400 if not),
+//! take the fields later phases need (`model` today), and enforce the tenant's model list (403).
+//! The body then goes upstream byte for byte from the pre-read session (`preread.rs`), whatever
+//! its size, on the first attempt and on every retry.
+
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
+use super::preread;
+use crate::config::RouteKind;
+use bytes::BytesMut;
+use pingora_proxy::Session;
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// The fields of an OpenAI-style request body that the gateway reads; the rest is skipped (but
+/// still validated as JSON) without being built.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+}
+
+pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::Result<()> {
+    let Some(route) = ctx.route.clone() else {
+        return Ok(());
+    };
+    let restricted = ctx.tenant.as_ref().is_some_and(|t| t.restricts_models());
+    let kind = body_kind(session);
+    let wanted = match kind {
+        BodyKind::None => false,
+        BodyKind::Json => route.config.kind == RouteKind::OpenAi || restricted,
+        // A model list must hold for uploads too (audio transcriptions carry `model` as a
+        // form field) and for bodies whose content type a client forgot to set.
+        BodyKind::Multipart(_) | BodyKind::Other => restricted,
+    };
+    if !wanted {
+        return Ok(());
+    }
+    let max = route.config.max_body;
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(ctx.fail(GatewayError::BodyTooLarge));
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(8192).min(max) as usize);
+    while let Some(chunk) = session.read_request_body().await? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(ctx.fail(GatewayError::BodyTooLarge));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    let model = match &kind {
+        BodyKind::Multipart(boundary) => multipart_field(&body, boundary, "model"),
+        _ => match serde_json::from_slice::<Probe<'_>>(&body) {
+            Ok(probe) => probe.model.map(Cow::into_owned),
+            Err(_) => return Err(ctx.fail(GatewayError::InvalidJson)),
+        },
+    };
+    if let (Some(tenant), Some(m)) = (&ctx.tenant, &model) {
+        if !tenant.allows_model(m) {
+            return Err(ctx.fail(GatewayError::ModelNotAllowed));
+        }
+    }
+    ctx.model = model;
+    ctx.preread = Some(preread::install(&mut session.downstream_session, body));
+    Ok(())
+}
+
+enum BodyKind {
+    None,
+    Json,
+    Multipart(String),
+    Other,
+}
+
+fn body_kind(session: &mut Session) -> BodyKind {
+    let req = session.req_header();
+    if !matches!(
+        req.method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    ) {
+        return BodyKind::None;
+    }
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if session.as_downstream_mut().is_body_empty() {
+        return BodyKind::None;
+    }
+    let mut parts = content_type.split(';');
+    let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime == "application/json" || mime.ends_with("+json") {
+        return BodyKind::Json;
+    }
+    if mime == "multipart/form-data" {
+        let boundary = parts
+            .filter_map(|p| p.trim().strip_prefix("boundary="))
+            .map(|b| b.trim_matches('"').to_string())
+            .next();
+        if let Some(b) = boundary {
+            return BodyKind::Multipart(b);
+        }
+    }
+    BodyKind::Other
+}
+
+/// The value of a small text field of a multipart/form-data body.
+fn multipart_field(body: &[u8], boundary: &str, name: &str) -> Option<String> {
+    let delimiter = format!("--{boundary}");
+    let wanted = format!("name=\"{name}\"");
+    let text = body;
+    let mut rest = text;
+    while let Some(start) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[start + delimiter.len()..];
+        let head_end = find(rest, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
+        let value_start = head_end + 4;
+        let value_len = find(&rest[value_start..], delimiter.as_bytes())?;
+        if head.contains(&wanted) && !head.contains("filename=") {
+            let value = &rest[value_start..value_start + value_len];
+            let value = value.strip_suffix(b"\r\n").unwrap_or(value);
+            return std::str::from_utf8(value)
+                .ok()
+                .map(|v| v.trim().to_string());
+        }
+        rest = &rest[value_start..];
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::multipart_field;
+
+    #[test]
+    fn reads_a_multipart_text_field() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF..name=\"model\"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--XyZ--\r\n";
+        assert_eq!(
+            multipart_field(body, "XyZ", "model").as_deref(),
+            Some("whisper-1")
+        );
+        assert_eq!(multipart_field(body, "XyZ", "language"), None);
+    }
+}

@@ -1,0 +1,41 @@
+//! CORS phase (`request_filter`, first; `response_filter`): preflights are answered here and
+//! never forwarded; for other requests from an allowed origin the response headers are prepared
+//! once and added to whatever answers — the upstream's response or the gateway's own.
+
+use super::ctx::RequestCtx;
+use super::error::respond;
+use crate::cors::CorsPolicy;
+use crate::state::Gateway;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// `Ok(true)`: a preflight was answered.
+pub async fn preflight_or_prepare(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<bool> {
+    let Some(policy) = &gateway.cors else {
+        return Ok(false);
+    };
+    let req = session.req_header();
+    if CorsPolicy::is_preflight(&req.method, &req.headers) {
+        let (status, headers) = match policy.preflight(&req.headers) {
+            Some(h) => (204, h),
+            None => (403, Vec::new()),
+        };
+        ctx.status = status;
+        respond(session, status, None, &headers).await?;
+        return Ok(true);
+    }
+    ctx.cors = policy.response_headers(&req.headers);
+    Ok(false)
+}
+
+/// Add the prepared headers to an upstream response.
+pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Result<()> {
+    for (name, value) in ctx.cors.iter().flatten() {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! A downstream session whose request body was read in full before the upstream was chosen.
+//!
+//! The body phase needs the whole JSON body first (model allow-lists; later cache keys, token
+//! estimates, chat logs). Pingora can replay a pre-read body only through its retry buffer, and
+//! that buffer is capped at 64 KiB: above it the body is silently never sent. So the body phase
+//! swaps the client's session for this wrapper, which hands Pingora the complete body as the
+//! retry buffer on every attempt (the first and any retry) and reports the body as done, while
+//! everything else (response writing, timeouts, client address, the idle watch that notices a
+//! client leaving) goes to the real session inside.
+//!
+//! Pingora never reuses a connection whose session is custom. `logging` runs before the session
+//! is finished, so there the wrapper gives the real session back (`restore`) and keep-alive
+//! works as for any other request.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use http::HeaderMap;
+use pingora_core::protocols::http::custom::server::Session as CustomSession;
+use pingora_core::protocols::http::custom::CustomMessageWrite;
+use pingora_core::protocols::http::{HttpTask, ServerSession};
+use pingora_core::protocols::l4::socket::SocketAddr;
+use pingora_core::protocols::Digest;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where the wrapper leaves the real session when asked to hand it back.
+pub type RestoreSlot = Arc<Mutex<Option<ServerSession>>>;
+
+/// The wrapper. `inner` is `None` only after the hand-back (and, for an instant, in the
+/// placeholder `install` swaps in): then reads answer "nothing" and writes fail, no panic.
+pub struct PrereadSession {
+    inner: Option<ServerSession>,
+    body: Bytes,
+    restore: RestoreSlot,
+    /// Answers `req_header` once the real session is gone.
+    detached_header: RequestHeader,
+}
+
+impl PrereadSession {
+    fn new(
+        inner: Option<ServerSession>,
+        body: Bytes,
+        restore: RestoreSlot,
+        header: RequestHeader,
+    ) -> Self {
+        PrereadSession {
+            inner,
+            body,
+            restore,
+            detached_header: header,
+        }
+    }
+}
+
+fn detached() -> Box<Error> {
+    Error::explain(
+        ErrorType::InternalError,
+        "the pre-read session was handed back",
+    )
+}
+
+/// Replace the proxy's downstream session with the wrapper holding `body`.
+pub fn install(downstream: &mut Box<ServerSession>, body: Bytes) -> RestoreSlot {
+    let slot: RestoreSlot = Arc::new(Mutex::new(None));
+    // A copy of the request head answers `req_header` should anything ask after the hand-back.
+    let header = downstream.req_header().clone();
+    let empty = PrereadSession::new(None, Bytes::new(), Arc::clone(&slot), header.clone());
+    let placeholder = ServerSession::new_custom(Box::new(empty));
+    let real = std::mem::replace(&mut **downstream, placeholder);
+    **downstream = ServerSession::new_custom(Box::new(PrereadSession::new(
+        Some(real),
+        body,
+        Arc::clone(&slot),
+        header,
+    )));
+    slot
+}
+
+/// Put the real session back (from `logging`), so the connection can be kept alive.
+pub async fn restore(downstream: &mut Box<ServerSession>, slot: &RestoreSlot) {
+    if let Some(custom) = downstream.as_custom_mut() {
+        // Our wrapper moves its inner session into the slot here.
+        let _ = custom.finish_custom().await;
+    }
+    let real = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(real) = real {
+        **downstream = real;
+    }
+}
+
+#[async_trait]
+impl CustomSession for PrereadSession {
+    fn req_header(&self) -> &RequestHeader {
+        match &self.inner {
+            Some(s) => s.req_header(),
+            None => &self.detached_header,
+        }
+    }
+    fn req_header_mut(&mut self) -> &mut RequestHeader {
+        match &mut self.inner {
+            Some(s) => s.req_header_mut(),
+            None => &mut self.detached_header,
+        }
+    }
+    /// The body was consumed by the pre-read; Pingora gets it as the retry buffer instead.
+    async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        Ok(None)
+    }
+    async fn drain_request_body(&mut self) -> Result<()> {
+        Ok(())
+    }
+    async fn write_response_header(&mut self, resp: Box<ResponseHeader>, _end: bool) -> Result<()> {
+        self.inner
+            .as_mut()
+            .ok_or_else(detached)?
+            .write_response_header(resp)
+            .await
+    }
+    async fn write_response_header_ref(&mut self, resp: &ResponseHeader, _end: bool) -> Result<()> {
+        self.inner
+            .as_mut()
+            .ok_or_else(detached)?
+            .write_response_header_ref(resp)
+            .await
+    }
+    async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
+        self.inner
+            .as_mut()
+            .ok_or_else(detached)?
+            .write_response_body(data, end)
+            .await
+    }
+    async fn write_trailers(&mut self, trailers: HeaderMap) -> Result<()> {
+        self.inner
+            .as_mut()
+            .ok_or_else(detached)?
+            .write_response_trailers(trailers)
+            .await
+    }
+    async fn response_duplex_vec(&mut self, tasks: Vec<HttpTask>) -> Result<bool> {
+        self.inner
+            .as_mut()
+            .ok_or_else(detached)?
+            .response_duplex_vec(tasks)
+            .await
+    }
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        if let Some(s) = &mut self.inner {
+            s.set_read_timeout(timeout)
+        }
+    }
+    fn get_read_timeout(&self) -> Option<Duration> {
+        self.inner.as_ref()?.get_read_timeout()
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        if let Some(s) = &mut self.inner {
+            s.set_write_timeout(timeout)
+        }
+    }
+    fn get_write_timeout(&self) -> Option<Duration> {
+        self.inner.as_ref()?.get_write_timeout()
+    }
+    fn set_total_drain_timeout(&mut self, timeout: Option<Duration>) {
+        if let Some(s) = &mut self.inner {
+            s.set_total_drain_timeout(timeout)
+        }
+    }
+    fn get_total_drain_timeout(&self) -> Option<Duration> {
+        self.inner.as_ref()?.get_total_drain_timeout()
+    }
+    fn request_summary(&self) -> String {
+        self.inner
+            .as_ref()
+            .map(|s| s.request_summary())
+            .unwrap_or_default()
+    }
+    fn response_written(&self) -> Option<&ResponseHeader> {
+        self.inner.as_ref()?.response_written()
+    }
+    async fn shutdown(&mut self, _code: u32, _ctx: &str) {
+        if let Some(s) = &mut self.inner {
+            s.shutdown().await
+        }
+    }
+    /// A response cut mid-way must look cut: the real session aborts the connection.
+    async fn abandon(&mut self, _ctx: &str) {
+        if let Some(s) = &mut self.inner {
+            s.shutdown().await
+        }
+    }
+    fn is_body_done(&mut self) -> bool {
+        true
+    }
+    async fn finish(&mut self) -> Result<()> {
+        self.inner
+            .as_mut()
+            .ok_or_else(detached)?
+            .finish_body()
+            .await
+    }
+    fn is_body_empty(&mut self) -> bool {
+        self.body.is_empty()
+    }
+    /// Watches the client connection for a close while the upstream works.
+    async fn read_body_or_idle(&mut self, no_body_expected: bool) -> Result<Option<Bytes>> {
+        self.inner
+            .as_mut()
+            .ok_or_else(detached)?
+            .read_body_or_idle(no_body_expected)
+            .await
+    }
+    fn body_bytes_sent(&self) -> usize {
+        self.inner.as_ref().map_or(0, |s| s.body_bytes_sent())
+    }
+    fn body_bytes_read(&self) -> usize {
+        self.inner.as_ref().map_or(0, |s| s.body_bytes_read())
+    }
+    fn digest(&self) -> Option<&Digest> {
+        self.inner.as_ref()?.digest()
+    }
+    fn digest_mut(&mut self) -> Option<&mut Digest> {
+        self.inner.as_mut()?.digest_mut()
+    }
+    fn client_addr(&self) -> Option<&SocketAddr> {
+        self.inner.as_ref()?.client_addr()
+    }
+    fn server_addr(&self) -> Option<&SocketAddr> {
+        self.inner.as_ref()?.server_addr()
+    }
+    fn pseudo_raw_h1_request_header(&self) -> Bytes {
+        self.inner
+            .as_ref()
+            .map(|s| s.to_h1_raw())
+            .unwrap_or_default()
+    }
+    fn enable_retry_buffering(&mut self) {}
+    fn retry_buffer_truncated(&self) -> bool {
+        false
+    }
+    /// The whole body, on every attempt.
+    fn get_retry_buffer(&self) -> Option<Bytes> {
+        (!self.body.is_empty()).then(|| self.body.clone())
+    }
+    /// The hand-back (see `restore`): move the real session out to the slot.
+    async fn finish_custom(&mut self) -> Result<()> {
+        if let Some(inner) = self.inner.take() {
+            *self.restore.lock().unwrap_or_else(|p| p.into_inner()) = Some(inner);
+        }
+        Ok(())
+    }
+    fn take_custom_message_reader(
+        &mut self,
+    ) -> Option<Box<dyn Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>> {
+        None
+    }
+    fn restore_custom_message_reader(
+        &mut self,
+        _reader: Box<dyn Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>,
+    ) -> Result<()> {
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "no custom messages",
+        ))
+    }
+    fn take_custom_message_writer(&mut self) -> Option<Box<dyn CustomMessageWrite>> {
+        None
+    }
+    fn restore_custom_message_writer(
+        &mut self,
+        _writer: Box<dyn CustomMessageWrite>,
+    ) -> Result<()> {
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "no custom messages",
+        ))
+    }
+}

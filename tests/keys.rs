@@ -1,0 +1,494 @@
+//! Keys and tenants over real sockets: forward keys swapped for pool keys in the place each
+//! upstream expects, unknown keys refused before any upstream work, route and model allow-lists,
+//! key health (a rejected or throttled key is skipped, the request moves on), and the auth
+//! modes for client keys.
+
+mod common;
+
+use common::mock::{Behavior, MockUpstream};
+use common::*;
+use serde_json::json;
+
+fn config(upstream: &str, route_extra: &str) -> String {
+    format!(
+        r#"
+upstream_keys:
+  main:
+    - {{key: sk-upstream-1, name: main-1}}
+    - sk-upstream-2
+tenants:
+  gold: {{}}
+  free:
+    models: [gpt-4o-mini, text-embedding-3-small, whisper-1]
+    routes: [/openai]
+forward_keys:
+  - {{key: fk-gold, tenant: gold, name: alice}}
+  - {{key: fk-free, tenant: free}}
+routes:
+  - prefix: /openai
+    upstream: "{upstream}"
+    auth: {{pool: main}}
+{route_extra}
+"#
+    )
+}
+
+async fn chat(gw: &GatewayGuard, path: &str, key: Option<&str>, model: &str) -> reqwest::Response {
+    let mut req = client()
+        .post(gw.url(path))
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn forward_keys_are_swapped_round_robin_and_never_sent_upstream() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    for _ in 0..4 {
+        assert_eq!(
+            chat(
+                &gw,
+                "/openai/v1/chat/completions",
+                Some("fk-gold"),
+                "gpt-4o"
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    let auths: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        auths,
+        [
+            "Bearer sk-upstream-1",
+            "Bearer sk-upstream-2",
+            "Bearer sk-upstream-1",
+            "Bearer sk-upstream-2"
+        ]
+    );
+    for r in up.requests() {
+        assert!(
+            !format!("{:?}{:?}", r.headers, r.path).contains("fk-"),
+            "a forward key reached the upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_or_unknown_keys_get_401_and_never_reach_the_upstream() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    for key in [
+        None,
+        Some("fk-nope"),
+        Some("sk-upstream-1"),
+        Some("fk-gol"),
+        Some("fk-gold2"),
+    ] {
+        let resp = chat(&gw, "/openai/v1/chat/completions", key, "gpt-4o").await;
+        assert_eq!(resp.status(), 401, "{key:?}");
+        assert_eq!(error_code(&resp.json().await.unwrap()), "invalid_api_key");
+    }
+    let resp = client()
+        .get(gw.url("/openai/v1/models"))
+        .header("authorization", "Basic Zm9vOmJhcg==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(up.request_count(), 0);
+}
+
+#[tokio::test]
+async fn model_allow_lists_apply_to_every_json_endpoint() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    let c = client();
+    for (path, body) in [
+        (
+            "/openai/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": []}),
+        ),
+        (
+            "/openai/v1/completions",
+            json!({"model": "gpt-4o", "prompt": "x"}),
+        ),
+        (
+            "/openai/v1/embeddings",
+            json!({"model": "text-embedding-3-large", "input": "x"}),
+        ),
+        (
+            "/openai/v1/images/generations",
+            json!({"model": "dall-e-3", "prompt": "x"}),
+        ),
+        ("/openai/v1/responses", json!({"model": "o3", "input": "x"})),
+        (
+            "/openai/v1/audio/speech",
+            json!({"model": "tts-1", "input": "x", "voice": "alloy"}),
+        ),
+    ] {
+        let resp = c
+            .post(gw.url(path))
+            .bearer_auth("fk-free")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{path}");
+        assert_eq!(error_code(&resp.json().await.unwrap()), "model_not_allowed");
+    }
+    // A body without a JSON content type is checked all the same.
+    let resp = c
+        .post(gw.url("/openai/v1/chat/completions"))
+        .bearer_auth("fk-free")
+        .header("content-type", "text/plain")
+        .body(r#"{"model":"gpt-4o"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // So is an upload's `model` form field.
+    let form = reqwest::multipart::Form::new()
+        .text("model", "whisper-2")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![1u8; 1000]).file_name("a.wav"),
+        );
+    let resp = c
+        .post(gw.url("/openai/v1/audio/transcriptions"))
+        .bearer_auth("fk-free")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        up.request_count(),
+        0,
+        "a disallowed model reached the upstream"
+    );
+
+    assert_eq!(
+        chat(
+            &gw,
+            "/openai/v1/chat/completions",
+            Some("fk-free"),
+            "gpt-4o-mini"
+        )
+        .await
+        .status(),
+        200
+    );
+    let form = reqwest::multipart::Form::new()
+        .text("model", "whisper-1")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(vec![1u8; 1000]).file_name("a.wav"),
+        );
+    let resp = c
+        .post(gw.url("/openai/v1/audio/transcriptions"))
+        .bearer_auth("fk-free")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status(), 403);
+    // An unrestricted tenant may call any model.
+    assert_eq!(
+        chat(
+            &gw,
+            "/openai/v1/chat/completions",
+            Some("fk-gold"),
+            "o3-pro"
+        )
+        .await
+        .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn tenants_are_limited_to_their_routes() {
+    let up = MockUpstream::start().await;
+    let extra = format!(
+        "  - prefix: /other\n    upstream: \"{}\"\n    auth: {{pool: main}}\n",
+        up.url()
+    );
+    let gw = start_gateway(&config(&up.url(), &extra)).await;
+    let resp = chat(
+        &gw,
+        "/other/v1/chat/completions",
+        Some("fk-free"),
+        "gpt-4o-mini",
+    )
+    .await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "route_not_allowed");
+    assert_eq!(up.request_count(), 0);
+    assert_eq!(
+        chat(&gw, "/other/v1/chat/completions", Some("fk-gold"), "gpt-4o")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_and_never_reaches_the_upstream() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    for body in [
+        r#"{"model": "gpt-4o", "#,
+        "[1,2,3]",
+        "not json",
+        "{\"model\": 5}",
+    ] {
+        let resp = client()
+            .post(gw.url("/openai/v1/chat/completions"))
+            .bearer_auth("fk-gold")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        assert_eq!(error_code(&resp.json().await.unwrap()), "invalid_json");
+    }
+    assert_eq!(up.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_rejected_key_leaves_the_rotation_and_the_request_moves_on() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    let invalid = json!({"error": {"message": "Incorrect API key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+    up.push_behavior(Behavior::Json {
+        status: 401,
+        headers: vec![],
+        body: invalid,
+    });
+    let big = "x".repeat(200_000);
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": big}]});
+    let resp = client()
+        .post(gw.url("/openai/v1/chat/completions"))
+        .bearer_auth("fk-gold")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the second key should have answered");
+    for _ in 0..3 {
+        assert_eq!(
+            chat(
+                &gw,
+                "/openai/v1/chat/completions",
+                Some("fk-gold"),
+                "gpt-4o"
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    let reqs = up.requests();
+    let auths: Vec<&str> = reqs
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or(""))
+        .collect();
+    assert_eq!(
+        auths,
+        [
+            "Bearer sk-upstream-1",
+            "Bearer sk-upstream-2",
+            "Bearer sk-upstream-2",
+            "Bearer sk-upstream-2",
+            "Bearer sk-upstream-2"
+        ]
+    );
+    // The retry sent the same 200 KB body again, byte for byte.
+    assert_eq!(reqs[0].body, reqs[1].body);
+    assert_eq!(reqs[0].body.len(), serde_json::to_vec(&body).unwrap().len());
+}
+
+#[tokio::test]
+async fn a_throttled_key_cools_down_for_retry_after() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    up.push_behavior(Behavior::Json { status: 429, headers: vec![("retry-after".into(), "30".into())], body: json!({"error": {"message": "slow", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}) });
+    for _ in 0..3 {
+        assert_eq!(
+            chat(
+                &gw,
+                "/openai/v1/chat/completions",
+                Some("fk-gold"),
+                "gpt-4o"
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    let auths: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        auths,
+        [
+            "Bearer sk-upstream-1",
+            "Bearer sk-upstream-2",
+            "Bearer sk-upstream-2",
+            "Bearer sk-upstream-2"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn when_every_key_is_refused_the_client_gets_the_upstreams_answer() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    let limited = Behavior::Json {
+        status: 429,
+        headers: vec![("retry-after".into(), "5".into())],
+        body: json!({"error": {"message": "slow", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}),
+    };
+    up.push_behavior(limited.clone());
+    up.push_behavior(limited);
+    let resp = chat(
+        &gw,
+        "/openai/v1/chat/completions",
+        Some("fk-gold"),
+        "gpt-4o",
+    )
+    .await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    assert_eq!(up.request_count(), 2);
+    // Both keys cool down now: the gateway answers without calling the upstream.
+    let resp = chat(
+        &gw,
+        "/openai/v1/chat/completions",
+        Some("fk-gold"),
+        "gpt-4o",
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        error_code(&resp.json().await.unwrap()),
+        "no_upstream_key_available"
+    );
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
+async fn keys_go_where_each_upstream_expects_them() {
+    let azure = MockUpstream::start().await;
+    let gemini = MockUpstream::start().await;
+    let extra = format!(
+        "  - prefix: /azure\n    upstream: \"{}\"\n    auth: {{pool: main, key_header: api-key}}\n  - prefix: /gemini\n    upstream: \"{}\"\n    type: general\n    auth: {{pool: main, key_header: \"query:key\"}}\n",
+        azure.url(),
+        gemini.url()
+    );
+    let yaml = config("http://127.0.0.1:9", &extra)
+        .replace("routes: [/openai]", "routes: [/openai, /azure, /gemini]");
+    let gw = start_gateway(&yaml).await;
+    let c = client();
+    // Azure's SDK sends `api-key`.
+    let resp = c
+        .post(gw.url("/azure/openai/deployments/d/chat/completions?api-version=2024-06-01"))
+        .header("api-key", "fk-gold")
+        .json(&json!({"model": "gpt-4o", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = &azure.requests()[0];
+    assert_eq!(seen.header("api-key"), Some("sk-upstream-1"));
+    assert_eq!(seen.header("authorization"), None);
+    assert_eq!(
+        seen.path,
+        "/openai/deployments/d/chat/completions?api-version=2024-06-01"
+    );
+    // Gemini's clients send `?key=` (or x-goog-api-key); the forward key is replaced in place.
+    let resp = c
+        .get(gw.url("/gemini/v1beta/models?key=fk-gold&pageSize=5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .get(gw.url("/gemini/v1beta/models"))
+        .header("x-goog-api-key", "fk-gold")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let paths: Vec<String> = gemini.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1beta/models?pageSize=5&key=sk-upstream-2",
+            "/v1beta/models?key=sk-upstream-1"
+        ]
+    );
+    assert!(gemini
+        .requests()
+        .iter()
+        .all(|r| r.header("x-goog-api-key").is_none()));
+}
+
+#[tokio::test]
+async fn auth_modes_for_client_keys() {
+    let up = MockUpstream::start().await;
+    let extra = format!(
+        "  - prefix: /own\n    upstream: \"{0}\"\n    auth: {{mode: passthrough}}\n  - prefix: /mixed\n    upstream: \"{0}\"\n    auth: {{mode: mixed, pool: main}}\n  - prefix: /open\n    upstream: \"{0}\"\n    auth: {{mode: open, pool: main}}\n",
+        up.url()
+    );
+    let gw = start_gateway(&config(&up.url(), &extra)).await;
+    let auth_of = |i: usize| up.requests()[i].header("authorization").map(str::to_string);
+    // passthrough: the client's own key goes upstream untouched.
+    assert_eq!(
+        chat(&gw, "/own/v1/chat/completions", Some("sk-client-own"), "m")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(auth_of(0).as_deref(), Some("Bearer sk-client-own"));
+    // mixed: unknown keys pass through, forward keys are swapped.
+    assert_eq!(
+        chat(
+            &gw,
+            "/mixed/v1/chat/completions",
+            Some("sk-client-own"),
+            "m"
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(auth_of(1).as_deref(), Some("Bearer sk-client-own"));
+    assert_eq!(
+        chat(&gw, "/mixed/v1/chat/completions", Some("fk-gold"), "m")
+            .await
+            .status(),
+        200
+    );
+    assert!(auth_of(2).unwrap().starts_with("Bearer sk-upstream-"));
+    // open: anyone, with a pool key.
+    assert_eq!(
+        chat(&gw, "/open/v1/chat/completions", None, "m")
+            .await
+            .status(),
+        200
+    );
+    assert!(auth_of(3).unwrap().starts_with("Bearer sk-upstream-"));
+}

@@ -1,0 +1,129 @@
+//! No key material in anything the gateway writes: its logs at the most verbose level, its
+//! error bodies, its responses — across successes, refusals, key rotation and upstream faults.
+
+mod common;
+
+use common::mock::{refused_addr, Behavior, MockUpstream};
+use common::*;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+const SECRETS: [&str; 4] = [
+    "sk-live-UPSTREAM-0001-4f3c2b1a",
+    "sk-live-UPSTREAM-0002-9e8d7c6b",
+    "fk-FORWARD-alice-7a6b5c4d",
+    "fk-FORWARD-bob-1f2e3d4c",
+];
+
+#[tokio::test]
+async fn no_secret_appears_in_logs_errors_or_responses() {
+    let up = MockUpstream::start().await;
+    let dead = refused_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server: {{listen: ['127.0.0.1:{port}'], threads: 1, grace_period: 0s}}
+upstream_keys:
+  main: [{{key: "${{LF_TEST_UP1}}"}}, {{key: "${{LF_TEST_UP2}}", name: second}}]
+tenants: {{t: {{models: [gpt-4o]}}}}
+forward_keys:
+  - {{key: "${{LF_TEST_FK1}}", tenant: t}}
+  - {{key: "${{LF_TEST_FK2}}", tenant: t, name: bob}}
+routes:
+  - {{prefix: /openai, upstream: '{}', auth: {{pool: main}}}}
+  - {{prefix: /gemini, upstream: '{}', type: general, auth: {{pool: main, key_header: "query:key"}}}}
+  - {{prefix: /dead, upstream: 'http://{dead}', auth: {{pool: main}}, retry: {{connect_retries: 1, backoff: 1ms}}}}
+"#,
+            up.url(),
+            up.url()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_llm-forward"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "trace")
+        .env("LF_TEST_UP1", SECRETS[0])
+        .env("LF_TEST_UP2", SECRETS[1])
+        .env("LF_TEST_FK1", SECRETS[2])
+        .env("LF_TEST_FK2", SECRETS[3])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await;
+    let c = client();
+    let url = |p: &str| format!("http://{addr}{p}");
+    let mut seen_by_client = String::new();
+    let chat = json!({"model": "gpt-4o", "messages": []});
+
+    // A rejected key, a throttled key, successes, refusals of all kinds, a dead upstream.
+    up.push_behavior(Behavior::Json { status: 401, headers: vec![], body: json!({"error": {"message": "bad key", "type": "x", "param": null, "code": "invalid_api_key"}}) });
+    up.push_behavior(Behavior::Json { status: 429, headers: vec![("retry-after".into(), "1".into())], body: json!({"error": {"message": "slow", "type": "x", "param": null, "code": "rate_limit_exceeded"}}) });
+    let requests = [
+        c.post(url("/openai/v1/chat/completions"))
+            .bearer_auth(SECRETS[2])
+            .json(&chat),
+        c.post(url("/openai/v1/chat/completions"))
+            .bearer_auth(SECRETS[3])
+            .json(&chat),
+        c.post(url("/openai/v1/chat/completions"))
+            .bearer_auth(SECRETS[2])
+            .json(&json!({"model": "o3", "messages": []})),
+        c.post(url("/openai/v1/chat/completions"))
+            .bearer_auth("fk-not-a-key")
+            .json(&chat),
+        c.post(url("/openai/v1/chat/completions"))
+            .bearer_auth(SECRETS[2])
+            .header("content-type", "application/json")
+            .body("{broken"),
+        c.get(url(&format!("/gemini/v1beta/models?key={}", SECRETS[3]))),
+        c.post(url("/dead/v1/chat/completions"))
+            .bearer_auth(SECRETS[2])
+            .json(&chat),
+        c.get(url("/nowhere")).bearer_auth(SECRETS[2]),
+    ];
+    for (i, req) in requests.into_iter().enumerate() {
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        seen_by_client.push_str(&format!("{:?}", resp.headers()));
+        seen_by_client.push_str(&resp.text().await.unwrap());
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let written = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        seen_by_client
+    );
+    for secret in SECRETS {
+        assert!(!written.contains(secret), "a secret leaked:\n{written}");
+        // Also no recognisable part of it.
+        assert!(
+            !written.contains(&secret[8..20]),
+            "part of a secret leaked:\n{written}"
+        );
+    }
+    // The logs are there and name keys by id.
+    assert!(
+        written.contains("key=bob"),
+        "no access log with key ids:\n{written}"
+    );
+    assert!(written.contains("removed from rotation"), "{written}");
+    // And the upstream did get real keys.
+    assert!(up
+        .requests()
+        .iter()
+        .any(|r| r.header("authorization") == Some(&format!("Bearer {}", SECRETS[0]))));
+}
