@@ -1,8 +1,9 @@
-//! The start-up banner on stderr: what is listening and where each route goes, so an operator
-//! sees at a glance what this process will do (openai-forward prints a similar table).
+//! The start-up banner on stderr: what is listening, where each route goes and who may use it,
+//! so an operator sees at a glance what this process will do (openai-forward prints a similar
+//! table). Names keys by count and id, never by value.
 
 use crate::config::units::format_duration;
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use std::fmt::Write;
 
 pub fn render(config: &Config) -> String {
@@ -20,16 +21,50 @@ pub fn render(config: &Config) -> String {
         .unwrap_or(1);
     for r in &config.routes {
         let t = &r.timeouts;
+        let keys = match config.auth_mode(r) {
+            AuthMode::Passthrough => "client's own".to_string(),
+            AuthMode::ForwardKeys => "forward keys required".to_string(),
+            AuthMode::Mixed => "forward keys, others passed through".to_string(),
+            AuthMode::Open => format!(
+                "OPEN: pool {} for anyone",
+                r.auth.pool.as_deref().unwrap_or("-")
+            ),
+        };
         let _ = writeln!(
             out,
-            "    {:<width$}  ->  {}  [{}]  keys: client's own  timeouts: connect {} read {}  retries: {}",
+            "    {:<width$}  ->  {}  [{}]  keys: {}  timeouts: connect {} read {}  retries: {}",
             r.prefix,
             r.upstream,
             r.kind.as_str(),
+            keys,
             format_duration(t.connect),
             format_duration(t.read),
             r.retry.connect_retries,
         );
+    }
+    if !config.forward_keys.is_empty() || !config.upstream_keys.is_empty() {
+        let pooled: usize = config.upstream_keys.iter().map(|p| p.keys.len()).sum();
+        let _ = writeln!(
+            out,
+            "  keys        {} forward keys in {} tenants; {} upstream keys in {} pools",
+            config.forward_keys.len(),
+            config.tenants.len(),
+            pooled,
+            config.upstream_keys.len()
+        );
+    }
+    let a = &config.access;
+    if !a.rules.allow.is_empty() || !a.rules.deny.is_empty() || !a.trusted_proxies.is_empty() {
+        let _ = writeln!(
+            out,
+            "  access      allow {}  deny {}  trusted proxies {}",
+            a.rules.allow.len(),
+            a.rules.deny.len(),
+            a.trusted_proxies.len()
+        );
+    }
+    if let Some(c) = &config.cors {
+        let _ = writeln!(out, "  cors        {}", c.allow_origins.join(", "));
     }
     out
 }
@@ -40,6 +75,6 @@ mod tests {
     fn banner_names_every_route() {
         let text = super::render(&crate::config::Config::default());
         assert!(text.contains("http://0.0.0.0:8000"));
-        assert!(text.contains("/  ->  https://api.openai.com  [openai]"));
+        assert!(text.contains("/  ->  https://api.openai.com  [openai]  keys: client's own"));
     }
 }

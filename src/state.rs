@@ -89,8 +89,8 @@ impl Gateway {
                                 .pools
                                 .iter()
                                 .find(|(prefix, _)| *prefix == r.config.prefix);
-                            match own {
-                                Some((_, pool)) => pools.get(pool.as_str()).cloned(),
+                            match own.map(|(_, p)| p).or(t.pool.as_ref()) {
+                                Some(pool) => pools.get(pool.as_str()).cloned(),
                                 None => r.pool.clone(),
                             }
                         })

@@ -118,16 +118,56 @@ async fn a_dotenv_file_in_the_working_directory_is_read() {
     assert_eq!(up.requests()[0].path, "/v1beta/models");
 }
 
+#[tokio::test]
+async fn openai_forward_key_variables_map_onto_forward_keys_and_levels() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let forward = format!(
+        r#"[{{"base_url":"{}","route":"/","type":"openai"}}]"#,
+        up.url()
+    );
+    let child = gateway_command(dir.path())
+        .env("FORWARD_CONFIG", forward)
+        .env("OPENAI_API_KEY_CONFIG", r#"{"sk-real-1": [1]}"#)
+        .env("FORWARD_KEY_CONFIG", r#"{"fk-user": 1}"#)
+        .env("LEVEL_MODELS", r#"{"1": ["gpt-4o-mini"]}"#)
+        .env("IP_WHITELIST", "127.0.0.1")
+        .args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .spawn()
+        .unwrap();
+    let _proc = Process(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await;
+    let chat = |model: &str| {
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .bearer_auth("fk-user")
+            .json(&serde_json::json!({"model": model, "messages": []}))
+            .send()
+    };
+    assert_eq!(chat("gpt-4o-mini").await.unwrap().status(), 200);
+    assert_eq!(chat("gpt-4o").await.unwrap().status(), 403);
+    assert_eq!(up.request_count(), 1);
+    assert_eq!(
+        up.requests()[0].header("authorization"),
+        Some("Bearer sk-real-1")
+    );
+}
+
 #[test]
 fn an_access_restriction_we_cannot_enforce_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = gateway_command(dir.path())
-        .env("IP_WHITELIST", "10.0.0.1")
+        .env(
+            "REQ_RATE_LIMIT",
+            r#"{"/v1/chat/completions": [{"level": 0, "limit": "1/minute"}]}"#,
+        )
         .args(["run", "--port", "1"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("IP_WHITELIST"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REQ_RATE_LIMIT"));
 }
 
 trait ReadStderr {

@@ -26,7 +26,18 @@ fn every_shipped_config_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             let text = std::fs::read(&path).unwrap();
-            let out = check(&text);
+            // Shipped configs take their secrets from ${VARS}: give each a stand-in.
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm-forward"));
+            cmd.args(["check", "-c"]).arg(&path);
+            let vars = String::from_utf8_lossy(&text)
+                .split("${")
+                .skip(1)
+                .filter_map(|s| s.split('}').next().map(str::to_string))
+                .collect::<Vec<_>>();
+            for (i, var) in vars.iter().enumerate() {
+                cmd.env(var, format!("test-secret-{i}"));
+            }
+            let out = cmd.output().unwrap();
             assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
             n += 1;
         }

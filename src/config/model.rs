@@ -55,7 +55,9 @@ pub struct TenantConfig {
     pub models: Option<Vec<String>>,
     /// Allowed route prefixes; `None` means every route.
     pub routes: Option<Vec<String>>,
-    /// Route prefix → pool name, overriding the route's own pool for this tenant.
+    /// The pool this tenant's requests draw from on every route (over the route's own pool).
+    pub pool: Option<String>,
+    /// Route prefix → pool name, for this tenant on that route (over `pool`).
     pub pools: Vec<(String, String)>,
     pub access: IpRulesConfig,
 }

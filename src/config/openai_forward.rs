@@ -7,7 +7,10 @@
 //! believe a restriction is in force when it is not.
 
 use super::dotenv;
-use super::model::{Config, RouteConfig, RouteKind};
+use super::model::{
+    Config, ForwardKeyConfig, IpRulesConfig, KeyPoolConfig, RouteConfig, RouteKind, Secret,
+    TenantConfig, UpstreamKeyConfig,
+};
 use super::problems::{ConfigError, Problems};
 use super::schema::parse_upstream_url;
 use crate::routing::normalize_prefix;
@@ -16,11 +19,6 @@ use std::time::Duration;
 
 /// Variables that restrict access or usage; refusing them beats ignoring them.
 const NOT_YET_ENFORCED: &[&str] = &[
-    "OPENAI_API_KEY_CONFIG",
-    "FORWARD_KEY_CONFIG",
-    "LEVEL_MODELS",
-    "IP_WHITELIST",
-    "IP_BLACKLIST",
     "REQ_RATE_LIMIT",
     "GLOBAL_RATE_LIMIT",
     "TOKEN_RATE_LIMIT",
@@ -45,7 +43,15 @@ const NOT_YET_USED: &[&str] = &[
 ];
 
 /// Variables that make the environment a config (any one of them set).
-const MARKERS: &[&str] = &["FORWARD_CONFIG", "TIMEOUT"];
+const MARKERS: &[&str] = &[
+    "FORWARD_CONFIG",
+    "TIMEOUT",
+    "OPENAI_API_KEY_CONFIG",
+    "FORWARD_KEY_CONFIG",
+    "LEVEL_MODELS",
+    "IP_WHITELIST",
+    "IP_BLACKLIST",
+];
 
 /// The environment a config is read from: process variables over `.env` entries.
 pub struct Env {
@@ -152,10 +158,152 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
             _ => problems.add("TIMEOUT", Some(t.to_string()), "expected seconds, e.g. 10"),
         }
     }
+    keys(env, &mut config, &mut problems);
+    for (var, list) in [
+        ("IP_WHITELIST", &mut config.access.rules.allow),
+        ("IP_BLACKLIST", &mut config.access.rules.deny),
+    ] {
+        for ip in env
+            .get(var)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            match ip.parse::<crate::access::Cidr>() {
+                Ok(_) => list.push(ip.to_string()),
+                Err(why) => problems.add(var, Some(ip.to_string()), why),
+            }
+        }
+    }
+    if problems.is_empty() {
+        super::validate::cross_check(&config, &mut problems);
+    }
     if problems.is_empty() {
         Ok(Some(config))
     } else {
         Err(problems)
+    }
+}
+
+/// The tenant name for an openai-forward level.
+fn level_name(level: &str) -> String {
+    format!("level-{level}")
+}
+
+/// `OPENAI_API_KEY_CONFIG` `{sk: [levels]}` → one pool per level; `FORWARD_KEY_CONFIG`
+/// `{fk: level}` (0.8.1) or `{level: [fk…]}` (later) → forward keys of tenant `level-N`, which
+/// draws from pool `level-N`; `LEVEL_MODELS` `{level: [models]}` → the tenant's model list
+/// (level 0: every model).
+fn keys(env: &Env, config: &mut Config, problems: &mut Problems) {
+    let mut pools: Vec<KeyPoolConfig> = Vec::new();
+    if let Some(json) = env.get("OPENAI_API_KEY_CONFIG") {
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
+            Ok(map) => {
+                for (key, levels) in map {
+                    let levels: Vec<String> = match levels {
+                        serde_json::Value::Array(a) => a.iter().map(json_scalar).collect(),
+                        other => vec![json_scalar(&other)],
+                    };
+                    for level in levels {
+                        let name = level_name(&level);
+                        let entry = UpstreamKeyConfig {
+                            key: Secret(key.clone()),
+                            name: None,
+                            weight: 1,
+                        };
+                        match pools.iter_mut().find(|p| p.name == name) {
+                            Some(p) => p.keys.push(entry),
+                            None => pools.push(KeyPoolConfig {
+                                name,
+                                keys: vec![entry],
+                            }),
+                        }
+                    }
+                }
+            }
+            Err(_) => problems.add(
+                "OPENAI_API_KEY_CONFIG",
+                None,
+                "expected JSON {\"sk-…\": [level, …]}",
+            ),
+        }
+    }
+    let mut forward: Vec<(String, String)> = Vec::new();
+    if let Some(json) = env.get("FORWARD_KEY_CONFIG") {
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
+            Ok(map) => {
+                for (k, v) in map {
+                    match v {
+                        // Later shape: {level: [fk, …]}.
+                        serde_json::Value::Array(keys) => {
+                            forward.extend(keys.iter().map(|fk| (json_scalar(fk), k.clone())));
+                        }
+                        // 0.8.1 shape: {fk: level}.
+                        level => forward.push((k, json_scalar(&level))),
+                    }
+                }
+            }
+            Err(_) => problems.add(
+                "FORWARD_KEY_CONFIG",
+                None,
+                "expected JSON {\"fk-…\": level} or {\"level\": [\"fk-…\"]}",
+            ),
+        }
+    }
+    if forward.iter().any(|(fk, _)| fk == "default") {
+        problems.add(
+            "FORWARD_KEY_CONFIG",
+            Some("default".into()),
+            "a level for requests without a key is not supported: every request needs its own forward key (or use a route with auth mode `open`)",
+        );
+        forward.retain(|(fk, _)| fk != "default");
+    }
+    let mut models: HashMap<String, Vec<String>> = HashMap::new();
+    if let Some(json) = env.get("LEVEL_MODELS") {
+        match serde_json::from_str::<HashMap<String, Vec<String>>>(json) {
+            Ok(map) => models = map,
+            Err(_) => problems.add(
+                "LEVEL_MODELS",
+                None,
+                "expected JSON {\"level\": [\"model\", …]}",
+            ),
+        }
+    }
+    let mut levels: Vec<String> = forward.iter().map(|(_, l)| l.clone()).collect();
+    levels.sort();
+    levels.dedup();
+    for level in levels {
+        let name = level_name(&level);
+        let has_pool = pools.iter().any(|p| p.name == name);
+        config.tenants.push(TenantConfig {
+            name: name.clone(),
+            models: if level == "0" {
+                None
+            } else {
+                Some(models.get(&level).cloned().unwrap_or_default())
+            },
+            routes: None,
+            pool: has_pool.then(|| name.clone()),
+            pools: Vec::new(),
+            access: IpRulesConfig::default(),
+        });
+    }
+    for (fk, level) in forward {
+        config.forward_keys.push(ForwardKeyConfig {
+            key: Secret(fk),
+            tenant: level_name(&level),
+            name: None,
+            access: IpRulesConfig::default(),
+        });
+    }
+    config.upstream_keys = pools;
+}
+
+fn json_scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -256,8 +404,47 @@ mod tests {
 
     #[test]
     fn restrictions_we_cannot_enforce_are_refused() {
-        let err = to_config(&env(&[("IP_WHITELIST", "127.0.0.1")])).unwrap_err();
-        assert_eq!(err.0[0].path, "IP_WHITELIST");
+        let err = to_config(&env(&[("REQ_RATE_LIMIT", "{}")])).unwrap_err();
+        assert_eq!(err.0[0].path, "REQ_RATE_LIMIT");
+    }
+
+    #[test]
+    fn keys_levels_and_ip_lists() {
+        for forward in [
+            r#"{"fk-a": 1, "fk-b": 0}"#,
+            r#"{"1": ["fk-a"], "0": ["fk-b"]}"#,
+        ] {
+            let cfg = to_config(&env(&[
+                ("OPENAI_API_KEY_CONFIG", r#"{"sk-1": [0, 1], "sk-2": [1]}"#),
+                ("FORWARD_KEY_CONFIG", forward),
+                ("LEVEL_MODELS", r#"{"1": ["gpt-4o-mini"]}"#),
+                ("IP_WHITELIST", "127.0.0.1, 10.0.0.0/8"),
+                ("IP_BLACKLIST", "10.0.0.9"),
+            ]))
+            .unwrap()
+            .unwrap();
+            let pool1 = cfg
+                .upstream_keys
+                .iter()
+                .find(|p| p.name == "level-1")
+                .unwrap();
+            assert_eq!(pool1.keys.len(), 2);
+            let t1 = cfg.tenants.iter().find(|t| t.name == "level-1").unwrap();
+            assert_eq!(t1.models.as_deref(), Some(&["gpt-4o-mini".to_string()][..]));
+            assert_eq!(t1.pool.as_deref(), Some("level-1"));
+            let t0 = cfg.tenants.iter().find(|t| t.name == "level-0").unwrap();
+            assert_eq!(t0.models, None);
+            let fk_a = cfg.forward_keys.iter().find(|k| k.key.0 == "fk-a").unwrap();
+            assert_eq!(fk_a.tenant, "level-1");
+            assert_eq!(cfg.access.rules.allow, ["127.0.0.1", "10.0.0.0/8"]);
+            assert_eq!(cfg.access.rules.deny, ["10.0.0.9"]);
+        }
+    }
+
+    #[test]
+    fn a_level_without_upstream_keys_is_an_error_not_a_leak() {
+        let err = to_config(&env(&[("FORWARD_KEY_CONFIG", r#"{"fk-a": 2}"#)])).unwrap_err();
+        assert!(err.iter().any(|p| p.path == "tenants.level-2"), "{err}");
     }
 
     #[test]

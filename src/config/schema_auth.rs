@@ -6,7 +6,7 @@ use super::model::*;
 use crate::access::Cidr;
 
 const KEY: &[&str] = &["key", "name", "weight"];
-const TENANT: &[&str] = &["models", "routes", "pools", "access"];
+const TENANT: &[&str] = &["models", "routes", "pool", "pools", "access"];
 const FORWARD_KEY: &[&str] = &["key", "tenant", "name", "access"];
 const RULES: &[&str] = &["allow", "deny"];
 const ACCESS: &[&str] = &["allow", "deny", "trusted_proxies"];
@@ -68,6 +68,7 @@ pub fn decode_tenants(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<TenantConfig>
             name,
             models: None,
             routes: None,
+            pool: None,
             pools: Vec::new(),
             access: IpRulesConfig::default(),
         };
@@ -84,6 +85,7 @@ pub fn decode_tenants(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<TenantConfig>
                     .collect();
                 tenant.routes = Some(routes);
             }
+            tenant.pool = f.get("pool").and_then(|n| d.string(&n));
             if let Some(n) = f.get("pools") {
                 for (prefix, pool) in d.entries(&n).unwrap_or_default() {
                     if let Some(pool) = d.string(&pool) {

@@ -62,6 +62,15 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
                 );
             }
         }
+        if let Some(pool) = &t.pool {
+            if !pools.contains_key(pool.as_str()) {
+                problems.add(
+                    at("pool"),
+                    Some(pool.clone()),
+                    "no such pool in upstream_keys",
+                );
+            }
+        }
         for (route, pool) in &t.pools {
             if !prefixes.contains(route.as_str()) {
                 problems.add(at("pools"), Some(route.clone()), "no route has this prefix");
@@ -91,6 +100,7 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
                 .iter()
                 .find(|(prefix, _)| *prefix == r.prefix)
                 .map(|(_, p)| p)
+                .or(t.pool.as_ref())
                 .or(r.auth.pool.as_ref());
             if pool.is_none() {
                 let why = format!(
