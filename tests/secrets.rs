@@ -44,18 +44,20 @@ routes:
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_llm-forward"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "trace")
-        .env("LF_TEST_UP1", SECRETS[0])
-        .env("LF_TEST_UP2", SECRETS[1])
-        .env("LF_TEST_FK1", SECRETS[2])
-        .env("LF_TEST_FK2", SECRETS[3])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_llm-forward"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "trace")
+            .env("LF_TEST_UP1", SECRETS[0])
+            .env("LF_TEST_UP2", SECRETS[1])
+            .env("LF_TEST_FK1", SECRETS[2])
+            .env("LF_TEST_FK2", SECRETS[3])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr).await;
     let c = client();
@@ -97,6 +99,7 @@ routes:
         seen_by_client.push_str(&format!("{:?}", resp.headers()));
         seen_by_client.push_str(&resp.text().await.unwrap());
     }
+    let child = child.0.take().unwrap();
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
@@ -126,4 +129,16 @@ routes:
         .requests()
         .iter()
         .any(|r| r.header("authorization") == Some(&format!("Bearer {}", SECRETS[0]))));
+}
+
+/// Kills the gateway if the test fails before it is stopped and read.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
