@@ -39,6 +39,12 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     OPENSSL_NO_VENDOR=1 cargo build --release --locked --bin llm-forward --example mock_upstream
 fi
 [[ -x $GATEWAY_BIN && -x $MOCK_BIN ]] || die "no $GATEWAY_BIN or $MOCK_BIN"
+
+# Anything else running (a build) skews every number: measure the machine's busy share over 1 s.
+busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat; }
+busy_pct() { local b0 i0 b1 i1; read -r b0 i0 < <(busy); sleep 1; read -r b1 i1 < <(busy); echo $((100 * (b1 - b0) / (b1 - b0 + i1 - i0 + 1))); }
+idle_note="machine $(busy_pct)% busy before the run"
+log "$idle_note"
 SECONDS=0
 
 # --- process handling: everything started is tracked and stopped on exit --------------------------
@@ -178,13 +184,16 @@ for target in $TARGETS; do
     [[ $target == direct ]] || { stop $pid && proxy_pid=''; }
 done
 
+stop $mock_pid && mock_pid=''
+idle_note="$idle_note, $(busy_pct)% after"
 mkdir -p "$(dirname "$OUT")"
 {
     echo "### Loopback benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo 'no commit')"
     echo
     echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores, Linux $(uname -r);" \
         "$(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
-    echo "Proxy on core $PROXY_CPU (one process, one thread); mock upstream and wrk (1 thread) on core $LOAD_CPU."
+    echo "Proxy on core $PROXY_CPU (one process, one thread); mock upstream and wrk (1 thread) on core $LOAD_CPU;" \
+        "$idle_note."
     echo "POST /v1/chat/completions, small JSON body; c=$CONNS for ${DURATION}s after ${WARMUP}s warm-up," \
         "c=1 for ${LATENCY_DURATION}s, streamed (SSE) c=$CONNS for ${STREAM_DURATION}s."
     echo "gateway = route type openai (body and SSE parsed, usage counted); gateway-general = plain proxy route."

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod cors;
 pub mod keys;
+pub mod limits;
 pub mod proxy;
 pub mod routing;
 pub mod server;

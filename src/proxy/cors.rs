@@ -32,10 +32,15 @@ pub async fn preflight_or_prepare(
     Ok(false)
 }
 
-/// Add the prepared headers to an upstream response.
+/// Add the prepared headers to an upstream response. `Vary` is appended to the upstream's own
+/// (it may vary by `Accept-Encoding` too); the others replace whatever the upstream sent.
 pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Result<()> {
     for (name, value) in ctx.cors.iter().flatten() {
-        resp.insert_header(name.clone(), value.clone())?;
+        if name == http::header::VARY {
+            resp.append_header(name.clone(), value.clone())?;
+        } else {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,88 @@
+//! Request-rate and concurrency limits: the rules (`rules.rs`), their limit strings (`spec.rs`)
+//! and two backends behind one interface: this process's memory (`local.rs`, pingora-limits) or
+//! a Redis shared by a cluster (`redis.rs`).
+
+pub mod local;
+pub mod redis;
+pub mod rules;
+pub mod spec;
+
+use std::time::Duration;
+
+/// The outcome of one check, with what the `x-ratelimit-*` headers report: the limit and the
+/// remaining count of the tightest window, and when it resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset: Duration,
+}
+
+impl Decision {
+    pub fn unlimited() -> Self {
+        Decision {
+            allowed: true,
+            limit: 0,
+            remaining: u64::MAX,
+            reset: Duration::ZERO,
+        }
+    }
+
+    pub fn refused(limit: u64, reset: Duration) -> Self {
+        Decision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset,
+        }
+    }
+
+    /// Keep the window with the fewest requests left.
+    pub fn tighten(&mut self, limit: u64, remaining: u64, reset: Duration) {
+        if remaining < self.remaining {
+            self.limit = limit;
+            self.remaining = remaining;
+            self.reset = reset;
+        }
+    }
+}
+
+/// What to do when the shared backend cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBackendError {
+    Allow,
+    Deny,
+}
+
+pub enum Limiter {
+    Local(local::LocalLimiter),
+    Redis {
+        redis: redis::RedisLimiter,
+        policy: OnBackendError,
+    },
+}
+
+/// A limiter's answer when the backend failed: the policy decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Decided(Decision),
+    BackendDown { allowed: bool },
+}
+
+impl Limiter {
+    pub async fn check(&self, bucket: &str, spec: &spec::LimitSpec) -> Verdict {
+        match self {
+            Limiter::Local(l) => Verdict::Decided(l.check(bucket, spec)),
+            Limiter::Redis { redis, policy } => match redis.check(bucket, spec).await {
+                Ok(d) => Verdict::Decided(d),
+                Err(e) => {
+                    log::warn!("rate limiter backend unavailable ({e}); policy: {policy:?}");
+                    Verdict::BackendDown {
+                        allowed: *policy == OnBackendError::Allow,
+                    }
+                }
+            },
+        }
+    }
+}

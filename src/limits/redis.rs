@@ -1,0 +1,110 @@
+//! The cluster backend: every node counts in the same Redis, through one atomic Lua script per
+//! request (one round trip). Windows are fixed and aligned on Redis's clock, so all nodes agree
+//! on them; a request is counted only when every window admits it, so exactly `count` requests
+//! pass per window across the cluster. Keys hold bucket names (route, tenant, key *ids*, client
+//! IPs), never key material, and expire with their window.
+//!
+//! Each call is bounded by a short timeout; a slow or dead Redis yields `Err`, and the caller
+//! applies the configured `on_backend_error` policy. The connection manager reconnects by
+//! itself once Redis is back.
+
+use super::spec::LimitSpec;
+use super::Decision;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = #KEYS
+local names = {}
+local best_limit, best_remaining, best_reset = 0, -1, 0
+for i = 1, n do
+  local limit = tonumber(ARGV[2 * i - 1])
+  local win = tonumber(ARGV[2 * i])
+  local idx = math.floor(now / win)
+  local name = KEYS[i] .. ':' .. idx
+  names[i] = name
+  local count = tonumber(redis.call('GET', name) or '0')
+  local reset = (idx + 1) * win - now
+  if count + 1 > limit then
+    return {0, limit, 0, reset}
+  end
+  local remaining = limit - count - 1
+  if best_remaining < 0 or remaining < best_remaining then
+    best_limit, best_remaining, best_reset = limit, remaining, reset
+  end
+end
+for i = 1, n do
+  redis.call('INCR', names[i])
+  redis.call('PEXPIRE', names[i], tonumber(ARGV[2 * i]) + 1000)
+end
+return {1, best_limit, best_remaining, best_reset}
+"#;
+
+pub struct RedisLimiter {
+    client: redis::Client,
+    /// Created on first use (inside the runtime) and reused; reconnects by itself.
+    conn: Mutex<Option<ConnectionManager>>,
+    script: Script,
+    timeout: Duration,
+    prefix: String,
+}
+
+impl RedisLimiter {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+        Ok(RedisLimiter {
+            client,
+            conn: Mutex::new(None),
+            script: Script::new(SCRIPT),
+            timeout,
+            prefix: "llmf:rl:".into(),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, String> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let c = ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(|e| e.to_string())?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    pub async fn check(&self, bucket: &str, spec: &LimitSpec) -> Result<Decision, String> {
+        let call = async {
+            let mut conn = self.connection().await?;
+            let mut invocation = self.script.prepare_invoke();
+            for w in &spec.0 {
+                let ms = w.window.as_millis() as u64;
+                invocation.key(format!("{}{bucket}:{ms}", self.prefix));
+                invocation.arg(w.count).arg(ms);
+            }
+            let (allowed, limit, remaining, reset): (u8, u64, u64, u64) = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let reset = Duration::from_millis(reset);
+            Ok(if allowed == 1 {
+                let mut d = Decision::unlimited();
+                d.tighten(limit, remaining, reset);
+                d
+            } else {
+                Decision::refused(limit, reset)
+            })
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    }
+}

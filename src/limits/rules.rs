@@ -1,0 +1,158 @@
+//! Which limit applies to a request, and which bucket it is counted in. The most specific
+//! matching rule wins (a rule naming the key beats one naming its tenant, which beats a path,
+//! which beats a route, which beats a rule with no condition), so every request is counted once,
+//! by exactly one rule of each kind. Pure.
+
+use super::spec::LimitSpec;
+use crate::routing::collapse_slashes;
+
+/// What a bucket is counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// Each forward key (clients without one: each client IP).
+    Key,
+    Ip,
+    Tenant,
+    Route,
+    /// One bucket for everything the rule matches.
+    All,
+}
+
+impl Per {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Per::Key => "key",
+            Per::Ip => "ip",
+            Per::Tenant => "tenant",
+            Per::Route => "route",
+            Per::All => "all",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitRule {
+    /// Route prefix the request was routed by.
+    pub route: Option<String>,
+    /// Request path prefix (whole segments, with the route prefix): `/v1/chat/completions`.
+    pub path: Option<String>,
+    pub tenant: Option<String>,
+    /// A forward key's name (or `k-…` id).
+    pub key: Option<String>,
+    pub per: Per,
+    pub requests: Option<LimitSpec>,
+    pub concurrency: Option<u32>,
+}
+
+/// What the request looks like to the rules.
+pub struct Subject<'a> {
+    pub route: &'a str,
+    pub path: &'a str,
+    pub tenant: Option<&'a str>,
+    pub key: Option<&'a str>,
+    pub ip: std::net::IpAddr,
+}
+
+impl LimitRule {
+    fn matches(&self, s: &Subject<'_>) -> bool {
+        self.route.as_deref().is_none_or(|r| r == s.route)
+            && self.path.as_deref().is_none_or(|p| under(&collapse_slashes(s.path), p))
+            && self.tenant.as_deref().is_none_or(|t| Some(t) == s.tenant)
+            && self.key.as_deref().is_none_or(|k| Some(k) == s.key)
+    }
+
+    fn specificity(&self) -> u8 {
+        u8::from(self.key.is_some()) * 8
+            + u8::from(self.tenant.is_some()) * 4
+            + u8::from(self.path.is_some()) * 2
+            + u8::from(self.route.is_some())
+    }
+
+    /// The bucket this request is counted in under this rule (no key material: key ids only).
+    pub fn bucket(&self, index: usize, s: &Subject<'_>) -> String {
+        let ip = || s.ip.to_string();
+        let value = match self.per {
+            Per::Key => s.key.map_or_else(|| format!("ip:{}", ip()), |k| format!("key:{k}")),
+            Per::Ip => ip(),
+            Per::Tenant => s.tenant.map_or_else(|| format!("ip:{}", ip()), str::to_string),
+            Per::Route => s.route.to_string(),
+            Per::All => String::new(),
+        };
+        format!("{index}:{}:{value}", self.per.as_str())
+    }
+}
+
+/// `path` equals `prefix` or continues it with a new segment.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
+}
+
+/// The most specific rule with a request limit, and the one with a concurrency limit.
+pub fn select<'r>(rules: &'r [LimitRule], s: &Subject<'_>) -> (Option<(usize, &'r LimitRule)>, Option<(usize, &'r LimitRule)>) {
+    let best = |want: fn(&LimitRule) -> bool| {
+        rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| want(r) && r.matches(s))
+            // Highest specificity; among equals, the first listed.
+            .max_by(|(ia, a), (ib, b)| a.specificity().cmp(&b.specificity()).then(ib.cmp(ia)))
+    };
+    (
+        best(|r| r.requests.as_ref().is_some_and(|l| !l.is_unlimited())),
+        best(|r| r.concurrency.is_some()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::spec::parse_limit;
+
+    fn rule(route: Option<&str>, path: Option<&str>, tenant: Option<&str>, key: Option<&str>, limit: &str) -> LimitRule {
+        LimitRule {
+            route: route.map(Into::into),
+            path: path.map(Into::into),
+            tenant: tenant.map(Into::into),
+            key: key.map(Into::into),
+            per: Per::Key,
+            requests: Some(parse_limit(limit).unwrap()),
+            concurrency: None,
+        }
+    }
+
+    #[test]
+    fn the_most_specific_rule_applies_once() {
+        let rules = vec![
+            rule(None, None, None, None, "1000/minute"),
+            rule(Some("/openai"), None, None, None, "100/minute"),
+            rule(None, Some("/openai/v1/chat"), None, None, "50/minute"),
+            rule(None, None, Some("free"), None, "10/minute"),
+            rule(None, None, None, Some("alice"), "5/minute"),
+        ];
+        let s = |path, tenant, key| Subject {
+            route: "/openai",
+            path,
+            tenant,
+            key,
+            ip: "127.0.0.1".parse().unwrap(),
+        };
+        let pick = |subj: Subject<'_>| select(&rules, &subj).0.map(|(i, _)| i);
+        assert_eq!(pick(s("/openai/v1/models", None, None)), Some(1));
+        assert_eq!(pick(s("/openai/v1/chat/completions", None, None)), Some(2));
+        assert_eq!(pick(s("/openai/v1/chatter", None, None)), Some(1));
+        assert_eq!(pick(s("/openai/v1/chat/completions", Some("free"), Some("bob"))), Some(3));
+        assert_eq!(pick(s("/openai/v1/models", Some("free"), Some("alice"))), Some(4));
+        let other = Subject { route: "/other", path: "/other/x", tenant: None, key: None, ip: "10.0.0.1".parse().unwrap() };
+        assert_eq!(select(&rules, &other).0.map(|(i, _)| i), Some(0));
+    }
+
+    #[test]
+    fn buckets_never_hold_keys_only_ids() {
+        let r = rule(None, None, None, None, "1/minute");
+        let s = Subject { route: "/", path: "/", tenant: None, key: Some("alice"), ip: "127.0.0.1".parse().unwrap() };
+        assert_eq!(r.bucket(3, &s), "3:key:key:alice");
+        let anon = Subject { key: None, ..s };
+        assert_eq!(r.bucket(3, &anon), "3:key:ip:127.0.0.1");
+    }
+}
