@@ -36,6 +36,7 @@ pub struct Gateway {
     pub client_ip: ClientIpResolver,
     pub access: IpRules,
     pub cors: Option<CorsPolicy>,
+    pub limits: crate::limits::Limits,
     /// Requests between `new_ctx` and the end of `logging` (drain on shutdown).
     pub in_flight: Arc<AtomicUsize>,
 }
@@ -124,6 +125,13 @@ impl Gateway {
             .cors
             .as_ref()
             .and_then(|c| CorsPolicy::new(&c.allow_origins, c.allow_credentials, c.max_age).ok());
+        let limits = match crate::limits::Limits::new(&config.limits) {
+            Ok(l) => l,
+            Err(why) => {
+                problems.add("limits.backend", None, why);
+                return Err(problems);
+            }
+        };
         let table = RouteTable::new(routes.iter().map(|r| r.config.prefix.as_str()));
         Ok(Arc::new(Gateway {
             config,
@@ -133,6 +141,7 @@ impl Gateway {
             client_ip,
             access,
             cors,
+            limits,
             in_flight: Arc::new(AtomicUsize::new(0)),
         }))
     }

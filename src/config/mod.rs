@@ -7,6 +7,7 @@ mod model;
 mod problems;
 mod schema;
 mod schema_auth;
+mod schema_limits;
 pub mod units;
 mod validate;
 

@@ -20,6 +20,37 @@ pub struct Config {
     pub access: AccessConfig,
     /// Browser access (off unless origins are listed).
     pub cors: Option<CorsConfig>,
+    /// Request rates and concurrency.
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitBackendConfig {
+    /// This process's memory (pingora-limits estimators).
+    Memory,
+    /// A Redis shared by every node: `redis://host:port/db`.
+    Redis(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    pub backend: LimitBackendConfig,
+    /// When Redis does not answer in time: admit (`Allow`) or refuse (`Deny`) the request.
+    pub on_backend_error: crate::limits::OnBackendError,
+    /// Bound on one Redis round trip.
+    pub backend_timeout: Duration,
+    pub rules: Vec<crate::limits::rules::LimitRule>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            backend: LimitBackendConfig::Memory,
+            on_backend_error: crate::limits::OnBackendError::Allow,
+            backend_timeout: Duration::from_millis(50),
+            rules: Vec::new(),
+        }
+    }
 }
 
 /// A secret from the config. Its `Debug` never shows the value, so a config dump or a panic
@@ -324,6 +355,7 @@ impl Config {
             forward_keys: Vec::new(),
             access: AccessConfig::default(),
             cors: None,
+            limits: LimitsConfig::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::decode::{Decoder, Node};
 use super::model::*;
-use super::{schema_auth, validate};
+use super::{schema_auth, schema_limits, validate};
 use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ const TOP: &[&str] = &[
     "forward_keys",
     "access",
     "cors",
+    "limits",
 ];
 const SERVER: &[&str] = &[
     "listen",
@@ -72,6 +73,9 @@ pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
     }
     if let Some(n) = top.get("cors") {
         config.cors = schema_auth::decode_cors(d, &n);
+    }
+    if let Some(n) = top.get("limits") {
+        config.limits = schema_limits::decode_limits(d, &n);
     }
     if d.problems.is_empty() {
         validate::cross_check(&config, &mut d.problems);

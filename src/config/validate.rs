@@ -111,6 +111,37 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
             }
         }
     }
+    let key_names: HashSet<String> = config
+        .forward_keys
+        .iter()
+        .map(|k| {
+            k.name
+                .clone()
+                .unwrap_or_else(|| crate::keys::key_id(&k.key.0))
+        })
+        .collect();
+    for (i, rule) in config.limits.rules.iter().enumerate() {
+        let at = |f: &str| format!("limits.rules[{i}].{f}");
+        if let Some(r) = &rule.route {
+            if !prefixes.contains(r.as_str()) {
+                problems.add(at("route"), Some(r.clone()), "no route has this prefix");
+            }
+        }
+        if let Some(t) = &rule.tenant {
+            if !tenants.contains(t.as_str()) {
+                problems.add(at("tenant"), Some(t.clone()), "no such tenant");
+            }
+        }
+        if let Some(k) = &rule.key {
+            if !key_names.contains(k) {
+                problems.add(
+                    at("key"),
+                    Some(k.clone()),
+                    "no forward key has this name (give the key a `name`)",
+                );
+            }
+        }
+    }
     let upstream_secrets: HashSet<&str> = config
         .upstream_keys
         .iter()

@@ -42,7 +42,8 @@ impl LocalLimiter {
             };
             let count = rate.observe(&bucket, 1).max(0) as u64;
             let reset = rate.rate_with(&bucket, |r| {
-                w.window.mul_f64((1.0 - r.current_interval_fraction).clamp(0.0, 1.0))
+                w.window
+                    .mul_f64((1.0 - r.current_interval_fraction).clamp(0.0, 1.0))
             });
             if count > w.count {
                 // Undo this request in every window it was counted in.
@@ -89,7 +90,10 @@ mod tests {
         for i in 0..10_000 {
             let b = format!("key:{i}");
             assert!(l.check(&b, &spec).allowed);
-            assert!(l.check(&b, &spec).allowed, "key {i} throttled by a collision");
+            assert!(
+                l.check(&b, &spec).allowed,
+                "key {i} throttled by a collision"
+            );
         }
     }
 

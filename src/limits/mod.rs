@@ -55,6 +55,38 @@ pub enum OnBackendError {
     Deny,
 }
 
+/// The limits at run time: the rules, the request-rate backend, and this node's concurrency
+/// counters (in-flight requests are a per-node quantity).
+pub struct Limits {
+    pub rules: Vec<rules::LimitRule>,
+    pub requests: Limiter,
+    pub inflight: local::LocalLimiter,
+}
+
+impl Limits {
+    pub fn new(config: &crate::config::LimitsConfig) -> Result<Self, String> {
+        let windows: Vec<Duration> = config
+            .rules
+            .iter()
+            .flat_map(|r| r.requests.iter().flat_map(|s| s.0.iter().map(|w| w.window)))
+            .collect();
+        let requests = match &config.backend {
+            crate::config::LimitBackendConfig::Memory => {
+                Limiter::Local(local::LocalLimiter::new(windows))
+            }
+            crate::config::LimitBackendConfig::Redis(url) => Limiter::Redis {
+                redis: redis::RedisLimiter::new(url, config.backend_timeout)?,
+                policy: config.on_backend_error,
+            },
+        };
+        Ok(Limits {
+            rules: config.rules.clone(),
+            requests,
+            inflight: local::LocalLimiter::new([]),
+        })
+    }
+}
+
 pub enum Limiter {
     Local(local::LocalLimiter),
     Redis {

@@ -56,7 +56,10 @@ pub struct Subject<'a> {
 impl LimitRule {
     fn matches(&self, s: &Subject<'_>) -> bool {
         self.route.as_deref().is_none_or(|r| r == s.route)
-            && self.path.as_deref().is_none_or(|p| under(&collapse_slashes(s.path), p))
+            && self
+                .path
+                .as_deref()
+                .is_none_or(|p| under(&collapse_slashes(s.path), p))
             && self.tenant.as_deref().is_none_or(|t| Some(t) == s.tenant)
             && self.key.as_deref().is_none_or(|k| Some(k) == s.key)
     }
@@ -72,9 +75,13 @@ impl LimitRule {
     pub fn bucket(&self, index: usize, s: &Subject<'_>) -> String {
         let ip = || s.ip.to_string();
         let value = match self.per {
-            Per::Key => s.key.map_or_else(|| format!("ip:{}", ip()), |k| format!("key:{k}")),
+            Per::Key => s
+                .key
+                .map_or_else(|| format!("ip:{}", ip()), |k| format!("key:{k}")),
             Per::Ip => ip(),
-            Per::Tenant => s.tenant.map_or_else(|| format!("ip:{}", ip()), str::to_string),
+            Per::Tenant => s
+                .tenant
+                .map_or_else(|| format!("ip:{}", ip()), str::to_string),
             Per::Route => s.route.to_string(),
             Per::All => String::new(),
         };
@@ -89,7 +96,13 @@ fn under(path: &str, prefix: &str) -> bool {
 }
 
 /// The most specific rule with a request limit, and the one with a concurrency limit.
-pub fn select<'r>(rules: &'r [LimitRule], s: &Subject<'_>) -> (Option<(usize, &'r LimitRule)>, Option<(usize, &'r LimitRule)>) {
+pub fn select<'r>(
+    rules: &'r [LimitRule],
+    s: &Subject<'_>,
+) -> (
+    Option<(usize, &'r LimitRule)>,
+    Option<(usize, &'r LimitRule)>,
+) {
     let best = |want: fn(&LimitRule) -> bool| {
         rules
             .iter()
@@ -109,7 +122,13 @@ mod tests {
     use super::*;
     use crate::limits::spec::parse_limit;
 
-    fn rule(route: Option<&str>, path: Option<&str>, tenant: Option<&str>, key: Option<&str>, limit: &str) -> LimitRule {
+    fn rule(
+        route: Option<&str>,
+        path: Option<&str>,
+        tenant: Option<&str>,
+        key: Option<&str>,
+        limit: &str,
+    ) -> LimitRule {
         LimitRule {
             route: route.map(Into::into),
             path: path.map(Into::into),
@@ -141,16 +160,34 @@ mod tests {
         assert_eq!(pick(s("/openai/v1/models", None, None)), Some(1));
         assert_eq!(pick(s("/openai/v1/chat/completions", None, None)), Some(2));
         assert_eq!(pick(s("/openai/v1/chatter", None, None)), Some(1));
-        assert_eq!(pick(s("/openai/v1/chat/completions", Some("free"), Some("bob"))), Some(3));
-        assert_eq!(pick(s("/openai/v1/models", Some("free"), Some("alice"))), Some(4));
-        let other = Subject { route: "/other", path: "/other/x", tenant: None, key: None, ip: "10.0.0.1".parse().unwrap() };
+        assert_eq!(
+            pick(s("/openai/v1/chat/completions", Some("free"), Some("bob"))),
+            Some(3)
+        );
+        assert_eq!(
+            pick(s("/openai/v1/models", Some("free"), Some("alice"))),
+            Some(4)
+        );
+        let other = Subject {
+            route: "/other",
+            path: "/other/x",
+            tenant: None,
+            key: None,
+            ip: "10.0.0.1".parse().unwrap(),
+        };
         assert_eq!(select(&rules, &other).0.map(|(i, _)| i), Some(0));
     }
 
     #[test]
     fn buckets_never_hold_keys_only_ids() {
         let r = rule(None, None, None, None, "1/minute");
-        let s = Subject { route: "/", path: "/", tenant: None, key: Some("alice"), ip: "127.0.0.1".parse().unwrap() };
+        let s = Subject {
+            route: "/",
+            path: "/",
+            tenant: None,
+            key: Some("alice"),
+            ip: "127.0.0.1".parse().unwrap(),
+        };
         assert_eq!(r.bucket(3, &s), "3:key:key:alice");
         let anon = Subject { key: None, ..s };
         assert_eq!(r.bucket(3, &anon), "3:key:ip:127.0.0.1");

@@ -30,14 +30,21 @@ pub fn parse_limit(text: &str) -> Result<LimitSpec, String> {
         windows.push(parse_window(part)?);
     }
     if windows.is_empty() && !text.trim().to_ascii_lowercase().starts_with("inf") {
-        return Err("expected a limit such as 60/minute, 100/2minutes or 60/minute;600/hour (or inf)".into());
+        return Err(
+            "expected a limit such as 60/minute, 100/2minutes or 60/minute;600/hour (or inf)"
+                .into(),
+        );
     }
     windows.sort_by_key(|w| w.window);
     Ok(LimitSpec(windows))
 }
 
 fn parse_window(part: &str) -> Result<Window, String> {
-    let bad = || format!("{part:?} is not a limit; expected e.g. 60/minute, 100/2minutes or 10 per 30 seconds");
+    let bad = || {
+        format!(
+            "{part:?} is not a limit; expected e.g. 60/minute, 100/2minutes or 10 per 30 seconds"
+        )
+    };
     let lower = part.to_ascii_lowercase();
     let (count, per) = lower
         .split_once('/')
@@ -47,7 +54,11 @@ fn parse_window(part: &str) -> Result<Window, String> {
     let per = per.trim();
     let digits = per.find(|c: char| !c.is_ascii_digit()).unwrap_or(per.len());
     let (n, unit) = per.split_at(digits);
-    let n: u64 = if n.is_empty() { 1 } else { n.parse().map_err(|_| bad())? };
+    let n: u64 = if n.is_empty() {
+        1
+    } else {
+        n.parse().map_err(|_| bad())?
+    };
     let unit_secs = match unit.trim().trim_end_matches('s') {
         "second" | "sec" => 1,
         "minute" | "min" => 60,
@@ -58,7 +69,9 @@ fn parse_window(part: &str) -> Result<Window, String> {
         _ => return Err(bad()),
     };
     if n == 0 || count == 0 {
-        return Err(format!("{part:?}: a count and a window of at least 1 (use `inf` for no limit)"));
+        return Err(format!(
+            "{part:?}: a count and a window of at least 1 (use `inf` for no limit)"
+        ));
     }
     Ok(Window {
         count,
@@ -71,19 +84,32 @@ mod tests {
     use super::*;
 
     fn w(count: u64, secs: u64) -> Window {
-        Window { count, window: Duration::from_secs(secs) }
+        Window {
+            count,
+            window: Duration::from_secs(secs),
+        }
     }
 
     #[test]
     fn openai_forward_syntax() {
         assert_eq!(parse_limit("100/minute").unwrap().0, vec![w(100, 60)]);
         assert_eq!(parse_limit("100/2minutes").unwrap().0, vec![w(100, 120)]);
-        assert_eq!(parse_limit("60/minute;600/hour").unwrap().0, vec![w(60, 60), w(600, 3600)]);
+        assert_eq!(
+            parse_limit("60/minute;600/hour").unwrap().0,
+            vec![w(60, 60), w(600, 3600)]
+        );
         assert_eq!(parse_limit("10 per 30 seconds").unwrap().0, vec![w(10, 30)]);
         assert_eq!(parse_limit("5/Second").unwrap().0, vec![w(5, 1)]);
         assert!(parse_limit("inf").unwrap().is_unlimited());
         assert!(parse_limit("INFINITE").unwrap().is_unlimited());
-        for bad in ["", "100", "100/fortnight", "x/minute", "0/minute", "10/0minutes"] {
+        for bad in [
+            "",
+            "100",
+            "100/fortnight",
+            "x/minute",
+            "0/minute",
+            "10/0minutes",
+        ] {
             assert!(parse_limit(bad).is_err(), "{bad}");
         }
     }

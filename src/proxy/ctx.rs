@@ -51,6 +51,10 @@ pub struct RequestCtx {
     pub rotate_key: bool,
     /// The last attempt failed to connect, so the next one waits out a backoff.
     pub backoff_next: bool,
+    /// The request-rate decision, for the `x-ratelimit-*` headers (limits phase).
+    pub rate: Option<crate::limits::Decision>,
+    /// Holds this request's place under a concurrency limit until the ctx is dropped.
+    pub concurrency: Option<pingora_limits::inflight::Guard>,
     /// CORS headers for the answer, when the origin is allowed (CORS phase).
     pub cors: Option<crate::cors::Headers>,
     /// Connect failures so far (retry phase).
@@ -84,6 +88,8 @@ impl RequestCtx {
             backoff_next: false,
             connect_failures: 0,
             cors: None,
+            rate: None,
+            concurrency: None,
             upstream_target: None,
             attempts: 0,
             error: None,

@@ -25,6 +25,12 @@ pub enum GatewayError {
     InvalidJson,
     /// Every key of the pool is rejected or cooling down.
     NoUpstreamKey,
+    /// Over a request-rate limit.
+    RateLimited,
+    /// Over a concurrency limit.
+    ConcurrencyLimited,
+    /// The shared limiter did not answer and the policy is to refuse.
+    LimiterUnavailable,
     /// The upstream's name did not resolve.
     UpstreamDns,
     /// Connecting failed (refused, unreachable, TLS) after every retry.
@@ -47,7 +53,8 @@ impl GatewayError {
             GatewayError::InvalidApiKey => 401,
             GatewayError::BodyTooLarge => 413,
             GatewayError::InvalidJson => 400,
-            GatewayError::NoUpstreamKey => 503,
+            GatewayError::NoUpstreamKey | GatewayError::LimiterUnavailable => 503,
+            GatewayError::RateLimited | GatewayError::ConcurrencyLimited => 429,
             GatewayError::UpstreamDns
             | GatewayError::UpstreamConnect
             | GatewayError::UpstreamBroken => 502,
@@ -66,6 +73,8 @@ impl GatewayError {
             | GatewayError::BodyTooLarge
             | GatewayError::InvalidJson => "invalid_request_error",
             GatewayError::IpForbidden => "permission_error",
+            // OpenAI's own type for rate-limit errors.
+            GatewayError::RateLimited | GatewayError::ConcurrencyLimited => "requests",
             GatewayError::Internal => "server_error",
             _ => "upstream_error",
         }
@@ -82,6 +91,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge => "request_too_large",
             GatewayError::InvalidJson => "invalid_json",
             GatewayError::NoUpstreamKey => "no_upstream_key_available",
+            GatewayError::RateLimited => "rate_limit_exceeded",
+            GatewayError::ConcurrencyLimited => "concurrency_limit_exceeded",
+            GatewayError::LimiterUnavailable => "rate_limiter_unavailable",
             GatewayError::UpstreamDns => "upstream_dns_failed",
             GatewayError::UpstreamConnect => "upstream_unreachable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -100,6 +112,11 @@ impl GatewayError {
             GatewayError::BodyTooLarge => "The request body is too large.",
             GatewayError::InvalidJson => "The request body is not a valid JSON object.",
             GatewayError::NoUpstreamKey => "No upstream key is available right now; retry later.",
+            GatewayError::RateLimited => "Rate limit reached; retry after the time in Retry-After.",
+            GatewayError::ConcurrencyLimited => {
+                "Too many requests in flight for this key; retry when one finishes."
+            }
+            GatewayError::LimiterUnavailable => "The rate limiter is unavailable; retry shortly.",
             GatewayError::UpstreamDns => "The upstream host could not be resolved.",
             GatewayError::UpstreamConnect => "The upstream could not be reached.",
             GatewayError::UpstreamTimeout => "The upstream did not answer in time.",

@@ -31,7 +31,8 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     // Refusals decided before any upstream work keep the connection: Pingora drains the unread
     // body before reuse. Not for a body refused for its size, and not after upstream trouble.
     let reusable = ctx.attempts == 0 && error != GatewayError::BodyTooLarge;
-    let headers = ctx.cors.take().unwrap_or_default();
+    let mut headers: Vec<_> = ctx.cors.take().unwrap_or_default().into_iter().collect();
+    headers.extend(super::limits::headers(ctx));
     if !reusable {
         // Say so (Pingora then writes `Connection: close`), or a keep-alive client sends its next
         // request into a closing socket.

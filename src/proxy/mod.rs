@@ -9,6 +9,7 @@ mod ctx;
 pub mod error;
 mod finish;
 mod forward;
+mod limits;
 mod preread;
 mod retry;
 mod route;
@@ -52,6 +53,7 @@ impl ProxyHttp for LlmProxy {
             return Ok(true);
         }
         auth::authenticate(&self.gateway, session.req_header(), ctx)?;
+        limits::enforce(&self.gateway, session, ctx).await?;
         body::read_body(session, ctx).await?;
         Ok(false)
     }
@@ -107,7 +109,11 @@ impl ProxyHttp for LlmProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        cors::decorate(response, ctx)
+        cors::decorate(response, ctx)?;
+        for (name, value) in limits::headers(ctx) {
+            response.insert_header(name, value)?;
+        }
+        Ok(())
     }
 
     async fn fail_to_proxy(

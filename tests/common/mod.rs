@@ -92,3 +92,54 @@ pub fn error_code(body: &serde_json::Value) -> String {
     assert!(e.get("param").is_some(), "no error.param in {body}");
     e["code"].as_str().unwrap_or_default().to_string()
 }
+
+/// A `redis-server` of the test's own on a free port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        wait_listening(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        RedisServer {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,108 @@
+//! The schema of `limits:`: the backend (memory or a shared Redis), what happens when Redis does
+//! not answer, and the rules (each with optional conditions, a bucket, a request rate and a
+//! concurrency cap).
+
+use super::decode::{Decoder, Node};
+use super::model::{LimitBackendConfig, LimitsConfig};
+use crate::limits::rules::{LimitRule, Per};
+use crate::limits::spec::parse_limit;
+use crate::limits::OnBackendError;
+
+const LIMITS: &[&str] = &["backend", "on_backend_error", "backend_timeout", "rules"];
+const RULE: &[&str] = &[
+    "route",
+    "path",
+    "tenant",
+    "key",
+    "per",
+    "requests",
+    "concurrency",
+];
+
+pub fn decode_limits(d: &mut Decoder<'_>, node: &Node<'_>) -> LimitsConfig {
+    let mut limits = LimitsConfig::default();
+    let Some(f) = d.fields(node, LIMITS) else {
+        return limits;
+    };
+    if let Some(n) = f.get("backend") {
+        if let Some(b) = d.parsed(&n, |s| match s {
+            "memory" => Ok(LimitBackendConfig::Memory),
+            url if url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://") =>
+            {
+                redis::Client::open(url)
+                    .map(|_| LimitBackendConfig::Redis(url.to_string()))
+                    .map_err(|e| format!("not a Redis URL: {e}"))
+            }
+            _ => Err("expected `memory` or a redis:// URL".into()),
+        }) {
+            limits.backend = b;
+        }
+    }
+    if let Some(n) = f.get("on_backend_error") {
+        if let Some(p) = d.parsed(&n, |s| match s {
+            "allow" => Ok(OnBackendError::Allow),
+            "deny" => Ok(OnBackendError::Deny),
+            _ => Err("expected `allow` or `deny`".into()),
+        }) {
+            limits.on_backend_error = p;
+        }
+    }
+    if let Some(t) = f.get("backend_timeout").and_then(|n| d.duration(&n)) {
+        limits.backend_timeout = t;
+    }
+    if let Some(n) = f.get("rules") {
+        for item in d.seq(&n) {
+            if let Some(rule) = decode_rule(d, &item) {
+                limits.rules.push(rule);
+            }
+        }
+    }
+    limits
+}
+
+fn decode_rule(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<LimitRule> {
+    let f = d.fields(node, RULE)?;
+    let text = |d: &mut Decoder<'_>, key: &str| f.get(key).and_then(|n| d.string(&n));
+    let route = text(d, "route").map(|r| crate::routing::normalize_prefix(&r).unwrap_or(r));
+    let path = text(d, "path").map(|p| crate::routing::normalize_prefix(&p).unwrap_or(p));
+    let tenant = text(d, "tenant");
+    let key = text(d, "key");
+    let per = match f.get("per") {
+        Some(n) => d.parsed(&n, |s| match s {
+            "key" => Ok(Per::Key),
+            "ip" => Ok(Per::Ip),
+            "tenant" => Ok(Per::Tenant),
+            "route" => Ok(Per::Route),
+            "all" => Ok(Per::All),
+            _ => Err("expected key, ip, tenant, route or all".into()),
+        })?,
+        None => Per::Key,
+    };
+    let requests = match f.get("requests") {
+        Some(n) => Some(d.parsed(&n, parse_limit)?),
+        None => None,
+    };
+    let concurrency = match f.get("concurrency") {
+        Some(n) => Some(d.uint(&n, 1, 1_000_000)? as u32),
+        None => None,
+    };
+    if requests.is_none() && concurrency.is_none() {
+        d.problem(
+            &node.path,
+            None,
+            "a rule needs `requests`, `concurrency` or both",
+        );
+        return None;
+    }
+    Some(LimitRule {
+        route,
+        path,
+        tenant,
+        key,
+        per,
+        requests,
+        concurrency,
+    })
+}

@@ -1,0 +1,117 @@
+//! Limits phase (`request_filter`, after auth, before the body is read): the most specific
+//! concurrency rule and request-rate rule for this request, each counted once; 429 with
+//! `Retry-After` when over. Every response on a rate-limited route carries
+//! `x-ratelimit-{limit,remaining,reset}-requests`, as OpenAI's do.
+
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
+use crate::limits::rules::{select, Subject};
+use crate::limits::Verdict;
+use crate::state::Gateway;
+use http::{HeaderName, HeaderValue};
+use pingora_proxy::Session;
+use std::net::{IpAddr, Ipv4Addr};
+
+pub async fn enforce(
+    gateway: &Gateway,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<()> {
+    let limits = &gateway.limits;
+    if limits.rules.is_empty() {
+        return Ok(());
+    }
+    let Some(route) = ctx.route.clone() else {
+        return Ok(());
+    };
+    let tenant = ctx.tenant.clone();
+    let subject = Subject {
+        route: &route.config.prefix,
+        path: session.req_header().uri.path(),
+        tenant: tenant.as_deref().map(|t| t.name.as_str()),
+        key: ctx.key_id.as_deref(),
+        ip: ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+    };
+    let (rate_rule, concurrency_rule) = select(&limits.rules, &subject);
+    if let Some((i, rule)) = concurrency_rule {
+        let max = rule.concurrency.unwrap_or(u32::MAX);
+        match limits.inflight.enter(&rule.bucket(i, &subject), max) {
+            Some(guard) => ctx.concurrency = Some(guard),
+            None => return Err(ctx.fail(GatewayError::ConcurrencyLimited)),
+        }
+    }
+    if let Some((i, rule)) = rate_rule {
+        let Some(spec) = &rule.requests else {
+            return Ok(());
+        };
+        let bucket = rule.bucket(i, &subject);
+        match limits.requests.check(&bucket, spec).await {
+            Verdict::Decided(d) => {
+                ctx.rate = Some(d);
+                if !d.allowed {
+                    return Err(ctx.fail(GatewayError::RateLimited));
+                }
+            }
+            Verdict::BackendDown { allowed: true } => {}
+            Verdict::BackendDown { allowed: false } => {
+                return Err(ctx.fail(GatewayError::LimiterUnavailable));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rate-limit headers for this request's answer (empty when no rate rule applied).
+pub fn headers(ctx: &RequestCtx) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(d) = ctx.rate else {
+        return Vec::new();
+    };
+    let reset = reset_text(d.reset);
+    let mut out = vec![
+        (
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderValue::from(d.limit),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderValue::from(d.remaining),
+        ),
+    ];
+    if let Ok(v) = HeaderValue::from_str(&reset) {
+        out.push((HeaderName::from_static("x-ratelimit-reset-requests"), v));
+    }
+    if !d.allowed {
+        // Whole seconds, rounded up, at least 1: retrying sooner is refused again.
+        let secs = d.reset.as_millis().div_ceil(1000).max(1) as u64;
+        out.push((http::header::RETRY_AFTER, HeaderValue::from(secs)));
+    }
+    out
+}
+
+/// OpenAI's duration style: `20ms`, `6s`, `1m30s`.
+fn reset_text(d: std::time::Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = ms.div_ceil(1000);
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reset_text;
+    use std::time::Duration;
+
+    #[test]
+    fn reset_durations_read_like_openais() {
+        assert_eq!(reset_text(Duration::from_millis(20)), "20ms");
+        assert_eq!(reset_text(Duration::from_millis(5200)), "6s");
+        assert_eq!(reset_text(Duration::from_secs(90)), "1m30s");
+        assert_eq!(reset_text(Duration::from_secs(120)), "2m");
+    }
+}

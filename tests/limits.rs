@@ -1,0 +1,278 @@
+//! Request-rate and concurrency limits over real sockets, on one node (memory) and across two
+//! gateway instances sharing a Redis of the test's own: exact counts, the most specific rule
+//! counted once, OpenAI's headers, concurrency released on every exit path, and a Redis that
+//! dies and comes back.
+
+mod common;
+
+use common::mock::{Behavior, MockUpstream};
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn keyed(upstream: &str, limits: &str) -> String {
+    format!(
+        r#"
+upstream_keys: {{p: [sk-1]}}
+tenants: {{t: {{}}, free: {{}}}}
+forward_keys:
+  - {{key: fk-alice, tenant: t, name: alice}}
+  - {{key: fk-bob, tenant: t, name: bob}}
+  - {{key: fk-carol, tenant: free, name: carol}}
+routes:
+  - {{prefix: /, upstream: "{upstream}", auth: {{pool: p}}}}
+limits:
+{limits}
+"#
+    )
+}
+
+async fn get(gw: &GatewayGuard, key: &str) -> reqwest::Response {
+    client()
+        .get(gw.url("/v1/models"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_gets_exactly_its_limit_then_429_with_openai_headers() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&keyed(
+        &up.url(),
+        "  rules:\n    - {requests: \"5/minute;100/hour\", per: key}\n",
+    ))
+    .await;
+    for i in 0..5u64 {
+        let resp = get(&gw, "fk-alice").await;
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers();
+        assert_eq!(h["x-ratelimit-limit-requests"], "5");
+        assert_eq!(
+            h["x-ratelimit-remaining-requests"],
+            (4 - i).to_string().as_str()
+        );
+        assert!(h.contains_key("x-ratelimit-reset-requests"));
+    }
+    let resp = get(&gw, "fk-alice").await;
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(
+        error_code(&resp.json().await.unwrap()),
+        "rate_limit_exceeded"
+    );
+    // Another key has its own bucket.
+    assert_eq!(get(&gw, "fk-bob").await.status(), 200);
+    assert_eq!(up.request_count(), 6);
+}
+
+#[tokio::test]
+async fn the_most_specific_rule_applies_and_counts_once() {
+    let up = MockUpstream::start().await;
+    let rules = "  rules:\n    - {requests: \"100/minute\", per: all}\n    - {tenant: free, requests: \"3/minute\"}\n    - {key: alice, requests: \"2/minute\"}\n    - {path: /v1/models, requests: \"4/minute\"}\n";
+    let gw = start_gateway(&keyed(&up.url(), rules)).await;
+    let admitted = |key: &'static str, n: usize| {
+        let gw = &gw;
+        async move {
+            let mut ok = 0;
+            for _ in 0..n {
+                if get(gw, key).await.status() == 200 {
+                    ok += 1;
+                }
+            }
+            ok
+        }
+    };
+    assert_eq!(admitted("fk-alice", 6).await, 2, "the key's own rule");
+    assert_eq!(admitted("fk-carol", 6).await, 3, "the tenant's rule");
+    assert_eq!(admitted("fk-bob", 6).await, 4, "the path's rule");
+    // The global rule saw none of those: a chat request of bob's falls under it.
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("fk-bob")
+        .json(&json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "99");
+}
+
+#[tokio::test]
+async fn per_ip_buckets_use_the_resolved_client_address() {
+    let up = MockUpstream::start().await;
+    let yaml = format!(
+        "access: {{trusted_proxies: ['127.0.0.1']}}\nroutes: [{{prefix: /, upstream: '{}'}}]\nlimits:\n  rules:\n    - {{requests: \"2/minute\", per: ip}}\n",
+        up.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let from = |ip: &'static str| {
+        client()
+            .get(gw.url("/v1/models"))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    assert_eq!(from("1.1.1.1").await.unwrap().status(), 200);
+    assert_eq!(from("1.1.1.1").await.unwrap().status(), 200);
+    assert_eq!(from("1.1.1.1").await.unwrap().status(), 429);
+    assert_eq!(from("2.2.2.2").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn concurrency_is_capped_and_released_on_every_exit_path() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&keyed(
+        &up.url(),
+        "  rules:\n    - {concurrency: 1, per: key}\n",
+    ))
+    .await;
+    let chat = |key: &'static str| {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": "m", "stream": true, "messages": []}))
+            .send()
+    };
+    // One stream in flight holds alice's only slot.
+    up.push_behavior(Behavior::SseGated {
+        events: vec!["{\"n\":0}".into(), "{\"n\":1}".into()],
+    });
+    let held = chat("fk-alice").await.unwrap();
+    let resp = chat("fk-alice").await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(
+        error_code(&resp.json().await.unwrap()),
+        "concurrency_limit_exceeded"
+    );
+    assert_eq!(
+        chat("fk-bob").await.unwrap().status(),
+        200,
+        "bob has his own slot"
+    );
+    up.release(1);
+    held.text().await.unwrap();
+    assert_eq!(
+        chat("fk-alice").await.unwrap().status(),
+        200,
+        "released after a complete stream"
+    );
+    // A client that leaves mid-stream releases it too.
+    up.push_behavior(Behavior::SseGated {
+        events: vec!["{\"n\":0}".into(), "{\"n\":1}".into()],
+    });
+    let left = chat("fk-alice").await.unwrap();
+    drop(left);
+    assert!(up
+        .wait_for_peer_close(Duration::from_secs(2))
+        .await
+        .is_some());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let status = chat("fk-alice").await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slot never released after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And an upstream failure releases it.
+    up.push_behavior(Behavior::ResetBeforeHeaders);
+    assert_eq!(chat("fk-alice").await.unwrap().status(), 502);
+    assert_eq!(chat("fk-alice").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn two_nodes_sharing_redis_admit_exactly_the_limit_in_total() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let limits = format!("  backend: \"{}\"\n  backend_timeout: 500ms\n  rules:\n    - {{requests: \"10/minute\", per: key}}\n", redis.url());
+    let a = start_gateway(&keyed(&up.url(), &limits)).await;
+    let b = start_gateway(&keyed(&up.url(), &limits)).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let url = if i % 2 == 0 {
+            a.url("/v1/models")
+        } else {
+            b.url("/v1/models")
+        };
+        tasks.push(tokio::spawn(async move {
+            client()
+                .get(url)
+                .bearer_auth("fk-alice")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30);
+    assert_eq!(up.request_count(), 10);
+    // Bob's bucket is separate, on both nodes.
+    assert_eq!(get(&a, "fk-bob").await.status(), 200);
+    assert_eq!(get(&b, "fk-bob").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_dead_redis_follows_the_policy_and_never_hangs_a_request() {
+    let redis = RedisServer::start().await;
+    let port = redis.port;
+    let up = MockUpstream::start().await;
+    let limits = |policy: &str| {
+        format!("  backend: \"redis://127.0.0.1:{port}/0\"\n  backend_timeout: 200ms\n  on_backend_error: {policy}\n  rules:\n    - {{requests: \"3/minute\", per: key}}\n")
+    };
+    let open = start_gateway(&keyed(&up.url(), &limits("allow"))).await;
+    let closed = start_gateway(&keyed(&up.url(), &limits("deny"))).await;
+    assert_eq!(get(&open, "fk-alice").await.status(), 200);
+    drop(redis);
+    for _ in 0..5 {
+        let start = Instant::now();
+        assert_eq!(
+            get(&open, "fk-bob").await.status(),
+            200,
+            "allow: admitted without Redis"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "a dead Redis held the request"
+        );
+        let resp = get(&closed, "fk-bob").await;
+        assert_eq!(resp.status(), 503, "deny: refused without Redis");
+        assert_eq!(
+            error_code(&resp.json().await.unwrap()),
+            "rate_limiter_unavailable"
+        );
+    }
+    // Redis comes back (empty): limiting resumes, exactly.
+    let _redis = RedisServer::start_on(port).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&closed, "fk-carol").await.status() != 200 {
+        assert!(Instant::now() < deadline, "never reconnected to Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let more = [
+        get(&closed, "fk-carol").await.status(),
+        get(&closed, "fk-carol").await.status(),
+        get(&closed, "fk-carol").await.status(),
+    ];
+    assert_eq!(more.map(|s| s.as_u16()), [200, 200, 429]);
+}
