@@ -75,7 +75,7 @@ impl Limits {
                 Limiter::Local(local::LocalLimiter::new(windows))
             }
             crate::config::LimitBackendConfig::Redis(url) => Limiter::Redis {
-                redis: redis::RedisLimiter::new(url, config.backend_timeout)?,
+                redis: Box::new(redis::RedisLimiter::new(url, config.backend_timeout)?),
                 policy: config.on_backend_error,
             },
         };
@@ -90,7 +90,7 @@ impl Limits {
 pub enum Limiter {
     Local(local::LocalLimiter),
     Redis {
-        redis: redis::RedisLimiter,
+        redis: Box<redis::RedisLimiter>,
         policy: OnBackendError,
     },
 }

@@ -95,14 +95,11 @@ fn under(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
 }
 
+/// A chosen rule and its index (the index names its buckets).
+pub type Selected<'r> = Option<(usize, &'r LimitRule)>;
+
 /// The most specific rule with a request limit, and the one with a concurrency limit.
-pub fn select<'r>(
-    rules: &'r [LimitRule],
-    s: &Subject<'_>,
-) -> (
-    Option<(usize, &'r LimitRule)>,
-    Option<(usize, &'r LimitRule)>,
-) {
+pub fn select<'r>(rules: &'r [LimitRule], s: &Subject<'_>) -> (Selected<'r>, Selected<'r>) {
     let best = |want: fn(&LimitRule) -> bool| {
         rules
             .iter()
