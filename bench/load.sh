@@ -15,6 +15,9 @@ TARGETS=${TARGETS:-direct nginx gateway gateway-general}
 GATEWAY_BIN=${GATEWAY_BIN:-target/release/llm-forward}
 MOCK_BIN=${MOCK_BIN:-target/release/examples/mock_upstream}
 PROXY_CPU=0 LOAD_CPU=1
+# As root, run everything measured at nice -10: a build or editor on the same cores then gets a
+# small share of CPU instead of half of it (CFS weights). BENCH_NICE=0 turns this off.
+BENCH_NICE=${BENCH_NICE:-$(((EUID == 0) ? -10 : 0))}
 OUT=bench/out/results.md
 
 log() { printf '[load.sh %3ds] %s\n' "$SECONDS" "$*" >&2; }
@@ -39,6 +42,9 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     OPENSSL_NO_VENDOR=1 cargo build --release --locked --bin llm-forward --example mock_upstream
 fi
 [[ -x $GATEWAY_BIN && -x $MOCK_BIN ]] || die "no $GATEWAY_BIN or $MOCK_BIN"
+# Command prefixes; nice and taskset exec the command, so $! is the PID of the program itself.
+on_proxy_cpu=(nice -n "$BENCH_NICE" taskset -c "$PROXY_CPU")
+on_load_cpu=(nice -n "$BENCH_NICE" taskset -c "$LOAD_CPU")
 
 # Anything else running (a build) skews every number: measure the machine's busy share over 1 s.
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat; }
@@ -97,14 +103,14 @@ EOF
 # run_wrk CONNS SECONDS BASE_URL [1 = stream] -> "requests duration_us errors p50_us p99_us"
 run_wrk() {
     local r
-    r=$(BENCH_STREAM=${4:-0} taskset -c $LOAD_CPU wrk -t1 -c"$1" -d"$2"s --timeout 5s \
+    r=$(BENCH_STREAM=${4:-0} "${on_load_cpu[@]}" wrk -t1 -c"$1" -d"$2"s --timeout 5s \
         -s "$work/chat.lua" "$3/v1/chat/completions" | awk '/^RESULT/ { print $2, $3, $4, $5, $6 }')
     [[ $r && ${r%% *} -gt 0 ]] || die "wrk against $3 completed no request"
     echo "$r"
 }
 
 # --- upstream: the mock, on the load generator's core ---------------------------------------------
-taskset -c $LOAD_CPU "$MOCK_BIN" --listen 127.0.0.1:0 >"$work/mock.out" 2>"$work/mock.err" &
+"${on_load_cpu[@]}" "$MOCK_BIN" --listen 127.0.0.1:0 >"$work/mock.out" 2>"$work/mock.err" &
 mock_pid=$!
 deadline=$((SECONDS + 15))
 until upstream_port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$work/mock.out") && [[ $upstream_port ]]; do
@@ -124,7 +130,7 @@ start_target() {  # NAME -> sets url, pid
         mkdir -p "$work/nginx"
         sed -e "s|@WORK@|$work/nginx|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM_PORT@|$upstream_port|g" \
             bench/nginx.conf.template >"$work/nginx/nginx.conf"
-        taskset -c $PROXY_CPU nginx -p "$work/nginx" -e "$work/nginx/nginx.err" -c "$work/nginx/nginx.conf" &
+        "${on_proxy_cpu[@]}" nginx -p "$work/nginx" -e "$work/nginx/nginx.err" -c "$work/nginx/nginx.conf" &
         ;;
     gateway | gateway-general)
         cat >"$work/$1.yaml" <<EOF
@@ -138,7 +144,7 @@ routes:
     upstream: http://127.0.0.1:$upstream_port
     type: $([[ $1 == gateway ]] && echo openai || echo general)
 EOF
-        RUST_LOG=warn taskset -c $PROXY_CPU "$GATEWAY_BIN" run -c "$work/$1.yaml" 2>"$work/$1.err" &
+        RUST_LOG=warn "${on_proxy_cpu[@]}" "$GATEWAY_BIN" run -c "$work/$1.yaml" 2>"$work/$1.err" &
         ;;
     *) die "unknown target $1" ;;
     esac
@@ -193,7 +199,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores, Linux $(uname -r);" \
         "$(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
     echo "Proxy on core $PROXY_CPU (one process, one thread); mock upstream and wrk (1 thread) on core $LOAD_CPU;" \
-        "$idle_note."
+        "$idle_note; nice $BENCH_NICE."
     echo "POST /v1/chat/completions, small JSON body; c=$CONNS for ${DURATION}s after ${WARMUP}s warm-up," \
         "c=1 for ${LATENCY_DURATION}s, streamed (SSE) c=$CONNS for ${STREAM_DURATION}s."
     echo "gateway = route type openai (body and SSE parsed, usage counted); gateway-general = plain proxy route."

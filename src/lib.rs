@@ -6,8 +6,10 @@
 
 pub mod access;
 pub mod banner;
+pub mod chatlog;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod cors;
 pub mod keys;
 pub mod limits;

@@ -29,8 +29,13 @@ fn gateway_command(cwd: &std::path::Path) -> Command {
         "TIMEOUT",
         "OPENAI_API_KEY_CONFIG",
         "FORWARD_KEY_CONFIG",
+        "LEVEL_MODELS",
         "IP_WHITELIST",
         "IP_BLACKLIST",
+        "REQ_RATE_LIMIT",
+        "GLOBAL_RATE_LIMIT",
+        "TOKEN_RATE_LIMIT",
+        "REQ_RATE_LIMIT_BACKEND",
     ] {
         cmd.env_remove(var);
     }
@@ -160,14 +165,14 @@ fn an_access_restriction_we_cannot_enforce_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = gateway_command(dir.path())
         .env(
-            "REQ_RATE_LIMIT",
-            r#"{"/v1/chat/completions": [{"level": 0, "limit": "1/minute"}]}"#,
+            "TOKEN_RATE_LIMIT",
+            r#"{"/v1/chat/completions": [{"level": 0, "limit": "60/second"}]}"#,
         )
         .args(["run", "--port", "1"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("REQ_RATE_LIMIT"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TOKEN_RATE_LIMIT"));
 }
 
 trait ReadStderr {

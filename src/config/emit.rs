@@ -116,6 +116,56 @@ pub fn to_yaml(config: &Config) -> String {
             format_duration(c.max_age)
         );
     }
+    let l = &config.limits;
+    if *l != LimitsConfig::default() {
+        let _ = writeln!(y, "limits:");
+        if let LimitBackendConfig::Redis(url) = &l.backend {
+            let _ = writeln!(y, "  backend: {}", q(url));
+        }
+        let policy = match l.on_backend_error {
+            crate::limits::OnBackendError::Allow => "allow",
+            crate::limits::OnBackendError::Deny => "deny",
+        };
+        let _ = writeln!(
+            y,
+            "  on_backend_error: {policy}\n  backend_timeout: {}",
+            format_duration(l.backend_timeout)
+        );
+        let _ = writeln!(y, "  rules:");
+        for r in &l.rules {
+            let mut parts = Vec::new();
+            for (k, v) in [
+                ("route", &r.route),
+                ("path", &r.path),
+                ("tenant", &r.tenant),
+                ("key", &r.key),
+            ] {
+                if let Some(v) = v {
+                    parts.push(format!("{k}: {}", q(v)));
+                }
+            }
+            parts.push(format!("per: {}", r.per.as_str()));
+            if let Some(spec) = &r.requests {
+                let text: Vec<String> = spec
+                    .0
+                    .iter()
+                    .map(|w| format!("{}/{}seconds", w.count, w.window.as_secs()))
+                    .collect();
+                parts.push(format!(
+                    "requests: {}",
+                    q(&if text.is_empty() {
+                        "inf".to_string()
+                    } else {
+                        text.join(";")
+                    })
+                ));
+            }
+            if let Some(c) = r.concurrency {
+                parts.push(format!("concurrency: {c}"));
+            }
+            let _ = writeln!(y, "    - {{{}}}", parts.join(", "));
+        }
+    }
     let _ = writeln!(y, "routes:");
     for r in &config.routes {
         let _ = writeln!(y, "  - prefix: {}", q(&r.prefix));
@@ -190,6 +240,12 @@ tenants:
   all: {pool: main}
 forward_keys: [{key: fk-1, tenant: t, name: alice}, {key: fk-2, tenant: all}]
 cors: {allow_origins: ["https://app.example.com"], max_age: 5m}
+limits:
+  backend: "redis://127.0.0.1:6379/0"
+  on_backend_error: deny
+  rules:
+    - {requests: "60/minute;600/hour"}
+    - {tenant: t, path: /a/v1, per: ip, requests: "100/2minutes", concurrency: 3}
 routes:
   - {prefix: /a, upstream: "http://127.0.0.1:1/v1", type: general, timeouts: {connect: 6500ms}, auth: {pool: main, key_header: "query:key"}, access: {allow: ["::1"]}, max_body: 1MiB}
   - {prefix: /, upstream: "https://api.openai.com", auth: {mode: mixed, pool: main}}
@@ -202,6 +258,7 @@ routes:
         assert_eq!(back.forward_keys, cfg.forward_keys);
         assert_eq!(back.access, cfg.access);
         assert_eq!(back.cors, cfg.cors);
+        assert_eq!(back.limits, cfg.limits);
         assert_eq!(back.server.listen, cfg.server.listen);
     }
 }

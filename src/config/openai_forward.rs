@@ -18,12 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Variables that restrict access or usage; refusing them beats ignoring them.
-const NOT_YET_ENFORCED: &[&str] = &[
-    "REQ_RATE_LIMIT",
-    "GLOBAL_RATE_LIMIT",
-    "TOKEN_RATE_LIMIT",
-    "PROXY",
-];
+const NOT_YET_ENFORCED: &[&str] = &["TOKEN_RATE_LIMIT", "PROXY"];
 
 /// Variables that only change observability or caching; ignored with a warning.
 const NOT_YET_USED: &[&str] = &[
@@ -36,8 +31,6 @@ const NOT_YET_USED: &[&str] = &[
     "CACHE_ROUTES",
     "CACHE_ROOT_PATH_OR_URL",
     "DEFAULT_REQUEST_CACHING_VALUE",
-    "RATE_LIMIT_STRATEGY",
-    "REQ_RATE_LIMIT_BACKEND",
     "ITER_CHUNK_TYPE",
     "BENCHMARK_MODE",
 ];
@@ -51,6 +44,9 @@ const MARKERS: &[&str] = &[
     "LEVEL_MODELS",
     "IP_WHITELIST",
     "IP_BLACKLIST",
+    "REQ_RATE_LIMIT",
+    "GLOBAL_RATE_LIMIT",
+    "REQ_RATE_LIMIT_BACKEND",
 ];
 
 /// The environment a config is read from: process variables over `.env` entries.
@@ -176,6 +172,7 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
             }
         }
     }
+    limits(env, &mut config, &mut problems);
     if problems.is_empty() {
         super::validate::cross_check(&config, &mut problems);
     }
@@ -300,6 +297,101 @@ fn keys(env: &Env, config: &mut Config, problems: &mut Problems) {
     config.upstream_keys = pools;
 }
 
+/// `REQ_RATE_LIMIT` `{path: [{level, limit}]}` → one rule per entry (level 0: every client
+/// without a more specific rule); `GLOBAL_RATE_LIMIT` → the rule without conditions;
+/// `REQ_RATE_LIMIT_BACKEND` → the Redis backend. Buckets are per forward key (per client IP
+/// without one), as openai-forward's were per Authorization header.
+fn limits(env: &Env, config: &mut Config, problems: &mut Problems) {
+    use crate::limits::rules::{LimitRule, Per};
+    use crate::limits::spec::parse_limit;
+    let rule = |path: Option<String>, tenant: Option<String>, spec| LimitRule {
+        route: None,
+        path,
+        tenant,
+        key: None,
+        per: Per::Key,
+        requests: Some(spec),
+        concurrency: None,
+    };
+    if let Some(json) = env.get("REQ_RATE_LIMIT") {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            level: serde_json::Value,
+            limit: String,
+        }
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
+            Ok(map) => {
+                for (path, entries) in map {
+                    let entries: Vec<Entry> = match serde_json::from_value(entries) {
+                        Ok(e) => e,
+                        Err(_) => {
+                            problems.add(
+                                format!("REQ_RATE_LIMIT.{path}"),
+                                None,
+                                "expected [{\"level\": 0, \"limit\": \"60/minute\"}, …]",
+                            );
+                            continue;
+                        }
+                    };
+                    for e in entries {
+                        let level = json_scalar(&e.level);
+                        let spec = match parse_limit(&e.limit) {
+                            Ok(s) => s,
+                            Err(why) => {
+                                problems.add(
+                                    format!("REQ_RATE_LIMIT.{path}"),
+                                    Some(e.limit.clone()),
+                                    why,
+                                );
+                                continue;
+                            }
+                        };
+                        let tenant = (level != "0").then(|| level_name(&level));
+                        if tenant
+                            .as_ref()
+                            .is_some_and(|t| !config.tenants.iter().any(|x| &x.name == t))
+                        {
+                            log::warn!("REQ_RATE_LIMIT: no forward key has level {level}; its limit for {path} never applies");
+                            continue;
+                        }
+                        let path = crate::routing::normalize_prefix(&path)
+                            .unwrap_or_else(|_| path.clone());
+                        config.limits.rules.push(rule(Some(path), tenant, spec));
+                    }
+                }
+            }
+            Err(_) => problems.add(
+                "REQ_RATE_LIMIT",
+                None,
+                "expected JSON {\"/path\": [{\"level\": 0, \"limit\": \"60/minute\"}]}",
+            ),
+        }
+    }
+    if let Some(limit) = env.get("GLOBAL_RATE_LIMIT") {
+        match parse_limit(limit) {
+            Ok(spec) if spec.is_unlimited() => {}
+            Ok(spec) => config.limits.rules.push(rule(None, None, spec)),
+            Err(why) => problems.add("GLOBAL_RATE_LIMIT", Some(limit.to_string()), why),
+        }
+    }
+    if let Some(url) = env.get("REQ_RATE_LIMIT_BACKEND") {
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            config.limits.backend = super::model::LimitBackendConfig::Redis(url.to_string());
+        } else if url != "memory://" {
+            problems.add(
+                "REQ_RATE_LIMIT_BACKEND",
+                None,
+                "only memory:// and redis:// backends are supported",
+            );
+        }
+    }
+    if let Some(strategy) = env.get("RATE_LIMIT_STRATEGY") {
+        if strategy != "fixed-window" {
+            log::warn!("RATE_LIMIT_STRATEGY={strategy}: llm-forward counts in fixed windows");
+        }
+    }
+}
+
 fn json_scalar(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
@@ -404,8 +496,32 @@ mod tests {
 
     #[test]
     fn restrictions_we_cannot_enforce_are_refused() {
-        let err = to_config(&env(&[("REQ_RATE_LIMIT", "{}")])).unwrap_err();
-        assert_eq!(err.0[0].path, "REQ_RATE_LIMIT");
+        let err = to_config(&env(&[("TOKEN_RATE_LIMIT", "{}")])).unwrap_err();
+        assert_eq!(err.0[0].path, "TOKEN_RATE_LIMIT");
+    }
+
+    #[test]
+    fn rate_limit_variables() {
+        let cfg = to_config(&env(&[
+            ("OPENAI_API_KEY_CONFIG", r#"{"sk-1": [1]}"#),
+            ("FORWARD_KEY_CONFIG", r#"{"fk-a": 1}"#),
+            ("REQ_RATE_LIMIT", r#"{"/v1/chat/completions": [{"level": 0, "limit": "100/2minutes"}, {"level": 1, "limit": "60/minute;600/hour"}, {"level": 7, "limit": "1/minute"}]}"#),
+            ("GLOBAL_RATE_LIMIT", "200/minute"),
+            ("REQ_RATE_LIMIT_BACKEND", "redis://127.0.0.1:6379/0"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let rules = &cfg.limits.rules;
+        assert_eq!(rules.len(), 3, "level 7 has no keys: its rule is dropped");
+        assert_eq!(rules[0].path.as_deref(), Some("/v1/chat/completions"));
+        assert_eq!(rules[0].tenant, None);
+        assert_eq!(rules[1].tenant.as_deref(), Some("level-1"));
+        assert_eq!(rules[1].requests.as_ref().unwrap().0.len(), 2);
+        assert!(rules[2].path.is_none() && rules[2].tenant.is_none());
+        assert_eq!(
+            cfg.limits.backend,
+            super::super::model::LimitBackendConfig::Redis("redis://127.0.0.1:6379/0".into())
+        );
     }
 
     #[test]

@@ -1,56 +1,102 @@
 //! The single-node backend: pingora-limits estimators. `Rate` counts events per fixed window in a
 //! count-min sketch, which never under-counts and over-counts only when keys collide in every
-//! row. With 4 rows of 2^17 slots, a key shares all four cells with another given key with
-//! probability (1/2^17)^4, and with *some* key among 10,000 others with probability about
-//! (10,000/2^17)^4 ≈ 3·10^-5 — and even then it is over-counted by that key's count only.
-//! Memory is allocated zeroed, so untouched slots cost no resident memory.
+//! row. With 5 rows of 2^17 slots and n keys active in a window, a key is over-counted only if
+//! each of its 5 cells is shared with another key: probability about (1 - e^(-n/2^17))^5, for
+//! 10,000 keys ≈ 2·10^-6 per key (about one key in 50 windows), and then only by the counts of
+//! the keys it shares cells with. The price is memory: 10 MiB per window length in use (the
+//! current and the previous window's estimators), allocated only when a rule uses that length.
 
 use super::spec::LimitSpec;
 use super::Decision;
+use once_cell::sync::Lazy;
+use pingora_limits::estimator::Estimator;
 use pingora_limits::inflight::{Guard, Inflight};
-use pingora_limits::rate::Rate;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-const HASHES: usize = 4;
+const HASHES: usize = 5;
 const SLOTS: usize = 1 << 17;
 
+static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+
+/// Fixed windows of one length, aligned on a process-wide clock: the count-min estimator of the
+/// current window and of the one before it (cleared when reused). pingora-limits' `Rate` does
+/// the same but starts windows at the first event after a reset and keeps the boundary private;
+/// aligned windows give every check its reset time by arithmetic, with one clock read.
+struct Windows {
+    ms: u64,
+    estimators: [Estimator; 2],
+    /// The window index the estimators are set up for.
+    current: AtomicU64,
+}
+
+impl Windows {
+    fn new(window: Duration) -> Self {
+        Windows {
+            ms: (window.as_millis() as u64).max(1),
+            estimators: [Estimator::new(HASHES, SLOTS), Estimator::new(HASHES, SLOTS)],
+            current: AtomicU64::new(0),
+        }
+    }
+
+    /// The estimator of the window containing `now_ms`, cleared first if it last served an
+    /// older window; and the time until that window ends.
+    fn at(&self, now_ms: u64) -> (&Estimator, Duration) {
+        let idx = now_ms / self.ms;
+        let seen = self.current.load(Ordering::Acquire);
+        if idx > seen
+            && self
+                .current
+                .compare_exchange(seen, idx, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.estimators[(idx % 2) as usize].reset();
+        }
+        let reset = Duration::from_millis((idx + 1) * self.ms - now_ms);
+        (&self.estimators[(idx % 2) as usize], reset)
+    }
+}
+
 pub struct LocalLimiter {
-    /// One estimator per distinct window length used by the rules.
-    rates: HashMap<Duration, Rate>,
+    /// One pair of estimators per distinct window length used by the rules.
+    windows: HashMap<Duration, Windows>,
     inflight: Inflight,
 }
 
 impl LocalLimiter {
     pub fn new(windows: impl IntoIterator<Item = Duration>) -> Self {
-        let rates = windows
-            .into_iter()
-            .map(|w| (w, Rate::new_with_estimator_config(w, HASHES, SLOTS)))
-            .collect();
+        let windows = windows.into_iter().map(|w| (w, Windows::new(w))).collect();
         LocalLimiter {
-            rates,
+            windows,
             inflight: Inflight::new(),
         }
     }
 
     /// Count one request in every window of `spec`; refused requests are not counted.
     pub fn check(&self, bucket: &str, spec: &LimitSpec) -> Decision {
+        // Hash the bucket name once; the estimator then hashes a u64 per row, not the string.
+        let bucket = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(bucket, &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        let now_ms = EPOCH.elapsed().as_millis() as u64;
         let mut decision = Decision::unlimited();
+        let mut counted: [Option<&Estimator>; 8] = [None; 8];
         for (i, w) in spec.0.iter().enumerate() {
-            let Some(rate) = self.rates.get(&w.window) else {
+            let Some(windows) = self.windows.get(&w.window) else {
                 continue;
             };
-            let count = rate.observe(&bucket, 1).max(0) as u64;
-            let reset = rate.rate_with(&bucket, |r| {
-                w.window
-                    .mul_f64((1.0 - r.current_interval_fraction).clamp(0.0, 1.0))
-            });
+            let (estimator, reset) = windows.at(now_ms);
+            let count = estimator.incr(bucket, 1).max(0) as u64;
+            if let Some(slot) = counted.get_mut(i) {
+                *slot = Some(estimator);
+            }
             if count > w.count {
-                // Undo this request in every window it was counted in.
-                for done in &spec.0[..=i] {
-                    if let Some(r) = self.rates.get(&done.window) {
-                        r.observe(&bucket, -1);
-                    }
+                // Refused requests are not counted: undo this one in every window.
+                for e in counted.iter().flatten() {
+                    e.decr(bucket, 1);
                 }
                 return Decision::refused(w.count, reset);
             }
