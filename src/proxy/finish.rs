@@ -6,6 +6,9 @@ use super::error::{respond, GatewayError};
 use pingora_core::Error;
 use pingora_proxy::{FailToProxy, Session};
 
+/// How long a refused upload may keep sending before the connection is cut.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Answer a failed request with an OpenAI-shaped error, unless the client already has part of a
 /// response (then the connection is closed: a cut stream must never look complete) or is gone.
 pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
@@ -28,16 +31,21 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     }
     let status = error.status();
     ctx.status = status;
-    // Refusals decided before any upstream work keep the connection: Pingora drains the unread
-    // body before reuse. Not for a body refused for its size, and not after upstream trouble.
-    let reusable = ctx.attempts == 0 && error != GatewayError::BodyTooLarge;
-    let mut headers: Vec<_> = ctx.cors.take().unwrap_or_default().into_iter().collect();
-    headers.extend(super::limits::headers(ctx));
+    // Refusals decided before any upstream work keep the connection. The unread rest of the
+    // body is read and discarded first (for at most `LINGER`): answering and closing while the
+    // client is still sending resets the connection, and the client loses the answer with it.
+    let mut reusable = ctx.attempts == 0;
+    if reusable && !session.as_downstream_mut().is_body_done() {
+        let drain = session.as_downstream_mut().drain_request_body();
+        reusable = matches!(tokio::time::timeout(LINGER, drain).await, Ok(Ok(())));
+    }
     if !reusable {
         // Say so (Pingora then writes `Connection: close`), or a keep-alive client sends its next
         // request into a closing socket.
         session.set_keepalive(None);
     }
+    let mut headers: Vec<_> = ctx.cors.take().unwrap_or_default().into_iter().collect();
+    headers.extend(super::limits::headers(ctx));
     if let Err(write_err) = respond(session, status, Some(error.body()), &headers).await {
         log::debug!("could not send the error response: {write_err}");
     }
