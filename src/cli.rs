@@ -29,6 +29,15 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: String,
     },
+    /// Turn chat logs (JSONL) into openai-forward's `chat_<route>.json` files (`aifd convert`).
+    Convert {
+        /// The chat-log directory (one sub-directory per route).
+        #[arg(long, default_value = "Log/chat")]
+        log_dir: String,
+        /// Where to write the `chat_<route>.json` files.
+        #[arg(long, default_value = ".")]
+        out_dir: String,
+    },
     /// Print the YAML equivalent of openai-forward's environment (and `.env` file).
     ImportEnv {
         /// A `.env` file to read (default: `.env` in the working directory, if present).
@@ -62,6 +71,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Check { config }) => check(&config),
         Some(Command::ImportEnv { file }) => import_env(file.as_deref()),
+        Some(Command::Convert { log_dir, out_dir }) => convert(&log_dir, &out_dir),
     }
 }
 
@@ -120,6 +130,28 @@ fn run(args: RunArgs) -> ExitCode {
             path: args.config.unwrap_or_else(|| "config".into()),
             list,
         }),
+    }
+}
+
+fn convert(log_dir: &str, out_dir: &str) -> ExitCode {
+    match crate::convert::convert_dir_report(log_dir.as_ref(), out_dir.as_ref()) {
+        Ok(outputs) => {
+            for o in &outputs {
+                println!(
+                    "{} -> {} ({} conversations, {} skipped, {} malformed)",
+                    o.route,
+                    o.path.display(),
+                    o.stats.converted,
+                    o.stats.skipped,
+                    o.stats.malformed
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("convert: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -22,6 +22,27 @@ pub struct Config {
     pub cors: Option<CorsConfig>,
     /// Request rates and concurrency.
     pub limits: LimitsConfig,
+    /// Chat logs and the readable chat print.
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogConfig {
+    /// JSONL chat logs; `None`: off.
+    pub chat: Option<ChatLogSettings>,
+    /// A readable line per chat on stderr (openai-forward's `PRINT_CHAT`).
+    pub print_chat: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatLogSettings {
+    pub dir: PathBuf,
+    /// Route prefixes to log; `None`: every `openai` route.
+    pub routes: Option<Vec<String>>,
+    /// Record request messages and the answer text (off: usage and metadata only).
+    pub messages: bool,
+    pub max_file_bytes: u64,
+    pub keep_files: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -356,6 +377,7 @@ impl Config {
             access: AccessConfig::default(),
             cors: None,
             limits: LimitsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 

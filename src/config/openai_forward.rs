@@ -22,9 +22,6 @@ const NOT_YET_ENFORCED: &[&str] = &["TOKEN_RATE_LIMIT", "PROXY"];
 
 /// Variables that only change observability or caching; ignored with a warning.
 const NOT_YET_USED: &[&str] = &[
-    "LOG_OPENAI",
-    "LOG_GENERAL",
-    "PRINT_CHAT",
     "CACHE_OPENAI",
     "CACHE_GENERAL",
     "CACHE_BACKEND",
@@ -47,6 +44,9 @@ const MARKERS: &[&str] = &[
     "REQ_RATE_LIMIT",
     "GLOBAL_RATE_LIMIT",
     "REQ_RATE_LIMIT_BACKEND",
+    "LOG_OPENAI",
+    "LOG_GENERAL",
+    "PRINT_CHAT",
 ];
 
 /// The environment a config is read from: process variables over `.env` entries.
@@ -173,6 +173,31 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
         }
     }
     limits(env, &mut config, &mut problems);
+    // Chat logs: openai-forward writes them under ./Log/chat for openai routes (LOG_OPENAI) and
+    // general ones (LOG_GENERAL).
+    let flag = |k: &str| {
+        env.get(k)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
+    if flag("LOG_OPENAI") || flag("LOG_GENERAL") {
+        let routes = config
+            .routes
+            .iter()
+            .filter(|r| match r.kind {
+                RouteKind::OpenAi => flag("LOG_OPENAI"),
+                RouteKind::General => flag("LOG_GENERAL"),
+            })
+            .map(|r| r.prefix.clone())
+            .collect();
+        config.log.chat = Some(super::model::ChatLogSettings {
+            dir: "Log/chat".into(),
+            routes: Some(routes),
+            messages: true,
+            max_file_bytes: 64 << 20,
+            keep_files: 10,
+        });
+    }
+    config.log.print_chat = flag("PRINT_CHAT");
     if problems.is_empty() {
         super::validate::cross_check(&config, &mut problems);
     }

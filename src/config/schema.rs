@@ -18,6 +18,7 @@ const TOP: &[&str] = &[
     "access",
     "cors",
     "limits",
+    "log",
 ];
 const SERVER: &[&str] = &[
     "listen",
@@ -76,6 +77,9 @@ pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
     }
     if let Some(n) = top.get("limits") {
         config.limits = schema_limits::decode_limits(d, &n);
+    }
+    if let Some(n) = top.get("log") {
+        config.log = schema_limits::decode_log(d, &n);
     }
     if d.problems.is_empty() {
         validate::cross_check(&config, &mut d.problems);

@@ -3,10 +3,54 @@
 //! concurrency cap).
 
 use super::decode::{Decoder, Node};
-use super::model::{LimitBackendConfig, LimitsConfig};
+use super::model::{ChatLogSettings, LimitBackendConfig, LimitsConfig, LogConfig};
 use crate::limits::rules::{LimitRule, Per};
 use crate::limits::spec::parse_limit;
 use crate::limits::OnBackendError;
+
+const LOG: &[&str] = &["chat", "print_chat"];
+const CHAT: &[&str] = &["dir", "routes", "messages", "max_file_size", "keep_files"];
+
+/// `log: {chat: {dir, routes, messages, max_file_size, keep_files}, print_chat}`.
+pub fn decode_log(d: &mut Decoder<'_>, node: &Node<'_>) -> LogConfig {
+    let mut log = LogConfig::default();
+    let Some(f) = d.fields(node, LOG) else {
+        return log;
+    };
+    log.print_chat = f
+        .get("print_chat")
+        .and_then(|n| d.boolean(&n))
+        .unwrap_or(false);
+    if let Some(c) = f.get("chat").and_then(|n| d.fields(&n, CHAT)) {
+        let dir = c
+            .get("dir")
+            .and_then(|n| d.string(&n))
+            .unwrap_or_else(|| "Log/chat".into());
+        let routes = c.get("routes").map(|n| {
+            super::schema_auth::strings(d, &n)
+                .into_iter()
+                .map(|r| crate::routing::normalize_prefix(&r).unwrap_or(r))
+                .collect()
+        });
+        log.chat = Some(ChatLogSettings {
+            dir: dir.into(),
+            routes,
+            messages: c
+                .get("messages")
+                .and_then(|n| d.boolean(&n))
+                .unwrap_or(true),
+            max_file_bytes: c
+                .get("max_file_size")
+                .and_then(|n| d.size(&n))
+                .unwrap_or(64 << 20),
+            keep_files: c
+                .get("keep_files")
+                .and_then(|n| d.uint(&n, 1, 100_000))
+                .unwrap_or(10) as usize,
+        });
+    }
+    log
+}
 
 const LIMITS: &[&str] = &["backend", "on_backend_error", "backend_timeout", "rules"];
 const RULE: &[&str] = &[
