@@ -55,15 +55,23 @@ SECONDS=0
 
 # --- process handling: everything started is tracked and stopped on exit --------------------------
 work=$(mktemp -d /tmp/llmf-bench.XXXXXX)
-mock_pid='' proxy_pid=''
-stop() {  # SIGINT (Pingora's fast shutdown; nginx: fast shutdown too), SIGKILL after 5 s
-    kill -INT "$1" 2>/dev/null || return 0
-    (sleep 5 && kill -KILL "$1" 2>/dev/null) & local killer=$!
+mock_pid='' proxy_pid='' proxy_sig=TERM
+# stop PID [SIGNAL]: signal (default TERM); SIGKILL if it has not exited within 5 s. The gateway
+# gets INT, Pingora's fast shutdown (TERM would drain); nginx and the mock stop at once on TERM.
+# (Background jobs of a script ignore INT unless the program handles it, as Pingora and nginx do.)
+stop() {
+    kill -"${2:-TERM}" "$1" 2>/dev/null || return 0
+    local i state
+    for ((i = 0; i < 250; i++)); do  # gone, or a zombie waiting for `wait`
+        state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || break
+        [[ $state == Z ]] && break
+        sleep 0.02
+    done
+    kill -KILL "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
-    kill "$killer" 2>/dev/null || true
 }
 cleanup() {
-    [[ -z $proxy_pid ]] || stop "$proxy_pid"
+    [[ -z $proxy_pid ]] || stop "$proxy_pid" "$proxy_sig"
     [[ -z $mock_pid ]] || stop "$mock_pid"
     rm -rf "$work"
 }
@@ -131,6 +139,7 @@ start_target() {  # NAME -> sets url, pid
         sed -e "s|@WORK@|$work/nginx|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM_PORT@|$upstream_port|g" \
             bench/nginx.conf.template >"$work/nginx/nginx.conf"
         "${on_proxy_cpu[@]}" nginx -p "$work/nginx" -e "$work/nginx/nginx.err" -c "$work/nginx/nginx.conf" &
+        proxy_sig=TERM
         ;;
     gateway | gateway-general)
         cat >"$work/$1.yaml" <<EOF
@@ -145,6 +154,7 @@ routes:
     type: $([[ $1 == gateway ]] && echo openai || echo general)
 EOF
         RUST_LOG=warn "${on_proxy_cpu[@]}" "$GATEWAY_BIN" run -c "$work/$1.yaml" 2>"$work/$1.err" &
+        proxy_sig=INT
         ;;
     *) die "unknown target $1" ;;
     esac
@@ -187,7 +197,7 @@ for target in $TARGETS; do
     rows+=("| $target | $rps | $ratio | $(fmt "$p50 / 1000" 2) / $(fmt "$p99 / 1000" 2) \
 | $(fmt "$n1 / ($dur1 / 1e6)" 0) | $(fmt "$p50_1 / 1000" 2) / $(fmt "$p99_1 / 1000" 2) \
 | $(fmt "$ns / ($durs / 1e6)" 0) | $(fmt "$p50s / 1000" 2) / $(fmt "$p99s / 1000" 2) | $proxy_cols | $errors |")
-    [[ $target == direct ]] || { stop $pid && proxy_pid=''; }
+    [[ $target == direct ]] || { stop $pid $proxy_sig && proxy_pid=''; }
 done
 
 stop $mock_pid && mock_pid=''

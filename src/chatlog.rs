@@ -342,6 +342,20 @@ pub fn log_files(route_dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(rotated)
 }
 
+/// Milliseconds since the Unix epoch → RFC 3339 (`2026-11-28T13:20:05.123Z`), for records.
+pub fn rfc3339_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
 /// Milliseconds since the Unix epoch → `YYYYMMDDTHHMMSS.mmmZ` (UTC), without a date library.
 fn utc_stamp(ms: u64) -> String {
     let secs = ms / 1000;

@@ -27,6 +27,8 @@ pub struct GatewayServer {
     pub server: Server,
     /// Requests in flight (see `proxy::ctx::InFlight`).
     pub in_flight: Arc<AtomicUsize>,
+    /// Flushed before the process exits, so a stop or an upgrade loses no record.
+    pub chat_log: Option<crate::chatlog::ChatLog>,
 }
 
 /// Build the Pingora server for `config`. Fails only on config-level problems found while
@@ -34,6 +36,7 @@ pub struct GatewayServer {
 pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayServer, Problems> {
     let gateway = Gateway::build(config)?;
     let in_flight = Arc::clone(&gateway.in_flight);
+    let chat_log = gateway.chat_log.clone();
     let conf = server_conf(&gateway.config);
     let opt = Opt {
         upgrade: options.upgrade,
@@ -52,7 +55,11 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
         service.add_tcp(&addr.to_string());
     }
     server.add_service(service);
-    Ok(GatewayServer { server, in_flight })
+    Ok(GatewayServer {
+        server,
+        in_flight,
+        chat_log,
+    })
 }
 
 impl GatewayServer {
@@ -66,6 +73,7 @@ impl GatewayServer {
     pub fn run_forever(self) -> ! {
         let mut phases = self.server.watch_execution_phase();
         let in_flight = self.in_flight;
+        let chat_log = self.chat_log.clone();
         let _ = std::thread::Builder::new()
             .name("drain-watch".into())
             .spawn(move || {
@@ -75,11 +83,28 @@ impl GatewayServer {
                             std::thread::sleep(std::time::Duration::from_millis(20));
                         }
                         log::info!("all requests finished; exiting before the grace period ends");
+                        flush(chat_log.as_ref());
                         std::process::exit(0);
                     }
                 }
             });
-        self.server.run_forever()
+        self.server.run(RunArgs::default());
+        flush(self.chat_log.as_ref());
+        std::process::exit(0)
+    }
+}
+
+/// Write out every queued chat-log record (the writer has its own thread; this waits for it).
+fn flush(chat_log: Option<&crate::chatlog::ChatLog>) {
+    let Some(log) = chat_log else {
+        return;
+    };
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(log.flush_and_stop()),
+        Err(e) => log::error!("chat log: cannot flush on exit: {e}"),
     }
 }
 

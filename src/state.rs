@@ -26,6 +26,8 @@ pub struct Route {
     pub pool: Option<Arc<KeyPool>>,
     pub key_placement: KeyPlacement,
     pub access: IpRules,
+    /// This route writes chat-log records.
+    pub chat_log: bool,
 }
 
 pub struct Gateway {
@@ -37,6 +39,8 @@ pub struct Gateway {
     pub access: IpRules,
     pub cors: Option<CorsPolicy>,
     pub limits: crate::limits::Limits,
+    /// The chat-log writer, when chat logs are on.
+    pub chat_log: Option<crate::chatlog::ChatLog>,
     /// Requests between `new_ctx` and the end of `logging` (drain on shutdown).
     pub in_flight: Arc<AtomicUsize>,
 }
@@ -69,6 +73,10 @@ impl Gateway {
                 pool: rc.auth.pool.as_deref().and_then(|p| pools.get(p).cloned()),
                 key_placement: rc.auth.key_placement.clone(),
                 access: ip_rules(&rc.access),
+                chat_log: config.log.chat.as_ref().is_some_and(|c| match &c.routes {
+                    Some(prefixes) => prefixes.contains(&rc.prefix),
+                    None => rc.kind == crate::config::RouteKind::OpenAi,
+                }),
             }));
         }
         if !problems.is_empty() {
@@ -132,6 +140,14 @@ impl Gateway {
                 return Err(problems);
             }
         };
+        let chat_log = config.log.chat.as_ref().map(|c| {
+            crate::chatlog::ChatLog::start(crate::chatlog::ChatLogConfig {
+                dir: c.dir.clone(),
+                max_file_bytes: c.max_file_bytes,
+                keep_files: c.keep_files,
+                ..Default::default()
+            })
+        });
         let table = RouteTable::new(routes.iter().map(|r| r.config.prefix.as_str()));
         Ok(Arc::new(Gateway {
             config,
@@ -142,6 +158,7 @@ impl Gateway {
             access,
             cors,
             limits,
+            chat_log,
             in_flight: Arc::new(AtomicUsize::new(0)),
         }))
     }

@@ -1,25 +1,18 @@
 //! Body phase (`request_filter`, after auth): read the JSON body before the upstream is chosen,
 //! bounded by the route's `max_body` (413 above it), check it is a JSON object (400 if not),
-//! take the fields later phases need (`model` today), and enforce the tenant's model list (403).
-//! The body then goes upstream byte for byte from the pre-read session (`preread.rs`), whatever
-//! its size, on the first attempt and on every retry.
+//! take the fields later phases need (model, stream, usage request, conversation), and enforce
+//! the tenant's model list (403). The body then goes upstream from the pre-read session
+//! (`preread.rs`), whatever its size, on the first attempt and on every retry — byte for byte,
+//! except that a stream which did not ask for usage is made to (`stream_options.include_usage`)
+//! so that it can be accounted; the stream phase removes that extra chunk again.
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
 use super::preread;
 use crate::config::RouteKind;
+use crate::openai::{with_include_usage, RequestInfo};
 use bytes::BytesMut;
 use pingora_proxy::Session;
-use serde::Deserialize;
-use std::borrow::Cow;
-
-/// The fields of an OpenAI-style request body that the gateway reads; the rest is skipped (but
-/// still validated as JSON) without being built.
-#[derive(Deserialize)]
-struct Probe<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-}
 
 pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::Result<()> {
     let Some(route) = ctx.route.clone() else {
@@ -54,12 +47,26 @@ pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_c
         }
         body.extend_from_slice(&chunk);
     }
-    let body = body.freeze();
+    let mut body = body.freeze();
     let model = match &kind {
         BodyKind::Multipart(boundary) => multipart_field(&body, boundary, "model"),
-        _ => match serde_json::from_slice::<Probe<'_>>(&body) {
-            Ok(probe) => probe.model.map(Cow::into_owned),
-            Err(_) => return Err(ctx.fail(GatewayError::InvalidJson)),
+        _ => match RequestInfo::parse(&body) {
+            Some(info) => {
+                let model = info.model.clone();
+                if info.stream
+                    && !info.include_usage
+                    && asks_for_tokens(session.req_header().uri.path())
+                {
+                    if let Some(rewritten) = with_include_usage(&body) {
+                        body = rewritten.into();
+                        ctx.strip_usage_chunk = true;
+                        ctx.body_rewritten = true;
+                    }
+                }
+                ctx.request_info = Some(info);
+                model
+            }
+            None => return Err(ctx.fail(GatewayError::InvalidJson)),
         },
     };
     if let (Some(tenant), Some(m)) = (&ctx.tenant, &model) {
@@ -68,8 +75,14 @@ pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_c
         }
     }
     ctx.model = model;
+    ctx.request_body = Some(body.clone());
     ctx.preread = Some(preread::install(&mut session.downstream_session, body));
     Ok(())
+}
+
+/// Endpoints whose streams can carry a usage chunk when asked (`stream_options`).
+fn asks_for_tokens(path: &str) -> bool {
+    path.ends_with("/chat/completions") || path.ends_with("/completions")
 }
 
 enum BodyKind {

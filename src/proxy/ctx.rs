@@ -31,6 +31,8 @@ impl Drop for InFlight {
 pub struct RequestCtx {
     /// When the request head was read (set by `new_ctx`).
     pub started: Instant,
+    /// A random id for logs and chat-log records.
+    pub request_id: u64,
     /// The client's address, after trusted proxies (access phase, `early_request_filter`).
     pub client_ip: Option<IpAddr>,
     /// The matched route (route phase, `request_filter`).
@@ -45,6 +47,18 @@ pub struct RequestCtx {
     pub pool_key: Option<usize>,
     /// The request's `model`, when the body was read (body phase).
     pub model: Option<String>,
+    /// What the body said (body phase; JSON bodies only).
+    pub request_info: Option<crate::openai::RequestInfo>,
+    /// The body as sent upstream (body phase), for chat logs and token estimates.
+    pub request_body: Option<bytes::Bytes>,
+    /// The body was changed (usage requested), so its length is new (body → upstream phase).
+    pub body_rewritten: bool,
+    /// The client did not ask for the usage chunk we asked for: remove it (body → stream).
+    pub strip_usage_chunk: bool,
+    /// What the response said, as it flows (stream phase).
+    pub response: Option<super::stream::ResponseTap>,
+    /// When the first response body byte went to the client (stream phase).
+    pub first_byte: Option<Instant>,
     /// Set when the body phase swapped in the pre-read session; `logging` restores the real one.
     pub preread: Option<RestoreSlot>,
     /// The upstream refused the current key; retry with another (upstream → retry phase).
@@ -76,6 +90,7 @@ impl RequestCtx {
         RequestCtx {
             _in_flight: InFlight::enter(in_flight),
             started: Instant::now(),
+            request_id: rand::random(),
             client_ip: None,
             route: None,
             tenant: None,
@@ -83,6 +98,12 @@ impl RequestCtx {
             pool: None,
             pool_key: None,
             model: None,
+            request_info: None,
+            request_body: None,
+            body_rewritten: false,
+            strip_usage_chunk: false,
+            response: None,
+            first_byte: None,
             preread: None,
             rotate_key: false,
             backoff_next: false,

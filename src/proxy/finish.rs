@@ -3,6 +3,7 @@
 
 use super::ctx::RequestCtx;
 use super::error::{respond, GatewayError};
+use crate::state::Gateway;
 use pingora_core::Error;
 use pingora_proxy::{FailToProxy, Session};
 
@@ -56,9 +57,44 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
 }
 
 /// The last phase of every request: hand the real client session back (keep-alive), then log.
-pub async fn finish(session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+pub async fn finish(
+    gateway: &Gateway,
+    session: &mut Session,
+    e: Option<&Error>,
+    ctx: &mut RequestCtx,
+) {
     restore_session(session, ctx).await;
-    access_log(session, e, ctx);
+    let outcome = super::stream::outcome(ctx, e.is_none());
+    let status = session
+        .response_written()
+        .map_or(ctx.status, |r| r.status.as_u16());
+    if let Some(route) = ctx.route.as_ref().filter(|r| r.chat_log) {
+        if let (Some(log), Some(settings)) = (&gateway.chat_log, &gateway.config.log.chat) {
+            let path = session.req_header().uri.path();
+            if let Some(line) =
+                super::record::chat_record(ctx, path, status, outcome.as_ref(), settings.messages)
+            {
+                log.record(&route.config.prefix, line);
+            }
+        }
+    }
+    if gateway.config.log.print_chat && ctx.request_info.is_some() {
+        super::record::print_chat(ctx, outcome.as_ref());
+    }
+    access_log(session, e, ctx, outcome.as_ref());
+}
+
+/// Start reading a successful response of an `openai` route (usage; text when it is logged).
+pub fn tap_response(gateway: &Gateway, ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
+    let Some(route) = &ctx.route else {
+        return;
+    };
+    if route.config.kind != crate::config::RouteKind::OpenAi && !route.chat_log {
+        return;
+    }
+    let logs_text = route.chat_log && gateway.config.log.chat.as_ref().is_some_and(|c| c.messages);
+    let full = logs_text || gateway.config.log.print_chat;
+    super::stream::on_response_head(ctx, resp, full);
 }
 
 async fn restore_session(session: &mut Session, ctx: &mut RequestCtx) {
@@ -69,7 +105,12 @@ async fn restore_session(session: &mut Session, ctx: &mut RequestCtx) {
 
 /// The access log: method, path (never the query: it may carry keys), status, route, attempts,
 /// bytes and latency.
-pub fn access_log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+pub fn access_log(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    outcome: Option<&super::stream::Outcome>,
+) {
     if !log::log_enabled!(target: "access", log::Level::Info) {
         return;
     }
@@ -78,14 +119,23 @@ pub fn access_log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         .response_written()
         .map_or(ctx.status, |r| r.status.as_u16());
     let route = ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str());
-    let outcome = match (ctx.error, e) {
+    let tokens = match outcome.and_then(|o| o.usage.map(|u| (u, o.estimated))) {
+        Some((u, estimated)) => format!(
+            "{}+{}{}",
+            u.prompt_tokens,
+            u.completion_tokens,
+            if estimated { "~" } else { "" }
+        ),
+        None => "-".to_string(),
+    };
+    let result = match (ctx.error, e) {
         (Some(err), _) => err.code(),
         (None, Some(_)) => "aborted",
         (None, None) => "ok",
     };
     log::info!(
         target: "access",
-        "{} {} status={} route={} client={} key={} model={} attempts={} sent={} ms={:.1} outcome={}",
+        "{} {} status={} route={} client={} key={} model={} attempts={} sent={} ms={:.1} ttft_ms={} tokens={} outcome={}",
         req.method,
         req.uri.path(),
         status,
@@ -96,7 +146,9 @@ pub fn access_log(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         ctx.attempts,
         session.body_bytes_sent(),
         ctx.started.elapsed().as_secs_f64() * 1000.0,
-        outcome,
+        ctx.first_byte.map_or_else(|| "-".to_string(), |t| format!("{:.1}", t.duration_since(ctx.started).as_secs_f64() * 1000.0)),
+        tokens,
+        result,
     );
 }
 

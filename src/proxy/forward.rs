@@ -101,6 +101,10 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
         return Err(ctx.fail(GatewayError::Internal));
     };
     req.set_uri(uri);
+    if let (true, Some(body)) = (ctx.body_rewritten, &ctx.request_body) {
+        req.insert_header(header::CONTENT_LENGTH, body.len())?;
+        req.remove_header(&header::TRANSFER_ENCODING);
+    }
     if route.config.kind == RouteKind::OpenAi {
         // The response bodies of openai routes are read by the gateway (SSE events, usage), so
         // they must arrive uncompressed.

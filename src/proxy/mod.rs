@@ -11,8 +11,10 @@ mod finish;
 mod forward;
 mod limits;
 mod preread;
+mod record;
 mod retry;
 mod route;
+mod stream;
 
 pub use ctx::RequestCtx;
 
@@ -100,6 +102,7 @@ impl ProxyHttp for LlmProxy {
     ) -> Result<()> {
         forward::judge_key(ctx, upstream_response)?;
         forward::upstream_response(upstream_response);
+        finish::tap_response(&self.gateway, ctx, upstream_response);
         Ok(())
     }
 
@@ -114,6 +117,17 @@ impl ProxyHttp for LlmProxy {
             response.insert_header(name, value)?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        stream::on_body(ctx, body);
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -137,6 +151,6 @@ impl ProxyHttp for LlmProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        finish::finish(session, e, ctx).await;
+        finish::finish(&self.gateway, session, e, ctx).await;
     }
 }

@@ -1,0 +1,227 @@
+//! Stream phase (`upstream_response_filter`, `response_body_filter`): read what flows back
+//! without holding it up. SSE bodies go through the incremental parser event by event and JSON
+//! bodies are copied aside (bounded) for parsing at the end; every chunk is passed on as it
+//! arrives. The one change to the bytes: when the gateway asked for usage on the client's
+//! behalf, the usage-only event is cut out, so the client sees exactly what it would have seen.
+
+use super::ctx::RequestCtx;
+use crate::openai::{
+    parse_response, AccumulateMode, ChunkKind, ResponseInfo, StreamAccumulator, Usage,
+};
+use crate::sse::SseParser;
+use bytes::{Bytes, BytesMut};
+use pingora_http::ResponseHeader;
+use std::ops::Range;
+use std::time::Instant;
+
+/// A non-streamed JSON answer larger than this is passed on but not parsed.
+const MAX_JSON_COPY: usize = 16 << 20;
+
+/// What the gateway learns from one response as it passes.
+pub enum ResponseTap {
+    Sse {
+        parser: SseParser,
+        acc: Box<StreamAccumulator>,
+        /// Stream bytes before the current chunk.
+        offset: u64,
+        strip_usage: bool,
+    },
+    Json {
+        copy: Vec<u8>,
+        overflow: bool,
+    },
+}
+
+/// What the response said, once it ended.
+pub struct Outcome {
+    pub usage: Option<Usage>,
+    /// `true` when `usage` is a tokenizer-free estimate, not the upstream's count.
+    pub estimated: bool,
+    pub info: Option<ResponseInfo>,
+    pub stream: bool,
+    /// The response ended as its protocol says a complete one ends.
+    pub complete: bool,
+}
+
+/// Set up the tap for a successful response of an `openai` route.
+pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader, full: bool) {
+    if !resp.status.is_success() {
+        return;
+    }
+    let content_type = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    ctx.response = if content_type.starts_with("text/event-stream") {
+        let mode = if full {
+            AccumulateMode::Full
+        } else {
+            AccumulateMode::CountOnly
+        };
+        Some(ResponseTap::Sse {
+            parser: SseParser::new(),
+            acc: Box::new(StreamAccumulator::new(mode)),
+            offset: 0,
+            strip_usage: ctx.strip_usage_chunk,
+        })
+    } else if content_type.starts_with("application/json") {
+        Some(ResponseTap::Json {
+            copy: Vec::new(),
+            overflow: false,
+        })
+    } else {
+        None
+    };
+}
+
+/// One body chunk on its way to the client.
+pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) {
+    let Some(chunk) = body.as_ref().filter(|c| !c.is_empty()) else {
+        return;
+    };
+    if ctx.first_byte.is_none() {
+        ctx.first_byte = Some(Instant::now());
+    }
+    match &mut ctx.response {
+        Some(ResponseTap::Sse {
+            parser,
+            acc,
+            offset,
+            strip_usage,
+        }) => {
+            let start = *offset;
+            let mut cut: Vec<Range<u64>> = Vec::new();
+            parser.push(chunk, |event| {
+                let kind = acc.observe(event.data());
+                if *strip_usage && kind == ChunkKind::UsageOnly {
+                    cut.push(event.span());
+                }
+            });
+            *offset += chunk.len() as u64;
+            if !cut.is_empty() {
+                *body = Some(without(chunk, start, &cut));
+            }
+        }
+        Some(ResponseTap::Json { copy, overflow }) => {
+            if copy.len() + chunk.len() > MAX_JSON_COPY {
+                *overflow = true;
+                copy.clear();
+            } else if !*overflow {
+                copy.extend_from_slice(chunk);
+            }
+        }
+        None => {}
+    }
+}
+
+/// `chunk` (at stream offset `start`) without the events spanning `cut`, each with the blank
+/// line that ended it. An event that began in an earlier, already forwarded chunk stays.
+fn without(chunk: &Bytes, start: u64, cut: &[Range<u64>]) -> Bytes {
+    let mut out = BytesMut::with_capacity(chunk.len());
+    let mut pos = 0usize;
+    for span in cut {
+        let (Some(from), Some(to)) = (span.start.checked_sub(start), span.end.checked_sub(start))
+        else {
+            continue;
+        };
+        let (from, mut to) = (from as usize, to as usize);
+        if from < pos || to > chunk.len() {
+            continue;
+        }
+        // The dispatching blank line: `\r\n`, `\n` or `\r`.
+        if chunk[to..].starts_with(b"\r\n") {
+            to += 2;
+        } else if chunk.get(to).is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            to += 1;
+        }
+        out.extend_from_slice(&chunk[pos..from]);
+        pos = to;
+    }
+    out.extend_from_slice(&chunk[pos..]);
+    out.freeze()
+}
+
+/// The response's usage and content once it has ended (or was cut). Without usage from the
+/// upstream, an estimate from byte counts (about 4 bytes a token), marked as such.
+pub fn outcome(ctx: &mut RequestCtx, finished: bool) -> Option<Outcome> {
+    let tap = ctx.response.take()?;
+    let prompt_estimate = || {
+        let info = ctx.request_info.as_ref()?;
+        let body = ctx.request_body.as_ref()?;
+        let input = info.input_json(body)?;
+        Some(input.len() as u64 / 4)
+    };
+    let out = match tap {
+        ResponseTap::Sse {
+            mut parser, acc, ..
+        } => {
+            let clean = parser.finish().clean;
+            let done = acc.is_done();
+            let output_bytes = acc.output_bytes();
+            let info = acc.into_response();
+            let estimated_completion = output_bytes / 4;
+            Outcome {
+                usage: info.usage,
+                estimated: false,
+                complete: finished && clean && done,
+                stream: true,
+                info: Some(info),
+            }
+            .or_estimate(prompt_estimate(), estimated_completion)
+        }
+        ResponseTap::Json { copy, overflow } => {
+            let info = (!overflow).then(|| parse_response(&copy)).flatten();
+            let answer_bytes = info
+                .as_ref()
+                .map_or(0, |i| i.choices.iter().map(|c| c.text.len() as u64).sum());
+            Outcome {
+                usage: info.as_ref().and_then(|i| i.usage),
+                estimated: false,
+                complete: finished && !overflow,
+                stream: false,
+                info,
+            }
+            .or_estimate(prompt_estimate(), answer_bytes / 4)
+        }
+    };
+    Some(out)
+}
+
+impl Outcome {
+    fn or_estimate(mut self, prompt: Option<u64>, completion: u64) -> Self {
+        if self.usage.is_none() {
+            let prompt = prompt.unwrap_or(0);
+            self.usage = Some(Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt + completion,
+                cached_tokens: None,
+                reasoning_tokens: None,
+            });
+            self.estimated = true;
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
+mod tests {
+    use super::without;
+    use bytes::Bytes;
+
+    #[test]
+    fn cutting_an_event_leaves_the_rest_byte_exact() {
+        let chunk = Bytes::from_static(b"data: a\n\ndata: {\"usage\":1}\n\ndata: [DONE]\n\n");
+        let usage = 9..26; // `data: {"usage":1}\n`
+        assert_eq!(
+            &without(&chunk, 0, &[usage])[..],
+            b"data: a\n\ndata: [DONE]\n\n"
+        );
+        let crlf = Bytes::from_static(b"data: u\r\n\r\ndata: x\r\n\r\n");
+        assert_eq!(&without(&crlf, 100, &[100..109])[..], b"data: x\r\n\r\n");
+        // An event that started before this chunk is left alone.
+        assert_eq!(&without(&chunk, 20, &[10..30])[..], &chunk[..]);
+    }
+}
