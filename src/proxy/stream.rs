@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn cutting_an_event_leaves_the_rest_byte_exact() {
         let chunk = Bytes::from_static(b"data: a\n\ndata: {\"usage\":1}\n\ndata: [DONE]\n\n");
-        let usage = 9..26; // `data: {"usage":1}\n`
+        let usage = 9..27; // `data: {"usage":1}\n`
         assert_eq!(
             &without(&chunk, 0, &[usage])[..],
             b"data: a\n\ndata: [DONE]\n\n"
