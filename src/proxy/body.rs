@@ -50,7 +50,8 @@ pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_c
     let mut body = body.freeze();
     let model = match &kind {
         BodyKind::Multipart(boundary) => multipart_field(&body, boundary, "model"),
-        _ => match RequestInfo::parse(&body) {
+        _ => match RequestInfo::parse(&body).filter(|i| i.model.is_some() || !has_odd_model(&body))
+        {
             Some(info) => {
                 let model = info.model.clone();
                 if info.stream
@@ -78,6 +79,20 @@ pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_c
     ctx.request_body = Some(body.clone());
     ctx.preread = Some(preread::install(&mut session.downstream_session, body));
     Ok(())
+}
+
+/// A `model` that is there but not a string: refused, so a model list cannot be slipped past
+/// with `"model": ["gpt-4o"]` and the like.
+fn has_odd_model(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct ModelKey<'a> {
+        #[serde(borrow)]
+        model: Option<&'a serde_json::value::RawValue>,
+    }
+    serde_json::from_slice::<ModelKey<'_>>(body)
+        .ok()
+        .and_then(|k| k.model)
+        .is_some_and(|raw| raw.get() != "null" && !raw.get().starts_with('"'))
 }
 
 /// Endpoints whose streams can carry a usage chunk when asked (`stream_options`).
