@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
         per: Per::Key,
         requests: Some(parse_limit("60/minute").unwrap()),
         concurrency: None,
+        output_rate: None,
     };
     let rules: Vec<LimitRule> = (0..20)
         .map(|i| rule(Some(&format!("t{i}")), None))

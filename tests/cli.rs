@@ -36,6 +36,9 @@ fn gateway_command(cwd: &std::path::Path) -> Command {
         "GLOBAL_RATE_LIMIT",
         "TOKEN_RATE_LIMIT",
         "REQ_RATE_LIMIT_BACKEND",
+        "PROXY",
+        "LOG_OPENAI",
+        "PRINT_CHAT",
     ] {
         cmd.env_remove(var);
     }
@@ -164,15 +167,12 @@ async fn openai_forward_key_variables_map_onto_forward_keys_and_levels() {
 fn an_access_restriction_we_cannot_enforce_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = gateway_command(dir.path())
-        .env(
-            "TOKEN_RATE_LIMIT",
-            r#"{"/v1/chat/completions": [{"level": 0, "limit": "60/second"}]}"#,
-        )
+        .env("PROXY", "http://127.0.0.1:7890")
         .args(["run", "--port", "1"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("TOKEN_RATE_LIMIT"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PROXY"));
 }
 
 trait ReadStderr {

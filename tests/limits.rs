@@ -276,3 +276,39 @@ async fn a_dead_redis_follows_the_policy_and_never_hangs_a_request() {
     ];
     assert_eq!(more.map(|s| s.as_u16()), [200, 200, 429]);
 }
+
+#[tokio::test]
+async fn output_pacing_releases_stream_events_at_the_token_rate() {
+    let up = MockUpstream::start().await;
+    // 10 events of about one token each, sent by the upstream at once.
+    up.set_behavior(Behavior::chat_stream(10, Duration::ZERO));
+    let yaml = format!(
+        "routes:\n  - {{prefix: /, upstream: '{}'}}\n  - {{prefix: /fast, upstream: '{}'}}\nlimits:\n  rules:\n    - {{route: /, output_tokens_per_second: 20}}\n",
+        up.url(),
+        up.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let timed = |path: &'static str| {
+        let url = gw.url(path);
+        async move {
+            let start = Instant::now();
+            let text = client()
+                .post(url)
+                .json(&json!({"model": "m", "stream": true, "messages": []}))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(text.contains("[DONE]"));
+            start.elapsed()
+        }
+    };
+    let paced = timed("/v1/chat/completions").await;
+    // 10+ tokens at 20/s: the last event leaves no sooner than ~0.45 s after the first.
+    assert!(paced >= Duration::from_millis(400), "not paced: {paced:?}");
+    assert!(paced < Duration::from_secs(3), "{paced:?}");
+    let unpaced = timed("/fast/v1/chat/completions").await;
+    assert!(unpaced < Duration::from_millis(300), "{unpaced:?}");
+}

@@ -163,6 +163,9 @@ pub fn to_yaml(config: &Config) -> String {
             if let Some(c) = r.concurrency {
                 parts.push(format!("concurrency: {c}"));
             }
+            if let Some(rate) = r.output_rate {
+                parts.push(format!("output_tokens_per_second: {rate}"));
+            }
             let _ = writeln!(y, "    - {{{}}}", parts.join(", "));
         }
     }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Variables that restrict access or usage; refusing them beats ignoring them.
-const NOT_YET_ENFORCED: &[&str] = &["TOKEN_RATE_LIMIT", "PROXY"];
+const NOT_YET_ENFORCED: &[&str] = &["PROXY"];
 
 /// Variables that only change observability or caching; ignored with a warning.
 const NOT_YET_USED: &[&str] = &[
@@ -47,6 +47,7 @@ const MARKERS: &[&str] = &[
     "LOG_OPENAI",
     "LOG_GENERAL",
     "PRINT_CHAT",
+    "TOKEN_RATE_LIMIT",
 ];
 
 /// The environment a config is read from: process variables over `.env` entries.
@@ -337,6 +338,7 @@ fn limits(env: &Env, config: &mut Config, problems: &mut Problems) {
         per: Per::Key,
         requests: Some(spec),
         concurrency: None,
+        output_rate: None,
     };
     if let Some(json) = env.get("REQ_RATE_LIMIT") {
         #[derive(serde::Deserialize)]
@@ -389,6 +391,56 @@ fn limits(env: &Env, config: &mut Config, problems: &mut Problems) {
                 "REQ_RATE_LIMIT",
                 None,
                 "expected JSON {\"/path\": [{\"level\": 0, \"limit\": \"60/minute\"}]}",
+            ),
+        }
+    }
+    // TOKEN_RATE_LIMIT `{path: [{level, limit: "60/second"}]}`: output pacing per path and level.
+    if let Some(json) = env.get("TOKEN_RATE_LIMIT") {
+        match serde_json::from_str::<HashMap<String, Vec<serde_json::Value>>>(json) {
+            Ok(map) => {
+                for (path, entries) in map {
+                    for e in entries {
+                        let level = e
+                            .get("level")
+                            .map(json_scalar)
+                            .unwrap_or_else(|| "0".into());
+                        let limit = e.get("limit").and_then(|l| l.as_str()).unwrap_or("");
+                        let rate = match parse_limit(limit).map(|s| s.0.first().copied()) {
+                            Ok(Some(w)) => w.count as f64 / w.window.as_secs_f64(),
+                            _ => {
+                                problems.add(
+                                    format!("TOKEN_RATE_LIMIT.{path}"),
+                                    Some(limit.to_string()),
+                                    "expected e.g. 60/second",
+                                );
+                                continue;
+                            }
+                        };
+                        let tenant = (level != "0").then(|| level_name(&level));
+                        if tenant
+                            .as_ref()
+                            .is_some_and(|t| !config.tenants.iter().any(|x| &x.name == t))
+                        {
+                            continue;
+                        }
+                        let mut r = rule(
+                            Some(
+                                crate::routing::normalize_prefix(&path)
+                                    .unwrap_or_else(|_| path.clone()),
+                            ),
+                            tenant,
+                            Default::default(),
+                        );
+                        r.requests = None;
+                        r.output_rate = Some(rate);
+                        config.limits.rules.push(r);
+                    }
+                }
+            }
+            Err(_) => problems.add(
+                "TOKEN_RATE_LIMIT",
+                None,
+                "expected JSON {\"/path\": [{\"level\": 0, \"limit\": \"60/second\"}]}",
             ),
         }
     }
@@ -521,8 +573,8 @@ mod tests {
 
     #[test]
     fn restrictions_we_cannot_enforce_are_refused() {
-        let err = to_config(&env(&[("TOKEN_RATE_LIMIT", "{}")])).unwrap_err();
-        assert_eq!(err.0[0].path, "TOKEN_RATE_LIMIT");
+        let err = to_config(&env(&[("PROXY", "http://127.0.0.1:7890")])).unwrap_err();
+        assert_eq!(err.0[0].path, "PROXY");
     }
 
     #[test]

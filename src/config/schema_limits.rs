@@ -61,6 +61,7 @@ const RULE: &[&str] = &[
     "per",
     "requests",
     "concurrency",
+    "output_tokens_per_second",
 ];
 
 pub fn decode_limits(d: &mut Decoder<'_>, node: &Node<'_>) -> LimitsConfig {
@@ -132,12 +133,13 @@ fn decode_rule(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<LimitRule> {
         Some(n) => Some(d.uint(&n, 1, 1_000_000)? as u32),
         None => None,
     };
-    if requests.is_none() && concurrency.is_none() {
-        d.problem(
-            &node.path,
-            None,
-            "a rule needs `requests`, `concurrency` or both",
-        );
+    let output_rate = match f.get("output_tokens_per_second") {
+        Some(n) => Some(d.uint(&n, 1, 1_000_000)? as f64),
+        None => None,
+    };
+    if requests.is_none() && concurrency.is_none() && output_rate.is_none() {
+        let why = "a rule needs `requests`, `concurrency` or `output_tokens_per_second`";
+        d.problem(&node.path, None, why);
         return None;
     }
     Some(LimitRule {
@@ -148,5 +150,6 @@ fn decode_rule(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<LimitRule> {
         per,
         requests,
         concurrency,
+        output_rate,
     })
 }

@@ -42,6 +42,8 @@ pub struct LimitRule {
     pub per: Per,
     pub requests: Option<LimitSpec>,
     pub concurrency: Option<u32>,
+    /// Output pacing: stream events are released at no more than this many tokens a second.
+    pub output_rate: Option<f64>,
 }
 
 /// What the request looks like to the rules.
@@ -98,6 +100,16 @@ fn under(path: &str, prefix: &str) -> bool {
 /// A chosen rule and its index (the index names its buckets).
 pub type Selected<'r> = Option<(usize, &'r LimitRule)>;
 
+/// The most specific rule with output pacing.
+pub fn select_pacing<'r>(rules: &'r [LimitRule], s: &Subject<'_>) -> Option<&'r LimitRule> {
+    rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.output_rate.is_some() && r.matches(s))
+        .max_by(|(ia, a), (ib, b)| a.specificity().cmp(&b.specificity()).then(ib.cmp(ia)))
+        .map(|(_, r)| r)
+}
+
 /// The most specific rule with a request limit, and the one with a concurrency limit.
 pub fn select<'r>(rules: &'r [LimitRule], s: &Subject<'_>) -> (Selected<'r>, Selected<'r>) {
     let best = |want: fn(&LimitRule) -> bool| {
@@ -134,6 +146,7 @@ mod tests {
             per: Per::Key,
             requests: Some(parse_limit(limit).unwrap()),
             concurrency: None,
+            output_rate: None,
         }
     }
 

@@ -59,6 +59,8 @@ pub struct RequestCtx {
     pub response: Option<super::stream::ResponseTap>,
     /// When the first response body byte went to the client (stream phase).
     pub first_byte: Option<Instant>,
+    /// Output pacing for this request's stream (limits phase).
+    pub pacer: Option<super::stream::Pacer>,
     /// Set when the body phase swapped in the pre-read session; `logging` restores the real one.
     pub preread: Option<RestoreSlot>,
     /// The upstream refused the current key; retry with another (upstream → retry phase).
@@ -104,6 +106,7 @@ impl RequestCtx {
             strip_usage_chunk: false,
             response: None,
             first_byte: None,
+            pacer: None,
             preread: None,
             rotate_key: false,
             backoff_next: false,

@@ -5,7 +5,7 @@
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
-use crate::limits::rules::{select, Subject};
+use crate::limits::rules::{select, select_pacing, Subject};
 use crate::limits::Verdict;
 use crate::state::Gateway;
 use http::{HeaderName, HeaderValue};
@@ -33,6 +33,9 @@ pub async fn enforce(
         ip: ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
     };
     let (rate_rule, concurrency_rule) = select(&limits.rules, &subject);
+    if let Some(rate) = select_pacing(&limits.rules, &subject).and_then(|r| r.output_rate) {
+        ctx.pacer = Some(super::stream::Pacer::new(rate));
+    }
     if let Some((i, rule)) = concurrency_rule {
         let max = rule.concurrency.unwrap_or(u32::MAX);
         match limits.inflight.enter(&rule.bucket(i, &subject), max) {

@@ -126,8 +126,7 @@ impl ProxyHttp for LlmProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        stream::on_body(ctx, body);
-        Ok(None)
+        Ok(stream::on_body(ctx, body))
     }
 
     async fn fail_to_proxy(

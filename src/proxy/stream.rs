@@ -75,11 +75,40 @@ pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader, full: bool)
     };
 }
 
-/// One body chunk on its way to the client.
-pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) {
-    let Some(chunk) = body.as_ref().filter(|c| !c.is_empty()) else {
-        return;
-    };
+/// Output pacing (openai-forward's `TOKEN_RATE_LIMIT`): each chunk is released no sooner than
+/// the tokens before it allow at `rate` tokens a second. The delay goes back to Pingora, which
+/// waits before writing the chunk: no thread is held.
+pub struct Pacer {
+    per_token: std::time::Duration,
+    /// When the next chunk may go.
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(tokens_per_second: f64) -> Self {
+        Pacer {
+            per_token: std::time::Duration::from_secs_f64(1.0 / tokens_per_second.max(1e-3)),
+            next: None,
+        }
+    }
+
+    /// The wait before a chunk carrying `tokens` tokens may be written.
+    fn delay(&mut self, tokens: u64) -> Option<std::time::Duration> {
+        let now = Instant::now();
+        let release = self.next.map_or(now, |n| n.max(now));
+        self.next = Some(
+            release
+                + self
+                    .per_token
+                    .saturating_mul(tokens.min(u32::MAX as u64) as u32),
+        );
+        (release > now).then(|| release - now)
+    }
+}
+
+/// One body chunk on its way to the client; returns how long to hold it (output pacing).
+pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) -> Option<std::time::Duration> {
+    let chunk = body.as_ref().filter(|c| !c.is_empty())?;
     if ctx.first_byte.is_none() {
         ctx.first_byte = Some(Instant::now());
     }
@@ -91,6 +120,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) {
             strip_usage,
         }) => {
             let start = *offset;
+            let (bytes_before, events_before) = (acc.output_bytes(), acc.delta_events());
             let mut cut: Vec<Range<u64>> = Vec::new();
             parser.push(chunk, |event| {
                 let kind = acc.observe(event.data());
@@ -101,6 +131,12 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) {
             *offset += chunk.len() as u64;
             if !cut.is_empty() {
                 *body = Some(without(chunk, start, &cut));
+            }
+            // Tokens in this chunk: a delta event carries at least one; long ones ~4 bytes each.
+            let events = acc.delta_events() - events_before;
+            let tokens = events.max((acc.output_bytes() - bytes_before).div_ceil(4));
+            if let Some(pacer) = ctx.pacer.as_mut() {
+                return pacer.delay(tokens);
             }
         }
         Some(ResponseTap::Json { copy, overflow }) => {
@@ -113,6 +149,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) {
         }
         None => {}
     }
+    None
 }
 
 /// `chunk` (at stream offset `start`) without the events spanning `cut`, each with the blank
