@@ -97,6 +97,8 @@ struct Inner {
     stats: Arc<Stats>,
     capacity: usize,
     queue_warn: WarnLimiter,
+    /// The writer and its queue until `start_writer` runs it (see [`ChatLog::deferred`]).
+    pending: std::sync::Mutex<Option<(Writer, mpsc::Receiver<Msg>)>>,
 }
 
 /// Counters shared by the handles and the writer thread.
@@ -152,24 +154,47 @@ impl ChatLog {
     /// Should the thread fail to start (the OS refuses a thread), the error is logged and every
     /// record is counted as dropped: a chat log problem never stops the gateway.
     pub fn start(config: ChatLogConfig) -> ChatLog {
+        let log = Self::deferred(config);
+        log.start_writer();
+        log
+    }
+
+    /// The handle, with the writer thread not started yet: records queue up until
+    /// [`ChatLog::start_writer`]. A process that daemonises (forks) must start its threads after
+    /// the fork, or they stay behind in the parent.
+    pub fn deferred(config: ChatLogConfig) -> ChatLog {
         let capacity = config.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(Stats::default());
         let writer = Writer::new(config, Arc::clone(&stats));
-        let spawned = std::thread::Builder::new()
-            .name("chatlog-writer".into())
-            .spawn(move || writer_thread(writer, rx));
-        if let Err(e) = spawned {
-            // `rx` went down with the closure, so every record now counts as dropped.
-            log::error!("chat log: cannot start the writer thread, chat logging is off: {e}");
-        }
         ChatLog {
             inner: Arc::new(Inner {
                 tx,
                 stats,
                 capacity,
                 queue_warn: WarnLimiter::new(),
+                pending: std::sync::Mutex::new(Some((writer, rx))),
             }),
+        }
+    }
+
+    /// Start the writer thread (once; later calls do nothing).
+    pub fn start_writer(&self) {
+        let pending = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some((writer, rx)) = pending else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("chatlog-writer".into())
+            .spawn(move || writer_thread(writer, rx));
+        if let Err(e) = spawned {
+            // `rx` went down with the closure, so every record now counts as dropped.
+            log::error!("chat log: cannot start the writer thread, chat logging is off: {e}");
         }
     }
 

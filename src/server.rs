@@ -8,8 +8,10 @@ use crate::proxy::LlmProxy;
 use crate::state::Gateway;
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::ShutdownWatch;
 use pingora_core::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use pingora_core::services::background::{background_service, BackgroundService};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -29,6 +31,7 @@ pub struct GatewayServer {
     pub in_flight: Arc<AtomicUsize>,
     /// Flushed before the process exits, so a stop or an upgrade loses no record.
     pub chat_log: Option<crate::chatlog::ChatLog>,
+    exit_when_drained: Arc<AtomicBool>,
 }
 
 /// Build the Pingora server for `config`. Fails only on config-level problems found while
@@ -55,30 +58,72 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
         service.add_tcp(&addr.to_string());
     }
     server.add_service(service);
+    let exit_when_drained = Arc::new(AtomicBool::new(false));
+    let post_fork = PostFork {
+        chat_log: chat_log.clone(),
+        in_flight: Arc::clone(&in_flight),
+        phases: std::sync::Mutex::new(Some(server.watch_execution_phase())),
+        exit_when_drained: Arc::clone(&exit_when_drained),
+    };
+    server.add_service(background_service("post-fork", post_fork));
     Ok(GatewayServer {
         server,
         in_flight,
         chat_log,
+        exit_when_drained,
     })
 }
 
 impl GatewayServer {
     /// Run until a signal, then exit the process: SIGTERM stops gracefully, SIGQUIT hands the
-    /// listeners to a new process started with `-u`, SIGINT stops at once.
-    ///
-    /// Pingora's grace period is a fixed sleep before the runtimes (and any request still
-    /// running) are dropped. We keep it as the upper bound but exit as soon as the last request
-    /// in flight has finished, so a stop takes as long as the longest stream, not always the
-    /// whole grace period.
+    /// listeners to a new process started with `-u`, SIGINT stops at once. With `exit_when_drained`
+    /// set (see [`PostFork`]), a graceful stop exits as soon as no request is in flight.
     pub fn run_forever(self) -> ! {
-        let mut phases = self.server.watch_execution_phase();
-        let in_flight = self.in_flight;
-        let chat_log = self.chat_log.clone();
+        self.exit_when_drained.store(true, Ordering::Release);
+        self.server.run(RunArgs::default());
+        flush(self.chat_log.as_ref());
+        std::process::exit(0)
+    }
+}
+
+/// Threads the process needs, started by Pingora as a background service — that is, after `-d`
+/// has forked, since threads started before a fork stay behind in the parent.
+///
+/// - the chat-log writer;
+/// - the drain watch: Pingora's grace period is a fixed sleep after which running requests are
+///   dropped. We keep it as the upper bound but, once it starts, exit as soon as the last
+///   request in flight has finished (after flushing the chat log), so a stop or an upgrade
+///   takes as long as the longest stream, not always the whole grace period.
+struct PostFork {
+    chat_log: Option<crate::chatlog::ChatLog>,
+    in_flight: Arc<AtomicUsize>,
+    phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+    /// Set by `run_forever`; tests running the server in a thread never exit the process.
+    exit_when_drained: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl BackgroundService for PostFork {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        if let Some(log) = &self.chat_log {
+            log.start_writer();
+        }
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(mut phases) = phases else {
+            return;
+        };
+        let (in_flight, chat_log, exit) = (
+            Arc::clone(&self.in_flight),
+            self.chat_log.clone(),
+            Arc::clone(&self.exit_when_drained),
+        );
         let _ = std::thread::Builder::new()
             .name("drain-watch".into())
             .spawn(move || {
                 while let Ok(phase) = phases.blocking_recv() {
-                    if matches!(phase, ExecutionPhase::ShutdownGracePeriod) {
+                    if matches!(phase, ExecutionPhase::ShutdownGracePeriod)
+                        && exit.load(Ordering::Acquire)
+                    {
                         while in_flight.load(Ordering::Acquire) > 0 {
                             std::thread::sleep(std::time::Duration::from_millis(20));
                         }
@@ -88,9 +133,6 @@ impl GatewayServer {
                     }
                 }
             });
-        self.server.run(RunArgs::default());
-        flush(self.chat_log.as_ref());
-        std::process::exit(0)
     }
 }
 

@@ -141,7 +141,7 @@ impl Gateway {
             }
         };
         let chat_log = config.log.chat.as_ref().map(|c| {
-            crate::chatlog::ChatLog::start(crate::chatlog::ChatLogConfig {
+            crate::chatlog::ChatLog::deferred(crate::chatlog::ChatLogConfig {
                 dir: c.dir.clone(),
                 max_file_bytes: c.max_file_bytes,
                 keep_files: c.keep_files,
