@@ -48,7 +48,11 @@ on_load_cpu=(nice -n "$BENCH_NICE" taskset -c "$LOAD_CPU")
 
 # Anything else running (a build) skews every number: measure the machine's busy share over 1 s.
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat; }
-busy_pct() { local b0 i0 b1 i1; read -r b0 i0 < <(busy); sleep 1; read -r b1 i1 < <(busy); echo $((100 * (b1 - b0) / (b1 - b0 + i1 - i0 + 1))); }
+busy_pct() {
+    local b0 i0 b1 i1
+    read -r b0 i0 < <(busy) && sleep 1 && read -r b1 i1 < <(busy)
+    echo $((100 * (b1 - b0) / (b1 - b0 + i1 - i0 + 1)))
+}
 idle_note="machine $(busy_pct)% busy before the run"
 log "$idle_note"
 SECONDS=0
@@ -208,11 +212,12 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores, Linux $(uname -r);" \
         "$(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
-    echo "Proxy on core $PROXY_CPU (one process, one thread); mock upstream and wrk (1 thread) on core $LOAD_CPU;" \
-        "$idle_note; nice $BENCH_NICE."
+    echo "Proxy on core $PROXY_CPU (one process, one worker thread); mock upstream and wrk (one thread each)" \
+        "on core $LOAD_CPU; $idle_note; nice $BENCH_NICE."
     echo "POST /v1/chat/completions, small JSON body; c=$CONNS for ${DURATION}s after ${WARMUP}s warm-up," \
         "c=1 for ${LATENCY_DURATION}s, streamed (SSE) c=$CONNS for ${STREAM_DURATION}s."
-    echo "gateway = route type openai (body and SSE parsed, usage counted); gateway-general = plain proxy route."
+    echo "gateway: route \`type: openai\` (JSON body read and inspected); gateway-general: \`type: general\`" \
+        "(bytes passed through). RUST_LOG=warn and nginx access_log off: no per-request log line."
     echo
     echo "| target | c=$CONNS req/s | vs direct | c=$CONNS p50 / p99 ms | c=1 req/s | c=1 p50 / p99 ms" \
         "| SSE c=$CONNS req/s | SSE p50 / p99 ms | proxy CPU µs/req | proxy RSS MiB idle / after / peak | errors |"
