@@ -26,6 +26,7 @@ fn bench(c: &mut Criterion) {
         key: key.map(Into::into),
         per: Per::Key,
         requests: Some(parse_limit("60/minute").unwrap()),
+        tokens: None,
         concurrency: None,
         output_rate: None,
     };

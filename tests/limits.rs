@@ -312,3 +312,64 @@ async fn output_pacing_releases_stream_events_at_the_token_rate() {
     let unpaced = timed("/fast/v1/chat/completions").await;
     assert!(unpaced < Duration::from_millis(300), "{unpaced:?}");
 }
+
+#[tokio::test]
+async fn token_budgets_reserve_before_and_settle_with_the_real_usage() {
+    for backend in ["memory", "redis"] {
+        let redis = RedisServer::start().await;
+        let up = MockUpstream::start().await;
+        let backend = if backend == "redis" {
+            format!("\"{}\"", redis.url())
+        } else {
+            "memory".into()
+        };
+        // Each call reserves 8 prompt tokens (32 bytes of messages / 4) + max_tokens 15 = 23, and
+        // really uses 13 (the mock's usage).
+        let limits = format!("  backend: {backend}\n  backend_timeout: 500ms\n  rules:\n    - {{tokens: \"40/minute\", per: key}}\n");
+        let gw = start_gateway(&keyed(&up.url(), &limits)).await;
+        let call = || {
+            client().post(gw.url("/v1/chat/completions")).bearer_auth("fk-alice").json(&json!({"model": "m", "max_tokens": 15, "messages": [{"role": "user", "content": "hi"}]})).send()
+        };
+        let first = call().await.unwrap();
+        assert_eq!(first.status(), 200, "{backend}");
+        assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "40");
+        first.text().await.unwrap();
+        // Without settlement 23 + 23 > 40 would refuse this one; settled, 13 + 23 fits. The
+        // settlement follows the response by microseconds (it runs in `logging`), so a refusal
+        // is retried briefly; without settlement it would stay refused for the whole minute.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let resp = call().await.unwrap();
+            if resp.status() == 200 {
+                resp.text().await.unwrap();
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{backend}: the first reservation was never settled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let third = call().await.unwrap();
+        assert_eq!(third.status(), 429, "{backend}");
+        assert!(third.headers().contains_key("retry-after"));
+        assert_eq!(
+            error_code(&third.json().await.unwrap()),
+            "token_quota_exceeded"
+        );
+        assert_eq!(up.request_count(), 2);
+        // Another key has its own budget.
+        assert_eq!(
+            client()
+                .post(gw.url("/v1/chat/completions"))
+                .bearer_auth("fk-bob")
+                .json(&json!({"model": "m", "max_tokens": 15, "messages": []}))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+}

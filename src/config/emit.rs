@@ -131,6 +131,7 @@ pub fn to_yaml(config: &Config) -> String {
             "  on_backend_error: {policy}\n  backend_timeout: {}",
             format_duration(l.backend_timeout)
         );
+        let _ = writeln!(y, "  default_max_tokens: {}", l.default_max_tokens);
         let _ = writeln!(y, "  rules:");
         for r in &l.rules {
             let mut parts = Vec::new();
@@ -159,6 +160,14 @@ pub fn to_yaml(config: &Config) -> String {
                         text.join(";")
                     })
                 ));
+            }
+            if let Some(spec) = &r.tokens {
+                let text: Vec<String> = spec
+                    .0
+                    .iter()
+                    .map(|w| format!("{}/{}seconds", w.count, w.window.as_secs()))
+                    .collect();
+                parts.push(format!("tokens: {}", q(&text.join(";"))));
             }
             if let Some(c) = r.concurrency {
                 parts.push(format!("concurrency: {c}"));

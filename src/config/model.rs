@@ -60,6 +60,8 @@ pub struct LimitsConfig {
     pub on_backend_error: crate::limits::OnBackendError,
     /// Bound on one Redis round trip.
     pub backend_timeout: Duration,
+    /// The completion tokens a token budget reserves when the request sets no `max_tokens`.
+    pub default_max_tokens: u64,
     pub rules: Vec<crate::limits::rules::LimitRule>,
 }
 
@@ -69,6 +71,7 @@ impl Default for LimitsConfig {
             backend: LimitBackendConfig::Memory,
             on_backend_error: crate::limits::OnBackendError::Allow,
             backend_timeout: Duration::from_millis(50),
+            default_max_tokens: 256,
             rules: Vec::new(),
         }
     }

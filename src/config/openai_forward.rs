@@ -337,6 +337,7 @@ fn limits(env: &Env, config: &mut Config, problems: &mut Problems) {
         key: None,
         per: Per::Key,
         requests: Some(spec),
+        tokens: None,
         concurrency: None,
         output_rate: None,
     };

@@ -52,7 +52,13 @@ pub fn decode_log(d: &mut Decoder<'_>, node: &Node<'_>) -> LogConfig {
     log
 }
 
-const LIMITS: &[&str] = &["backend", "on_backend_error", "backend_timeout", "rules"];
+const LIMITS: &[&str] = &[
+    "backend",
+    "on_backend_error",
+    "backend_timeout",
+    "default_max_tokens",
+    "rules",
+];
 const RULE: &[&str] = &[
     "route",
     "path",
@@ -60,6 +66,7 @@ const RULE: &[&str] = &[
     "key",
     "per",
     "requests",
+    "tokens",
     "concurrency",
     "output_tokens_per_second",
 ];
@@ -97,6 +104,12 @@ pub fn decode_limits(d: &mut Decoder<'_>, node: &Node<'_>) -> LimitsConfig {
     if let Some(t) = f.get("backend_timeout").and_then(|n| d.duration(&n)) {
         limits.backend_timeout = t;
     }
+    if let Some(n) = f
+        .get("default_max_tokens")
+        .and_then(|n| d.uint(&n, 0, 10_000_000))
+    {
+        limits.default_max_tokens = n;
+    }
     if let Some(n) = f.get("rules") {
         for item in d.seq(&n) {
             if let Some(rule) = decode_rule(d, &item) {
@@ -129,6 +142,10 @@ fn decode_rule(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<LimitRule> {
         Some(n) => Some(d.parsed(&n, parse_limit)?),
         None => None,
     };
+    let tokens = match f.get("tokens") {
+        Some(n) => Some(d.parsed(&n, parse_limit)?),
+        None => None,
+    };
     let concurrency = match f.get("concurrency") {
         Some(n) => Some(d.uint(&n, 1, 1_000_000)? as u32),
         None => None,
@@ -137,8 +154,8 @@ fn decode_rule(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<LimitRule> {
         Some(n) => Some(d.uint(&n, 1, 1_000_000)? as f64),
         None => None,
     };
-    if requests.is_none() && concurrency.is_none() && output_rate.is_none() {
-        let why = "a rule needs `requests`, `concurrency` or `output_tokens_per_second`";
+    if requests.is_none() && tokens.is_none() && concurrency.is_none() && output_rate.is_none() {
+        let why = "a rule needs `requests`, `tokens`, `concurrency` or `output_tokens_per_second`";
         d.problem(&node.path, None, why);
         return None;
     }
@@ -149,6 +166,7 @@ fn decode_rule(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<LimitRule> {
         key,
         per,
         requests,
+        tokens,
         concurrency,
         output_rate,
     })

@@ -75,12 +75,14 @@ impl LocalLimiter {
 
     /// Count one request in every window of `spec`; refused requests are not counted.
     pub fn check(&self, bucket: &str, spec: &LimitSpec) -> Decision {
-        // Hash the bucket name once; the estimator then hashes a u64 per row, not the string.
-        let bucket = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            std::hash::Hash::hash(bucket, &mut h);
-            std::hash::Hasher::finish(&h)
-        };
+        self.check_n(bucket, spec, 1)
+    }
+
+    /// Count `n` events (requests, or reserved tokens) in every window of `spec`, if every
+    /// window has room for them; otherwise count nothing.
+    pub fn check_n(&self, bucket: &str, spec: &LimitSpec, n: u64) -> Decision {
+        let bucket = hash_bucket(bucket);
+        let n = n.min(isize::MAX as u64) as isize;
         let now_ms = EPOCH.elapsed().as_millis() as u64;
         let mut decision = Decision::unlimited();
         let mut counted: [Option<&Estimator>; 8] = [None; 8];
@@ -89,14 +91,14 @@ impl LocalLimiter {
                 continue;
             };
             let (estimator, reset) = windows.at(now_ms);
-            let count = estimator.incr(bucket, 1).max(0) as u64;
+            let count = estimator.incr(bucket, n).max(0) as u64;
             if let Some(slot) = counted.get_mut(i) {
                 *slot = Some(estimator);
             }
             if count > w.count {
-                // Refused requests are not counted: undo this one in every window.
+                // Refused: undo this one in every window.
                 for e in counted.iter().flatten() {
-                    e.decr(bucket, 1);
+                    e.decr(bucket, n);
                 }
                 return Decision::refused(w.count, reset);
             }
@@ -105,11 +107,30 @@ impl LocalLimiter {
         decision
     }
 
+    /// Correct what was counted (a token reservation settled with the real usage): `delta`
+    /// may be negative. Applies to the current windows.
+    pub fn adjust(&self, bucket: &str, spec: &LimitSpec, delta: i64) {
+        let bucket = hash_bucket(bucket);
+        let now_ms = EPOCH.elapsed().as_millis() as u64;
+        for w in &spec.0 {
+            if let Some(windows) = self.windows.get(&w.window) {
+                windows.at(now_ms).0.incr(bucket, delta as isize);
+            }
+        }
+    }
+
     /// Enter `bucket` if fewer than `max` requests are in it; the guard leaves on drop.
     pub fn enter(&self, bucket: &str, max: u32) -> Option<Guard> {
         let (guard, now) = self.inflight.incr(bucket, 1);
         (now <= i64::from(max) as isize).then_some(guard)
     }
+}
+
+/// Hash the bucket name once; the estimator then hashes a u64 per row, not the string.
+fn hash_bucket(bucket: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(bucket, &mut h);
+    std::hash::Hasher::finish(&h)
 }
 
 #[cfg(test)]
@@ -141,6 +162,17 @@ mod tests {
                 "key {i} throttled by a collision"
             );
         }
+    }
+
+    #[test]
+    fn weighted_counts_and_settlement() {
+        let spec = parse_limit("100/minute").unwrap();
+        let l = LocalLimiter::new([Duration::from_secs(60)]);
+        assert!(l.check_n("k", &spec, 60).allowed);
+        assert!(!l.check_n("k", &spec, 60).allowed, "60 + 60 > 100");
+        l.adjust("k", &spec, -40); // the first reservation used only 20
+        let d = l.check_n("k", &spec, 60);
+        assert!(d.allowed && d.remaining == 20);
     }
 
     #[test]

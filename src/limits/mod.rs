@@ -68,7 +68,12 @@ impl Limits {
         let windows: Vec<Duration> = config
             .rules
             .iter()
-            .flat_map(|r| r.requests.iter().flat_map(|s| s.0.iter().map(|w| w.window)))
+            .flat_map(|r| {
+                r.requests
+                    .iter()
+                    .chain(r.tokens.iter())
+                    .flat_map(|s| s.0.iter().map(|w| w.window))
+            })
             .collect();
         let requests = match &config.backend {
             crate::config::LimitBackendConfig::Memory => {
@@ -95,6 +100,20 @@ pub enum Limiter {
     },
 }
 
+impl Limiter {
+    /// Settle a reservation with what was really used (`delta` = used − reserved).
+    pub async fn adjust(&self, bucket: &str, spec: &spec::LimitSpec, delta: i64) {
+        match self {
+            Limiter::Local(l) => l.adjust(bucket, spec, delta),
+            Limiter::Redis { redis, .. } => {
+                if let Err(e) = redis.adjust(bucket, spec, delta).await {
+                    log::warn!("token settlement lost (limiter backend: {e})");
+                }
+            }
+        }
+    }
+}
+
 /// A limiter's answer when the backend failed: the policy decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -104,9 +123,14 @@ pub enum Verdict {
 
 impl Limiter {
     pub async fn check(&self, bucket: &str, spec: &spec::LimitSpec) -> Verdict {
+        self.check_n(bucket, spec, 1).await
+    }
+
+    /// Count `n` events (a token reservation) if every window has room.
+    pub async fn check_n(&self, bucket: &str, spec: &spec::LimitSpec, n: u64) -> Verdict {
         match self {
-            Limiter::Local(l) => Verdict::Decided(l.check(bucket, spec)),
-            Limiter::Redis { redis, policy } => match redis.check(bucket, spec).await {
+            Limiter::Local(l) => Verdict::Decided(l.check_n(bucket, spec, n)),
+            Limiter::Redis { redis, policy } => match redis.check(bucket, spec, n).await {
                 Ok(d) => Verdict::Decided(d),
                 Err(e) => {
                     log::warn!("rate limiter backend unavailable ({e}); policy: {policy:?}");

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local weight = tonumber(ARGV[#ARGV])
 local n = #KEYS
 local names = {}
 local best_limit, best_remaining, best_reset = 0, -1, 0
@@ -29,19 +30,33 @@ for i = 1, n do
   names[i] = name
   local count = tonumber(redis.call('GET', name) or '0')
   local reset = (idx + 1) * win - now
-  if count + 1 > limit then
+  if count + weight > limit then
     return {0, limit, 0, reset}
   end
-  local remaining = limit - count - 1
+  local remaining = limit - count - weight
   if best_remaining < 0 or remaining < best_remaining then
     best_limit, best_remaining, best_reset = limit, remaining, reset
   end
 end
 for i = 1, n do
-  redis.call('INCR', names[i])
+  redis.call('INCRBY', names[i], weight)
   redis.call('PEXPIRE', names[i], tonumber(ARGV[2 * i]) + 1000)
 end
 return {1, best_limit, best_remaining, best_reset}
+"#;
+
+/// Settle a reservation: add `ARGV[#ARGV]` (possibly negative) to the current windows.
+const ADJUST: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local delta = tonumber(ARGV[#ARGV])
+for i = 1, #KEYS do
+  local win = tonumber(ARGV[i])
+  local name = KEYS[i] .. ':' .. math.floor(now / win)
+  redis.call('INCRBY', name, delta)
+  redis.call('PEXPIRE', name, win + 1000)
+end
+return 1
 "#;
 
 pub struct RedisLimiter {
@@ -49,6 +64,7 @@ pub struct RedisLimiter {
     /// Created on first use (inside the runtime) and reused; reconnects by itself.
     conn: Mutex<Option<ConnectionManager>>,
     script: Script,
+    adjust: Script,
     timeout: Duration,
     prefix: String,
 }
@@ -60,6 +76,7 @@ impl RedisLimiter {
             client,
             conn: Mutex::new(None),
             script: Script::new(SCRIPT),
+            adjust: Script::new(ADJUST),
             timeout,
             prefix: "llmf:rl:".into(),
         })
@@ -81,7 +98,8 @@ impl RedisLimiter {
         Ok(c)
     }
 
-    pub async fn check(&self, bucket: &str, spec: &LimitSpec) -> Result<Decision, String> {
+    /// Count `n` events in every window if all have room (one round trip).
+    pub async fn check(&self, bucket: &str, spec: &LimitSpec, n: u64) -> Result<Decision, String> {
         let call = async {
             let mut conn = self.connection().await?;
             let mut invocation = self.script.prepare_invoke();
@@ -90,6 +108,7 @@ impl RedisLimiter {
                 invocation.key(format!("{}{bucket}:{ms}", self.prefix));
                 invocation.arg(w.count).arg(ms);
             }
+            invocation.arg(n);
             let (allowed, limit, remaining, reset): (u8, u64, u64, u64) = invocation
                 .invoke_async(&mut conn)
                 .await
@@ -102,6 +121,28 @@ impl RedisLimiter {
             } else {
                 Decision::refused(limit, reset)
             })
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    }
+
+    /// Add `delta` (possibly negative) to the current windows: a reservation settled.
+    pub async fn adjust(&self, bucket: &str, spec: &LimitSpec, delta: i64) -> Result<(), String> {
+        let call = async {
+            let mut conn = self.connection().await?;
+            let mut invocation = self.adjust.prepare_invoke();
+            for w in &spec.0 {
+                let ms = w.window.as_millis() as u64;
+                invocation.key(format!("{}{bucket}:{ms}", self.prefix));
+                invocation.arg(ms);
+            }
+            invocation.arg(delta);
+            invocation
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         tokio::time::timeout(self.timeout, call)
             .await

@@ -41,6 +41,9 @@ pub struct LimitRule {
     pub key: Option<String>,
     pub per: Per,
     pub requests: Option<LimitSpec>,
+    /// A token budget: reserved before the call (prompt estimate + max_tokens), settled with
+    /// the real usage after.
+    pub tokens: Option<LimitSpec>,
     pub concurrency: Option<u32>,
     /// Output pacing: stream events are released at no more than this many tokens a second.
     pub output_rate: Option<f64>,
@@ -102,27 +105,36 @@ pub type Selected<'r> = Option<(usize, &'r LimitRule)>;
 
 /// The most specific rule with output pacing.
 pub fn select_pacing<'r>(rules: &'r [LimitRule], s: &Subject<'_>) -> Option<&'r LimitRule> {
+    best(rules, s, |r| r.output_rate.is_some()).map(|(_, r)| r)
+}
+
+/// The most specific rule with a token budget.
+pub fn select_tokens<'r>(rules: &'r [LimitRule], s: &Subject<'_>) -> Selected<'r> {
+    best(rules, s, |r| {
+        r.tokens.as_ref().is_some_and(|l| !l.is_unlimited())
+    })
+}
+
+fn best<'r>(
+    rules: &'r [LimitRule],
+    s: &Subject<'_>,
+    want: impl Fn(&LimitRule) -> bool,
+) -> Selected<'r> {
     rules
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.output_rate.is_some() && r.matches(s))
+        .filter(|(_, r)| want(r) && r.matches(s))
+        // Highest specificity; among equals, the first listed.
         .max_by(|(ia, a), (ib, b)| a.specificity().cmp(&b.specificity()).then(ib.cmp(ia)))
-        .map(|(_, r)| r)
 }
 
 /// The most specific rule with a request limit, and the one with a concurrency limit.
 pub fn select<'r>(rules: &'r [LimitRule], s: &Subject<'_>) -> (Selected<'r>, Selected<'r>) {
-    let best = |want: fn(&LimitRule) -> bool| {
-        rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| want(r) && r.matches(s))
-            // Highest specificity; among equals, the first listed.
-            .max_by(|(ia, a), (ib, b)| a.specificity().cmp(&b.specificity()).then(ib.cmp(ia)))
-    };
     (
-        best(|r| r.requests.as_ref().is_some_and(|l| !l.is_unlimited())),
-        best(|r| r.concurrency.is_some()),
+        best(rules, s, |r| {
+            r.requests.as_ref().is_some_and(|l| !l.is_unlimited())
+        }),
+        best(rules, s, |r| r.concurrency.is_some()),
     )
 }
 
@@ -145,6 +157,7 @@ mod tests {
             key: key.map(Into::into),
             per: Per::Key,
             requests: Some(parse_limit(limit).unwrap()),
+            tokens: None,
             concurrency: None,
             output_rate: None,
         }

@@ -69,6 +69,8 @@ pub struct RequestCtx {
     pub backoff_next: bool,
     /// The request-rate decision, for the `x-ratelimit-*` headers (limits phase).
     pub rate: Option<crate::limits::Decision>,
+    /// Tokens reserved under a budget, settled with the real usage in `logging` (limits phase).
+    pub tokens: Option<super::limits::TokenReservation>,
     /// Holds this request's place under a concurrency limit until the ctx is dropped.
     pub concurrency: Option<pingora_limits::inflight::Guard>,
     /// CORS headers for the answer, when the origin is allowed (CORS phase).
@@ -113,6 +115,7 @@ impl RequestCtx {
             connect_failures: 0,
             cors: None,
             rate: None,
+            tokens: None,
             concurrency: None,
             upstream_target: None,
             attempts: 0,

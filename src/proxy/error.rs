@@ -29,6 +29,8 @@ pub enum GatewayError {
     RateLimited,
     /// Over a concurrency limit.
     ConcurrencyLimited,
+    /// The token budget cannot cover this request's reservation.
+    TokensExhausted,
     /// The shared limiter did not answer and the policy is to refuse.
     LimiterUnavailable,
     /// The upstream's name did not resolve.
@@ -54,7 +56,9 @@ impl GatewayError {
             GatewayError::BodyTooLarge => 413,
             GatewayError::InvalidJson => 400,
             GatewayError::NoUpstreamKey | GatewayError::LimiterUnavailable => 503,
-            GatewayError::RateLimited | GatewayError::ConcurrencyLimited => 429,
+            GatewayError::RateLimited
+            | GatewayError::ConcurrencyLimited
+            | GatewayError::TokensExhausted => 429,
             GatewayError::UpstreamDns
             | GatewayError::UpstreamConnect
             | GatewayError::UpstreamBroken => 502,
@@ -75,6 +79,7 @@ impl GatewayError {
             GatewayError::IpForbidden => "permission_error",
             // OpenAI's own type for rate-limit errors.
             GatewayError::RateLimited | GatewayError::ConcurrencyLimited => "requests",
+            GatewayError::TokensExhausted => "tokens",
             GatewayError::Internal => "server_error",
             _ => "upstream_error",
         }
@@ -93,6 +98,7 @@ impl GatewayError {
             GatewayError::NoUpstreamKey => "no_upstream_key_available",
             GatewayError::RateLimited => "rate_limit_exceeded",
             GatewayError::ConcurrencyLimited => "concurrency_limit_exceeded",
+            GatewayError::TokensExhausted => "token_quota_exceeded",
             GatewayError::LimiterUnavailable => "rate_limiter_unavailable",
             GatewayError::UpstreamDns => "upstream_dns_failed",
             GatewayError::UpstreamConnect => "upstream_unreachable",
@@ -117,6 +123,9 @@ impl GatewayError {
                 "Too many requests in flight for this key; retry when one finishes."
             }
             GatewayError::LimiterUnavailable => "The rate limiter is unavailable; retry shortly.",
+            GatewayError::TokensExhausted => {
+                "Token budget exhausted; retry after the time in Retry-After."
+            }
             GatewayError::UpstreamDns => "The upstream host could not be resolved.",
             GatewayError::UpstreamConnect => "The upstream could not be reached.",
             GatewayError::UpstreamTimeout => "The upstream did not answer in time.",

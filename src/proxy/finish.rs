@@ -65,6 +65,10 @@ pub async fn finish(
 ) {
     restore_session(session, ctx).await;
     let outcome = super::stream::outcome(ctx, e.is_none());
+    let used = outcome
+        .as_ref()
+        .and_then(|o| o.usage.map(|u| u.total_tokens));
+    super::limits::settle_tokens(gateway, ctx, used).await;
     let status = session
         .response_written()
         .map_or(ctx.status, |r| r.status.as_u16());

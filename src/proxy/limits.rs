@@ -5,7 +5,9 @@
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
-use crate::limits::rules::{select, select_pacing, Subject};
+use crate::limits::rules::{select, select_pacing, select_tokens, Subject};
+use crate::limits::spec::LimitSpec;
+use crate::limits::Decision;
 use crate::limits::Verdict;
 use crate::state::Gateway;
 use http::{HeaderName, HeaderValue};
@@ -64,31 +66,115 @@ pub async fn enforce(
     Ok(())
 }
 
+/// Tokens reserved for one request under a budget, until its usage is known.
+pub struct TokenReservation {
+    bucket: String,
+    spec: LimitSpec,
+    reserved: u64,
+    decision: Decision,
+}
+
+/// Token budgets (after the body phase, which knows the prompt and `max_tokens`): reserve the
+/// prompt estimate plus `max_tokens` (or `limits.default_max_tokens`); 429 when the budget
+/// cannot cover it.
+pub async fn reserve_tokens(
+    gateway: &Gateway,
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<()> {
+    let limits = &gateway.limits;
+    let Some(route) = ctx.route.clone() else {
+        return Ok(());
+    };
+    let tenant = ctx.tenant.clone();
+    let subject = Subject {
+        route: &route.config.prefix,
+        path: session.req_header().uri.path(),
+        tenant: tenant.as_deref().map(|t| t.name.as_str()),
+        key: ctx.key_id.as_deref(),
+        ip: ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+    };
+    let Some((i, rule)) = select_tokens(&limits.rules, &subject) else {
+        return Ok(());
+    };
+    let Some(spec) = rule.tokens.clone() else {
+        return Ok(());
+    };
+    let prompt = match (&ctx.request_info, &ctx.request_body) {
+        (Some(info), Some(body)) => info.input_json(body).map_or(body.len(), str::len) as u64 / 4,
+        _ => 0,
+    };
+    let completion = ctx
+        .request_info
+        .as_ref()
+        .and_then(|i| i.max_tokens)
+        .unwrap_or(gateway.config.limits.default_max_tokens);
+    let reserved = prompt + completion;
+    let bucket = rule.bucket(i, &subject);
+    match limits.requests.check_n(&bucket, &spec, reserved).await {
+        Verdict::Decided(decision) => {
+            ctx.tokens = Some(TokenReservation {
+                bucket,
+                spec,
+                reserved,
+                decision,
+            });
+            if !decision.allowed {
+                return Err(ctx.fail(GatewayError::TokensExhausted));
+            }
+        }
+        Verdict::BackendDown { allowed: true } => {}
+        Verdict::BackendDown { allowed: false } => {
+            return Err(ctx.fail(GatewayError::LimiterUnavailable))
+        }
+    }
+    Ok(())
+}
+
+/// Replace the reservation with what the request really used (nothing, if it never reached
+/// an upstream).
+pub async fn settle_tokens(gateway: &Gateway, ctx: &mut RequestCtx, used: Option<u64>) {
+    let Some(r) = ctx.tokens.as_ref().filter(|r| r.decision.allowed) else {
+        return;
+    };
+    let delta = used.unwrap_or(0) as i64 - r.reserved as i64;
+    if delta != 0 {
+        gateway
+            .limits
+            .requests
+            .adjust(&r.bucket, &r.spec, delta)
+            .await;
+    }
+}
+
 /// The rate-limit headers for this request's answer (empty when no rate rule applied).
 pub fn headers(ctx: &RequestCtx) -> Vec<(HeaderName, HeaderValue)> {
-    let Some(d) = ctx.rate else {
-        return Vec::new();
-    };
-    let reset = reset_text(d.reset);
-    let mut out = vec![
-        (
-            HeaderName::from_static("x-ratelimit-limit-requests"),
-            HeaderValue::from(d.limit),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-remaining-requests"),
-            HeaderValue::from(d.remaining),
-        ),
-    ];
-    if let Ok(v) = HeaderValue::from_str(&reset) {
-        out.push((HeaderName::from_static("x-ratelimit-reset-requests"), v));
+    let mut out = Vec::new();
+    if let Some(d) = ctx.rate {
+        push(&mut out, d, "requests");
+    }
+    if let Some(t) = &ctx.tokens {
+        push(&mut out, t.decision, "tokens");
+    }
+    out
+}
+
+fn push(out: &mut Vec<(HeaderName, HeaderValue)>, d: Decision, what: &str) {
+    let name = |kind: &str| HeaderName::try_from(format!("x-ratelimit-{kind}-{what}")).ok();
+    if let Some(n) = name("limit") {
+        out.push((n, HeaderValue::from(d.limit)));
+    }
+    if let Some(n) = name("remaining") {
+        out.push((n, HeaderValue::from(d.remaining)));
+    }
+    if let (Some(n), Ok(v)) = (name("reset"), HeaderValue::from_str(&reset_text(d.reset))) {
+        out.push((n, v));
     }
     if !d.allowed {
         // Whole seconds, rounded up, at least 1: retrying sooner is refused again.
         let secs = d.reset.as_millis().div_ceil(1000).max(1) as u64;
         out.push((http::header::RETRY_AFTER, HeaderValue::from(secs)));
     }
-    out
 }
 
 /// OpenAI's duration style: `20ms`, `6s`, `1m30s`.

@@ -57,6 +57,7 @@ impl ProxyHttp for LlmProxy {
         auth::authenticate(&self.gateway, session.req_header(), ctx)?;
         limits::enforce(&self.gateway, session, ctx).await?;
         body::read_body(session, ctx).await?;
+        limits::reserve_tokens(&self.gateway, session, ctx).await?;
         Ok(false)
     }
 
