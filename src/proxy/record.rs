@@ -5,7 +5,9 @@
 
 use super::ctx::RequestCtx;
 use super::stream::Outcome;
-use serde_json::{json, Map, Value};
+use crate::openai::InputField;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use std::time::SystemTime;
 
 /// Which API a path is, for the record (and `convert`).
@@ -21,6 +23,52 @@ pub fn endpoint(path: &str) -> Option<&'static str> {
     .map(|(_, name)| name)
 }
 
+/// One chat-log line. Serialised straight from borrowed parts: the request's conversation goes
+/// in as the raw JSON text it arrived as (validated, never rebuilt), so a long history costs a
+/// copy, not a parse and a re-serialisation.
+#[derive(Serialize)]
+struct ChatRecord<'a> {
+    time: String,
+    request_id: String,
+    route: &'a str,
+    client_ip: Option<String>,
+    key_id: Option<&'a str>,
+    model: Option<&'a str>,
+    endpoint: &'a str,
+    request: RequestPart<'a>,
+    answer: Option<&'a str>,
+    tool_calls: &'a [crate::openai::ToolCall],
+    reasoning: Option<&'a str>,
+    finish_reason: Option<&'a str>,
+    usage: Option<UsagePart>,
+    status: u16,
+    cache: &'a str,
+    latency_ms: f64,
+    ttft_ms: Option<f64>,
+    stream: bool,
+    complete: bool,
+}
+
+#[derive(Serialize, Default)]
+struct RequestPart<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct UsagePart {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+    estimated: bool,
+}
+
 pub fn chat_record(
     ctx: &RequestCtx,
     path: &str,
@@ -33,61 +81,59 @@ pub fn chat_record(
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let mut request = Map::new();
+    let mut request = RequestPart::default();
     if messages {
         if let (Some(info), Some(body)) = (&ctx.request_info, &ctx.request_body) {
             if let (Some((field, _)), Some(raw)) = (&info.input, info.input_json(body)) {
-                let key = match field {
-                    crate::openai::InputField::Messages => "messages",
-                    crate::openai::InputField::Prompt => "prompt",
-                    crate::openai::InputField::Input => "input",
-                };
-                // Embedding inputs can be large; their text is kept, their vectors never are
-                // (responses' vectors are not read at all).
-                let value = serde_json::from_str::<Value>(raw).unwrap_or(Value::Null);
-                request.insert(key.into(), value);
+                let raw = serde_json::from_str::<&RawValue>(raw).ok();
+                match field {
+                    InputField::Messages => request.messages = raw,
+                    InputField::Prompt => request.prompt = raw,
+                    InputField::Input => request.input = raw,
+                }
             }
         }
     }
     let info = outcome.and_then(|o| o.info.as_ref());
     let first = info.and_then(|i| i.choices.first());
-    let text = |s: &str| (messages && !s.is_empty()).then(|| s.to_string());
-    let usage = outcome
-        .and_then(|o| o.usage.map(|u| (u, o.estimated)))
-        .map(|(u, estimated)| {
-            json!({
-                "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens,
-                "total_tokens": u.total_tokens,
-                "cached_tokens": u.cached_tokens,
-                "reasoning_tokens": u.reasoning_tokens,
-                "estimated": estimated,
+    let text = |s: &'_ str| (messages && !s.is_empty()).then_some(());
+    let record = ChatRecord {
+        time: crate::chatlog::rfc3339_utc(now_ms),
+        request_id: format!("{:016x}", ctx.request_id),
+        route: &route.config.prefix,
+        client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+        key_id: ctx.key_id.as_deref(),
+        model: info
+            .and_then(|i| i.model.as_deref())
+            .or(ctx.model.as_deref()),
+        endpoint,
+        request,
+        answer: first.and_then(|c| text(&c.text).map(|_| c.text.as_str())),
+        tool_calls: match first {
+            Some(c) if messages => &c.tool_calls,
+            _ => &[],
+        },
+        reasoning: first.and_then(|c| text(&c.reasoning).map(|_| c.reasoning.as_str())),
+        finish_reason: first.and_then(|c| c.finish_reason.as_deref()),
+        usage: outcome.and_then(|o| {
+            o.usage.map(|u| UsagePart {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u.total_tokens,
+                cached_tokens: u.cached_tokens,
+                reasoning_tokens: u.reasoning_tokens,
+                estimated: o.estimated,
             })
-        });
-    let model = info
-        .and_then(|i| i.model.clone())
-        .or_else(|| ctx.model.clone());
-    let record = json!({
-        "time": crate::chatlog::rfc3339_utc(now_ms),
-        "request_id": format!("{:016x}", ctx.request_id),
-        "route": route.config.prefix,
-        "client_ip": ctx.client_ip.map(|ip| ip.to_string()),
-        "key_id": ctx.key_id,
-        "model": model,
-        "endpoint": endpoint,
-        "request": request,
-        "answer": first.and_then(|c| text(&c.text)),
-        "tool_calls": first.map(|c| if messages { json!(c.tool_calls) } else { json!([]) }).unwrap_or(json!([])),
-        "reasoning": first.and_then(|c| text(&c.reasoning)),
-        "finish_reason": first.and_then(|c| c.finish_reason.clone()),
-        "usage": usage,
-        "status": status,
-        "cache": "bypass",
-        "latency_ms": ctx.started.elapsed().as_secs_f64() * 1000.0,
-        "ttft_ms": ctx.first_byte.map(|t| t.duration_since(ctx.started).as_secs_f64() * 1000.0),
-        "stream": outcome.is_some_and(|o| o.stream),
-        "complete": outcome.is_some_and(|o| o.complete),
-    });
+        }),
+        status,
+        cache: "bypass",
+        latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+        ttft_ms: ctx
+            .first_byte
+            .map(|t| t.duration_since(ctx.started).as_secs_f64() * 1000.0),
+        stream: outcome.is_some_and(|o| o.stream),
+        complete: outcome.is_some_and(|o| o.complete),
+    };
     serde_json::to_vec(&record).ok()
 }
 
