@@ -417,7 +417,7 @@ fn rotated_stamp_ms(path: &Path) -> Option<u64> {
 }
 
 /// (year, month, day) → days since 1970-01-01; the inverse of [`civil_from_days`].
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);

@@ -199,18 +199,8 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
     if hms.len() != 3 || year < 1970 {
         return None;
     }
-    // Days since 1970-01-01 (civil-from-days inverse, Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
+    let days = crate::chatlog::days_from_civil(year as i64, month as u32, day as u32);
+    let secs = u64::try_from(days).ok()? * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
     Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
