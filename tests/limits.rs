@@ -373,3 +373,46 @@ async fn token_budgets_reserve_before_and_settle_with_the_real_usage() {
         );
     }
 }
+
+#[tokio::test]
+async fn concurrency_is_shared_across_nodes_through_redis() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    let limits = format!("  backend: \"{}\"\n  backend_timeout: 500ms\n  rules:\n    - {{concurrency: 1, per: key}}\n", redis.url());
+    let a = start_gateway(&keyed(&up.url(), &limits)).await;
+    let b = start_gateway(&keyed(&up.url(), &limits)).await;
+    let chat = |gw: &GatewayGuard| {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth("fk-alice")
+            .json(&json!({"model": "m", "stream": true, "messages": []}))
+            .send()
+    };
+    up.push_behavior(Behavior::SseGated {
+        events: vec!["{\"n\":0}".into(), "{\"n\":1}".into()],
+    });
+    let held = chat(&a).await.unwrap();
+    assert_eq!(held.status(), 200);
+    let refused = chat(&b).await.unwrap();
+    assert_eq!(refused.status(), 429, "node b must see node a's slot");
+    assert_eq!(
+        error_code(&refused.json().await.unwrap()),
+        "concurrency_limit_exceeded"
+    );
+    up.release(1);
+    held.text().await.unwrap();
+    // The slot goes back in `logging`, right after the response: retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let resp = chat(&b).await.unwrap();
+        if resp.status() == 200 {
+            resp.text().await.unwrap();
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shared slot was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

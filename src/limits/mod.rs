@@ -100,6 +100,42 @@ pub enum Limiter {
     },
 }
 
+/// A concurrency slot: held in this process's counters, or in Redis (given back in `logging`).
+pub enum Slot {
+    Local(pingora_limits::inflight::Guard),
+    Shared(String),
+}
+
+impl Limits {
+    /// Take a slot of `bucket` (cluster-wide with the Redis backend); `None`: all taken. A Redis
+    /// that does not answer follows `on_backend_error`.
+    pub async fn enter(&self, bucket: &str, max: u32) -> Option<Option<Slot>> {
+        match &self.requests {
+            Limiter::Local(_) => self
+                .inflight
+                .enter(bucket, max)
+                .map(|g| Some(Slot::Local(g))),
+            Limiter::Redis { redis, policy } => match redis.enter(bucket, max).await {
+                Ok(true) => Some(Some(Slot::Shared(bucket.to_string()))),
+                Ok(false) => None,
+                Err(e) => {
+                    log::warn!("concurrency limiter backend unavailable ({e}); policy: {policy:?}");
+                    (*policy == OnBackendError::Allow).then_some(None)
+                }
+            },
+        }
+    }
+
+    /// Give a slot back (local slots go back when dropped).
+    pub async fn leave(&self, slot: Slot) {
+        if let (Slot::Shared(bucket), Limiter::Redis { redis, .. }) = (slot, &self.requests) {
+            if let Err(e) = redis.leave(&bucket).await {
+                log::warn!("concurrency slot not given back (limiter backend: {e}); it expires with its key");
+            }
+        }
+    }
+}
+
 impl Limiter {
     /// Settle a reservation with what was really used (`delta` = used − reserved).
     pub async fn adjust(&self, bucket: &str, spec: &spec::LimitSpec, delta: i64) {

@@ -45,6 +45,31 @@ end
 return {1, best_limit, best_remaining, best_reset}
 "#;
 
+/// Take a concurrency slot: admit while fewer than `ARGV[1]` are held. The key's TTL
+/// (`ARGV[2]` ms, renewed on every entry) bounds how long a slot of a node that died can linger.
+const ENTER: &str = r#"
+local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+if held >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"#;
+
+/// Release a slot (never below zero: a key that expired meanwhile stays absent).
+const LEAVE: &str = r#"
+local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+if held > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 1
+"#;
+
+/// How long a concurrency counter outlives its last entry: a node that dies holding slots
+/// gives them back after this.
+const SLOT_TTL_MS: u64 = 10 * 60 * 1000;
+
 /// Settle a reservation: add `ARGV[#ARGV]` (possibly negative) to the current windows.
 const ADJUST: &str = r#"
 local t = redis.call('TIME')
@@ -65,6 +90,8 @@ pub struct RedisLimiter {
     conn: Mutex<Option<ConnectionManager>>,
     script: Script,
     adjust: Script,
+    enter: Script,
+    leave: Script,
     timeout: Duration,
     prefix: String,
 }
@@ -77,6 +104,8 @@ impl RedisLimiter {
             conn: Mutex::new(None),
             script: Script::new(SCRIPT),
             adjust: Script::new(ADJUST),
+            enter: Script::new(ENTER),
+            leave: Script::new(LEAVE),
             timeout,
             prefix: "llmf:rl:".into(),
         })
@@ -121,6 +150,40 @@ impl RedisLimiter {
             } else {
                 Decision::refused(limit, reset)
             })
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    }
+
+    /// Take a slot of `bucket` if fewer than `max` are held cluster-wide.
+    pub async fn enter(&self, bucket: &str, max: u32) -> Result<bool, String> {
+        let call = async {
+            let mut conn = self.connection().await?;
+            self.enter
+                .key(format!("llmf:cc:{bucket}"))
+                .arg(max)
+                .arg(SLOT_TTL_MS)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|admitted| admitted == 1)
+                .map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    }
+
+    /// Give a slot of `bucket` back.
+    pub async fn leave(&self, bucket: &str) -> Result<(), String> {
+        let call = async {
+            let mut conn = self.connection().await?;
+            self.leave
+                .key(format!("llmf:cc:{bucket}"))
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         tokio::time::timeout(self.timeout, call)
             .await

@@ -72,7 +72,7 @@ pub struct RequestCtx {
     /// Tokens reserved under a budget, settled with the real usage in `logging` (limits phase).
     pub tokens: Option<super::limits::TokenReservation>,
     /// Holds this request's place under a concurrency limit until the ctx is dropped.
-    pub concurrency: Option<pingora_limits::inflight::Guard>,
+    pub concurrency: Option<crate::limits::Slot>,
     /// CORS headers for the answer, when the origin is allowed (CORS phase).
     pub cors: Option<crate::cors::Headers>,
     /// Connect failures so far (retry phase).

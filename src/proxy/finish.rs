@@ -69,6 +69,7 @@ pub async fn finish(
         .as_ref()
         .and_then(|o| o.usage.map(|u| u.total_tokens));
     super::limits::settle_tokens(gateway, ctx, used).await;
+    super::limits::release(gateway, ctx).await;
     let status = session
         .response_written()
         .map_or(ctx.status, |r| r.status.as_u16());

@@ -40,8 +40,8 @@ pub async fn enforce(
     }
     if let Some((i, rule)) = concurrency_rule {
         let max = rule.concurrency.unwrap_or(u32::MAX);
-        match limits.inflight.enter(&rule.bucket(i, &subject), max) {
-            Some(guard) => ctx.concurrency = Some(guard),
+        match limits.enter(&rule.bucket(i, &subject), max).await {
+            Some(slot) => ctx.concurrency = slot,
             None => return Err(ctx.fail(GatewayError::ConcurrencyLimited)),
         }
     }
@@ -129,6 +129,13 @@ pub async fn reserve_tokens(
         }
     }
     Ok(())
+}
+
+/// Give the concurrency slot back (shared slots need a Redis call; local ones drop).
+pub async fn release(gateway: &Gateway, ctx: &mut RequestCtx) {
+    if let Some(slot) = ctx.concurrency.take() {
+        gateway.limits.leave(slot).await;
+    }
 }
 
 /// Replace the reservation with what the request really used (nothing, if it never reached
