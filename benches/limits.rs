@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
         per: Per::Key,
         requests: Some(parse_limit("60/minute").unwrap()),
         tokens: None,
+        cut_streams: false,
         concurrency: None,
         output_rate: None,
     };

@@ -416,3 +416,37 @@ async fn concurrency_is_shared_across_nodes_through_redis() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_stream_that_runs_past_a_hard_token_budget_is_cut() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::chat_stream(60, Duration::ZERO));
+    let limits = "  rules:\n    - {tokens: \"30/minute\", cut_streams: true, per: key}\n";
+    let gw = start_gateway(&keyed(&up.url(), limits)).await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("fk-alice")
+        .json(&json!({"model": "m", "stream": true, "max_tokens": 5, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let mut cut = false;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        match chunk {
+            Ok(c) => text.push_str(&String::from_utf8_lossy(&c)),
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(cut, "the stream must end abnormally");
+    assert!(!text.contains("[DONE]"));
+    assert!(
+        text.contains("t20 ") && !text.contains("t40 "),
+        "cut near 30 tokens: {text}"
+    );
+}

@@ -168,6 +168,9 @@ pub fn to_yaml(config: &Config) -> String {
                     .map(|w| format!("{}/{}seconds", w.count, w.window.as_secs()))
                     .collect();
                 parts.push(format!("tokens: {}", q(&text.join(";"))));
+                if r.cut_streams {
+                    parts.push("cut_streams: true".into());
+                }
             }
             if let Some(c) = r.concurrency {
                 parts.push(format!("concurrency: {c}"));

@@ -338,6 +338,7 @@ fn limits(env: &Env, config: &mut Config, problems: &mut Problems) {
         per: Per::Key,
         requests: Some(spec),
         tokens: None,
+        cut_streams: false,
         concurrency: None,
         output_rate: None,
     };

@@ -67,6 +67,7 @@ const RULE: &[&str] = &[
     "per",
     "requests",
     "tokens",
+    "cut_streams",
     "concurrency",
     "output_tokens_per_second",
 ];
@@ -146,6 +147,10 @@ fn decode_rule(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<LimitRule> {
         Some(n) => Some(d.parsed(&n, parse_limit)?),
         None => None,
     };
+    let cut_streams = f
+        .get("cut_streams")
+        .and_then(|n| d.boolean(&n))
+        .unwrap_or(false);
     let concurrency = match f.get("concurrency") {
         Some(n) => Some(d.uint(&n, 1, 1_000_000)? as u32),
         None => None,
@@ -167,6 +172,7 @@ fn decode_rule(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<LimitRule> {
         per,
         requests,
         tokens,
+        cut_streams,
         concurrency,
         output_rate,
     })

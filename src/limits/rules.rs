@@ -44,6 +44,8 @@ pub struct LimitRule {
     /// A token budget: reserved before the call (prompt estimate + max_tokens), settled with
     /// the real usage after.
     pub tokens: Option<LimitSpec>,
+    /// With `tokens`: cut a stream whose output runs past what the budget had left.
+    pub cut_streams: bool,
     pub concurrency: Option<u32>,
     /// Output pacing: stream events are released at no more than this many tokens a second.
     pub output_rate: Option<f64>,
@@ -158,6 +160,7 @@ mod tests {
             per: Per::Key,
             requests: Some(parse_limit(limit).unwrap()),
             tokens: None,
+            cut_streams: false,
             concurrency: None,
             output_rate: None,
         }

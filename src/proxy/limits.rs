@@ -72,6 +72,11 @@ pub struct TokenReservation {
     spec: LimitSpec,
     reserved: u64,
     decision: Decision,
+    /// The tokens this request may use in all (what the budget had left), when the rule cuts
+    /// streams that run past it.
+    pub cut_at: Option<u64>,
+    /// The prompt's share of `reserved` (estimated).
+    pub prompt: u64,
 }
 
 /// Token budgets (after the body phase, which knows the prompt and `max_tokens`): reserve the
@@ -113,11 +118,14 @@ pub async fn reserve_tokens(
     let bucket = rule.bucket(i, &subject);
     match limits.requests.check_n(&bucket, &spec, reserved).await {
         Verdict::Decided(decision) => {
+            let cut_at = rule.cut_streams.then_some(decision.remaining + reserved);
             ctx.tokens = Some(TokenReservation {
                 bucket,
                 spec,
                 reserved,
                 decision,
+                cut_at,
+                prompt,
             });
             if !decision.allowed {
                 return Err(ctx.fail(GatewayError::TokensExhausted));

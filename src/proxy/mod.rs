@@ -127,7 +127,7 @@ impl ProxyHttp for LlmProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        Ok(stream::on_body(ctx, body))
+        stream::on_body(ctx, body).map_err(|_| ctx.fail(error::GatewayError::TokensExhausted))
     }
 
     async fn fail_to_proxy(

@@ -106,9 +106,18 @@ impl Pacer {
     }
 }
 
-/// One body chunk on its way to the client; returns how long to hold it (output pacing).
-pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) -> Option<std::time::Duration> {
-    let chunk = body.as_ref().filter(|c| !c.is_empty())?;
+/// A stream ran past its token budget and is to be cut (see `cut_streams`).
+pub struct BudgetSpent;
+
+/// One body chunk on its way to the client; returns how long to hold it (output pacing), or
+/// `BudgetSpent` when the stream must end here.
+pub fn on_body(
+    ctx: &mut RequestCtx,
+    body: &mut Option<Bytes>,
+) -> Result<Option<std::time::Duration>, BudgetSpent> {
+    let Some(chunk) = body.as_ref().filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
     if ctx.first_byte.is_none() {
         ctx.first_byte = Some(Instant::now());
     }
@@ -135,8 +144,15 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) -> Option<std::ti
             // Tokens in this chunk: a delta event carries at least one; long ones ~4 bytes each.
             let events = acc.delta_events() - events_before;
             let tokens = events.max((acc.output_bytes() - bytes_before).div_ceil(4));
+            if let Some(t) = &ctx.tokens {
+                let spent = t.prompt + acc.delta_events().max(acc.output_bytes().div_ceil(4));
+                if t.cut_at.is_some_and(|limit| spent > limit) {
+                    *body = None;
+                    return Err(BudgetSpent);
+                }
+            }
             if let Some(pacer) = ctx.pacer.as_mut() {
-                return pacer.delay(tokens);
+                return Ok(pacer.delay(tokens));
             }
         }
         Some(ResponseTap::Json { copy, overflow }) => {
@@ -149,7 +165,7 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>) -> Option<std::ti
         }
         None => {}
     }
-    None
+    Ok(None)
 }
 
 /// `chunk` (at stream offset `start`) without the events spanning `cut`, each with the blank
