@@ -5,13 +5,13 @@
 #   bash bench/load.sh              # release build, then ~2 minutes; table on stdout and in
 #                                   # bench/out/results.md
 # Knobs (env): DURATION=10 WARMUP=2 LATENCY_DURATION=5 STREAM_DURATION=5 CONNS=64 (seconds/conns),
-# TARGETS="direct nginx gateway gateway-general", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=….
+# TARGETS="direct nginx gateway gateway-general gateway-limits gateway-redis gateway-chatlog", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=….
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} CONNS=${CONNS:-64}
 LATENCY_DURATION=${LATENCY_DURATION:-5} STREAM_DURATION=${STREAM_DURATION:-5}
-TARGETS=${TARGETS:-direct nginx gateway gateway-general}
+TARGETS=${TARGETS:-direct nginx gateway gateway-general gateway-limits gateway-redis gateway-chatlog}
 GATEWAY_BIN=${GATEWAY_BIN:-target/release/llm-forward}
 MOCK_BIN=${MOCK_BIN:-target/release/examples/mock_upstream}
 PROXY_CPU=0 LOAD_CPU=1
@@ -75,6 +75,7 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 cleanup() {
+    [[ -z $redis_pid ]] || kill "$redis_pid" 2>/dev/null || true
     [[ -z $proxy_pid ]] || stop "$proxy_pid" "$proxy_sig"
     [[ -z $mock_pid ]] || stop "$mock_pid"
     rm -rf "$work"
@@ -145,7 +146,19 @@ start_target() {  # NAME -> sets url, pid
         "${on_proxy_cpu[@]}" nginx -p "$work/nginx" -e "$work/nginx/nginx.err" -c "$work/nginx/nginx.conf" &
         proxy_sig=TERM
         ;;
-    gateway | gateway-general)
+    gateway | gateway-general | gateway-limits | gateway-redis | gateway-chatlog)
+        # Variants of the openai route with one feature on: what it costs per request.
+        local extra=''
+        case $1 in
+        gateway-limits) extra=$'limits:\n  rules:\n    - {requests: "1000000000/minute", per: ip}' ;;
+        gateway-redis)
+            local rport; rport=$(free_port)
+            redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+            redis_pid=$!
+            wait_redis "$rport"
+            extra=$'limits:\n  backend: "redis://127.0.0.1:'"$rport"$'/0"\n  rules:\n    - {requests: "1000000000/minute", per: ip}' ;;
+        gateway-chatlog) extra=$'log:\n  chat: {dir: "'"$work"$'/chatlog"}' ;;
+        esac
         cat >"$work/$1.yaml" <<EOF
 server:
   listen: ["127.0.0.1:$port"]
@@ -155,7 +168,8 @@ server:
 routes:
   - prefix: /
     upstream: http://127.0.0.1:$upstream_port
-    type: $([[ $1 == gateway ]] && echo openai || echo general)
+    type: $([[ $1 == gateway-general ]] && echo general || echo openai)
+$extra
 EOF
         RUST_LOG=warn "${on_proxy_cpu[@]}" "$GATEWAY_BIN" run -c "$work/$1.yaml" 2>"$work/$1.err" &
         proxy_sig=INT
@@ -164,6 +178,15 @@ EOF
     esac
     pid=$! proxy_pid=$!
     wait_ready "$url/v1/models" $pid
+}
+
+wait_redis() {  # PORT: poll PING until Redis answers (bounded)
+    local i
+    for ((i = 0; i < 250; i++)); do
+        [[ $(redis-cli -p "$1" ping 2>/dev/null) == PONG ]] && return 0
+        sleep 0.02
+    done
+    die "redis-server on port $1 did not start"
 }
 
 fmt() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }  # fmt EXPR [DECIMALS]: arithmetic on our own numbers
