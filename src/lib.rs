@@ -19,4 +19,5 @@ pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod tokens;
 pub mod upstream;

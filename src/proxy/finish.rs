@@ -64,7 +64,10 @@ pub async fn finish(
     ctx: &mut RequestCtx,
 ) {
     restore_session(session, ctx).await;
-    let outcome = super::stream::outcome(ctx, e.is_none());
+    let mut outcome = super::stream::outcome(ctx, e.is_none());
+    if let Some(o) = outcome.as_mut().filter(|o| o.estimated) {
+        count_tokens(ctx, o).await;
+    }
     let used = outcome
         .as_ref()
         .and_then(|o| o.usage.map(|u| u.total_tokens));
@@ -89,17 +92,51 @@ pub async fn finish(
     access_log(session, e, ctx, outcome.as_ref());
 }
 
+/// Replace a byte-count estimate with the model's tokenizer, on the blocking pool (loading a
+/// tokenizer and counting a long history must not hold a proxy worker).
+async fn count_tokens(ctx: &RequestCtx, outcome: &mut super::stream::Outcome) {
+    let model = outcome
+        .info
+        .as_ref()
+        .and_then(|i| i.model.clone())
+        .or_else(|| ctx.model.clone())
+        .unwrap_or_default();
+    let input = match (&ctx.request_info, &ctx.request_body) {
+        (Some(info), Some(body)) => info.input_json(body).map(str::to_string),
+        _ => None,
+    };
+    let mut answer = String::new();
+    for c in outcome.info.iter().flat_map(|i| i.choices.iter()) {
+        answer.push_str(&c.reasoning);
+        answer.push_str(&c.text);
+        for t in &c.tool_calls {
+            answer.push_str(&t.name);
+            answer.push_str(&t.arguments);
+        }
+    }
+    let counted = tokio::task::spawn_blocking(move || {
+        let prompt = input.map(|i| crate::tokens::count_input(&model, &i));
+        (prompt, crate::tokens::count(&model, &answer))
+    })
+    .await;
+    if let (Ok((prompt, completion)), Some(usage)) = (counted, outcome.usage.as_mut()) {
+        usage.prompt_tokens = prompt.unwrap_or(usage.prompt_tokens);
+        usage.completion_tokens = completion;
+        usage.total_tokens = usage.prompt_tokens + completion;
+    }
+}
+
 /// Start reading a successful response of an `openai` route (usage; text when it is logged).
-pub fn tap_response(gateway: &Gateway, ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
+pub fn tap_response(ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
     let Some(route) = &ctx.route else {
         return;
     };
     if route.config.kind != crate::config::RouteKind::OpenAi && !route.chat_log {
         return;
     }
-    let logs_text = route.chat_log && gateway.config.log.chat.as_ref().is_some_and(|c| c.messages);
-    let full = logs_text || gateway.config.log.print_chat;
-    super::stream::on_response_head(ctx, resp, full);
+    // The text is kept even when no log needs it: a stream cut before its usage is counted
+    // from it with the tokenizer.
+    super::stream::on_response_head(ctx, resp, true);
 }
 
 async fn restore_session(session: &mut Session, ctx: &mut RequestCtx) {

@@ -103,7 +103,7 @@ impl ProxyHttp for LlmProxy {
     ) -> Result<()> {
         forward::judge_key(ctx, upstream_response)?;
         forward::upstream_response(upstream_response);
-        finish::tap_response(&self.gateway, ctx, upstream_response);
+        finish::tap_response(ctx, upstream_response);
         Ok(())
     }
 
