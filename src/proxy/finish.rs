@@ -64,6 +64,8 @@ pub async fn finish(
     ctx: &mut RequestCtx,
 ) {
     restore_session(session, ctx).await;
+    // The slot goes back first: nothing after this concerns the client any more.
+    super::limits::release(gateway, ctx).await;
     let mut outcome = super::stream::outcome(ctx, e.is_none());
     if let Some(o) = outcome.as_mut().filter(|o| o.estimated) {
         count_tokens(ctx, o).await;
@@ -72,7 +74,6 @@ pub async fn finish(
         .as_ref()
         .and_then(|o| o.usage.map(|u| u.total_tokens));
     super::limits::settle_tokens(gateway, ctx, used).await;
-    super::limits::release(gateway, ctx).await;
     let status = session
         .response_written()
         .map_or(ctx.status, |r| r.status.as_u16());
