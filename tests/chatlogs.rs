@@ -216,3 +216,79 @@ async fn convert_turns_chat_logs_into_openai_forward_files() {
     // openai-forward writes each message as `{role: content}`.
     assert_eq!(converted[0]["messages"][0]["user"], "hi");
 }
+
+#[tokio::test]
+async fn logs_rotate_by_size_and_keep_the_configured_number_of_files() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "log:\n  chat: {{dir: '{}', max_file_size: 1KiB, keep_files: 2}}\nroutes:\n  - {{prefix: /openai, upstream: '{}'}}\n",
+        dir.path().display(),
+        up.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    for i in 0..12 {
+        let resp = chat(&gw, json!({"model": "m", "messages": [{"role": "user", "content": format!("question {i}")}]})).await;
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap();
+    }
+    // Every record is ~600 bytes: 12 of them fill several 1 KiB files; only 2 rotated remain.
+    let route_dir = dir.path().join("openai");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let files: Vec<String> = std::fs::read_dir(&route_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rotated = files.iter().filter(|f| f.as_str() != "chat.jsonl").count();
+        let text = std::fs::read_to_string(route_dir.join("chat.jsonl")).unwrap_or_default();
+        if rotated == 2 && text.contains("question 11") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "files: {files:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_charged_for_what_was_generated() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::SseGated {
+        events: (0..6)
+            .map(|i| {
+                format!("{{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"word{i} \"}}}}]}}")
+            })
+            .collect(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(&config(&up.url(), dir.path())).await;
+    let resp = chat(
+        &gw,
+        json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "go"}]}),
+    )
+    .await;
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    for _ in 0..3 {
+        let c = futures_util::StreamExt::next(&mut body)
+            .await
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&c));
+        up.release(1);
+    }
+    drop(body);
+    let recs = records(dir.path(), "openai", 1).await;
+    let r = &recs[0];
+    assert_eq!(r["complete"], false);
+    assert_eq!(r["usage"]["estimated"], true);
+    let answer = r["answer"].as_str().unwrap();
+    assert!(answer.starts_with("word0 word1"), "{answer}");
+    assert_eq!(
+        r["usage"]["completion_tokens"],
+        llm_forward::tokens::count("gpt-4o", answer)
+    );
+}
