@@ -23,17 +23,10 @@ pub async fn enforce(
     if limits.rules.is_empty() {
         return Ok(());
     }
-    let Some(route) = ctx.route.clone() else {
+    let Some(seen) = Seen::of(ctx) else {
         return Ok(());
     };
-    let tenant = ctx.tenant.clone();
-    let subject = Subject {
-        route: &route.config.prefix,
-        path: session.req_header().uri.path(),
-        tenant: tenant.as_deref().map(|t| t.name.as_str()),
-        key: ctx.key_id.as_deref(),
-        ip: ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-    };
+    let subject = seen.subject(session.req_header().uri.path());
     let (rate_rule, concurrency_rule) = select(&limits.rules, &subject);
     if let Some(rate) = select_pacing(&limits.rules, &subject).and_then(|r| r.output_rate) {
         ctx.pacer = Some(super::stream::Pacer::new(rate));
@@ -66,6 +59,36 @@ pub async fn enforce(
     Ok(())
 }
 
+/// What the limit rules see of a request, held apart from `ctx` so that it stays free to
+/// record decisions while the rules are consulted.
+struct Seen {
+    route: std::sync::Arc<crate::state::Route>,
+    tenant: Option<std::sync::Arc<crate::keys::tenant::Tenant>>,
+    key: Option<String>,
+    ip: IpAddr,
+}
+
+impl Seen {
+    fn of(ctx: &RequestCtx) -> Option<Seen> {
+        Some(Seen {
+            route: ctx.route.clone()?,
+            tenant: ctx.tenant.clone(),
+            key: ctx.key_id.clone(),
+            ip: ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        })
+    }
+
+    fn subject<'a>(&'a self, path: &'a str) -> Subject<'a> {
+        Subject {
+            route: &self.route.config.prefix,
+            path,
+            tenant: self.tenant.as_deref().map(|t| t.name.as_str()),
+            key: self.key.as_deref(),
+            ip: self.ip,
+        }
+    }
+}
+
 /// Tokens reserved for one request under a budget, until its usage is known.
 pub struct TokenReservation {
     bucket: String,
@@ -88,17 +111,13 @@ pub async fn reserve_tokens(
     ctx: &mut RequestCtx,
 ) -> pingora_core::Result<()> {
     let limits = &gateway.limits;
-    let Some(route) = ctx.route.clone() else {
+    if limits.rules.is_empty() {
+        return Ok(());
+    }
+    let Some(seen) = Seen::of(ctx) else {
         return Ok(());
     };
-    let tenant = ctx.tenant.clone();
-    let subject = Subject {
-        route: &route.config.prefix,
-        path: session.req_header().uri.path(),
-        tenant: tenant.as_deref().map(|t| t.name.as_str()),
-        key: ctx.key_id.as_deref(),
-        ip: ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-    };
+    let subject = seen.subject(session.req_header().uri.path());
     let Some((i, rule)) = select_tokens(&limits.rules, &subject) else {
         return Ok(());
     };
