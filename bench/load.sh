@@ -28,6 +28,7 @@ PATH=$PATH:/usr/sbin   # Debian's nginx lives in /usr/sbin
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
+[[ $TARGETS != *gateway-redis* ]] || command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then
     ((EUID == 0)) || die "missing ${missing[*]}: apt-get install ${missing[*]}"
     log "apt-get install ${missing[*]}"
@@ -59,7 +60,7 @@ SECONDS=0
 
 # --- process handling: everything started is tracked and stopped on exit --------------------------
 work=$(mktemp -d /tmp/llmf-bench.XXXXXX)
-mock_pid='' proxy_pid='' proxy_sig=TERM
+mock_pid='' proxy_pid='' proxy_sig=TERM redis_pid=''
 # stop PID [SIGNAL]: signal (default TERM); SIGKILL if it has not exited within 5 s. The gateway
 # gets INT, Pingora's fast shutdown (TERM would drain); nginx and the mock stop at once on TERM.
 # (Background jobs of a script ignore INT unless the program handles it, as Pingora and nginx do.)
@@ -75,7 +76,7 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 cleanup() {
-    [[ -z $redis_pid ]] || kill "$redis_pid" 2>/dev/null || true
+    [[ -z $redis_pid ]] || stop "$redis_pid"
     [[ -z $proxy_pid ]] || stop "$proxy_pid" "$proxy_sig"
     [[ -z $mock_pid ]] || stop "$mock_pid"
     rm -rf "$work"
@@ -126,7 +127,7 @@ run_wrk() {
 "${on_load_cpu[@]}" "$MOCK_BIN" --listen 127.0.0.1:0 >"$work/mock.out" 2>"$work/mock.err" &
 mock_pid=$!
 deadline=$((SECONDS + 15))
-until upstream_port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$work/mock.out") && [[ $upstream_port ]]; do
+until upstream_port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$work/mock.out" 2>/dev/null) && [[ $upstream_port ]]; do
     kill -0 $mock_pid 2>/dev/null || die "mock exited: $(tail -3 "$work/mock.err")"
     ((SECONDS < deadline)) || die "mock did not report its port within 15 s"
     sleep 0.02
@@ -153,7 +154,9 @@ start_target() {  # NAME -> sets url, pid
         gateway-limits) extra=$'limits:\n  rules:\n    - {requests: "1000000000/minute", per: ip}' ;;
         gateway-redis)
             local rport; rport=$(free_port)
-            redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+            # Redis is infrastructure like the mock: on the load generator's core, not the proxy's.
+            "${on_load_cpu[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
+                >/dev/null 2>&1 &
             redis_pid=$!
             wait_redis "$rport"
             extra=$'limits:\n  backend: "redis://127.0.0.1:'"$rport"$'/0"\n  rules:\n    - {requests: "1000000000/minute", per: ip}' ;;
@@ -225,6 +228,7 @@ for target in $TARGETS; do
 | $(fmt "$n1 / ($dur1 / 1e6)" 0) | $(fmt "$p50_1 / 1000" 2) / $(fmt "$p99_1 / 1000" 2) \
 | $(fmt "$ns / ($durs / 1e6)" 0) | $(fmt "$p50s / 1000" 2) / $(fmt "$p99s / 1000" 2) | $proxy_cols | $errors |")
     [[ $target == direct ]] || { stop $pid $proxy_sig && proxy_pid=''; }
+    [[ -z $redis_pid ]] || { stop "$redis_pid" && redis_pid=''; }
 done
 
 stop $mock_pid && mock_pid=''

@@ -148,7 +148,7 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> Value {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 65536];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut tmp))
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut tmp))
             .await
             .expect("response timed out")
             .unwrap();

@@ -22,12 +22,33 @@ impl GatewayGuard {
     }
 }
 
-/// A port that is free right now on 127.0.0.1.
+/// A port that is free right now on 127.0.0.1, for a server that binds it itself (the gateway,
+/// a `redis-server`).
+///
+/// It is taken from below the kernel's ephemeral range, so no `bind(0)` (the mock upstreams,
+/// every outgoing connection) can grab it between this call and the server's bind, and never
+/// handed out twice by one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_500));
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    // Start somewhere that differs between test binaries running one after another.
+    let mut port = low + (std::process::id() as u16).wrapping_mul(7919) % (high - low);
+    for _ in 0..(high - low) {
+        port = if port + 1 >= high { low } else { port + 1 };
+        if !handed.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range")
 }
 
 /// Parse `yaml` (which leaves `server.listen` out) and start the gateway on a free port.
