@@ -127,7 +127,8 @@ async fn count_tokens(ctx: &RequestCtx, outcome: &mut super::stream::Outcome) {
     }
 }
 
-/// Start reading a successful response of an `openai` route (usage; text when it is logged).
+/// Start reading a successful response of an `openai` route (or a logged one): usage, and the
+/// text, which chat logs record and which a stream cut before its usage is counted from.
 pub fn tap_response(ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
     let Some(route) = &ctx.route else {
         return;
@@ -135,9 +136,7 @@ pub fn tap_response(ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
     if route.config.kind != crate::config::RouteKind::OpenAi && !route.chat_log {
         return;
     }
-    // The text is kept even when no log needs it: a stream cut before its usage is counted
-    // from it with the tokenizer.
-    super::stream::on_response_head(ctx, resp, true);
+    super::stream::on_response_head(ctx, resp);
 }
 
 async fn restore_session(session: &mut Session, ctx: &mut RequestCtx) {

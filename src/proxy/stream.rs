@@ -44,7 +44,7 @@ pub struct Outcome {
 }
 
 /// Set up the tap for a successful response of an `openai` route.
-pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader, full: bool) {
+pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
     if !resp.status.is_success() {
         return;
     }
@@ -54,14 +54,9 @@ pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader, full: bool)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     ctx.response = if content_type.starts_with("text/event-stream") {
-        let mode = if full {
-            AccumulateMode::Full
-        } else {
-            AccumulateMode::CountOnly
-        };
         Some(ResponseTap::Sse {
             parser: SseParser::new(),
-            acc: Box::new(StreamAccumulator::new(mode)),
+            acc: Box::new(StreamAccumulator::new(AccumulateMode::Full)),
             offset: 0,
             strip_usage: ctx.strip_usage_chunk,
         })
