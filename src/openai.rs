@@ -144,6 +144,28 @@ impl RequestInfo {
     }
 }
 
+/// The body with its top-level `model` value replaced by `model` (a fallback, or the name an
+/// upstream knows the model by): a splice, every other byte unchanged. `None` when the body is
+/// not a JSON object with a `model` member. The caller must fix `Content-Length`.
+pub fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(default, borrow)]
+        model: Raw<'a>,
+    }
+    if !is_object(body) {
+        return None;
+    }
+    let probe: Probe = serde_json::from_slice(body).ok()?;
+    let span = span_in(body, probe.model.0?.get())?;
+    let value = serde_json::to_string(model).ok()?;
+    let mut out = Vec::with_capacity(body.len() + value.len());
+    out.extend_from_slice(&body[..span.start]);
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(&body[span.end..]);
+    Some(out)
+}
+
 /// Rewrites a streaming request so that the upstream sends the usage chunk: sets
 /// `"stream_options": {"include_usage": true}`, keeping any other `stream_options` field.
 ///
@@ -1274,6 +1296,21 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonText<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_is_replaced_in_place() {
+        let body =
+            br#"{ "messages": [{"role":"user","content":"model"}], "model" : "gpt-4o", "n": 1}"#;
+        let out = with_model(body, "gpt-4o-mini").unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{ "messages": [{"role":"user","content":"model"}], "model" : "gpt-4o-mini", "n": 1}"#
+        );
+        assert!(with_model(br#"{"messages":[]}"#, "x").is_none());
+        assert!(with_model(b"[1]", "x").is_none());
+        let quoted = with_model(br#"{"model":"a"}"#, "we\"ird").unwrap();
+        assert_eq!(&quoted[..], br#"{"model":"we\"ird"}"#);
+    }
     use proptest::prelude::*;
     use serde_json::{json, Value};
 

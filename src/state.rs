@@ -4,27 +4,42 @@
 //! by every request.
 
 use crate::access::{ClientIpResolver, IpRules};
+use crate::config::UpstreamConfig;
 use crate::config::{AuthMode, Config, IpRulesConfig, KeyPlacement, Problems, RouteConfig};
 use crate::cors::CorsPolicy;
 use crate::keys::forward::ForwardKeys;
 use crate::keys::pool::KeyPool;
 use crate::keys::tenant::Tenant;
 use crate::routing::RouteTable;
+use crate::upstream::breaker::Breaker;
 use crate::upstream::peer::Upstream;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+
+/// One upstream of a route, ready to be tried.
+pub struct UpstreamTarget {
+    /// Position in `Route::upstreams`.
+    pub index: usize,
+    pub config: UpstreamConfig,
+    pub upstream: Upstream,
+    /// Its own key pool. Used only for requests whose credentials the gateway swaps (forward
+    /// keys, `open`); a request carrying the client's own key never goes to such an upstream.
+    pub pool: Option<Arc<KeyPool>>,
+    pub key_placement: KeyPlacement,
+    pub breaker: Breaker,
+}
 
 /// One configured route, ready to serve.
 pub struct Route {
     /// Position in `Gateway::routes` (tenants index their permissions by it).
     pub index: usize,
     pub config: RouteConfig,
-    pub upstream: Upstream,
+    /// Never empty; in the order configured (attempts order them by priority and weight).
+    pub upstreams: Vec<Arc<UpstreamTarget>>,
     pub auth_mode: AuthMode,
     /// The route's own pool (tenants may override it).
     pub pool: Option<Arc<KeyPool>>,
-    pub key_placement: KeyPlacement,
     pub access: IpRules,
     /// This route writes chat-log records.
     pub chat_log: bool,
@@ -56,22 +71,39 @@ impl Gateway {
             .map(|p| (p.name.as_str(), Arc::new(KeyPool::new(p))))
             .collect();
         let mut routes = Vec::with_capacity(config.routes.len());
+        let now = std::time::Instant::now();
         for (index, rc) in config.routes.iter().enumerate() {
-            let upstream = match Upstream::new(rc, &config.server) {
-                Ok(u) => u,
-                Err(why) => {
-                    let value = rc.ca_file.as_ref().map(|p| p.display().to_string());
-                    problems.add(format!("routes[{index}].ca_file"), value, why);
-                    continue;
-                }
-            };
+            let mut upstreams = Vec::with_capacity(rc.upstreams.len());
+            for (i, uc) in rc.upstreams.iter().enumerate() {
+                let upstream = match Upstream::new(uc, &config.server) {
+                    Ok(u) => u,
+                    Err(why) => {
+                        let value = uc.ca_file.as_ref().map(|p| p.display().to_string());
+                        problems.add(format!("routes[{index}].ca_file"), value, why);
+                        continue;
+                    }
+                };
+                upstreams.push(Arc::new(UpstreamTarget {
+                    index: i,
+                    config: uc.clone(),
+                    upstream,
+                    pool: uc.pool.as_deref().and_then(|p| pools.get(p).cloned()),
+                    key_placement: uc
+                        .key_placement
+                        .clone()
+                        .unwrap_or_else(|| rc.auth.key_placement.clone()),
+                    breaker: Breaker::new(rc.resilience.breaker, now),
+                }));
+            }
+            if upstreams.len() != rc.upstreams.len() {
+                continue;
+            }
             routes.push(Arc::new(Route {
                 index,
                 config: rc.clone(),
-                upstream,
+                upstreams,
                 auth_mode: config.auth_mode(rc),
                 pool: rc.auth.pool.as_deref().and_then(|p| pools.get(p).cloned()),
-                key_placement: rc.auth.key_placement.clone(),
                 access: ip_rules(&rc.access),
                 chat_log: config.log.chat.as_ref().is_some_and(|c| match &c.routes {
                     Some(prefixes) => prefixes.contains(&rc.prefix),

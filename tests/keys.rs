@@ -358,7 +358,8 @@ async fn when_every_key_is_refused_the_client_gets_the_upstreams_answer() {
     let gw = start_gateway(&config(&up.url(), "")).await;
     let limited = Behavior::Json {
         status: 429,
-        headers: vec![("retry-after".into(), "5".into())],
+        // Longer than `retry_after_max`: not waited out (a shorter one would be, then retried).
+        headers: vec![("retry-after".into(), "30".into())],
         body: json!({"error": {"message": "slow", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}),
     };
     up.push_behavior(limited.clone());
@@ -371,7 +372,7 @@ async fn when_every_key_is_refused_the_client_gets_the_upstreams_answer() {
     )
     .await;
     assert_eq!(resp.status(), 429);
-    assert_eq!(resp.headers()["retry-after"], "5");
+    assert_eq!(resp.headers()["retry-after"], "30");
     assert_eq!(up.request_count(), 2);
     // Both keys cool down now: the gateway answers without calling the upstream.
     let resp = chat(

@@ -3,6 +3,7 @@
 //! which YAML reads as double-quoted scalars, so any value round-trips.
 
 use super::model::*;
+use super::model_upstream::*;
 use super::units::format_duration;
 use std::fmt::Write;
 

@@ -4,15 +4,18 @@
 mod decode;
 mod load;
 mod model;
+mod model_upstream;
 mod problems;
 mod schema;
 mod schema_auth;
 mod schema_limits;
+mod schema_upstreams;
 pub mod units;
 mod validate;
 
 pub use load::{load_file, parse_bytes, MAX_CONFIG_BYTES};
 pub use model::*;
+pub use model_upstream::*;
 pub use problems::{ConfigError, Problem, Problems};
 pub use schema::parse_upstream_url;
 

@@ -2,6 +2,7 @@
 //! `schema.rs`, so every value here has been validated (paths normalised, URLs parsed, ranges
 //! checked). Defaults live next to their fields.
 
+use super::model_upstream::{Resilience, RetryPolicy, UpstreamConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -283,6 +284,11 @@ pub struct Timeouts {
     pub read: Duration,
     /// Upstream write: bounds each write of the request (large uploads).
     pub write: Duration,
+    /// Streams: the first event must arrive this long after the request went out, or the
+    /// attempt fails over (the client has seen nothing yet). `None`: `read` bounds it.
+    pub first_token: Option<Duration>,
+    /// Streams: the longest gap between two chunks once the first one arrived. `None`: `read`.
+    pub idle: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -293,25 +299,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(10),
             read: Duration::from_secs(600),
             write: Duration::from_secs(60),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Retries after a failed connect (nothing reached the upstream, so any method is safe).
-    pub connect_retries: u32,
-    /// First backoff; doubles per retry, with full jitter in [backoff/2, backoff].
-    pub backoff: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            connect_retries: 2,
-            backoff: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(2),
+            first_token: None,
+            idle: None,
         }
     }
 }
@@ -333,12 +322,17 @@ pub struct RouteConfig {
     pub access: IpRulesConfig,
     /// Largest JSON body the gateway reads before forwarding (model checks, later caching).
     pub max_body: u64,
+    /// Every upstream of the route, the one `upstream` names first; never empty.
+    pub upstreams: Vec<UpstreamConfig>,
+    pub resilience: Resilience,
 }
 
 impl RouteConfig {
     pub fn new(prefix: &str, upstream: UpstreamUrl, kind: RouteKind) -> Self {
         RouteConfig {
             prefix: prefix.to_string(),
+            upstreams: vec![UpstreamConfig::new(upstream.clone(), Timeouts::default())],
+            resilience: Resilience::default(),
             upstream,
             kind,
             timeouts: Timeouts::default(),

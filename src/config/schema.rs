@@ -3,7 +3,8 @@
 
 use super::decode::{Decoder, Node};
 use super::model::*;
-use super::{schema_auth, schema_limits, validate};
+use super::model_upstream::*;
+use super::{schema_auth, schema_limits, schema_upstreams, validate};
 use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,11 +32,22 @@ const SERVER: &[&str] = &[
     "dns_timeout",
 ];
 const ROUTE: &[&str] = &[
-    "prefix", "upstream", "type", "timeouts", "retry", "ca_file", "auth", "access", "max_body",
+    "prefix",
+    "upstream",
+    "upstreams",
+    "type",
+    "timeouts",
+    "retry",
+    "ca_file",
+    "proxy",
+    "auth",
+    "access",
+    "max_body",
+    "fallbacks",
+    "breaker",
+    "stream_errors",
 ];
 const AUTH: &[&str] = &["mode", "pool", "key_header"];
-const TIMEOUTS: &[&str] = &["connect", "read", "write"];
-const RETRY: &[&str] = &["connect_retries", "backoff", "backoff_max"];
 
 /// Decode a whole document. `None` when any problem was recorded.
 pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
@@ -169,8 +181,9 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
     };
     let upstream = match f.get("upstream") {
         Some(n) => d.parsed(&n, parse_upstream_url),
+        None if f.get("upstreams").is_some() => None,
         None => {
-            let why = "missing; the base URL to forward to, e.g. https://api.openai.com";
+            let why = "missing; the base URL to forward to, e.g. https://api.openai.com (or `upstreams`, a list)";
             d.problem(&f.path_of("upstream"), None, why);
             None
         }
@@ -183,35 +196,14 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         }),
         None => Some(RouteKind::OpenAi),
     };
-    let mut timeouts = Timeouts::default();
-    if let Some(tf) = f.get("timeouts").and_then(|n| d.fields(&n, TIMEOUTS)) {
-        let slots = [
-            ("connect", &mut timeouts.connect),
-            ("read", &mut timeouts.read),
-            ("write", &mut timeouts.write),
-        ];
-        for (key, slot) in slots {
-            if let Some(n) = tf.get(key) {
-                match d.duration(&n) {
-                    Some(v) if v.is_zero() => d.problem(&n.path, Some(n.value), "must be above 0"),
-                    Some(v) => *slot = v,
-                    None => {}
-                }
-            }
-        }
-    }
-    let mut retry = RetryPolicy::default();
-    if let Some(rf) = f.get("retry").and_then(|n| d.fields(&n, RETRY)) {
-        if let Some(v) = rf.get("connect_retries").and_then(|n| d.uint(&n, 0, 10)) {
-            retry.connect_retries = v as u32;
-        }
-        if let Some(v) = rf.get("backoff").and_then(|n| d.duration(&n)) {
-            retry.backoff = v;
-        }
-        if let Some(v) = rf.get("backoff_max").and_then(|n| d.duration(&n)) {
-            retry.backoff_max = v;
-        }
-    }
+    let timeouts = match f.get("timeouts") {
+        Some(n) => schema_upstreams::decode_timeouts(d, &n, Timeouts::default()),
+        None => Timeouts::default(),
+    };
+    let retry = f
+        .get("retry")
+        .map(|n| schema_upstreams::decode_retry(d, &n))
+        .unwrap_or_default();
     let ca_file = f.get("ca_file").and_then(|n| {
         let path = PathBuf::from(d.string(&n)?);
         if !path.is_file() {
@@ -232,8 +224,52 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         .get("max_body")
         .and_then(|n| d.size(&n))
         .unwrap_or(DEFAULT_MAX_BODY);
+    let proxy = f
+        .get("proxy")
+        .and_then(|n| d.parsed(&n, schema_upstreams::parse_proxy_url));
+    let inherited = schema_upstreams::Inherited {
+        timeouts,
+        ca_file: ca_file.clone(),
+        proxy,
+    };
+    let upstreams = match (upstream.clone(), f.get("upstreams")) {
+        (Some(_), Some(n)) => {
+            let why = "give either `upstream` (one) or `upstreams` (a list), not both";
+            d.problem(&n.path, None, why);
+            None
+        }
+        (Some(url), None) => Some(vec![inherited.upstream(url)]),
+        (None, Some(n)) => schema_upstreams::decode_upstreams(d, &n, &inherited),
+        (None, None) => None,
+    };
+    let upstream = upstreams
+        .as_ref()
+        .and_then(|u| u.first())
+        .map(|u| u.url.clone());
+    let resilience = Resilience {
+        fallbacks: f
+            .get("fallbacks")
+            .map(|n| schema_upstreams::decode_fallbacks(d, &n))
+            .unwrap_or_default(),
+        breaker: f
+            .get("breaker")
+            .map(|n| schema_upstreams::decode_breaker(d, &n))
+            .unwrap_or_default(),
+        stream_errors: f
+            .get("stream_errors")
+            .and_then(|n| {
+                d.parsed(&n, |s| match s {
+                    "abort" => Ok(StreamErrors::Abort),
+                    "event" => Ok(StreamErrors::Event),
+                    _ => Err("expected `abort` or `event`".into()),
+                })
+            })
+            .unwrap_or_default(),
+    };
     Some(RouteConfig {
         prefix: prefix?,
+        upstreams: upstreams?,
+        resilience,
         upstream: upstream?,
         kind: kind?,
         timeouts,
@@ -269,7 +305,7 @@ fn decode_route_auth(d: &mut Decoder<'_>, node: &Node<'_>) -> RouteAuth {
 }
 
 /// `bearer`, a header name (`api-key`, `x-goog-api-key`) or `query:NAME`.
-fn parse_key_placement(text: &str) -> Result<KeyPlacement, String> {
+pub fn parse_key_placement(text: &str) -> Result<KeyPlacement, String> {
     let lower = text.trim().to_ascii_lowercase();
     if lower == "bearer" || lower == "authorization" {
         return Ok(KeyPlacement::Bearer);

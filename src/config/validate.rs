@@ -34,6 +34,15 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
                 );
             }
         }
+        for (j, u) in r.upstreams.iter().enumerate() {
+            if let Some(pool) = u.pool.as_ref().filter(|p| !pools.contains_key(p.as_str())) {
+                problems.add(
+                    format!("routes[{i}].upstreams[{j}].pool"),
+                    Some(pool.clone()),
+                    "no such pool in upstream_keys",
+                );
+            }
+        }
         let mode = config.auth_mode(r);
         if mode == AuthMode::Open && r.auth.pool.is_none() {
             problems.add(
@@ -102,7 +111,7 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
                 .map(|(_, p)| p)
                 .or(t.pool.as_ref())
                 .or(r.auth.pool.as_ref());
-            if pool.is_none() {
+            if pool.is_none() && r.upstreams.iter().any(|u| u.pool.is_none()) {
                 let why = format!(
                     "may use route {} but neither the route (auth.pool) nor the tenant (pools) names upstream keys for it; its forward keys would have nothing to be swapped for (limit the tenant's `routes`, or name a pool)",
                     r.prefix

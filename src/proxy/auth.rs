@@ -26,6 +26,7 @@ pub fn authenticate(
         AuthMode::Passthrough => return Ok(()),
         AuthMode::Open => {
             ctx.pool = route.pool.clone();
+            ctx.swap_credentials = true;
             return Ok(());
         }
         AuthMode::ForwardKeys | AuthMode::Mixed => {}
@@ -47,12 +48,14 @@ pub fn authenticate(
             return Err(ctx.fail(GatewayError::IpForbidden));
         }
     }
-    // Config validation guarantees a pool here; without one the forward key would be the only
-    // credential left, and it must never go upstream.
-    let Some(pool) = tenant.pool(route.index) else {
+    // Config validation guarantees a pool here (or on every upstream of the route); without one
+    // the forward key would be the only credential left, and it must never go upstream.
+    let pool = tenant.pool(route.index);
+    if pool.is_none() && route.upstreams.iter().any(|u| u.pool.is_none()) {
         return Err(ctx.fail(GatewayError::NoUpstreamKey));
-    };
-    ctx.pool = Some(Arc::clone(pool));
+    }
+    ctx.pool = pool.cloned();
+    ctx.swap_credentials = true;
     ctx.tenant = Some(Arc::clone(tenant));
     Ok(())
 }

@@ -8,11 +8,13 @@
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
+use super::link::Link;
 use super::preread;
 use crate::config::RouteKind;
 use crate::openai::{with_include_usage, RequestInfo};
 use bytes::BytesMut;
 use pingora_proxy::Session;
+use std::sync::Arc;
 
 pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::Result<()> {
     let Some(route) = ctx.route.clone() else {
@@ -77,7 +79,9 @@ pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_c
     }
     ctx.model = model;
     ctx.request_body = Some(body.clone());
-    ctx.preread = Some(preread::install(&mut session.downstream_session, body));
+    let link = Arc::new(Link::new(body));
+    ctx.link = Some(Arc::clone(&link));
+    ctx.preread = Some(preread::install(&mut session.downstream_session, link));
     Ok(())
 }
 

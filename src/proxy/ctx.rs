@@ -63,10 +63,25 @@ pub struct RequestCtx {
     pub pacer: Option<super::stream::Pacer>,
     /// Set when the body phase swapped in the pre-read session; `logging` restores the real one.
     pub preread: Option<RestoreSlot>,
-    /// The upstream refused the current key; retry with another (upstream → retry phase).
-    pub rotate_key: bool,
-    /// The last attempt failed to connect, so the next one waits out a backoff.
-    pub backoff_next: bool,
+    /// The response phase abandoned this attempt for another one (a refused key, a retryable
+    /// status, `context_length_exceeded`); the retry phase lets Pingora try again.
+    pub retry_now: bool,
+    /// How long to wait before the next attempt (backoff or `Retry-After`; upstream phase).
+    pub wait_next: Option<std::time::Duration>,
+    /// The attempt plan: upstreams and models, and what is left to try (upstream phase).
+    pub attempts: Option<super::attempts::Attempts>,
+    /// Shared with the pre-read session: the attempt's body, stream deadlines, what the client
+    /// has seen (body phase).
+    pub link: Option<Arc<super::link::Link>>,
+    /// The gateway swaps the client's credentials for pool keys (auth phase).
+    pub swap_credentials: bool,
+    /// A failure on a stale pooled connection was retried (once per request; retry phase).
+    pub reuse_retried: bool,
+    /// The current attempt got a response head (upstream phase).
+    pub head_seen: bool,
+    /// An error answer held back until its body shows whether another model could serve
+    /// (`context_length_exceeded`; response phase).
+    pub error_body: Option<Vec<u8>>,
     /// The request-rate decision, for the `x-ratelimit-*` headers (limits phase).
     pub rate: Option<crate::limits::Decision>,
     /// Tokens reserved under a budget, settled with the real usage in `logging` (limits phase).
@@ -75,12 +90,9 @@ pub struct RequestCtx {
     pub concurrency: Option<crate::limits::Slot>,
     /// CORS headers for the answer, when the origin is allowed (CORS phase).
     pub cors: Option<crate::cors::Headers>,
-    /// Connect failures so far (retry phase).
-    pub connect_failures: u32,
-    /// Upstream path and query (route phase).
-    pub upstream_target: Option<String>,
-    /// Connection attempts made so far (upstream phase, `upstream_peer`).
-    pub attempts: u32,
+    /// The path after the route prefix, and the query (route phase); each attempt puts it
+    /// under its upstream's base path.
+    pub forward_path: Option<(String, Option<String>)>,
     /// The gateway's own decision that ended the request, if any (any phase). Decides the
     /// status and error body in `fail_to_proxy` and the log line in `logging`.
     pub error: Option<GatewayError>,
@@ -110,15 +122,19 @@ impl RequestCtx {
             first_byte: None,
             pacer: None,
             preread: None,
-            rotate_key: false,
-            backoff_next: false,
-            connect_failures: 0,
+            retry_now: false,
+            wait_next: None,
+            attempts: None,
+            link: None,
+            swap_credentials: false,
+            reuse_retried: false,
+            head_seen: false,
+            error_body: None,
             cors: None,
             rate: None,
             tokens: None,
             concurrency: None,
-            upstream_target: None,
-            attempts: 0,
+            forward_path: None,
             error: None,
             status: 0,
         }
@@ -126,6 +142,24 @@ impl RequestCtx {
 }
 
 impl RequestCtx {
+    /// Upstream attempts made so far.
+    pub fn attempts_made(&self) -> u32 {
+        self.attempts.as_ref().map_or(0, |a| a.made)
+    }
+
+    /// The upstream and model of the current attempt.
+    pub fn candidate(&self) -> Option<&super::attempts::Candidate> {
+        self.attempts.as_ref()?.current()
+    }
+
+    /// Has any response byte reached the client? Then nothing may be retried.
+    pub fn client_has_bytes(&self, session: &pingora_proxy::Session) -> bool {
+        match &self.link {
+            Some(link) => link.flushed(),
+            None => session.response_written().is_some(),
+        }
+    }
+
     /// Record the gateway's decision and return the error that ends the request with it.
     pub fn fail(&mut self, error: GatewayError) -> Box<pingora_core::Error> {
         self.error = Some(error);

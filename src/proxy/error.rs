@@ -41,6 +41,11 @@ pub enum GatewayError {
     UpstreamTimeout,
     /// The upstream closed or broke the connection before a complete response head.
     UpstreamBroken,
+    /// No upstream of the route serves the requested model (or its fallbacks).
+    ModelNotServed,
+    /// The stream stopped (no chunk within the idle timeout, or the upstream broke it) after
+    /// part of it reached the client.
+    StreamInterrupted,
     /// A bug or an unexpected state inside the gateway.
     Internal,
 }
@@ -48,7 +53,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(self) -> u16 {
         match self {
-            GatewayError::RouteNotFound => 404,
+            GatewayError::RouteNotFound | GatewayError::ModelNotServed => 404,
             GatewayError::IpForbidden
             | GatewayError::RouteNotAllowed
             | GatewayError::ModelNotAllowed => 403,
@@ -61,7 +66,8 @@ impl GatewayError {
             | GatewayError::TokensExhausted => 429,
             GatewayError::UpstreamDns
             | GatewayError::UpstreamConnect
-            | GatewayError::UpstreamBroken => 502,
+            | GatewayError::UpstreamBroken
+            | GatewayError::StreamInterrupted => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal => 500,
         }
@@ -75,7 +81,8 @@ impl GatewayError {
             | GatewayError::RouteNotAllowed
             | GatewayError::ModelNotAllowed
             | GatewayError::BodyTooLarge
-            | GatewayError::InvalidJson => "invalid_request_error",
+            | GatewayError::InvalidJson
+            | GatewayError::ModelNotServed => "invalid_request_error",
             GatewayError::IpForbidden => "permission_error",
             // OpenAI's own type for rate-limit errors.
             GatewayError::RateLimited | GatewayError::ConcurrencyLimited => "requests",
@@ -104,6 +111,8 @@ impl GatewayError {
             GatewayError::UpstreamConnect => "upstream_unreachable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamBroken => "upstream_connection_broken",
+            GatewayError::ModelNotServed => "model_not_found",
+            GatewayError::StreamInterrupted => "stream_interrupted",
             GatewayError::Internal => "internal_error",
         }
     }
@@ -130,6 +139,10 @@ impl GatewayError {
             GatewayError::UpstreamConnect => "The upstream could not be reached.",
             GatewayError::UpstreamTimeout => "The upstream did not answer in time.",
             GatewayError::UpstreamBroken => "The upstream closed the connection before answering.",
+            GatewayError::ModelNotServed => "No upstream of this route serves the requested model.",
+            GatewayError::StreamInterrupted => {
+                "The upstream stream broke off before its end; the answer is incomplete."
+            }
             GatewayError::Internal => "The gateway failed to handle the request.",
         }
     }

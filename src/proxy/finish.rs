@@ -25,6 +25,7 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     };
     ctx.error = Some(error);
     if session.response_written().is_some() {
+        stream_error_event(session, ctx).await;
         return FailToProxy {
             error_code: 0,
             can_reuse_downstream: false,
@@ -35,7 +36,7 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     // Refusals decided before any upstream work keep the connection. The unread rest of the
     // body is read and discarded first (for at most `LINGER`): answering and closing while the
     // client is still sending resets the connection, and the client loses the answer with it.
-    let mut reusable = ctx.attempts == 0;
+    let mut reusable = ctx.attempts_made() == 0;
     if reusable && !session.as_downstream_mut().is_body_done() {
         let drain = session.as_downstream_mut().drain_request_body();
         reusable = matches!(tokio::time::timeout(LINGER, drain).await, Ok(Ok(())));
@@ -53,6 +54,35 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     FailToProxy {
         error_code: status,
         can_reuse_downstream: reusable,
+    }
+}
+
+/// A stream cut after bytes reached the client ends without its terminating chunk; on routes
+/// with `stream_errors: event` an OpenAI-shaped error event goes first, so SDKs that read events
+/// (not the connection) see why. Never a `[DONE]`.
+async fn stream_error_event(session: &mut Session, ctx: &RequestCtx) {
+    let wanted = ctx
+        .route
+        .as_ref()
+        .is_some_and(|r| r.config.resilience.stream_errors == crate::config::StreamErrors::Event);
+    let is_sse = session
+        .response_written()
+        .and_then(|r| r.headers.get(http::header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if !(wanted && is_sse) {
+        return;
+    }
+    let error = GatewayError::StreamInterrupted;
+    let mut event = Vec::with_capacity(256);
+    event.extend_from_slice(b"\n\ndata: ");
+    event.extend_from_slice(&error.body());
+    event.extend_from_slice(b"\n\n");
+    if let Err(e) = session
+        .write_response_body(Some(bytes::Bytes::from(event)), false)
+        .await
+    {
+        log::debug!("could not send the stream error event: {e}");
     }
 }
 
@@ -177,7 +207,7 @@ pub fn access_log(
     };
     log::info!(
         target: "access",
-        "{} {} status={} route={} client={} key={} model={} attempts={} sent={} ms={:.1} ttft_ms={} tokens={} outcome={}",
+        "{} {} status={} route={} client={} key={} model={} upstream={} answered_by={} attempts={} sent={} ms={:.1} ttft_ms={} tokens={} outcome={}",
         req.method,
         req.uri.path(),
         status,
@@ -185,7 +215,11 @@ pub fn access_log(
         ctx.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
         ctx.key_id.as_deref().unwrap_or("-"),
         ctx.model.as_deref().unwrap_or("-"),
-        ctx.attempts,
+        ctx.candidate().map_or("-", |c| c.target.config.name.as_str()),
+        ctx.candidate()
+            .and_then(|c| c.sent_model.as_deref())
+            .unwrap_or("-"),
+        ctx.attempts_made(),
         session.body_bytes_sent(),
         ctx.started.elapsed().as_secs_f64() * 1000.0,
         ctx.first_byte.map_or_else(|| "-".to_string(), |t| format!("{:.1}", t.duration_since(ctx.started).as_secs_f64() * 1000.0)),

@@ -2,15 +2,20 @@
 //! the peer for this attempt, and the request and response heads as they cross the gateway.
 //! Hop-by-hop headers stop here; `Host` and SNI are the upstream's.
 
+use super::attempts::Attempts;
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
-use super::retry::backoff;
 use crate::config::{KeyPlacement, RouteKind};
-use crate::keys::pool::{parse_retry_after, KeyVerdict};
+use crate::keys::pool::KeyPool;
+use crate::openai::with_model;
+use crate::routing::upstream_target;
+use bytes::Bytes;
 use http::header::{self, HeaderName};
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_http::{RequestHeader, ResponseHeader};
-use std::borrow::Cow;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1). `transfer-encoding`
 /// and `content-length` are left to Pingora, which frames each leg itself.
@@ -23,39 +28,137 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-/// The peer for the next attempt; waits out the retry backoff first.
-pub async fn upstream_peer(ctx: &mut RequestCtx) -> pingora_core::Result<Box<HttpPeer>> {
+/// The peer for the next attempt: the plan is made on the first one; later ones wait out the
+/// backoff or `Retry-After` the retry phase decided, then go to the plan's current candidate.
+pub async fn upstream_peer(
+    session: &Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<Box<HttpPeer>> {
     let Some(route) = ctx.route.clone() else {
         return Err(ctx.fail(GatewayError::Internal));
     };
-    if std::mem::take(&mut ctx.backoff_next) {
-        tokio::time::sleep(backoff(&route.config.retry, ctx.connect_failures)).await;
+    if ctx.attempts.is_none() {
+        let requested = route
+            .config
+            .resilience
+            .fallbacks
+            .from_request
+            .then(|| requested_fallbacks(session.req_header()))
+            .flatten();
+        let tenant = ctx.tenant.clone();
+        let allows = |m: &str| tenant.as_ref().is_none_or(|t| t.allows_model(m));
+        let plan = Attempts::plan(
+            &route,
+            ctx.model.as_deref(),
+            requested,
+            ctx.swap_credentials,
+            allows,
+            ctx.started,
+        );
+        if plan.is_empty() {
+            return Err(ctx.fail(GatewayError::ModelNotServed));
+        }
+        ctx.attempts = Some(plan);
     }
-    ctx.attempts += 1;
-    match route.upstream.peer().await {
+    if let Some(wait) = ctx.wait_next.take().filter(|w| !w.is_zero()) {
+        tokio::time::sleep(wait).await;
+    }
+    let now = Instant::now();
+    let Some(plan) = ctx.attempts.as_mut() else {
+        return Err(ctx.fail(GatewayError::Internal));
+    };
+    let budget = plan.remaining(now);
+    if budget.is_some_and(|b| b.is_zero()) {
+        return Err(ctx.fail(GatewayError::UpstreamTimeout));
+    }
+    plan.made += 1;
+    let deadline = plan.deadline;
+    let Some(candidate) = plan.current().cloned() else {
+        return Err(ctx.fail(GatewayError::Internal));
+    };
+    // A fresh attempt: what the last one left behind no longer applies.
+    ctx.error = None;
+    ctx.head_seen = false;
+    ctx.error_body = None;
+    ctx.response = None;
+    ctx.pool_key = None;
+    let target = &candidate.target;
+    if let Some(link) = &ctx.link {
+        let stream = ctx.request_info.as_ref().is_some_and(|i| i.stream);
+        let t = target.upstream.timeouts;
+        link.arm(
+            t.first_token.filter(|_| stream),
+            t.idle.filter(|_| stream),
+            deadline,
+            now,
+        );
+        if let Some(body) = ctx.request_body.as_ref() {
+            let body = match candidate.sent_model.as_deref() {
+                Some(sent) if ctx.model.as_deref() != Some(sent) => {
+                    with_model(body, sent).map_or_else(|| body.clone(), Bytes::from)
+                }
+                _ => body.clone(),
+            };
+            link.set_body(body);
+        }
+    }
+    match target.upstream.peer(budget).await {
         Ok(peer) => Ok(peer),
         Err(e) => {
             log::warn!(
                 "route {}: upstream {} did not resolve: {e}",
                 route.config.prefix,
-                route.upstream.url.host
+                target.config.name
             );
             Err(ctx.fail(GatewayError::UpstreamDns))
         }
     }
 }
 
+/// The client's own fallback models: `x-fallback-models: ["a","b"]` (JSON) or `a, b`.
+fn requested_fallbacks(req: &RequestHeader) -> Option<Vec<String>> {
+    let value = req.headers.get(FALLBACK_HEADER)?.to_str().ok()?.trim();
+    if value.starts_with('[') {
+        return serde_json::from_str(value).ok();
+    }
+    let list: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    (!list.is_empty()).then_some(list)
+}
+
+/// The header a client names its fallback models in; never forwarded.
+pub const FALLBACK_HEADER: &str = "x-fallback-models";
+
+/// The pool whose key this attempt sends: the upstream's own, else the request's (tenant or
+/// route), and only when the gateway swaps credentials at all.
+pub fn attempt_pool(ctx: &RequestCtx) -> Option<Arc<KeyPool>> {
+    if !ctx.swap_credentials {
+        return None;
+    }
+    ctx.candidate()
+        .and_then(|c| c.target.pool.clone())
+        .or_else(|| ctx.pool.clone())
+}
+
 /// Rewrite the request head for the upstream: target, `Host`, hop-by-hop headers, and the
 /// credential: with a pool, every place a client key could travel is cleared and this attempt's
 /// pool key is set where the upstream expects it.
 pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingora_core::Result<()> {
-    let (Some(route), Some(target)) = (ctx.route.clone(), ctx.upstream_target.clone()) else {
+    let (Some(candidate), Some((rest, query))) = (ctx.candidate(), ctx.forward_path.as_ref())
+    else {
         return Err(ctx.fail(GatewayError::Internal));
     };
+    let upstream = Arc::clone(&candidate.target);
+    let target = upstream_target(&upstream.config.url.base_path, rest, query.as_deref());
     strip_hop_by_hop_request(req);
-    req.insert_header(header::HOST, route.upstream.host_header.clone())?;
-    let target = match ctx.pool.clone() {
-        None => Cow::Borrowed(target.as_str()),
+    req.remove_header(FALLBACK_HEADER);
+    req.insert_header(header::HOST, upstream.upstream.host_header.clone())?;
+    let target = match attempt_pool(ctx) {
+        None => target,
         Some(pool) => {
             let Ok(index) = pool.pick() else {
                 return Err(ctx.fail(GatewayError::NoUpstreamKey));
@@ -69,7 +172,7 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
                 .split_once('?')
                 .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
             let mut query = without_param(query, "key");
-            match &route.key_placement {
+            match &upstream.key_placement {
                 KeyPlacement::Query(param) => {
                     query = without_param(query.as_deref(), param);
                     let q = query.get_or_insert_with(String::new);
@@ -91,21 +194,30 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
                     req.insert_header(name.to_string(), value)?;
                 }
             }
-            Cow::Owned(match query {
+            match query {
                 Some(q) => format!("{path}?{q}"),
                 None => path.to_string(),
-            })
+            }
         }
     };
-    let Ok(uri) = http::Uri::try_from(target.as_ref()) else {
+    let Ok(uri) = http::Uri::try_from(target.as_str()) else {
         return Err(ctx.fail(GatewayError::Internal));
     };
     req.set_uri(uri);
-    if let (true, Some(body)) = (ctx.body_rewritten, &ctx.request_body) {
-        req.insert_header(header::CONTENT_LENGTH, body.len())?;
-        req.remove_header(&header::TRANSFER_ENCODING);
+    // The pre-read body may differ from what the client sent (usage requested, a fallback's
+    // model): its length is this attempt's.
+    if let Some(link) = &ctx.link {
+        let len = link.body().len();
+        if len > 0 || ctx.body_rewritten {
+            req.insert_header(header::CONTENT_LENGTH, len)?;
+            req.remove_header(&header::TRANSFER_ENCODING);
+        }
     }
-    if route.config.kind == RouteKind::OpenAi {
+    if ctx
+        .route
+        .as_ref()
+        .is_some_and(|r| r.config.kind == RouteKind::OpenAi)
+    {
         // The response bodies of openai routes are read by the gateway (SSE events, usage), so
         // they must arrive uncompressed.
         req.remove_header(&header::ACCEPT_ENCODING);
@@ -126,44 +238,27 @@ fn without_param(query: Option<&str>, name: &str) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
-/// What the upstream's status says about the pool key of this attempt. A rejected (401/403) or
-/// throttled (429) key is reported to its pool; when another key could still serve and nothing
-/// has reached the client, the attempt is abandoned for a retry with that key.
-pub fn judge_key(ctx: &mut RequestCtx, resp: &ResponseHeader) -> pingora_core::Result<()> {
-    let (Some(pool), Some(index)) = (ctx.pool.clone(), ctx.pool_key) else {
-        return Ok(());
-    };
-    let verdict = match resp.status.as_u16() {
-        401 | 403 => KeyVerdict::Rejected,
-        429 => KeyVerdict::Throttled(
-            resp.headers
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after),
-        ),
-        _ => return Ok(()),
-    };
-    pool.report(index, verdict);
-    if pool.has_other_healthy(index) && ctx.attempts <= pool.keys.len() as u32 {
-        ctx.rotate_key = true;
-        let mut e = pingora_core::Error::explain(
-            pingora_core::ErrorType::HTTPStatus(resp.status.as_u16()),
-            "upstream refused the key; retrying with another",
-        );
-        e.set_retry(true);
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// Drop the upstream's hop-by-hop headers before the response goes to the client.
-pub fn upstream_response(resp: &mut ResponseHeader) {
+/// Drop the upstream's hop-by-hop headers before the response goes to the client, and name the
+/// upstream that answered (`x-llm-forward-upstream`: its configured name, never its address).
+pub fn upstream_response(
+    resp: &mut pingora_http::ResponseHeader,
+    ctx: &RequestCtx,
+) -> pingora_core::Result<()> {
     let listed = connection_listed(resp.headers.get_all(header::CONNECTION));
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         resp.remove_header(name);
     }
     resp.remove_header(&header::TRAILER);
+    if let Some(c) = ctx.candidate() {
+        if let Ok(v) = http::HeaderValue::from_str(&c.target.config.name) {
+            resp.insert_header(UPSTREAM_HEADER, v)?;
+        }
+    }
+    Ok(())
 }
+
+/// Names the upstream that answered.
+pub const UPSTREAM_HEADER: &str = "x-llm-forward-upstream";
 
 fn strip_hop_by_hop_request(req: &mut RequestHeader) {
     let listed = connection_listed(req.headers.get_all(header::CONNECTION));

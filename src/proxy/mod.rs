@@ -2,6 +2,7 @@
 //! the order a request meets them (see the README's architecture section).
 
 mod access;
+mod attempts;
 mod auth;
 mod body;
 mod cors;
@@ -10,11 +11,13 @@ pub mod error;
 mod finish;
 mod forward;
 mod limits;
+mod link;
 mod preread;
 mod record;
 mod retry;
 mod route;
 mod stream;
+mod verdict;
 
 pub use ctx::RequestCtx;
 
@@ -61,8 +64,12 @@ impl ProxyHttp for LlmProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        forward::upstream_peer(ctx).await
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        forward::upstream_peer(session, ctx).await
     }
 
     fn fail_to_connect(
@@ -97,14 +104,25 @@ impl ProxyHttp for LlmProxy {
 
     async fn upstream_response_filter(
         &self,
-        _: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forward::judge_key(ctx, upstream_response)?;
-        forward::upstream_response(upstream_response);
+        verdict::judge_head(ctx, session, upstream_response)?;
+        forward::upstream_response(upstream_response, ctx)?;
         finish::tap_response(ctx, upstream_response);
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        verdict::judge_error_body(ctx, session, body, end_of_stream)?;
+        Ok(None)
     }
 
     async fn response_filter(

@@ -8,10 +8,16 @@
 //! everything else (response writing, timeouts, client address, the idle watch that notices a
 //! client leaving) goes to the real session inside.
 //!
+//! The wrapper also carries the request's resilience (see `link.rs`): the body it replays is the
+//! current attempt's (a fallback's `model`), the response head is held back until the first
+//! body byte (so an attempt that fails before it can fail over unseen), and its idle watch doubles
+//! as the timer for the stream deadlines.
+//!
 //! Pingora never reuses a connection whose session is custom. `logging` runs before the session
 //! is finished, so there the wrapper gives the real session back (`restore`) and keep-alive
 //! works as for any other request.
 
+use super::link::Link;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -24,7 +30,7 @@ use pingora_core::protocols::Digest;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the wrapper leaves the real session when asked to hand it back.
 pub type RestoreSlot = Arc<Mutex<Option<ServerSession>>>;
@@ -33,7 +39,9 @@ pub type RestoreSlot = Arc<Mutex<Option<ServerSession>>>;
 /// placeholder `install` swaps in): then reads answer "nothing" and writes fail, no panic.
 pub struct PrereadSession {
     inner: Option<ServerSession>,
-    body: Bytes,
+    link: Arc<Link>,
+    /// The response head, held until the first body byte (or the end of the response).
+    held: Option<HttpTask>,
     restore: RestoreSlot,
     /// Answers `req_header` once the real session is gone.
     detached_header: RequestHeader,
@@ -42,13 +50,14 @@ pub struct PrereadSession {
 impl PrereadSession {
     fn new(
         inner: Option<ServerSession>,
-        body: Bytes,
+        link: Arc<Link>,
         restore: RestoreSlot,
         header: RequestHeader,
     ) -> Self {
         PrereadSession {
             inner,
-            body,
+            link,
+            held: None,
             restore,
             detached_header: header,
         }
@@ -62,17 +71,18 @@ fn detached() -> Box<Error> {
     )
 }
 
-/// Replace the proxy's downstream session with the wrapper holding `body`.
-pub fn install(downstream: &mut Box<ServerSession>, body: Bytes) -> RestoreSlot {
+/// Replace the proxy's downstream session with the wrapper replaying the link's body.
+pub fn install(downstream: &mut Box<ServerSession>, link: Arc<Link>) -> RestoreSlot {
     let slot: RestoreSlot = Arc::new(Mutex::new(None));
     // A copy of the request head answers `req_header` should anything ask after the hand-back.
     let header = downstream.req_header().clone();
-    let empty = PrereadSession::new(None, Bytes::new(), Arc::clone(&slot), header.clone());
+    let placeholder_link = Arc::new(Link::new(Bytes::new()));
+    let empty = PrereadSession::new(None, placeholder_link, Arc::clone(&slot), header.clone());
     let placeholder = ServerSession::new_custom(Box::new(empty));
     let real = std::mem::replace(&mut **downstream, placeholder);
     **downstream = ServerSession::new_custom(Box::new(PrereadSession::new(
         Some(real),
-        body,
+        link,
         Arc::clone(&slot),
         header,
     )));
@@ -113,6 +123,8 @@ impl CustomSession for PrereadSession {
         Ok(())
     }
     async fn write_response_header(&mut self, resp: Box<ResponseHeader>, _end: bool) -> Result<()> {
+        self.held = None;
+        self.link.on_write(Instant::now());
         self.inner
             .as_mut()
             .ok_or_else(detached)?
@@ -120,6 +132,8 @@ impl CustomSession for PrereadSession {
             .await
     }
     async fn write_response_header_ref(&mut self, resp: &ResponseHeader, _end: bool) -> Result<()> {
+        self.held = None;
+        self.link.on_write(Instant::now());
         self.inner
             .as_mut()
             .ok_or_else(detached)?
@@ -127,6 +141,14 @@ impl CustomSession for PrereadSession {
             .await
     }
     async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
+        if let Some(held) = self.held.take() {
+            self.inner
+                .as_mut()
+                .ok_or_else(detached)?
+                .response_duplex_vec(vec![held])
+                .await?;
+        }
+        self.link.on_write(Instant::now());
         self.inner
             .as_mut()
             .ok_or_else(detached)?
@@ -140,7 +162,35 @@ impl CustomSession for PrereadSession {
             .write_response_trailers(trailers)
             .await
     }
-    async fn response_duplex_vec(&mut self, tasks: Vec<HttpTask>) -> Result<bool> {
+    /// The proxy's writes. Until a body byte (or the end) comes, a response head is held, not
+    /// written: the attempt may still fail over (see `link.rs`).
+    async fn response_duplex_vec(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {
+        let carries_bytes = tasks.iter().any(|t| match t {
+            HttpTask::Header(_, end) => *end,
+            HttpTask::Body(data, end) | HttpTask::UpgradedBody(data, end) => {
+                *end || data.as_ref().is_some_and(|d| !d.is_empty())
+            }
+            HttpTask::Trailer(_) | HttpTask::Done => true,
+            HttpTask::Failed(_) => false,
+        });
+        if !carries_bytes && !self.link.flushed() {
+            let failed = tasks.iter().any(|t| matches!(t, HttpTask::Failed(_)));
+            if !failed {
+                for task in tasks {
+                    if let HttpTask::Header(..) = task {
+                        self.held = Some(task);
+                    }
+                }
+                return Ok(false);
+            }
+            // The attempt failed before its first byte: the held head is dropped with it.
+            self.held = None;
+        } else if carries_bytes {
+            if let Some(held) = self.held.take() {
+                tasks.insert(0, held);
+            }
+            self.link.on_write(Instant::now());
+        }
         self.inner
             .as_mut()
             .ok_or_else(detached)?
@@ -202,15 +252,23 @@ impl CustomSession for PrereadSession {
             .await
     }
     fn is_body_empty(&mut self) -> bool {
-        self.body.is_empty()
+        self.link.body().is_empty()
     }
-    /// Watches the client connection for a close while the upstream works.
+    /// Watches the client connection for a close while the upstream works, and the attempt's
+    /// deadline: past it, this poll fails and so does the attempt (see `link.rs`).
     async fn read_body_or_idle(&mut self, no_body_expected: bool) -> Result<Option<Bytes>> {
-        self.inner
-            .as_mut()
-            .ok_or_else(detached)?
-            .read_body_or_idle(no_body_expected)
-            .await
+        let deadline = self.link.next_deadline();
+        let inner = self.inner.as_mut().ok_or_else(detached)?;
+        let Some((at, which)) = deadline else {
+            return inner.read_body_or_idle(no_body_expected).await;
+        };
+        tokio::select! {
+            read = inner.read_body_or_idle(no_body_expected) => read,
+            () = tokio::time::sleep_until(at.into()) => {
+                self.link.fire(which);
+                Err(Error::explain(ErrorType::ReadTimedout, which.as_str()))
+            }
+        }
     }
     fn body_bytes_sent(&self) -> usize {
         self.inner.as_ref().map_or(0, |s| s.body_bytes_sent())
@@ -240,9 +298,10 @@ impl CustomSession for PrereadSession {
     fn retry_buffer_truncated(&self) -> bool {
         false
     }
-    /// The whole body, on every attempt.
+    /// The whole body (as the current attempt sends it), on every attempt.
     fn get_retry_buffer(&self) -> Option<Bytes> {
-        (!self.body.is_empty()).then(|| self.body.clone())
+        let body = self.link.body();
+        (!body.is_empty()).then_some(body)
     }
     /// The hand-back (see `restore`): move the real session out to the slot.
     async fn finish_custom(&mut self) -> Result<()> {

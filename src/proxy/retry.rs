@@ -1,44 +1,121 @@
-//! Retry phase (`fail_to_connect`): a failed connect reached no upstream, so it is safe to try
-//! again for any method, up to the route's budget, after an exponential backoff with jitter
-//! (applied in the upstream phase before the next attempt).
+//! Retry phase (`fail_to_connect`, `error_while_proxy`): an attempt that failed before any
+//! byte reached the client is classified (connect failure, reset, silence, a missed deadline,
+//! no usable key) and the attempt plan (`attempts.rs`) decides whether and where to try again;
+//! the next attempt waits out the chosen backoff in the upstream phase. Once the client has
+//! bytes, nothing is retried: the stream ends abnormally (see `finish.rs`).
 
+use super::attempts::{Failure, Next};
 use super::ctx::RequestCtx;
+use super::error::GatewayError;
+use super::link::Deadline;
 use crate::config::RetryPolicy;
-use pingora_core::Error;
+use pingora_core::{Error, ErrorSource, ErrorType, RetryType};
 use pingora_proxy::Session;
 use rand::Rng;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Mark a connect error retryable while the route's budget lasts; the next attempt backs off.
+/// A failed connect reached nothing: safe to retry for any method.
 pub fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
-    let budget = ctx
-        .route
-        .as_ref()
-        .map_or(0, |r| r.config.retry.connect_retries);
-    ctx.connect_failures += 1;
-    ctx.backoff_next = true;
-    e.set_retry(ctx.connect_failures <= budget);
+    if let Some(target) = ctx.candidate().map(|c| c.target.clone()) {
+        super::verdict::record(&target, false, Instant::now());
+    }
+    let retry = plan_next(ctx, Failure::Connect);
+    e.set_retry(retry);
     e
 }
 
-/// An error after the request was sent. Retried only when the upstream refused the key (so it
-/// did no work) and the whole body can be sent again; otherwise Pingora's rule for idempotent
-/// methods on reused connections.
+/// An error after the request was sent (or while the response came back).
 pub fn on_proxy_error(
     session: &Session,
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
     client_reused: bool,
 ) -> Box<Error> {
-    let replayable = !session.as_ref().retry_buffer_truncated();
-    if std::mem::take(&mut ctx.rotate_key) {
-        e.set_retry(replayable);
-    } else if !session.req_header().method.is_idempotent() || !replayable {
-        e.set_retry(false);
-    } else {
-        e.retry.decide_reuse(client_reused);
+    if std::mem::take(&mut ctx.retry_now) {
+        // The response phase abandoned the attempt and already chose the next one.
+        e.set_retry(true);
+        return e;
     }
+    let fired = ctx.link.as_ref().and_then(|l| l.take_fired());
+    if ctx.client_has_bytes(session) {
+        // Too late for another attempt: the stream is cut (never a clean end).
+        if fired.is_some() || *e.esource() == ErrorSource::Upstream {
+            ctx.error = Some(GatewayError::StreamInterrupted);
+        }
+        e.set_retry(false);
+        return e;
+    }
+    let replayable = ctx.link.is_some() || !session.as_ref().retry_buffer_truncated();
+    let failure = match fired {
+        Some(Deadline::Total) => {
+            ctx.error = Some(GatewayError::UpstreamTimeout);
+            e.set_retry(false);
+            return e;
+        }
+        Some(Deadline::FirstToken | Deadline::Idle) => Failure::Silent,
+        None if ctx.error == Some(GatewayError::NoUpstreamKey) => Failure::NoKey,
+        None => match classify(&e) {
+            Some(f) => f,
+            // The client went away (or the gateway failed): nothing to retry for.
+            None => {
+                e.set_retry(false);
+                return e;
+            }
+        },
+    };
+    if !replayable {
+        e.set_retry(false);
+        return e;
+    }
+    // A pooled connection the upstream had closed: Pingora's own rule, not a failure of the
+    // upstream, retried once on a fresh connection without spending the plan's retries.
+    if failure == Failure::Reset
+        && matches!(e.retry, RetryType::ReusedOnly)
+        && client_reused
+        && !std::mem::replace(&mut ctx.reuse_retried, true)
+    {
+        e.set_retry(true);
+        return e;
+    }
+    if failure != Failure::NoKey {
+        if let Some(target) = ctx.candidate().map(|c| c.target.clone()) {
+            super::verdict::record(&target, false, Instant::now());
+        }
+    }
+    if fired.is_some() {
+        // Whatever happens next, this attempt timed out.
+        ctx.error = Some(GatewayError::UpstreamTimeout);
+    }
+    e.set_retry(plan_next(ctx, failure));
     e
+}
+
+/// Upstream errors by what they say about the upstream; `None` for the client's side.
+fn classify(e: &Error) -> Option<Failure> {
+    use ErrorType::*;
+    if *e.esource() != ErrorSource::Upstream {
+        return None;
+    }
+    Some(match e.etype() {
+        ReadTimedout | WriteTimedout => Failure::Silent,
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
+        | TLSHandshakeTimedout | ConnectProxyFailure => Failure::Connect,
+        _ => Failure::Reset,
+    })
+}
+
+/// Ask the plan; on a retry, note the wait for the upstream phase.
+fn plan_next(ctx: &mut RequestCtx, failure: Failure) -> bool {
+    let Some(plan) = ctx.attempts.as_mut() else {
+        return false;
+    };
+    match plan.after(failure, Instant::now()) {
+        Next::Retry(wait) => {
+            ctx.wait_next = Some(wait);
+            true
+        }
+        Next::GiveUp => false,
+    }
 }
 
 /// How long to wait before retry number `retry` (1-based): `backoff · 2^(retry-1)`, capped at
@@ -59,9 +136,9 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let p = RetryPolicy {
-            connect_retries: 5,
             backoff: Duration::from_millis(100),
             backoff_max: Duration::from_millis(300),
+            ..RetryPolicy::default()
         };
         for _ in 0..100 {
             let b1 = backoff(&p, 1);

@@ -1,9 +1,9 @@
 //! Route phase (`request_filter`): local endpoints (`/healthz`), then the longest matching route
-//! prefix; the path after the prefix is rewritten onto the upstream's base path.
+//! prefix; the path after the prefix goes onto the base path of each attempt's upstream.
 
 use super::ctx::RequestCtx;
 use super::error::{respond, GatewayError};
-use crate::routing::{collapse_slashes, upstream_target};
+use crate::routing::collapse_slashes;
 use crate::state::Gateway;
 use bytes::Bytes;
 use pingora_proxy::Session;
@@ -28,8 +28,7 @@ pub async fn route_request(
         return Err(ctx.fail(GatewayError::RouteNotFound));
     };
     let route = Arc::clone(&gateway.routes[found.index]);
-    let target = upstream_target(&route.upstream.url.base_path, found.rest, uri.query());
-    ctx.upstream_target = Some(target);
+    ctx.forward_path = Some((found.rest.to_string(), uri.query().map(str::to_string)));
     ctx.route = Some(route);
     Ok(false)
 }

@@ -1,0 +1,185 @@
+//! Config of a route's upstreams and what happens when one fails: the upstream list (priority,
+//! weight, keys, timeouts, model names, outbound proxy), the retry policy, fallback models,
+//! circuit breakers and how a broken stream ends.
+
+use super::model::{KeyPlacement, Timeouts, UpstreamUrl};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One upstream of a route. A route written with a single `upstream:` has exactly one, built
+/// from the route's own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// For logs and the `x-llm-forward-upstream` header (default: the URL's host).
+    pub name: String,
+    pub url: UpstreamUrl,
+    /// Lower goes first; the next priority is a fallback.
+    pub priority: u32,
+    /// Share among upstreams of the same priority.
+    pub weight: u32,
+    pub timeouts: Timeouts,
+    pub ca_file: Option<PathBuf>,
+    /// This upstream's own key pool; `None`: the route's (or the tenant's) pool.
+    pub pool: Option<String>,
+    /// Where this upstream takes its key; `None`: the route's `auth.key_header`.
+    pub key_placement: Option<KeyPlacement>,
+    /// The models it serves, each with the name it knows the model by. `None`: every model,
+    /// under the requested name.
+    pub models: Option<Vec<(String, String)>>,
+    /// Reach it through this HTTP forward proxy (CONNECT).
+    pub proxy: Option<ProxyConfig>,
+}
+
+impl UpstreamConfig {
+    pub fn new(url: UpstreamUrl, timeouts: Timeouts) -> Self {
+        UpstreamConfig {
+            name: url.host.clone(),
+            url,
+            priority: 1,
+            weight: 1,
+            timeouts,
+            ca_file: None,
+            pool: None,
+            key_placement: None,
+            models: None,
+            proxy: None,
+        }
+    }
+
+    /// The name this upstream knows `model` by, or `None` when it does not serve it.
+    pub fn serves<'a>(&'a self, model: Option<&'a str>) -> Option<Option<&'a str>> {
+        match (&self.models, model) {
+            (None, m) => Some(m),
+            (Some(_), None) => Some(None),
+            (Some(list), Some(m)) => list
+                .iter()
+                .find(|(name, _)| name == m || name == "*")
+                .map(|(name, sent)| Some(if name == "*" { m } else { sent.as_str() })),
+        }
+    }
+}
+
+/// An HTTP forward proxy: `http://[user:password@]host:port`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    pub host: String,
+    pub port: u16,
+    /// `user:password`, sent as `Proxy-Authorization: Basic`.
+    pub credentials: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    /// Never prints the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProxyConfig({}:{})", self.host, self.port)
+    }
+}
+
+impl ProxyConfig {
+    /// The URL without credentials, for logs and the banner.
+    pub fn redacted(&self) -> String {
+        let auth = if self.credentials.is_some() {
+            "***@"
+        } else {
+            ""
+        };
+        format!("http://{auth}{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after a failed connect (nothing reached the upstream, so any method is safe).
+    pub connect_retries: u32,
+    /// Retries on the same upstream of what it did not act on: a reset before any response
+    /// byte, 429/503/529 (and one 500/502). Then the next upstream or fallback model.
+    pub retries: u32,
+    /// First backoff; doubles per retry, with jitter in [backoff/2, backoff].
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// A `Retry-After` up to this long is waited out; a longer one moves on to the fallback.
+    pub retry_after_max: Duration,
+    /// Budget for the whole call, retries and fallbacks included (`None`: unbounded).
+    pub total: Option<Duration>,
+    /// Upper bound on upstream attempts for one request, whatever else allows.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            connect_retries: 2,
+            retries: 2,
+            backoff: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            retry_after_max: Duration::from_secs(10),
+            total: None,
+            max_attempts: 8,
+        }
+    }
+}
+
+/// Models tried when the requested one cannot answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FallbackConfig {
+    /// For every model, after its own list.
+    pub models: Vec<String>,
+    /// Per requested model, in order.
+    pub by_model: Vec<(String, Vec<String>)>,
+    /// Tried only when an upstream said `context_length_exceeded` (larger context windows).
+    pub context_length: Vec<String>,
+    /// Clients may name their own list in the `x-fallback-models` header (filtered by their
+    /// model allow-list).
+    pub from_request: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker (0: never on this count).
+    pub failures: u32,
+    /// Failure ratio over `window` that opens it, once `min_requests` were seen (0: off).
+    pub error_ratio: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    /// How long it stays open before one probe request may try the upstream again.
+    pub open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            error_ratio: 0.0,
+            min_requests: 20,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a stream that breaks after bytes reached the client ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamErrors {
+    /// The connection is aborted without the terminating chunk.
+    #[default]
+    Abort,
+    /// A `data: {"error": …}` event first, then the abort.
+    Event,
+}
+
+impl StreamErrors {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamErrors::Abort => "abort",
+            StreamErrors::Event => "event",
+        }
+    }
+}
+
+/// Everything a route needs to survive its upstreams.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Resilience {
+    pub fallbacks: FallbackConfig,
+    pub breaker: BreakerConfig,
+    pub stream_errors: StreamErrors,
+}

@@ -1,0 +1,330 @@
+//! The attempt plan of one request: which upstream and model answer it, and what happens after
+//! each failure. Built on the first attempt from the route's upstreams (priority, then weight)
+//! and the model's fallbacks; every failure is classified and decides between trying the same
+//! upstream again (after a backoff or the upstream's `Retry-After`), moving on to the next
+//! candidate, or giving up and handing the client what the last attempt got.
+//!
+//! The rules, in one place:
+//! - a failed connect reached nothing: retried `connect_retries` times, then the next candidate;
+//! - a reset before any response byte, 429/503/529: retried `retries` times on the same upstream
+//!   (`Retry-After` honoured up to `retry_after_max`; a longer one moves on at once), 500/502
+//!   once; then the next candidate;
+//! - a silent upstream (read timeout, time-to-first-token deadline, 504) is never tried again
+//!   for this request: it would only time out again;
+//! - `context_length_exceeded` moves on only to the `context_length` fallbacks; any other 4xx
+//!   is the client's answer, unchanged;
+//! - nothing is retried once a response byte reached the client (the caller checks that), and
+//!   never beyond `max_attempts` or the total budget.
+
+use crate::config::{FallbackConfig, RetryPolicy};
+use crate::state::{Route, UpstreamTarget};
+use crate::upstream::breaker::BreakerState;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One upstream with the model to ask it for.
+#[derive(Clone)]
+pub struct Candidate {
+    pub target: Arc<UpstreamTarget>,
+    /// The model as the client names it (the requested one or a fallback).
+    pub model: Option<String>,
+    /// The name this upstream knows it by (what goes into the body).
+    pub sent_model: Option<String>,
+    /// Only for requests an upstream refused with `context_length_exceeded`.
+    pub context_only: bool,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Failure {
+    /// TCP/TLS connect failed: nothing reached the upstream.
+    Connect,
+    /// The connection broke before any response byte.
+    Reset,
+    /// The upstream stayed silent past a timeout or deadline, or answered 504.
+    Silent,
+    /// A retryable status (429/500/502/503/529) with its `Retry-After`, if any.
+    Status(u16, Option<Duration>),
+    /// 400 `context_length_exceeded`.
+    ContextLength,
+    /// No key of this upstream's pool is usable now.
+    NoKey,
+}
+
+impl Failure {
+    /// Does it count against the upstream's circuit breaker? (A full context or a cooling key
+    /// pool says nothing about the upstream's health.)
+    pub fn is_upstream_fault(self) -> bool {
+        !matches!(self, Failure::ContextLength | Failure::NoKey)
+    }
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    /// Try again (same or next candidate, see `Attempts::current`) after this wait.
+    Retry(Duration),
+    /// Stop; the client gets what the last attempt produced.
+    GiveUp,
+}
+
+#[derive(Clone)]
+pub struct Attempts {
+    candidates: Vec<Candidate>,
+    current: usize,
+    /// Same-upstream retries spent on the current candidate (resets, statuses).
+    retries_here: u32,
+    connect_failures_here: u32,
+    retried_5xx_here: bool,
+    /// Attempts made so far (all candidates).
+    pub made: u32,
+    /// The context-length fallbacks are open (an upstream said the prompt is too long).
+    context_exceeded: bool,
+    /// Upstreams that stayed silent: skipped for the rest of the request.
+    silent: Vec<usize>,
+    /// When the whole call must be over (`retry.total`).
+    pub deadline: Option<Instant>,
+    policy: RetryPolicy,
+}
+
+impl Attempts {
+    /// The plan for a request to `route` asking for `model`. `swapped`: the gateway swaps the
+    /// credentials (forward key or `open`), so upstreams with their own pool may be used;
+    /// `allows` filters fallback models through the tenant's allow-list; `requested` is the
+    /// client's own fallback list (the `x-fallback-models` header), when the route lets it.
+    pub fn plan(
+        route: &Route,
+        model: Option<&str>,
+        requested: Option<Vec<String>>,
+        swapped: bool,
+        allows: impl Fn(&str) -> bool,
+        started: Instant,
+    ) -> Attempts {
+        let fb = &route.config.resilience.fallbacks;
+        let mut models: Vec<(Option<String>, bool)> = vec![(model.map(str::to_string), false)];
+        if let Some(m) = model {
+            for f in fallback_models(fb, m, requested) {
+                if allows(&f) && !models.iter().any(|(x, _)| x.as_deref() == Some(&f)) {
+                    models.push((Some(f), false));
+                }
+            }
+            for f in &fb.context_length {
+                if allows(f) && !models.iter().any(|(x, _)| x.as_deref() == Some(f)) {
+                    models.push((Some(f.clone()), true));
+                }
+            }
+        }
+        let mut candidates = Vec::new();
+        for (m, context_only) in models {
+            let mut targets: Vec<(&Arc<UpstreamTarget>, Option<String>)> = route
+                .upstreams
+                .iter()
+                .filter(|t| swapped || t.pool.is_none())
+                .filter_map(|t| {
+                    let sent = t.config.serves(m.as_deref())?;
+                    Some((t, sent.map(str::to_string)))
+                })
+                .collect();
+            order_by_priority_and_weight(&mut targets);
+            for (t, sent) in targets {
+                candidates.push(Candidate {
+                    target: Arc::clone(t),
+                    model: m.clone(),
+                    sent_model: sent,
+                    context_only,
+                });
+            }
+        }
+        let policy = route.config.retry;
+        let mut attempts = Attempts {
+            candidates,
+            current: 0,
+            retries_here: 0,
+            connect_failures_here: 0,
+            retried_5xx_here: false,
+            made: 0,
+            context_exceeded: false,
+            silent: Vec::new(),
+            deadline: policy.total.map(|t| started + t),
+            policy,
+        };
+        attempts.current = attempts.first_usable(0, true).unwrap_or(0);
+        attempts
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
+    }
+
+    pub fn current(&self) -> Option<&Candidate> {
+        self.candidates.get(self.current)
+    }
+
+    /// Time left of the total budget (`None`: unbounded).
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(now))
+    }
+
+    /// The first candidate from `from` that may be tried: not silent, not context-only (unless
+    /// opened), and its breaker not open. `acquire`: take the breaker's probe slot when it is
+    /// half-open (else only look).
+    fn first_usable(&self, from: usize, acquire: bool) -> Option<usize> {
+        let now = Instant::now();
+        let usable = |c: &Candidate| {
+            (!c.context_only || self.context_exceeded) && !self.silent.contains(&c.target.index)
+        };
+        let admits = |c: &Candidate| match acquire {
+            true => c.target.breaker.try_acquire(now),
+            false => c.target.breaker.state(now) != BreakerState::Open,
+        };
+        let found = (from..self.candidates.len()).find(|&i| {
+            let c = &self.candidates[i];
+            usable(c) && admits(c)
+        });
+        // On the first pick, when every usable candidate's breaker is open: rather than fail
+        // fast, try the first one anyway (it doubles as a probe).
+        found.or_else(|| {
+            (from == 0)
+                .then(|| (0..self.candidates.len()).find(|&i| usable(&self.candidates[i])))
+                .flatten()
+        })
+    }
+
+    /// Decide after a failed attempt. Moves `current` when the next try goes elsewhere.
+    pub fn after(&mut self, failure: Failure, now: Instant) -> Next {
+        self.step(failure, now, true)
+    }
+
+    /// `after`, with the breakers of the candidates acquired (a half-open one admits a probe)
+    /// or only looked at.
+    fn step(&mut self, failure: Failure, now: Instant, acquire: bool) -> Next {
+        let p = self.policy;
+        if self.made >= p.max_attempts || self.remaining(now).is_some_and(|r| r.is_zero()) {
+            return Next::GiveUp;
+        }
+        let same = match failure {
+            Failure::Connect => {
+                self.connect_failures_here += 1;
+                (self.connect_failures_here <= p.connect_retries)
+                    .then(|| super::retry::backoff(&p, self.connect_failures_here))
+            }
+            Failure::Reset | Failure::Status(429 | 503 | 529, _) => {
+                let retry_after = match failure {
+                    Failure::Status(_, ra) => ra,
+                    _ => None,
+                };
+                self.retries_here += 1;
+                match retry_after {
+                    // Too long to wait: the next candidate instead.
+                    Some(ra) if ra > p.retry_after_max => None,
+                    _ if self.retries_here > p.retries => None,
+                    Some(ra) => Some(ra),
+                    None => Some(super::retry::backoff(&p, self.retries_here)),
+                }
+            }
+            Failure::Status(500 | 502, _) => {
+                let first = !self.retried_5xx_here && p.retries > 0;
+                self.retried_5xx_here = true;
+                first.then(|| super::retry::backoff(&p, 1))
+            }
+            Failure::Status(..) | Failure::NoKey => None,
+            Failure::Silent => {
+                if let Some(c) = self.current() {
+                    let index = c.target.index;
+                    self.silent.push(index);
+                }
+                None
+            }
+            Failure::ContextLength => {
+                self.context_exceeded = true;
+                None
+            }
+        };
+        if let Some(wait) = same {
+            // A wait past the budget is no retry at all: move on instead.
+            if self.remaining(now).is_none_or(|r| r > wait) {
+                return Next::Retry(wait);
+            }
+        }
+        let from = self.current + 1;
+        let next = match failure {
+            // Only a larger context can help: skip to the context-length fallbacks.
+            Failure::ContextLength => self
+                .first_usable(from, acquire)
+                .filter(|&i| self.candidates[i].context_only),
+            _ => self.first_usable(from, acquire),
+        };
+        match next {
+            Some(i) => {
+                self.current = i;
+                self.retries_here = 0;
+                self.connect_failures_here = 0;
+                self.retried_5xx_here = false;
+                Next::Retry(Duration::ZERO)
+            }
+            None => Next::GiveUp,
+        }
+    }
+
+    /// Whether a failure of this kind would lead to another attempt, without changing the plan
+    /// (or any breaker): lets the response phase hand a final error to the client unchanged.
+    pub fn would_retry(&self, failure: Failure, now: Instant) -> bool {
+        self.clone().step(failure, now, false) != Next::GiveUp
+    }
+}
+
+/// The fallback models for `model`: the client's list when given, else the route's list for the
+/// model, then the route's list for every model.
+fn fallback_models(
+    fb: &FallbackConfig,
+    model: &str,
+    requested: Option<Vec<String>>,
+) -> Vec<String> {
+    if let Some(list) = requested.filter(|_| fb.from_request) {
+        return list;
+    }
+    let mut out: Vec<String> = fb
+        .by_model
+        .iter()
+        .filter(|(m, _)| m == model)
+        .flat_map(|(_, list)| list.iter().cloned())
+        .collect();
+    out.extend(fb.models.iter().cloned());
+    out
+}
+
+/// Sort by priority (lower first); within a priority, a weighted random order (each position
+/// drawn with probability proportional to weight), so load spreads by weight and a failed
+/// first choice falls back to a peer of the same priority before the next tier.
+fn order_by_priority_and_weight<T>(targets: &mut Vec<(&Arc<UpstreamTarget>, T)>) {
+    targets.sort_by_key(|(t, _)| t.config.priority);
+    let mut start = 0;
+    while start < targets.len() {
+        let prio = targets[start].0.config.priority;
+        let end = targets[start..]
+            .iter()
+            .position(|(t, _)| t.config.priority != prio)
+            .map_or(targets.len(), |n| start + n);
+        for i in start..end {
+            let total: u64 = targets[i..end]
+                .iter()
+                .map(|(t, _)| u64::from(t.config.weight))
+                .sum();
+            if total == 0 {
+                break;
+            }
+            let mut pick = rand::random_range(0..total);
+            let mut chosen = i;
+            for (j, (t, _)) in targets[i..end].iter().enumerate() {
+                let w = u64::from(t.config.weight);
+                if pick < w {
+                    chosen = i + j;
+                    break;
+                }
+                pick -= w;
+            }
+            targets.swap(i, chosen);
+        }
+        start = end;
+    }
+}

@@ -1,0 +1,162 @@
+//! What the request's phases share with the pre-read downstream session (`preread.rs`): the body
+//! to send on the current attempt (its `model` rewritten for a fallback), whether anything has
+//! reached the client yet, and the stream deadlines the session enforces while it watches the
+//! client connection.
+//!
+//! Pingora has one per-read upstream timeout and no hook that runs while it waits. But while an
+//! upstream call is in flight, Pingora keeps polling the downstream session for a client that
+//! leaves (`read_body_or_idle`); the pre-read session answers that poll with a timer as well, so
+//! a missed time-to-first-token deadline, a stream gap longer than `idle`, or the end of the
+//! total budget ends the attempt as an error the retry phase sees. Before the first body byte
+//! the response head is held back too, so such an attempt fails over with the client having
+//! seen nothing.
+
+use bytes::Bytes;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Which deadline fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// No first body byte within `first_token` of the attempt's start.
+    FirstToken,
+    /// No chunk within `idle` of the previous one.
+    Idle,
+    /// The request's total budget ran out.
+    Total,
+}
+
+impl Deadline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deadline::FirstToken => "no first token within the first_token deadline",
+            Deadline::Idle => "the stream was idle longer than the idle timeout",
+            Deadline::Total => "the request's total time budget ran out",
+        }
+    }
+}
+
+struct State {
+    body: Bytes,
+    /// Something (a head with its first body byte, or a whole answer) was written.
+    flushed: bool,
+    first_token: Option<Duration>,
+    idle: Option<Duration>,
+    total: Option<Instant>,
+    /// The next deadline and which one it is.
+    next: Option<(Instant, Deadline)>,
+    fired: Option<Deadline>,
+}
+
+pub struct Link {
+    state: Mutex<State>,
+}
+
+impl Link {
+    pub fn new(body: Bytes) -> Self {
+        Link {
+            state: Mutex::new(State {
+                body,
+                flushed: false,
+                first_token: None,
+                idle: None,
+                total: None,
+                next: None,
+                fired: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn body(&self) -> Bytes {
+        self.lock().body.clone()
+    }
+
+    pub fn set_body(&self, body: Bytes) {
+        self.lock().body = body;
+    }
+
+    pub fn flushed(&self) -> bool {
+        self.lock().flushed
+    }
+
+    /// A new attempt starts now: arm its deadlines (`first_token` only for streams).
+    pub fn arm(
+        &self,
+        first_token: Option<Duration>,
+        idle: Option<Duration>,
+        total: Option<Instant>,
+        now: Instant,
+    ) {
+        let mut s = self.lock();
+        s.first_token = first_token;
+        s.idle = idle;
+        s.total = total;
+        s.fired = None;
+        let first = first_token.map(|d| (now + d, Deadline::FirstToken));
+        s.next = earliest(first, total.map(|t| (t, Deadline::Total)));
+    }
+
+    /// Bytes went to the client: from now on the gap to the next chunk is what is watched.
+    pub fn on_write(&self, now: Instant) {
+        let mut s = self.lock();
+        s.flushed = true;
+        let idle = s.idle.map(|d| (now + d, Deadline::Idle));
+        s.next = earliest(idle, s.total.map(|t| (t, Deadline::Total)));
+    }
+
+    /// The deadline to sleep until, if any.
+    pub fn next_deadline(&self) -> Option<(Instant, Deadline)> {
+        self.lock().next
+    }
+
+    pub fn fire(&self, which: Deadline) {
+        let mut s = self.lock();
+        s.fired = Some(which);
+        s.next = None;
+    }
+
+    /// The deadline that ended the last attempt, if one did (taken: asked once per failure).
+    pub fn take_fired(&self) -> Option<Deadline> {
+        self.lock().fired.take()
+    }
+}
+
+fn earliest(
+    a: Option<(Instant, Deadline)>,
+    b: Option<(Instant, Deadline)>,
+) -> Option<(Instant, Deadline)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if x.0 <= y.0 { x } else { y }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_the_stream() {
+        let t0 = Instant::now();
+        let link = Link::new(Bytes::from_static(b"{}"));
+        let s = Duration::from_secs(1);
+        link.arm(Some(5 * s), Some(2 * s), Some(t0 + 60 * s), t0);
+        assert_eq!(
+            link.next_deadline(),
+            Some((t0 + 5 * s, Deadline::FirstToken))
+        );
+        link.on_write(t0 + s);
+        assert_eq!(link.next_deadline(), Some((t0 + 3 * s, Deadline::Idle)));
+        assert!(link.flushed());
+        link.arm(None, None, Some(t0 + 60 * s), t0);
+        assert_eq!(link.next_deadline(), Some((t0 + 60 * s, Deadline::Total)));
+        link.fire(Deadline::Total);
+        assert_eq!(link.take_fired(), Some(Deadline::Total));
+        assert_eq!(link.take_fired(), None);
+    }
+}
