@@ -120,7 +120,7 @@ impl Default for RetryPolicy {
 }
 
 /// Models tried when the requested one cannot answer.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FallbackConfig {
     /// For every model, after its own list.
     pub models: Vec<String>,
@@ -131,6 +131,17 @@ pub struct FallbackConfig {
     /// Clients may name their own list in the `x-fallback-models` header (filtered by their
     /// model allow-list).
     pub from_request: bool,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            models: Vec::new(),
+            by_model: Vec::new(),
+            context_length: Vec::new(),
+            from_request: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -215,10 +215,7 @@ pub fn decode_retry(d: &mut Decoder<'_>, node: &Node<'_>) -> RetryPolicy {
 }
 
 pub fn decode_fallbacks(d: &mut Decoder<'_>, node: &Node<'_>) -> FallbackConfig {
-    let mut fb = FallbackConfig {
-        from_request: true,
-        ..FallbackConfig::default()
-    };
+    let mut fb = FallbackConfig::default();
     let Some(f) = d.fields(node, FALLBACKS) else {
         return fb;
     };

@@ -241,8 +241,12 @@ impl Attempts {
             }
         };
         if let Some(wait) = same {
-            // A wait past the budget is no retry at all: move on instead.
-            if self.remaining(now).is_none_or(|r| r > wait) {
+            // A wait past the budget is no retry at all, and an upstream whose breaker just
+            // opened gets no more calls: move on instead.
+            let open = self
+                .current()
+                .is_some_and(|c| c.target.breaker.state(now) == BreakerState::Open);
+            if !open && self.remaining(now).is_none_or(|r| r > wait) {
                 return Next::Retry(wait);
             }
         }

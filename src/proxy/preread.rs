@@ -165,6 +165,10 @@ impl CustomSession for PrereadSession {
     /// The proxy's writes. Until a body byte (or the end) comes, a response head is held, not
     /// written: the attempt may still fail over (see `link.rs`).
     async fn response_duplex_vec(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {
+        if tasks.iter().any(|t| matches!(t, HttpTask::Header(..))) {
+            // A new attempt's head: whatever an abandoned attempt left held is gone.
+            self.held = None;
+        }
         let carries_bytes = tasks.iter().any(|t| match t {
             HttpTask::Header(_, end) => *end,
             HttpTask::Body(data, end) | HttpTask::UpgradedBody(data, end) => {
@@ -266,6 +270,7 @@ impl CustomSession for PrereadSession {
             read = inner.read_body_or_idle(no_body_expected) => read,
             () = tokio::time::sleep_until(at.into()) => {
                 self.link.fire(which);
+                self.held = None;
                 Err(Error::explain(ErrorType::ReadTimedout, which.as_str()))
             }
         }

@@ -85,10 +85,14 @@ pub enum Behavior {
     /// Read the request, then reset the connection (SO_LINGER 0, close) without answering.
     ResetBeforeHeaders,
     /// Send SSE response headers and the first `events_before_reset` events of
-    /// [`Behavior::chat_stream`], then reset the connection (no terminating chunk).
+    /// [`Behavior::chat_stream`], then (100 ms later) reset the connection (no terminating
+    /// chunk).
     ResetMidStream { events_before_reset: usize },
     /// Read the request and never answer; the peer's close is recorded.
     Stall,
+    /// Send SSE response headers and the first `events_before_stall` events of
+    /// [`Behavior::chat_stream`], then nothing more (the connection stays open).
+    StallMidStream { events_before_stall: usize },
     /// Wait `delay` before the response headers, then answer as [`Behavior::OpenAi`].
     SlowHeaders { delay: Duration },
 }
@@ -752,10 +756,23 @@ impl Conn {
                 for i in 0..events_before_reset {
                     self.write(&frame(chat_stream_event(i).as_bytes())).await?;
                 }
+                // Let the events arrive first: a reset makes the peer's kernel drop what it has
+                // not read yet.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 let _ = self.stream.set_zero_linger();
                 Ok(false)
             }
             Behavior::Stall => {
+                self.guard(std::future::pending::<()>()).await;
+                Ok(false)
+            }
+            Behavior::StallMidStream {
+                events_before_stall,
+            } => {
+                self.start_sse().await?;
+                for i in 0..events_before_stall {
+                    self.write(&frame(chat_stream_event(i).as_bytes())).await?;
+                }
                 self.guard(std::future::pending::<()>()).await;
                 Ok(false)
             }

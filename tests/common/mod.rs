@@ -2,6 +2,7 @@
 //! a free port (`start_gateway`), stopped when its guard drops.
 #![allow(dead_code)]
 
+pub mod connect_proxy;
 pub mod mock;
 
 use llm_forward::config::{parse_bytes, Config};

@@ -1,0 +1,584 @@
+//! Upstream resilience over real sockets, the sixteen fault scenarios of the field and then
+//! some: every test asserts what the client got and what each mock upstream saw (attempts,
+//! timing, bodies). Routes have a primary and a fallback upstream unless said otherwise.
+
+mod common;
+
+use common::connect_proxy::ConnectProxy;
+use common::mock::{chat_stream_event, Behavior, MockUpstream, DONE_EVENT};
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Fast retries, so that tests measure the policy and not the default backoff.
+const RETRY: &str = "    retry: {retries: 2, backoff: 10ms, backoff_max: 40ms}\n";
+
+/// A route over `primary` (priority 1) and `fallback` (priority 2), plus `extra` route keys.
+fn two_upstreams(primary: &MockUpstream, fallback: &MockUpstream, extra: &str) -> String {
+    format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n{extra}",
+        primary.url(),
+        fallback.url()
+    )
+}
+
+async fn chat(gw: &GatewayGuard, body: Value) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn ask(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn answered_by(resp: &reqwest::Response) -> String {
+    resp.headers()["x-llm-forward-upstream"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn json_error(status: u16, code: &str, headers: &[(&str, &str)]) -> Behavior {
+    Behavior::Json {
+        status,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: json!({"error": {"message": code, "type": "invalid_request_error", "param": null, "code": code}}),
+    }
+}
+
+/// Read a streamed body to its end: the bytes, and whether it ended cleanly (a body error is an
+/// abnormal end: cut connection, no terminating chunk).
+async fn read_stream(resp: reqwest::Response) -> (String, bool) {
+    let mut body = resp.bytes_stream();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => text.extend_from_slice(&c),
+            Err(_) => return (String::from_utf8_lossy(&text).into(), false),
+        }
+    }
+    (String::from_utf8_lossy(&text).into(), true)
+}
+
+// ---- 1. 429 with Retry-After ----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_retried_after_that_long() {
+    let up = MockUpstream::start().await;
+    up.push_behavior(json_error(
+        429,
+        "rate_limit_exceeded",
+        &[("retry-after", "2")],
+    ));
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].received_at - seen[0].received_at;
+    assert!(gap >= Duration::from_millis(1800), "{gap:?}");
+    assert!(gap < Duration::from_secs(5), "{gap:?}");
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_cap_moves_on_to_the_fallback_at_once() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(json_error(
+        429,
+        "rate_limit_exceeded",
+        &[("retry-after", "3600")],
+    ));
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY)).await;
+    let start = Instant::now();
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(primary.request_count(), 1);
+}
+
+// ---- 2. persistent 429 ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_persistent_429_is_retried_a_bounded_number_of_times_then_falls_back() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(json_error(429, "rate_limit_exceeded", &[]));
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+    assert_eq!(primary.request_count(), 3, "one attempt and two retries");
+    assert_eq!(fallback.request_count(), 1);
+}
+
+#[tokio::test]
+async fn without_a_fallback_the_last_429_reaches_the_client_unchanged() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(json_error(
+        429,
+        "rate_limit_exceeded",
+        &[("x-ratelimit-remaining-requests", "0")],
+    ));
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(
+        error_code(&resp.json().await.unwrap()),
+        "rate_limit_exceeded"
+    );
+    assert_eq!(up.request_count(), 3);
+}
+
+// ---- 3. one 500, 4. persistent 503 -----------------------------------------------------------
+
+#[tokio::test]
+async fn one_500_is_retried_once_on_the_same_upstream() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.push_behavior(json_error(500, "server_error", &[]));
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "primary");
+    assert_eq!(primary.request_count(), 2);
+    assert_eq!(fallback.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_persistent_503_falls_back() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(json_error(503, "overloaded", &[]));
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+    assert_eq!(primary.request_count(), 3);
+    // The fallback got the very same body.
+    assert_eq!(primary.requests()[0].body, fallback.requests()[0].body);
+}
+
+// ---- 5. TCP reset, 6. no response at all ------------------------------------------------------
+
+#[tokio::test]
+async fn a_reset_before_headers_is_retried() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.push_behavior(Behavior::ResetBeforeHeaders);
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "primary");
+    assert_eq!(primary.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_silent_upstream_is_not_retried_and_the_fallback_answers_within_the_budget() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::Stall);
+    let extra = format!("{RETRY}    timeouts: {{read: 700ms}}\n");
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
+    let start = Instant::now();
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(
+        primary.request_count(),
+        1,
+        "a silent upstream is not retried"
+    );
+}
+
+#[tokio::test]
+async fn the_total_budget_bounds_the_whole_call() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::Stall);
+    fallback.set_behavior(Behavior::Stall);
+    let extra =
+        "    retry: {retries: 2, backoff: 10ms, total: 1500ms}\n    timeouts: {read: 60s}\n";
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, extra)).await;
+    let start = Instant::now();
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "upstream_timeout");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert_eq!(primary.request_count(), 1);
+}
+
+// ---- 7. slow first token ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_slow_first_token_fails_over_before_the_client_sees_a_byte() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    // Headers at once, the first event only after 20 s.
+    primary.set_behavior(Behavior::chat_stream(3, Duration::from_secs(20)));
+    let extra = format!("{RETRY}    timeouts: {{first_token: 800ms}}\n");
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
+    let start = Instant::now();
+    let resp = chat(&gw, ask("gpt-4o", true)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+    let (text, clean) = read_stream(resp).await;
+    let took = start.elapsed();
+    assert!(clean);
+    assert!(
+        text.contains("Hello") && text.ends_with(DONE_EVENT),
+        "{text}"
+    );
+    assert!(
+        !text.contains("t0 "),
+        "nothing of the primary's stream: {text}"
+    );
+    assert!(
+        took >= Duration::from_millis(750) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(primary.request_count(), 1);
+    assert!(primary
+        .wait_for_peer_close(Duration::from_secs(2))
+        .await
+        .is_some());
+}
+
+// ---- 8. stream cut, 9. stream stalls ------------------------------------------------------------
+
+#[tokio::test]
+async fn a_stream_cut_after_40_of_60_tokens_ends_abnormally_and_is_not_retried() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 40,
+    });
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY)).await;
+    let resp = chat(&gw, ask("gpt-4o", true)).await;
+    assert_eq!(resp.status(), 200);
+    let (text, clean) = read_stream(resp).await;
+    assert!(!clean, "a cut stream must not end cleanly");
+    assert!(!text.contains("[DONE]"));
+    assert!(text.contains(&chat_stream_event(39)));
+    assert_eq!(primary.request_count(), 1);
+    assert_eq!(
+        fallback.request_count(),
+        0,
+        "bytes reached the client: no retry"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_stream_can_say_why_in_band() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
+    let extra = format!("{RETRY}    stream_errors: event\n");
+    let gw = start_gateway(&one_route("/", &up.url(), &extra)).await;
+    let (text, clean) = read_stream(chat(&gw, ask("gpt-4o", true)).await).await;
+    assert!(!clean);
+    assert!(!text.contains("[DONE]"));
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let event: Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
+    assert_eq!(error_code(&event), "stream_interrupted");
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_midway_ends_abnormally_after_the_idle_timeout() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::StallMidStream {
+        events_before_stall: 5,
+    });
+    let extra = format!("{RETRY}    timeouts: {{idle: 600ms, read: 60s}}\n");
+    let gw = start_gateway(&one_route("/", &up.url(), &extra)).await;
+    let start = Instant::now();
+    let (text, clean) = read_stream(chat(&gw, ask("gpt-4o", true)).await).await;
+    let took = start.elapsed();
+    assert!(!clean);
+    assert!(!text.contains("[DONE]"));
+    assert!(text.contains(&chat_stream_event(4)));
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert_eq!(up.request_count(), 1);
+    assert!(up
+        .wait_for_peer_close(Duration::from_secs(2))
+        .await
+        .is_some());
+}
+
+// ---- 10. malformed chunk, 11. no [DONE] ----------------------------------------------------------
+
+#[tokio::test]
+async fn a_malformed_chunk_passes_and_the_stream_completes() {
+    let up = MockUpstream::start().await;
+    let mut chunks: Vec<bytes::Bytes> = vec![chat_stream_event(0).into()];
+    chunks.push("data: {\"choices\": [{\"delta\": \n\n".into());
+    chunks.push(chat_stream_event(1).into());
+    up.set_behavior(Behavior::Sse {
+        chunks,
+        delay: Duration::ZERO,
+        done: true,
+    });
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    let (text, clean) = read_stream(chat(&gw, ask("gpt-4o", true)).await).await;
+    assert!(clean);
+    assert!(text.contains("{\"delta\": \n\n"));
+    assert!(text.contains(&chat_stream_event(1)) && text.ends_with(DONE_EVENT));
+}
+
+#[tokio::test]
+async fn a_stream_without_done_that_ends_cleanly_is_finished_promptly() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::Sse {
+        chunks: (0..3).map(|i| chat_stream_event(i).into()).collect(),
+        delay: Duration::ZERO,
+        done: false,
+    });
+    let extra = format!("{RETRY}    timeouts: {{idle: 30s}}\n");
+    let gw = start_gateway(&one_route("/", &up.url(), &extra)).await;
+    let start = Instant::now();
+    let (text, clean) = read_stream(chat(&gw, ask("gpt-4o", true)).await).await;
+    assert!(clean);
+    assert!(text.ends_with(&chat_stream_event(2)));
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+// ---- 12. context length, 13. content filter -------------------------------------------------------
+
+const CONTEXT_FALLBACK: &str = "    fallbacks: {context_length: [big-context]}\n";
+
+#[tokio::test]
+async fn context_length_exceeded_goes_once_to_the_larger_context_fallback() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(json_error(400, "context_length_exceeded", &[]));
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary, models: [gpt-4o]}}\n      - {{url: \"{}\", name: big, models: {{big-context: big-context-2024}}}}\n{RETRY}{CONTEXT_FALLBACK}",
+        primary.url(),
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "big");
+    let body: Value = resp.json().await.unwrap();
+    // The model that answered, under the name its upstream gave, with its usage.
+    assert_eq!(body["model"], "big-context-2024");
+    assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(primary.request_count(), 1, "a 400 is not retried unchanged");
+    assert_eq!(
+        fallback.requests()[0].json().unwrap()["model"],
+        "big-context-2024"
+    );
+}
+
+#[tokio::test]
+async fn context_length_exceeded_without_a_fallback_is_the_clients_answer() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(json_error(400, "context_length_exceeded", &[]));
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        error_code(&resp.json().await.unwrap()),
+        "context_length_exceeded"
+    );
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_content_filter_rejection_is_returned_as_is_after_exactly_one_attempt() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(json_error(400, "content_filter", &[]));
+    let extra = format!("{RETRY}    fallbacks: {{models: [other]}}\n");
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "content_filter");
+    assert_eq!(primary.request_count(), 1);
+    assert_eq!(fallback.request_count(), 0);
+}
+
+// ---- 14. flapping primary -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_flapping_primary_is_served_by_the_fallback_and_back_in_use_after_recovery() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    let extra = format!("{RETRY}    breaker: {{failures: 3, open_for: 2s}}\n");
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
+    primary.set_behavior(json_error(503, "overloaded", &[]));
+    let start = Instant::now();
+    let mut served_by = Vec::new();
+    let mut recovered = false;
+    for i in 0..10 {
+        if !recovered && start.elapsed() >= Duration::from_secs(6) {
+            primary.set_behavior(Behavior::OpenAi);
+            recovered = true;
+        }
+        let resp = chat(&gw, ask("gpt-4o", false)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        served_by.push((start.elapsed(), answered_by(&resp)));
+        let next = Duration::from_secs(i + 1);
+        tokio::time::sleep(next.saturating_sub(start.elapsed())).await;
+    }
+    // During the outage the breaker spares the primary: three calls to open it, then one probe
+    // per open period, instead of three calls for every request.
+    let outage_calls = primary
+        .requests()
+        .iter()
+        .filter(|r| r.received_at < start + Duration::from_secs(6))
+        .count();
+    assert!(
+        outage_calls <= 7,
+        "{outage_calls} calls during the outage: {served_by:?}"
+    );
+    // Within about two seconds of recovering, the primary serves again.
+    let back = served_by
+        .iter()
+        .filter(|(t, _)| *t >= Duration::from_millis(8500))
+        .all(|(_, by)| by == "primary");
+    assert!(back, "{served_by:?}");
+}
+
+// ---- 15. fail-over accounting, fallback models ------------------------------------------------------
+
+#[tokio::test]
+async fn a_fallback_model_answers_under_its_own_name_with_its_usage() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(json_error(503, "overloaded", &[]));
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary, models: [gpt-4o]}}\n      - {{url: \"{}\", name: cheap, models: [gpt-4o-mini]}}\n{RETRY}    fallbacks: {{by_model: {{gpt-4o: [gpt-4o-mini]}}}}\n",
+        primary.url(),
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let resp = chat(&gw, ask("gpt-4o", true)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "cheap");
+    let (text, clean) = read_stream(resp).await;
+    assert!(clean);
+    assert!(text.contains("\"model\":\"gpt-4o-mini\""), "{text}");
+    assert!(!text.contains("\"model\":\"gpt-4o\""), "{text}");
+    let sent = fallback.requests()[0].json().unwrap();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(sent["messages"], ask("gpt-4o", true)["messages"]);
+}
+
+#[tokio::test]
+async fn a_client_may_name_its_fallbacks_in_a_header_that_never_goes_upstream() {
+    let up = MockUpstream::start().await;
+    up.push_behavior(json_error(503, "overloaded", &[]));
+    up.push_behavior(json_error(503, "overloaded", &[]));
+    up.push_behavior(json_error(503, "overloaded", &[]));
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-fallback-models", "[\"model-b\"]")
+        .json(&ask("model-a", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["model"], "model-b");
+    let seen = up.requests();
+    assert_eq!(seen.len(), 4);
+    assert!(seen.iter().all(|r| r.header("x-fallback-models").is_none()));
+    assert_eq!(seen[3].json().unwrap()["model"], "model-b");
+}
+
+#[tokio::test]
+async fn an_upstream_gets_the_model_under_its_own_name() {
+    let up = MockUpstream::start().await;
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", models: {{gpt-4o: my-azure-deployment}}}}\n",
+        up.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    assert_eq!(chat(&gw, ask("gpt-4o", false)).await.status(), 200);
+    assert_eq!(
+        up.requests()[0].json().unwrap()["model"],
+        "my-azure-deployment"
+    );
+    let resp = chat(&gw, ask("unknown-model", false)).await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "model_not_found");
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn equal_priorities_share_the_load_by_weight() {
+    let (a, b) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: a, weight: 3}}\n      - {{url: \"{}\", name: b, weight: 1}}\n",
+        a.url(),
+        b.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    for _ in 0..200 {
+        assert_eq!(
+            client()
+                .get(gw.url("/v1/models"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let (na, nb) = (a.request_count(), b.request_count());
+    assert_eq!(na + nb, 200);
+    // 150 expected; binomial sd ~6: far outside means the weights are ignored.
+    assert!((110..=185).contains(&na), "a={na} b={nb}");
+}
+
+// ---- Outbound proxy ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_outbound_proxy_tunnels_with_connect_and_its_credentials() {
+    let up = MockUpstream::start().await;
+    // base64("user:p@ss")
+    let proxy = ConnectProxy::start(Some("Basic dXNlcjpwQHNz")).await;
+    let url = proxy.url().replace("http://", "http://user:p%40ss@");
+    let extra = format!("    proxy: \"{url}\"\n");
+    let gw = start_gateway(&one_route("/", &up.url(), &extra)).await;
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, ask("gpt-4o", false)).await.status(), 200);
+    }
+    assert_eq!(up.request_count(), 3);
+    assert_eq!(proxy.targets()[0], up.addr().to_string());
+    assert!(proxy.tunnels() >= 1 && proxy.tunnels() <= 3);
+    // The credentials go to the proxy only, never upstream.
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| r.header("proxy-authorization").is_none()));
+}
+
+#[tokio::test]
+async fn a_proxy_that_refuses_the_credentials_is_a_clear_502() {
+    let up = MockUpstream::start().await;
+    let proxy = ConnectProxy::start(Some("Basic c29tZW9uZTplbHNl")).await;
+    let extra = format!("{RETRY}    proxy: \"{}\"\n", proxy.url());
+    let gw = start_gateway(&one_route("/", &up.url(), &extra)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        error_code(&serde_json::from_str(&text).unwrap()),
+        "upstream_unreachable"
+    );
+    assert!(!text.contains(&proxy.addr().port().to_string()));
+    assert_eq!(up.request_count(), 0);
+}
