@@ -30,16 +30,25 @@ pub fn render(config: &Config) -> String {
                 r.auth.pool.as_deref().unwrap_or("-")
             ),
         };
+        let more = match r.upstreams.len() {
+            1 => String::new(),
+            n => format!(" (+{} more)", n - 1),
+        };
+        let proxy = r
+            .upstreams
+            .iter()
+            .find_map(|u| u.proxy.as_ref())
+            .map_or(String::new(), |p| format!("  via {}", p.redacted()));
         let _ = writeln!(
             out,
-            "    {:<width$}  ->  {}  [{}]  keys: {}  timeouts: connect {} read {}  retries: {}",
+            "    {:<width$}  ->  {}{more}{proxy}  [{}]  keys: {}  timeouts: connect {} read {}  retries: {}",
             r.prefix,
             r.upstream,
             r.kind.as_str(),
             keys,
             format_duration(t.connect),
             format_duration(t.read),
-            r.retry.connect_retries,
+            r.retry.retries,
         );
     }
     if !config.forward_keys.is_empty() || !config.upstream_keys.is_empty() {

@@ -94,6 +94,56 @@ routes:
 }
 
 #[test]
+fn upstream_lists_and_failure_handling_are_checked_with_paths() {
+    let out = check(
+        br#"
+upstream_keys:
+  main: [sk-1]
+routes:
+  - prefix: /a
+    upstream: https://api.openai.com
+    upstreams: [{url: "http://127.0.0.1:1"}]
+  - prefix: /b
+    upstreams:
+      - {url: "http://127.0.0.1:1", wieght: 2, pool: nope}
+      - {name: x, proxy: "socks5://127.0.0.1:1080"}
+    retry: {retries: 99, total: 0s, retry_after: 5s}
+    breaker: {error_ratio: 2, open_for: 0s}
+    fallbacks: {models: gpt-4o}
+    stream_errors: silent
+    timeouts: {first_token: 0s}
+"#,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for expected in [
+        "routes[0].upstreams: give either `upstream` (one) or `upstreams` (a list), not both",
+        "routes[1].upstreams[0].wieght: unknown key; did you mean `weight`?",
+        "routes[1].upstreams[1].url: missing",
+        r#"routes[1].upstreams[1].proxy: "socks5://127.0.0.1:1080""#,
+        r#"routes[1].retry.retries: "99": expected a whole number from 0 to 10"#,
+        r#"routes[1].retry.total: "0s": must be above 0"#,
+        "routes[1].retry.retry_after: unknown key; expected one of: connect_retries, retries,",
+        r#"routes[1].breaker.error_ratio: "2": expected a ratio from 0 to 1"#,
+        r#"routes[1].breaker.open_for: "0s": must be above 0"#,
+        r#"routes[1].fallbacks.models: "gpt-4o": expected a list"#,
+        r#"routes[1].stream_errors: "silent": expected `abort` or `event`"#,
+        r#"routes[1].timeouts.first_token: "0s": must be above 0"#,
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    // Names are checked once the lists decode.
+    let out = check(
+        b"upstream_keys:\n  main: [sk-1]\nroutes:\n  - prefix: /\n    upstreams: [{url: 'http://h'}, {url: 'http://g', pool: nope}]\n",
+    );
+    assert!(
+        stderr(&out).contains("routes[0].upstreams[1].pool: \"nope\": no such pool in upstream_keys"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn hostile_inputs_are_errors_not_panics() {
     let bomb = br#"
 a: &a ["x","x","x","x","x","x","x","x","x"]

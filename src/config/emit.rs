@@ -200,6 +200,9 @@ pub fn to_yaml(config: &Config) -> String {
                 }
             }
         }
+        if let Some(p) = r.upstreams.first().and_then(|u| u.proxy.as_ref()) {
+            let _ = writeln!(y, "    proxy: {}", q(&p.url()));
+        }
         if r.retry != RetryPolicy::default() {
             let _ = writeln!(
                 y,
@@ -263,7 +266,7 @@ limits:
     - {requests: "60/minute;600/hour"}
     - {tenant: t, path: /a/v1, per: ip, requests: "100/2minutes", concurrency: 3}
 routes:
-  - {prefix: /a, upstream: "http://127.0.0.1:1/v1", type: general, timeouts: {connect: 6500ms}, auth: {pool: main, key_header: "query:key"}, access: {allow: ["::1"]}, max_body: 1MiB}
+  - {prefix: /a, upstream: "http://127.0.0.1:1/v1", type: general, timeouts: {connect: 6500ms}, proxy: "http://u:p@127.0.0.1:3128", auth: {pool: main, key_header: "query:key"}, access: {allow: ["::1"]}, max_body: 1MiB}
   - {prefix: /, upstream: "https://api.openai.com", auth: {mode: mixed, pool: main}}
 "#;
         let cfg = parse_bytes(yaml.as_bytes(), &|_| None).unwrap();

@@ -76,6 +76,15 @@ impl std::fmt::Debug for ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// The URL as configured, credentials included (for `import-env`'s YAML only).
+    pub fn url(&self) -> String {
+        let auth = self
+            .credentials
+            .as_ref()
+            .map_or(String::new(), |c| format!("{c}@"));
+        format!("http://{auth}{}:{}", self.host, self.port)
+    }
+
     /// The URL without credentials, for logs and the banner.
     pub fn redacted(&self) -> String {
         let auth = if self.credentials.is_some() {

@@ -17,8 +17,6 @@ use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Variables that restrict access or usage; refusing them beats ignoring them.
-const NOT_YET_ENFORCED: &[&str] = &["PROXY"];
 
 /// Variables that only change observability or caching; ignored with a warning.
 const NOT_YET_USED: &[&str] = &[
@@ -48,6 +46,7 @@ const MARKERS: &[&str] = &[
     "LOG_GENERAL",
     "PRINT_CHAT",
     "TOKEN_RATE_LIMIT",
+    "PROXY",
 ];
 
 /// The environment a config is read from: process variables over `.env` entries.
@@ -123,15 +122,6 @@ fn load_env(file: Option<&str>) -> Result<Env, ConfigError> {
 /// Map the variables onto a config. `Ok(None)`: nothing openai-forward-specific is set.
 pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
     let mut problems = Problems::default();
-    for key in NOT_YET_ENFORCED {
-        if env.get(key).is_some() {
-            problems.add(
-                *key,
-                None,
-                "not supported by this version of llm-forward yet; refusing to start rather than run without it (write the equivalent YAML once supported, or unset it)",
-            );
-        }
-    }
     for key in NOT_YET_USED {
         if env.get(key).is_some() {
             log::warn!("{key} is set but not used by this version of llm-forward; ignored");
@@ -150,9 +140,24 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
             Ok(secs) if secs > 0.0 && secs < 1e6 => {
                 for r in &mut config.routes {
                     r.timeouts.connect = Duration::from_secs_f64(secs);
+                    for u in &mut r.upstreams {
+                        u.timeouts.connect = r.timeouts.connect;
+                    }
                 }
             }
             _ => problems.add("TIMEOUT", Some(t.to_string()), "expected seconds, e.g. 10"),
+        }
+    }
+    if let Some(p) = env.get("PROXY").map(str::trim).filter(|p| !p.is_empty()) {
+        // openai-forward sends every upstream request through this proxy.
+        match super::schema_upstreams::parse_proxy_url(p) {
+            Ok(proxy) => {
+                for u in config.routes.iter_mut().flat_map(|r| r.upstreams.iter_mut()) {
+                    u.proxy = Some(proxy.clone());
+                }
+            }
+            // The value is not echoed: it may carry the proxy's password.
+            Err(why) => problems.add("PROXY", None, why),
         }
     }
     keys(env, &mut config, &mut problems);
@@ -574,9 +579,19 @@ mod tests {
     }
 
     #[test]
-    fn restrictions_we_cannot_enforce_are_refused() {
-        let err = to_config(&env(&[("PROXY", "http://127.0.0.1:7890")])).unwrap_err();
+    fn proxy_applies_to_every_upstream() {
+        let cfg = to_config(&env(&[
+            ("PROXY", "http://u:secret@127.0.0.1:7890"),
+            ("TIMEOUT", "6"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let u = &cfg.routes[0].upstreams[0];
+        assert_eq!(u.proxy.as_ref().map(|p| p.port), Some(7890));
+        assert_eq!(u.timeouts.connect, Duration::from_secs(6));
+        let err = to_config(&env(&[("PROXY", "socks5://u:secret@h:1")])).unwrap_err();
         assert_eq!(err.0[0].path, "PROXY");
+        assert!(!format!("{err:?}").contains("secret"));
     }
 
     #[test]

@@ -72,20 +72,21 @@ pub fn decode_upstreams(
         let Some(f) = d.fields(item, UPSTREAM) else {
             continue;
         };
-        let Some(url) = (match f.get("url") {
+        let url = match f.get("url") {
             Some(n) => d.parsed(&n, parse_upstream_url),
             None => {
-                d.problem(
-                    &f.path_of("url"),
-                    None,
-                    "missing; e.g. https://api.openai.com",
-                );
+                d.problem(&f.path_of("url"), None, "missing; e.g. https://api.openai.com");
                 None
             }
-        }) else {
-            continue;
         };
-        let mut u = inherited.upstream(url);
+        // The rest is decoded even without a URL, so that every problem is listed at once.
+        let placeholder = UpstreamUrl {
+            tls: false,
+            host: String::new(),
+            port: 80,
+            base_path: String::new(),
+        };
+        let mut u = inherited.upstream(url.clone().unwrap_or(placeholder));
         if let Some(n) = f.get("name") {
             if let Some(name) = d.string(&n) {
                 if out.iter().any(|o| o.name == name) {
@@ -122,7 +123,9 @@ pub fn decode_upstreams(
         if let Some(n) = f.get("proxy") {
             u.proxy = d.parsed(&n, parse_proxy_url);
         }
-        out.push(u);
+        if url.is_some() {
+            out.push(u);
+        }
     }
     (d.problems.len() == before && !out.is_empty()).then_some(out)
 }
