@@ -158,8 +158,9 @@ fn server_conf(config: &Config) -> ServerConf {
         upgrade_sock: s.upgrade_sock.clone(),
         grace_period_seconds: Some(s.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs()),
-        // Our `fail_to_connect` decides per route; this is only Pingora's outer bound.
-        max_retries: 16,
+        // The attempt plan decides per route (`retry.max_attempts` is at most 50); this is only
+        // Pingora's outer bound.
+        max_retries: 64,
         ..ServerConf::default()
     }
 }

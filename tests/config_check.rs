@@ -137,7 +137,8 @@ routes:
         b"upstream_keys:\n  main: [sk-1]\nroutes:\n  - prefix: /\n    upstreams: [{url: 'http://h'}, {url: 'http://g', pool: nope}]\n",
     );
     assert!(
-        stderr(&out).contains("routes[0].upstreams[1].pool: \"nope\": no such pool in upstream_keys"),
+        stderr(&out)
+            .contains("routes[0].upstreams[1].pool: \"nope\": no such pool in upstream_keys"),
         "{}",
         stderr(&out)
     );

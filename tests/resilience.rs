@@ -543,6 +543,50 @@ async fn equal_priorities_share_the_load_by_weight() {
     assert!((110..=185).contains(&na), "a={na} b={nb}");
 }
 
+#[tokio::test]
+async fn each_upstream_gets_its_own_keys_and_client_keys_never_reach_a_pooled_one() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(json_error(503, "overloaded", &[]));
+    let yaml = format!(
+        "upstream_keys:\n  openai: [sk-openai]\n  other: [sk-other]\ntenants:\n  t: {{pool: openai}}\nforward_keys: [{{key: fk-1, tenant: t}}]\nroutes:\n  - prefix: /\n    auth: {{mode: mixed}}\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: other, priority: 2, pool: other, key_header: api-key}}\n{RETRY}",
+        primary.url(),
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("fk-1")
+        .json(&ask("gpt-4o", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "other");
+    assert_eq!(
+        primary.requests()[0].header("authorization"),
+        Some("Bearer sk-openai")
+    );
+    let sent = &fallback.requests()[0];
+    assert_eq!(sent.header("api-key"), Some("sk-other"));
+    assert_eq!(sent.header("authorization"), None);
+    // A client with its own key (mixed mode) is never sent where the gateway's keys go: the
+    // pooled fallback is not a candidate, and the primary's 503 is its answer.
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-client-own")
+        .json(&ask("gpt-4o", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(fallback.request_count(), 1);
+    assert!(primary
+        .requests()
+        .iter()
+        .skip(3)
+        .all(|r| r.header("authorization") == Some("Bearer sk-client-own")));
+}
+
 // ---- Outbound proxy ------------------------------------------------------------------------------
 
 #[tokio::test]

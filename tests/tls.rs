@@ -170,6 +170,35 @@ async fn https_upstream_verified_against_the_route_ca_with_sni_and_host() {
 }
 
 #[tokio::test]
+async fn https_through_an_outbound_connect_proxy_keeps_sni_and_verification() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(common::mock::Behavior::Echo);
+    let p = pki(&["localhost"]);
+    let (front, snis) = tls_front(p.leaf, p.leaf_key, up.addr()).await;
+    let proxy = common::connect_proxy::ConnectProxy::start(None).await;
+    let extra = format!(
+        "    ca_file: \"{}\"\n    proxy: \"{}\"\n",
+        p.ca_pem.path().display(),
+        proxy.url()
+    );
+    let gw = start_gateway(&one_route(
+        "/secure",
+        &format!("https://localhost:{}/v1", front.port()),
+        &extra,
+    ))
+    .await;
+    let resp = client().get(gw.url("/secure/models")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["path"], "/v1/models");
+    // The tunnel names the upstream by host name: the proxy resolves it.
+    assert_eq!(proxy.targets(), [format!("localhost:{}", front.port())]);
+    assert_eq!(
+        snis.lock().unwrap().first().map(String::as_str),
+        Some("localhost")
+    );
+}
+
+#[tokio::test]
 async fn an_untrusted_certificate_is_refused() {
     let up = MockUpstream::start().await;
     let p = pki(&["localhost"]);

@@ -17,7 +17,6 @@ use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::time::Duration;
 
-
 /// Variables that only change observability or caching; ignored with a warning.
 const NOT_YET_USED: &[&str] = &[
     "CACHE_OPENAI",
@@ -152,7 +151,11 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
         // openai-forward sends every upstream request through this proxy.
         match super::schema_upstreams::parse_proxy_url(p) {
             Ok(proxy) => {
-                for u in config.routes.iter_mut().flat_map(|r| r.upstreams.iter_mut()) {
+                for u in config
+                    .routes
+                    .iter_mut()
+                    .flat_map(|r| r.upstreams.iter_mut())
+                {
                     u.proxy = Some(proxy.clone());
                 }
             }

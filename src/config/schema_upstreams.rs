@@ -75,7 +75,11 @@ pub fn decode_upstreams(
         let url = match f.get("url") {
             Some(n) => d.parsed(&n, parse_upstream_url),
             None => {
-                d.problem(&f.path_of("url"), None, "missing; e.g. https://api.openai.com");
+                d.problem(
+                    &f.path_of("url"),
+                    None,
+                    "missing; e.g. https://api.openai.com",
+                );
                 None
             }
         };

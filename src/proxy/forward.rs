@@ -239,7 +239,7 @@ fn without_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// Drop the upstream's hop-by-hop headers before the response goes to the client, and name the
-/// upstream that answered (`x-llm-forward-upstream`: its configured name, never its address).
+/// upstream that answered (`x-llm-forward-upstream`: its configured name) on routes with several.
 pub fn upstream_response(
     resp: &mut pingora_http::ResponseHeader,
     ctx: &RequestCtx,
@@ -249,7 +249,9 @@ pub fn upstream_response(
         resp.remove_header(name);
     }
     resp.remove_header(&header::TRAILER);
-    if let Some(c) = ctx.candidate() {
+    // Only where there is a choice: a single-upstream route has nothing to report.
+    let several = ctx.route.as_ref().is_some_and(|r| r.upstreams.len() > 1);
+    if let Some(c) = ctx.candidate().filter(|_| several) {
         if let Ok(v) = http::HeaderValue::from_str(&c.target.config.name) {
             resp.insert_header(UPSTREAM_HEADER, v)?;
         }

@@ -98,8 +98,12 @@ async fn serve(mut conn: TcpStream, seen: Arc<Seen>, required: Option<String>) {
         return;
     }
     seen.targets.lock().unwrap().push(target.to_string());
-    // Loopback only: the tests never leave the machine.
-    let Some(port) = target.strip_prefix("127.0.0.1:") else {
+    // Loopback only: the tests never leave the machine. The proxy resolves names, as a real
+    // one would (the gateway does not resolve proxied upstreams itself).
+    let port = target
+        .strip_prefix("127.0.0.1:")
+        .or_else(|| target.strip_prefix("localhost:"));
+    let Some(port) = port else {
         let _ = conn
             .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
             .await;
