@@ -587,6 +587,37 @@ async fn each_upstream_gets_its_own_keys_and_client_keys_never_reach_a_pooled_on
         .all(|r| r.header("authorization") == Some("Bearer sk-client-own")));
 }
 
+#[tokio::test]
+async fn an_upstream_without_keys_gets_no_credential_at_all() {
+    let (primary, local) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(json_error(503, "overloaded", &[]));
+    let yaml = format!(
+        "upstream_keys:\n  openai: [sk-openai]\ntenants:\n  t: {{}}\nforward_keys: [{{key: fk-1, tenant: t}}]\nroutes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary, pool: openai}}\n      - {{url: \"{}\", name: local, priority: 2, key_header: none}}\n{RETRY}",
+        primary.url(),
+        local.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions?key=fk-1"))
+        .bearer_auth("fk-1")
+        .header("api-key", "fk-1")
+        .json(&ask("gpt-4o", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "local");
+    let sent = &local.requests()[0];
+    for carrier in ["authorization", "api-key", "x-goog-api-key"] {
+        assert_eq!(sent.header(carrier), None, "{carrier}");
+    }
+    assert!(!sent.path.contains("fk-1"), "{}", sent.path);
+    assert_eq!(
+        primary.requests()[0].header("authorization"),
+        Some("Bearer sk-openai")
+    );
+}
+
 // ---- Outbound proxy ------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -226,6 +226,7 @@ pub fn to_yaml(config: &Config) -> String {
             }
             match &r.auth.key_placement {
                 KeyPlacement::Bearer => {}
+                KeyPlacement::None => parts.push("key_header: none".to_string()),
                 KeyPlacement::Header(h) => parts.push(format!("key_header: {}", q(h))),
                 KeyPlacement::Query(p) => {
                     parts.push(format!("key_header: {}", q(&format!("query:{p}"))))

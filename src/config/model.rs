@@ -181,6 +181,8 @@ pub enum KeyPlacement {
     Header(String),
     /// A query parameter (`key` for Gemini).
     Query(String),
+    /// No key at all (a local model server): every client credential is removed.
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -46,6 +46,16 @@ impl UpstreamConfig {
         }
     }
 
+    /// Does a swapped request need the route's (or tenant's) pool to have a key for this
+    /// upstream? Not when it has its own pool or takes no key at all.
+    pub fn needs_route_pool(&self, route_auth: &super::model::RouteAuth) -> bool {
+        let placement = self
+            .key_placement
+            .as_ref()
+            .unwrap_or(&route_auth.key_placement);
+        self.pool.is_none() && *placement != KeyPlacement::None
+    }
+
     /// The name this upstream knows `model` by, or `None` when it does not serve it.
     pub fn serves<'a>(&'a self, model: Option<&'a str>) -> Option<Option<&'a str>> {
         match (&self.models, model) {

@@ -304,11 +304,14 @@ fn decode_route_auth(d: &mut Decoder<'_>, node: &Node<'_>) -> RouteAuth {
     auth
 }
 
-/// `bearer`, a header name (`api-key`, `x-goog-api-key`) or `query:NAME`.
+/// `bearer`, a header name (`api-key`, `x-goog-api-key`), `query:NAME` or `none`.
 pub fn parse_key_placement(text: &str) -> Result<KeyPlacement, String> {
     let lower = text.trim().to_ascii_lowercase();
     if lower == "bearer" || lower == "authorization" {
         return Ok(KeyPlacement::Bearer);
+    }
+    if lower == "none" {
+        return Ok(KeyPlacement::None);
     }
     if let Some(param) = lower.strip_prefix("query:") {
         if param.is_empty()

@@ -111,7 +111,7 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
                 .map(|(_, p)| p)
                 .or(t.pool.as_ref())
                 .or(r.auth.pool.as_ref());
-            if pool.is_none() && r.upstreams.iter().any(|u| u.pool.is_none()) {
+            if pool.is_none() && r.upstreams.iter().any(|u| u.needs_route_pool(&r.auth)) {
                 let why = format!(
                     "may use route {} but neither the route (auth.pool) nor the tenant (pools) names upstream keys for it; its forward keys would have nothing to be swapped for (limit the tenant's `routes`, or name a pool)",
                     r.prefix

@@ -51,7 +51,12 @@ pub fn authenticate(
     // Config validation guarantees a pool here (or on every upstream of the route); without one
     // the forward key would be the only credential left, and it must never go upstream.
     let pool = tenant.pool(route.index);
-    if pool.is_none() && route.upstreams.iter().any(|u| u.pool.is_none()) {
+    if pool.is_none()
+        && route
+            .upstreams
+            .iter()
+            .any(|u| u.config.needs_route_pool(&route.config.auth))
+    {
         return Err(ctx.fail(GatewayError::NoUpstreamKey));
     }
     ctx.pool = pool.cloned();

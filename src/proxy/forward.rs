@@ -157,7 +157,23 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
     strip_hop_by_hop_request(req);
     req.remove_header(FALLBACK_HEADER);
     req.insert_header(header::HOST, upstream.upstream.host_header.clone())?;
-    let target = match attempt_pool(ctx) {
+    if upstream.key_placement == KeyPlacement::None {
+        // This upstream takes no key: nothing the client sent as one goes there.
+        for carrier in CREDENTIAL_HEADERS {
+            req.remove_header(carrier);
+        }
+    }
+    let pool = attempt_pool(ctx).filter(|_| upstream.key_placement != KeyPlacement::None);
+    let target = match pool {
+        None if upstream.key_placement == KeyPlacement::None => {
+            let (path, query) = target
+                .split_once('?')
+                .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
+            match without_param(query, "key") {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            }
+        }
         None => target,
         Some(pool) => {
             let Ok(index) = pool.pick() else {
