@@ -89,6 +89,24 @@ async fn a_429_with_retry_after_is_retried_after_that_long() {
 }
 
 #[tokio::test]
+async fn retry_after_ms_is_preferred_when_given() {
+    let up = MockUpstream::start().await;
+    up.push_behavior(json_error(
+        503,
+        "overloaded",
+        &[("retry-after", "30"), ("retry-after-ms", "300")],
+    ));
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    assert_eq!(chat(&gw, ask("gpt-4o", false)).await.status(), 200);
+    let seen = up.requests();
+    let gap = seen[1].received_at - seen[0].received_at;
+    assert!(
+        gap >= Duration::from_millis(280) && gap < Duration::from_secs(3),
+        "{gap:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_retry_after_beyond_the_cap_moves_on_to_the_fallback_at_once() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(json_error(
@@ -474,6 +492,12 @@ async fn a_fallback_model_answers_under_its_own_name_with_its_usage() {
     let sent = fallback.requests()[0].json().unwrap();
     assert_eq!(sent["model"], "gpt-4o-mini");
     assert_eq!(sent["messages"], ask("gpt-4o", true)["messages"]);
+    // Not streamed: the fallback's own usage comes back with its name.
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(answered_by(&resp), "cheap");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["usage"]["total_tokens"], 13);
 }
 
 #[tokio::test]

@@ -31,11 +31,13 @@ pub fn judge_head(
     };
     let status = resp.status.as_u16();
     let now = Instant::now();
-    let retry_after = resp
-        .headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    // OpenAI and Azure also send the wait in milliseconds; it is the more precise one.
+    let header = |name: &str| resp.headers.get(name).and_then(|v| v.to_str().ok());
+    let retry_after = header("retry-after-ms")
+        .and_then(|ms| ms.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map(|ms| Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0))
+        .or_else(|| header("retry-after").and_then(parse_retry_after));
     let mut failure = None;
     if let Some(verdict) = key_verdict(status, retry_after) {
         if let (Some(pool), Some(index)) = (super::forward::attempt_pool(ctx), ctx.pool_key) {
