@@ -197,6 +197,19 @@ async fn a_reset_before_headers_is_retried() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_does_not_resolve_fails_over() {
+    let fallback = MockUpstream::start().await;
+    let yaml = format!(
+        "server: {{dns_timeout: 2s}}\nroutes:\n  - prefix: /\n    upstreams:\n      - {{url: \"http://no-such-host.invalid:8080\", name: gone}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n    retry: {{connect_retries: 0, backoff: 10ms}}\n",
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+}
+
+#[tokio::test]
 async fn a_silent_upstream_is_not_retried_and_the_fallback_answers_within_the_budget() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(Behavior::Stall);

@@ -110,7 +110,14 @@ pub async fn upstream_peer(
                 route.config.prefix,
                 target.config.name
             );
-            Err(ctx.fail(GatewayError::UpstreamDns))
+            // Like a failed connect: nothing reached the upstream, so the plan may go on.
+            super::verdict::record(target, false, now);
+            let mut err = ctx.fail(GatewayError::UpstreamDns);
+            err.set_retry(super::retry::plan_next(
+                ctx,
+                super::attempts::Failure::Connect,
+            ));
+            Err(err)
         }
     }
 }

@@ -105,7 +105,7 @@ fn classify(e: &Error) -> Option<Failure> {
 }
 
 /// Ask the plan; on a retry, note the wait for the upstream phase.
-fn plan_next(ctx: &mut RequestCtx, failure: Failure) -> bool {
+pub fn plan_next(ctx: &mut RequestCtx, failure: Failure) -> bool {
     let Some(plan) = ctx.attempts.as_mut() else {
         return false;
     };
