@@ -7,6 +7,7 @@ mod model;
 mod problems;
 mod schema;
 mod schema_auth;
+mod schema_cache;
 mod schema_limits;
 pub mod units;
 mod validate;
@@ -15,6 +16,7 @@ pub use load::{load_file, parse_bytes, MAX_CONFIG_BYTES};
 pub use model::*;
 pub use problems::{ConfigError, Problem, Problems};
 pub use schema::parse_upstream_url;
+pub use schema_cache::{CacheBackendConfig, CacheConfig, CacheRouteConfig};
 
 mod dotenv;
 mod emit;

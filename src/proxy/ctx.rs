@@ -86,6 +86,8 @@ pub struct RequestCtx {
     pub error: Option<GatewayError>,
     /// Status written to the client (`response_filter` or the error responder).
     pub status: u16,
+    /// The response cache's view of the request (body and cache phases).
+    pub cache: super::cache::CacheCtx,
     _in_flight: InFlight,
 }
 
@@ -121,6 +123,7 @@ impl RequestCtx {
             attempts: 0,
             error: None,
             status: 0,
+            cache: Default::default(),
         }
     }
 }

@@ -1,0 +1,244 @@
+//! One cached answer and its byte format, shared by the three backends.
+//!
+//! An entry is the response head (Pingora's serialized `CacheMeta`: status, headers, freshness)
+//! and the body as a list of chunks. A stream is stored split at its SSE event boundaries, so a
+//! hit replays it event by event (and output pacing applies per event); the chunks concatenate
+//! to exactly the bytes the upstream sent.
+//!
+//! On disk and in Redis an entry is one blob: a magic and version, the expiry, the route label,
+//! the meta, the chunk lengths, the body and a SHA-256 over all of it. A blob that is short,
+//! has a wrong checksum or a wrong magic decodes to `None` and is treated as a miss — a torn
+//! write or a corrupted file is never served.
+
+use crate::cache_key::{sha256, Digest};
+use crate::sse::SseParser;
+use bytes::Bytes;
+
+const MAGIC: &[u8; 8] = b"LLMFCE01";
+
+pub struct Entry {
+    /// The route prefix that produced it (purge by route, stats); not secret.
+    pub route: String,
+    /// Unix time in ms after which the entry is not served.
+    pub expires_ms: u64,
+    /// `CacheMeta::serialize()`: internal part and header part.
+    pub meta: (Bytes, Bytes),
+    /// The body, chunk by chunk (SSE: one event per chunk).
+    pub chunks: Vec<Bytes>,
+}
+
+impl Entry {
+    /// Bytes the entry accounts for against a budget: body, meta and a fixed overhead for the
+    /// structures around them.
+    pub fn weight(&self) -> usize {
+        self.body_len()
+            + self.meta.0.len()
+            + self.meta.1.len()
+            + self.route.len()
+            + self.chunks.len() * std::mem::size_of::<Bytes>()
+            + 256
+    }
+
+    pub fn body_len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms <= now_ms
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.weight() + 64);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.expires_ms.to_be_bytes());
+        put(&mut out, self.route.as_bytes());
+        put(&mut out, &self.meta.0);
+        put(&mut out, &self.meta.1);
+        out.extend_from_slice(&(self.chunks.len() as u32).to_be_bytes());
+        for c in &self.chunks {
+            out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+        }
+        for c in &self.chunks {
+            out.extend_from_slice(c);
+        }
+        let sum = sha256(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Decode a blob; `None` for anything not written whole by `encode`.
+    pub fn decode(blob: Bytes) -> Option<Entry> {
+        if blob.len() < MAGIC.len() + 8 + 32 {
+            return None;
+        }
+        let (data, sum) = blob.split_at(blob.len() - 32);
+        if &data[..8] != MAGIC || sha256(data) != *<&Digest>::try_from(sum).ok()? {
+            return None;
+        }
+        let mut r = Reader { blob: &blob, at: 8 };
+        let expires_ms = u64::from_be_bytes(r.take(8)?.as_ref().try_into().ok()?);
+        let route = String::from_utf8(r.part()?.to_vec()).ok()?;
+        let meta = (r.part()?, r.part()?);
+        let n = r.u32()? as usize;
+        let mut lens = Vec::with_capacity(n.min(1 << 16));
+        for _ in 0..n {
+            lens.push(r.u32()? as usize);
+        }
+        let mut chunks = Vec::with_capacity(lens.len());
+        for len in lens {
+            chunks.push(r.take(len)?);
+        }
+        (r.at == blob.len() - 32).then_some(Entry {
+            route,
+            expires_ms,
+            meta,
+            chunks,
+        })
+    }
+
+    /// Only the expiry and route of a blob (the disk index at startup), checksum not verified.
+    pub fn peek_header(head: &[u8]) -> Option<(u64, String)> {
+        if head.len() < 8 + 8 + 4 || &head[..8] != MAGIC {
+            return None;
+        }
+        let expires = u64::from_be_bytes(head[8..16].try_into().ok()?);
+        let len = u32::from_be_bytes(head[16..20].try_into().ok()?) as usize;
+        let route = std::str::from_utf8(head.get(20..20 + len)?).ok()?;
+        Some((expires, route.to_string()))
+    }
+}
+
+fn put(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+    out.extend_from_slice(part);
+}
+
+struct Reader<'a> {
+    blob: &'a Bytes,
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<Bytes> {
+        let end = self.at.checked_add(n)?;
+        if end > self.blob.len() - 32 {
+            return None;
+        }
+        let out = self.blob.slice(self.at..end);
+        self.at = end;
+        Some(out)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.as_ref().try_into().ok()?))
+    }
+    fn part(&mut self) -> Option<Bytes> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+/// Split a complete SSE body into one chunk per event (comments and blank lines go with the
+/// event that follows them; trailing bytes with the last one). `None` when the stream did not
+/// end with a terminal event — `data: [DONE]` (OpenAI), or an event typed `response.completed`
+/// (Responses API) or `message_stop` (Anthropic) — so a truncated stream is never stored.
+pub fn split_sse(body: &Bytes) -> Option<Vec<Bytes>> {
+    let mut parser = SseParser::new();
+    let mut starts = Vec::new();
+    let mut last_terminal = false;
+    parser.push(body, |event| {
+        starts.push(event.span().start as usize);
+        last_terminal = event.is_done()
+            || matches!(
+                event.event_type(),
+                b"response.completed" | b"message_stop" | b"response.incomplete"
+            );
+    });
+    let end = parser.finish();
+    if !end.clean || !last_terminal {
+        return None;
+    }
+    let mut chunks = Vec::with_capacity(starts.len());
+    let mut from = 0;
+    for &start in starts.iter().skip(1) {
+        // A BOM counts in the parser's offsets but is at most 3 bytes before the first event.
+        let start = start.min(body.len());
+        if start > from {
+            chunks.push(body.slice(from..start));
+            from = start;
+        }
+    }
+    if from < body.len() {
+        chunks.push(body.slice(from..));
+    }
+    Some(chunks)
+}
+
+/// Split a non-stream body into chunks of at most `max` bytes (bounded writes downstream).
+pub fn split_plain(body: &Bytes, max: usize) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(body.len() / max + 1);
+    let mut at = 0;
+    while at < body.len() {
+        let end = (at + max).min(body.len());
+        out.push(body.slice(at..end));
+        at = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            route: "/v1".into(),
+            expires_ms: 123,
+            meta: (Bytes::from_static(b"int"), Bytes::from_static(b"hdr")),
+            chunks: vec![
+                Bytes::from_static(b"data: a\n\n"),
+                Bytes::from_static(b"data: [DONE]\n\n"),
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let blob = Bytes::from(entry().encode());
+        let e = Entry::decode(blob.clone()).unwrap();
+        assert_eq!(e.route, "/v1");
+        assert_eq!(e.expires_ms, 123);
+        assert_eq!(e.chunks, entry().chunks);
+        assert_eq!(Entry::peek_header(&blob).unwrap(), (123, "/v1".to_string()));
+        for cut in [0, 10, blob.len() / 2, blob.len() - 1] {
+            assert!(Entry::decode(blob.slice(..cut)).is_none(), "cut at {cut}");
+        }
+        for flip in [0, 9, 30, blob.len() - 40, blob.len() - 1] {
+            let mut bad = blob.to_vec();
+            bad[flip] ^= 1;
+            assert!(Entry::decode(bad.into()).is_none(), "flip at {flip}");
+        }
+    }
+
+    #[test]
+    fn streams_split_per_event_and_need_their_end() {
+        let body = Bytes::from_static(
+            b": ping\n\ndata: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\ndata: [DONE]\n\n",
+        );
+        let chunks = split_sse(&body).unwrap();
+        assert_eq!(chunks.concat(), body.to_vec());
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(&chunks[2][..], b"data: [DONE]\n\n");
+        assert!(split_sse(&Bytes::from_static(b"data: {\"a\":1}\n\n")).is_none());
+        assert!(split_sse(&Bytes::from_static(b"data: [DONE]\n\ndata: {\"a\"")).is_none());
+        let responses = Bytes::from_static(b"event: response.completed\ndata: {}\n\n");
+        assert_eq!(split_sse(&responses).unwrap().concat(), responses.to_vec());
+    }
+
+    #[test]
+    fn plain_bodies_split_by_size() {
+        let body = Bytes::from(vec![7u8; 10]);
+        let chunks = split_plain(&body, 4);
+        assert_eq!(chunks.iter().map(Bytes::len).collect::<Vec<_>>(), [4, 4, 2]);
+        assert!(split_plain(&Bytes::new(), 4).is_empty());
+    }
+}
