@@ -4,7 +4,9 @@
 //! the tenant's model list (403). The body then goes upstream from the pre-read session
 //! (`preread.rs`), whatever its size, on the first attempt and on every retry — byte for byte,
 //! except that a stream which did not ask for usage is made to (`stream_options.include_usage`)
-//! so that it can be accounted; the stream phase removes that extra chunk again.
+//! so that it can be accounted (the stream phase removes that extra chunk again), and that the
+//! cache switch `caching` is taken out (it is ours, not the upstream's). A route that caches
+//! reads JSON bodies for the cache key even when it is `general`.
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
