@@ -30,6 +30,9 @@ pub struct KeyParts<'a> {
     pub method: &'a str,
     /// Path and query as the client sent them.
     pub path_and_query: &'a str,
+    /// Request headers that select a representation (`general` routes: `Accept`,
+    /// `Accept-Encoding`; empty where the gateway fixes them, as on `openai` routes).
+    pub vary: &'a str,
     /// The body as it goes upstream (`None`: no body).
     pub body: Option<&'a [u8]>,
 }
@@ -44,6 +47,7 @@ pub fn key(parts: &KeyParts<'_>) -> Digest {
         parts.upstream,
         parts.method,
         parts.path_and_query,
+        parts.vary,
     ] {
         push_part(&mut material, part.as_bytes());
     }
@@ -248,6 +252,7 @@ mod tests {
             upstream: "http://u",
             method: "POST",
             path_and_query: "/v1/chat/completions",
+            vary: "",
             body: Some(body.as_bytes()),
         })
     }
@@ -287,6 +292,7 @@ mod tests {
             upstream,
             method,
             path_and_query: path,
+            vary: "",
             body: None,
         };
         let base = key(&parts("a", "/", "u", "POST", "/x"));

@@ -380,3 +380,57 @@ async fn admin_purges_and_reports() {
     assert_eq!(status, 400);
     assert_eq!(error_code(&bad), "invalid_json");
 }
+
+#[tokio::test]
+async fn general_routes_opt_in_keyed_by_method_path_query_body_and_representation() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::Echo);
+    let gw = start_gateway(&format!(
+        "routes:\n  - prefix: /g\n    upstream: \"{}\"\n    type: general\ncache:\n  routes:\n    - route: /g\n      default: true\n",
+        up.url()
+    ))
+    .await;
+    let get = |path: &'static str, encoding: Option<&'static str>| {
+        let gw = &gw;
+        async move {
+            let mut r = client().get(gw.url(path));
+            if let Some(e) = encoding {
+                r = r.header("accept-encoding", e);
+            }
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let cache = header(&r, "x-cache").unwrap();
+            let echo: Value = r.json().await.unwrap();
+            (cache, echo)
+        }
+    };
+    assert_eq!(get("/g/items?page=1", Some("gzip")).await.0, "MISS");
+    let (cache, echo) = get("/g/items?page=1", Some("gzip")).await;
+    assert_eq!(cache, "HIT");
+    assert_eq!(echo["headers"]["accept-encoding"], "gzip");
+    // Another representation, another query, another path: other entries.
+    let (cache, echo) = get("/g/items?page=1", None).await;
+    assert_eq!(cache, "MISS");
+    assert!(echo["headers"].get("accept-encoding").is_none());
+    assert_eq!(get("/g/items?page=2", None).await.0, "MISS");
+    assert_eq!(get("/g/other?page=1", None).await.0, "MISS");
+    // POST bodies of any JSON (not just objects) are keyed too.
+    let post_raw = |body: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = client()
+                .post(gw.url("/g/search"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            header(&r, "x-cache").unwrap()
+        }
+    };
+    assert_eq!(post_raw("[1, 2]").await, "MISS");
+    assert_eq!(post_raw("[1, 2]").await, "HIT");
+    assert_eq!(post_raw("[2, 1]").await, "MISS");
+    assert_eq!(up.request_count(), 6);
+}

@@ -92,12 +92,27 @@ pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
     };
     let upstream = route.upstream.url.to_string();
     let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    // A general route passes these through, so the stored representation depends on them
+    // (a gzip answer must not reach a client that did not accept gzip); an openai route drops
+    // Accept-Encoding upstream and answers JSON or SSE whatever they say.
+    let mut vary = String::new();
+    if route.config.kind == crate::config::RouteKind::General {
+        for name in [http::header::ACCEPT, http::header::ACCEPT_ENCODING] {
+            for v in req.headers.get_all(&name) {
+                vary.push_str(name.as_str());
+                vary.push('=');
+                vary.push_str(v.to_str().unwrap_or(""));
+                vary.push('\n');
+            }
+        }
+    }
     let id = cache_key::key(&KeyParts {
         scope: &scope,
         route: &route.config.prefix,
         upstream: &upstream,
         method: req.method.as_str(),
         path_and_query,
+        vary: &vary,
         body,
     });
     let mut overrides = pingora_cache::CacheOptionOverrides::default();
