@@ -253,7 +253,8 @@ mod tests {
             route: route.into(),
             expires_ms: u64::MAX,
             meta: (Bytes::from_static(b"m"), Bytes::from_static(b"h")),
-            chunks: vec![Bytes::from_static(b"data: [DONE]\n\n")],
+            body: Bytes::from_static(b"data: [DONE]\n\n"),
+            ends: vec![14],
         })
     }
 

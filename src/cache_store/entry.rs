@@ -1,9 +1,9 @@
 //! One cached answer and its byte format, shared by the three backends.
 //!
 //! An entry is the response head (Pingora's serialized `CacheMeta`: status, headers, freshness)
-//! and the body as a list of chunks. A stream is stored split at its SSE event boundaries, so a
-//! hit replays it event by event (and output pacing applies per event); the chunks concatenate
-//! to exactly the bytes the upstream sent.
+//! and the body, exactly the bytes the upstream sent, with the ends of its chunks: a stream is
+//! cut at its SSE event boundaries, so a paced hit replays it event by event; an unpaced one
+//! sends runs of whole events at once (zero-copy slices of the one body buffer).
 //!
 //! On disk and in Redis an entry is one blob: a magic and version, the expiry, the route label,
 //! the meta, the chunk lengths, the body and a SHA-256 over all of it. A blob that is short,
@@ -15,6 +15,9 @@ use crate::sse::SseParser;
 use bytes::Bytes;
 
 const MAGIC: &[u8; 8] = b"LLMFCE01";
+/// Bytes an entry costs beyond its contents in the memory store: the map slot, the LRU node,
+/// the `Arc<Entry>` and the buffers' headers (a few hundred bytes; rounded up).
+const OVERHEAD: usize = 512;
 
 pub struct Entry {
     /// The route prefix that produced it (purge by route, stats); not secret.
@@ -23,24 +26,43 @@ pub struct Entry {
     pub expires_ms: u64,
     /// `CacheMeta::serialize()`: internal part and header part.
     pub meta: (Bytes, Bytes),
-    /// The body, chunk by chunk (SSE: one event per chunk).
-    pub chunks: Vec<Bytes>,
+    /// The body as one buffer (each chunk is a slice of it).
+    pub body: Bytes,
+    /// Where each chunk ends in `body`: increasing, the last one `body.len()` (SSE: one chunk
+    /// per event).
+    pub ends: Vec<u32>,
 }
 
 impl Entry {
     /// Bytes the entry accounts for against a budget: body, meta and a fixed overhead for the
     /// structures around them.
     pub fn weight(&self) -> usize {
-        self.body_len()
+        self.body.len()
             + self.meta.0.len()
             + self.meta.1.len()
             + self.route.len()
-            + self.chunks.len() * std::mem::size_of::<Bytes>()
-            + 256
+            + self.ends.len() * 4
+            + OVERHEAD
     }
 
-    pub fn body_len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
+    /// Chunk `i`'s range in `body`.
+    pub fn chunk(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        let end = *self.ends.get(i)? as usize;
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p] as usize);
+        Some(start..end)
+    }
+
+    /// Chunks from `from` as one slice of at most `max` bytes (at least one chunk), and the
+    /// index after it.
+    pub fn run(&self, from: usize, max: usize) -> Option<(Bytes, usize)> {
+        let first = self.chunk(from)?;
+        let mut next = from + 1;
+        let mut end = first.end;
+        while let Some(r) = self.chunk(next).filter(|r| r.end - first.start <= max) {
+            end = r.end;
+            next += 1;
+        }
+        Some((self.body.slice(first.start..end), next))
     }
 
     pub fn is_expired(&self, now_ms: u64) -> bool {
@@ -54,13 +76,13 @@ impl Entry {
         put(&mut out, self.route.as_bytes());
         put(&mut out, &self.meta.0);
         put(&mut out, &self.meta.1);
-        out.extend_from_slice(&(self.chunks.len() as u32).to_be_bytes());
-        for c in &self.chunks {
-            out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+        out.extend_from_slice(&(self.ends.len() as u32).to_be_bytes());
+        let mut start = 0;
+        for &end in &self.ends {
+            out.extend_from_slice(&(end - start).to_be_bytes());
+            start = end;
         }
-        for c in &self.chunks {
-            out.extend_from_slice(c);
-        }
+        out.extend_from_slice(&self.body);
         let sum = sha256(&out);
         out.extend_from_slice(&sum);
         out
@@ -80,19 +102,19 @@ impl Entry {
         let route = String::from_utf8(r.part()?.to_vec()).ok()?;
         let meta = (r.part()?, r.part()?);
         let n = r.u32()? as usize;
-        let mut lens = Vec::with_capacity(n.min(1 << 16));
+        let mut ends = Vec::with_capacity(n.min(1 << 16));
+        let mut end = 0u32;
         for _ in 0..n {
-            lens.push(r.u32()? as usize);
+            end = end.checked_add(r.u32()?)?;
+            ends.push(end);
         }
-        let mut chunks = Vec::with_capacity(lens.len());
-        for len in lens {
-            chunks.push(r.take(len)?);
-        }
+        let body = r.take(end as usize)?;
         (r.at == blob.len() - 32).then_some(Entry {
             route,
             expires_ms,
             meta,
-            chunks,
+            body,
+            ends,
         })
     }
 
@@ -137,11 +159,12 @@ impl Reader<'_> {
     }
 }
 
-/// Split a complete SSE body into one chunk per event (comments and blank lines go with the
-/// event that follows them; trailing bytes with the last one). `None` when the stream did not
-/// end with a terminal event — `data: [DONE]` (OpenAI), or an event typed `response.completed`
-/// (Responses API) or `message_stop` (Anthropic) — so a truncated stream is never stored.
-pub fn split_sse(body: &Bytes) -> Option<Vec<Bytes>> {
+/// The chunk ends of a complete SSE body, one chunk per event (comments and blank lines go with
+/// the event that follows them; trailing bytes with the last one). `None` when the stream did
+/// not end with a terminal event — `data: [DONE]` (OpenAI), or an event typed
+/// `response.completed` (Responses API) or `message_stop` (Anthropic) — so a truncated stream
+/// is never stored.
+pub fn split_sse(body: &[u8]) -> Option<Vec<u32>> {
     let mut parser = SseParser::new();
     let mut starts = Vec::new();
     let mut last_terminal = false;
@@ -157,32 +180,30 @@ pub fn split_sse(body: &Bytes) -> Option<Vec<Bytes>> {
     if !end.clean || !last_terminal {
         return None;
     }
-    let mut chunks = Vec::with_capacity(starts.len());
+    let mut ends = Vec::with_capacity(starts.len());
     let mut from = 0;
     for &start in starts.iter().skip(1) {
-        // A BOM counts in the parser's offsets but is at most 3 bytes before the first event.
         let start = start.min(body.len());
         if start > from {
-            chunks.push(body.slice(from..start));
+            ends.push(start as u32);
             from = start;
         }
     }
     if from < body.len() {
-        chunks.push(body.slice(from..));
+        ends.push(body.len() as u32);
     }
-    Some(chunks)
+    Some(ends)
 }
 
-/// Split a non-stream body into chunks of at most `max` bytes (bounded writes downstream).
-pub fn split_plain(body: &Bytes, max: usize) -> Vec<Bytes> {
-    let mut out = Vec::with_capacity(body.len() / max + 1);
+/// Chunk ends for a non-stream body: at most `max` bytes each (bounded writes downstream).
+pub fn split_plain(len: usize, max: usize) -> Vec<u32> {
+    let mut ends = Vec::with_capacity(len / max + 1);
     let mut at = 0;
-    while at < body.len() {
-        let end = (at + max).min(body.len());
-        out.push(body.slice(at..end));
-        at = end;
+    while at < len {
+        at = (at + max).min(len);
+        ends.push(at as u32);
     }
-    out
+    ends
 }
 
 #[cfg(test)]
@@ -194,10 +215,8 @@ mod tests {
             route: "/v1".into(),
             expires_ms: 123,
             meta: (Bytes::from_static(b"int"), Bytes::from_static(b"hdr")),
-            chunks: vec![
-                Bytes::from_static(b"data: a\n\n"),
-                Bytes::from_static(b"data: [DONE]\n\n"),
-            ],
+            body: Bytes::from_static(b"data: a\n\ndata: [DONE]\n\n"),
+            ends: vec![9, 23],
         }
     }
 
@@ -207,7 +226,7 @@ mod tests {
         let e = Entry::decode(blob.clone()).unwrap();
         assert_eq!(e.route, "/v1");
         assert_eq!(e.expires_ms, 123);
-        assert_eq!(e.chunks, entry().chunks);
+        assert_eq!((e.body, e.ends), (entry().body, entry().ends));
         assert_eq!(Entry::peek_header(&blob).unwrap(), (123, "/v1".to_string()));
         for cut in [0, 10, blob.len() / 2, blob.len() - 1] {
             assert!(Entry::decode(blob.slice(..cut)).is_none(), "cut at {cut}");
@@ -224,21 +243,32 @@ mod tests {
         let body = Bytes::from_static(
             b": ping\n\ndata: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\ndata: [DONE]\n\n",
         );
-        let chunks = split_sse(&body).unwrap();
-        assert_eq!(chunks.concat(), body.to_vec());
-        assert_eq!(chunks.len(), 3);
-        assert_eq!(&chunks[2][..], b"data: [DONE]\n\n");
+        let ends = split_sse(&body).unwrap();
+        assert_eq!(ends.len(), 3);
+        assert_eq!(*ends.last().unwrap() as usize, body.len());
+        let e = Entry {
+            route: String::new(),
+            expires_ms: 0,
+            meta: (Bytes::new(), Bytes::new()),
+            body: body.clone(),
+            ends,
+        };
+        assert_eq!(&body[e.chunk(2).unwrap()], b"data: [DONE]\n\n");
+        assert_eq!(&body[e.chunk(0).unwrap()], b": ping\n\ndata: {\"a\":1}\n\n");
+        // Runs: whole events up to a size, never fewer than one.
+        assert_eq!(e.run(0, 1).unwrap(), (body.slice(e.chunk(0).unwrap()), 1));
+        assert_eq!(e.run(0, 1 << 20).unwrap(), (body.clone(), 3));
+        assert_eq!(e.run(1, 1 << 20).unwrap().1, 3);
+        assert!(e.run(3, 1 << 20).is_none());
         assert!(split_sse(&Bytes::from_static(b"data: {\"a\":1}\n\n")).is_none());
         assert!(split_sse(&Bytes::from_static(b"data: [DONE]\n\ndata: {\"a\"")).is_none());
-        let responses = Bytes::from_static(b"event: response.completed\ndata: {}\n\n");
-        assert_eq!(split_sse(&responses).unwrap().concat(), responses.to_vec());
+        let responses = b"event: response.completed\ndata: {}\n\n";
+        assert_eq!(split_sse(responses).unwrap(), vec![responses.len() as u32]);
     }
 
     #[test]
     fn plain_bodies_split_by_size() {
-        let body = Bytes::from(vec![7u8; 10]);
-        let chunks = split_plain(&body, 4);
-        assert_eq!(chunks.iter().map(Bytes::len).collect::<Vec<_>>(), [4, 4, 2]);
-        assert!(split_plain(&Bytes::new(), 4).is_empty());
+        assert_eq!(split_plain(10, 4), [4, 8, 10]);
+        assert!(split_plain(0, 4).is_empty());
     }
 }

@@ -121,7 +121,8 @@ mod tests {
             route: route.into(),
             expires_ms: u64::MAX,
             meta: (Bytes::new(), Bytes::new()),
-            chunks: vec![Bytes::from(vec![0u8; size])],
+            body: Bytes::from(vec![0u8; size]),
+            ends: vec![size as u32],
         })
     }
 

@@ -80,11 +80,11 @@ impl ProxyHttp for LlmProxy {
         &self,
         _: &mut Session,
         meta: &CacheMeta,
-        _: &mut HitHandler,
+        hit: &mut HitHandler,
         _is_fresh: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<ForcedFreshness>> {
-        Ok(cache::on_hit(meta, ctx))
+        Ok(cache::on_hit(meta, hit, ctx))
     }
 
     fn response_cache_filter(
