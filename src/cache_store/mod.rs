@@ -289,15 +289,19 @@ impl HandleMiss for Miss {
         } else {
             entry::split_plain(self.body.len(), PLAIN_CHUNK)
         };
-        // Exact-size copies: the fill buffers grew by doubling, and a budget counts bytes kept.
+        // One exact-size buffer for head and body: the fill buffers grew by doubling, and every
+        // allocation costs the budget its header and rounding.
+        let (a, b) = (meta.0.len(), meta.1.len());
+        let mut all = Vec::with_capacity(a + b + self.body.len());
+        all.extend_from_slice(&meta.0);
+        all.extend_from_slice(&meta.1);
+        all.extend_from_slice(&self.body);
+        let all = Bytes::from(all);
         let entry = Arc::new(Entry {
             route: self.route,
             expires_ms: self.expires_ms,
-            meta: (
-                Bytes::copy_from_slice(&meta.0),
-                Bytes::copy_from_slice(&meta.1),
-            ),
-            body: Bytes::copy_from_slice(&self.body),
+            meta: (all.slice(..a), all.slice(a..a + b)),
+            body: all.slice(a + b..),
             ends,
         });
         let weight = entry.weight();
