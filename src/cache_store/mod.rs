@@ -15,6 +15,7 @@
 
 pub mod disk;
 pub mod entry;
+pub mod live;
 pub mod memory;
 pub mod policy;
 pub mod redis;
@@ -73,15 +74,25 @@ pub struct CacheStore {
     backend: Box<dyn Backend>,
     max_entry: usize,
     pub counters: Counters,
+    /// Fills readable while they arrive; `Some` with `fill_after_disconnect` (see `live.rs`).
+    pub(crate) live: Option<live::LiveFills>,
 }
 
 impl CacheStore {
-    pub fn new(backend: Box<dyn Backend>, max_entry: usize) -> Self {
+    pub fn new(backend: Box<dyn Backend>, max_entry: usize, fill_after_disconnect: bool) -> Self {
         CacheStore {
             backend,
             max_entry,
             counters: Counters::default(),
+            live: fill_after_disconnect.then(live::LiveFills::default),
         }
+    }
+
+    /// A reader of the fill in progress for `id`, if any.
+    fn live_hit(&self, id: &Digest) -> Option<(CacheMeta, HitHandler)> {
+        let fill = self.live.as_ref()?.get(id)?;
+        let meta = CacheMeta::deserialize(&fill.meta.0, &fill.meta.1).ok()?;
+        Some((meta, Box::new(fill.reader())))
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -124,6 +135,9 @@ impl Storage for CacheStore {
         let Some(id) = digest_of(key) else {
             return Ok(None);
         };
+        if let Some(hit) = self.live_hit(&id) {
+            return Ok(Some(hit));
+        }
         let entry = match self.backend.get(&id).await {
             Ok(Some(e)) => e,
             Ok(None) => return Ok(None),
@@ -162,9 +176,19 @@ impl Storage for CacheStore {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let serialized = meta.serialize().ok();
+        let id = digest_of(key);
+        let live = match (&self.live, id, &serialized) {
+            (Some(fills), Some(id), Some(meta)) => Some(live::LiveShare {
+                store: self,
+                id,
+                fill: fills.start(id, meta.clone()),
+            }),
+            _ => None,
+        };
         Ok(Box::new(Miss {
             store: self,
-            id: digest_of(key),
+            live,
+            id,
             route: key.user_tag.clone(),
             expires_ms: to_ms(meta.fresh_until()),
             meta: serialized,
@@ -172,6 +196,27 @@ impl Storage for CacheStore {
             body: BytesMut::new(),
             overflow: false,
         }))
+    }
+
+    /// The fill's own client reads what it is writing (partial-write mode only).
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        _tag: Option<&[u8]>,
+        _trace: &SpanHandle,
+    ) -> pingora_error::Result<Option<(CacheMeta, HitHandler)>> {
+        // Never `Ok(None)` here: Pingora panics without a reader; an error only stops caching.
+        match digest_of(key).and_then(|id| self.live_hit(&id)) {
+            Some(hit) => Ok(Some(hit)),
+            None => pingora_error::Error::e_explain(
+                pingora_error::ErrorType::InternalError,
+                "no fill in progress for this key",
+            ),
+        }
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        self.live.is_some()
     }
 
     /// Pingora's own purge and eviction paths are not used (the admin interface purges
@@ -247,6 +292,8 @@ impl HandleHit for Hit {
 /// has arrived. Dropped without `finish` (upstream cut, client gone): nothing is stored.
 struct Miss {
     store: &'static CacheStore,
+    /// The live fill readers follow (partial-write mode).
+    live: Option<live::LiveShare>,
     id: Option<Digest>,
     route: String,
     expires_ms: u64,
@@ -260,6 +307,10 @@ struct Miss {
 #[async_trait]
 impl HandleMiss for Miss {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> pingora_error::Result<()> {
+        if let Some(live) = &self.live {
+            // Readers need every byte, stored or not.
+            live.fill.push(data.clone());
+        }
         if self.overflow {
             return Ok(());
         }
@@ -272,22 +323,36 @@ impl HandleMiss for Miss {
         Ok(())
     }
 
-    async fn finish(self: Box<Self>) -> pingora_error::Result<MissFinishType> {
-        let store = self.store;
-        let not_stored = || {
-            store.counters.not_stored.fetch_add(1, Ordering::Relaxed);
-            Ok(MissFinishType::Created(0))
-        };
-        let (Some(id), Some(meta), false) = (self.id, self.meta, self.overflow) else {
-            return not_stored();
-        };
-        let ends = if self.sse {
-            match entry::split_sse(&self.body) {
-                Some(e) => e,
-                None => return not_stored(),
-            }
+    async fn finish(mut self: Box<Self>) -> pingora_error::Result<MissFinishType> {
+        let live = self.live.take();
+        let ends = if self.overflow {
+            None
+        } else if self.sse {
+            entry::split_sse(&self.body)
         } else {
-            entry::split_plain(self.body.len(), PLAIN_CHUNK)
+            Some(entry::split_plain(self.body.len(), PLAIN_CHUNK))
+        };
+        // Whether live readers may end cleanly: a stream only with its terminal event.
+        let complete = match (&ends, self.overflow) {
+            (Some(_), _) => true,
+            (None, false) => false,
+            (None, true) => !self.sse || live.as_ref().is_some_and(|l| l.fill.is_complete_sse()),
+        };
+        // Stored first, then the live fill closed: a lookup finds one or the other.
+        let finished = self.store_entry(ends).await;
+        if let Some(live) = live {
+            live.close(complete);
+        }
+        Ok(finished)
+    }
+}
+
+impl Miss {
+    async fn store_entry(self, ends: Option<Vec<u32>>) -> MissFinishType {
+        let store = self.store;
+        let (Some(id), Some(meta), Some(ends)) = (self.id, self.meta, ends) else {
+            store.counters.not_stored.fetch_add(1, Ordering::Relaxed);
+            return MissFinishType::Created(0);
         };
         // One exact-size buffer for head and body: the fill buffers grew by doubling, and every
         // allocation costs the budget its header and rounding.
@@ -308,11 +373,11 @@ impl HandleMiss for Miss {
         match store.backend.put(id, entry).await {
             Ok(()) => {
                 store.counters.stored.fetch_add(1, Ordering::Relaxed);
-                Ok(MissFinishType::Created(weight))
+                MissFinishType::Created(weight)
             }
             Err(e) => {
                 store.backend_error("write", &e);
-                Ok(MissFinishType::Created(0))
+                MissFinishType::Created(0)
             }
         }
     }
@@ -356,6 +421,7 @@ impl Cache {
         let store: &'static CacheStore = Box::leak(Box::new(CacheStore::new(
             backend,
             config.max_entry_size as usize,
+            config.fill_after_disconnect,
         )));
         // The lock's age timeout: a writer holding it longer lets waiters compete again.
         let lock: &'static pingora_cache::lock::CacheKeyLockImpl = Box::leak(

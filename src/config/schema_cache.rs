@@ -33,6 +33,9 @@ pub struct CacheConfig {
     pub backend_timeout: Duration,
     /// Count the tokens of cached answers against token budgets (default: hits are free).
     pub charge_hits: bool,
+    /// Keep reading an answer into the cache after its client left (the upstream call runs to
+    /// its end); identical requests then also follow a fill live. Default: the call is cut.
+    pub fill_after_disconnect: bool,
     /// Whether a request that does not say (`caching`) uses the cache.
     pub default: bool,
     /// The key for the admin endpoints (`/_llmf/cache/…`); without it they do not exist.
@@ -51,6 +54,7 @@ impl Default for CacheConfig {
             lock_timeout: Duration::from_secs(60),
             backend_timeout: Duration::from_millis(100),
             charge_hits: false,
+            fill_after_disconnect: false,
             default: false,
             admin_key: None,
             routes: None,
@@ -82,6 +86,7 @@ const CACHE: &[&str] = &[
     "lock_timeout",
     "backend_timeout",
     "charge_hits",
+    "fill_after_disconnect",
     "default",
     "admin_key",
     "routes",
@@ -156,6 +161,7 @@ pub fn decode_cache(d: &mut Decoder<'_>, node: &Node<'_>, routes: &[RouteConfig]
     }
     for (key, slot) in [
         ("charge_hits", &mut c.charge_hits),
+        ("fill_after_disconnect", &mut c.fill_after_disconnect),
         ("default", &mut c.default),
     ] {
         if let Some(v) = f.get(key).and_then(|n| d.boolean(&n)) {
