@@ -144,7 +144,13 @@ async fn after_kill_9_the_disk_store_serves_nothing_partial() {
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x20;
     std::fs::write(&files[1], flipped).unwrap();
-    std::fs::write(store.join("tmp").join("x.partial"), &blob[..10]).unwrap();
+    // An unfinished write from before the crash (older than a minute by now).
+    let partial = store.join("tmp").join("x.partial");
+    std::fs::write(&partial, &blob[..10]).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let f = std::fs::File::options().write(true).open(&partial).unwrap();
+    f.set_modified(an_hour_ago).unwrap();
+    drop(f);
     let _p = start();
     wait_listening(addr).await;
     let mut hits = 0;

@@ -3,7 +3,9 @@
 //!
 //! Crash safety: an entry is written whole to `<dir>/tmp/` and renamed into place, and rename
 //! is atomic, so a reader sees the old state or the new file, never a half-written one; after
-//! a `kill -9` the leftovers in `tmp/` are deleted when the store opens. Every file carries a
+//! a `kill -9` the leftovers in `tmp/` are deleted when the store next opens (those older than a
+//! minute: a younger one may be another process's write in progress — the old process during a
+//! graceful upgrade, or a running server while `check` opens the store). Every file carries a
 //! SHA-256 of its contents (see `entry.rs`): a torn or corrupted file (power loss, a bad disk)
 //! fails the check, is deleted, and is a miss. No fsync: a lost entry costs one upstream call,
 //! a checksum failure the same; nothing wrong is ever served.
@@ -42,8 +44,15 @@ impl DiskBackend {
         std::fs::create_dir_all(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         if let Ok(leftovers) = std::fs::read_dir(&tmp) {
+            let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
             for f in leftovers.flatten() {
-                let _ = std::fs::remove_file(f.path());
+                let old = f
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < stale);
+                if old {
+                    let _ = std::fs::remove_file(f.path());
+                }
             }
         }
         let backend = DiskBackend {
@@ -274,12 +283,19 @@ mod tests {
         let pb = dir.path().join(&hex(&b)[..2]).join(hex(&b));
         let blob = std::fs::read(&pb).unwrap();
         std::fs::write(&pb, &blob[..blob.len() - 5]).unwrap();
-        std::fs::write(dir.path().join("tmp").join("partial"), b"LLMFCE01").unwrap();
+        let partial = dir.path().join("tmp").join("partial");
+        std::fs::write(&partial, b"LLMFCE01").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let f = std::fs::File::options().write(true).open(&partial).unwrap();
+        f.set_modified(an_hour_ago).unwrap();
+        // A fresh one may be another process's write in progress: left alone.
+        std::fs::write(dir.path().join("tmp").join("in-progress"), b"LLMFCE01").unwrap();
         let d = DiskBackend::open(dir.path(), 1 << 20).unwrap();
-        assert!(std::fs::read_dir(dir.path().join("tmp"))
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
             .unwrap()
-            .next()
-            .is_none());
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["in-progress"]);
         let got = d.get(&a).await.unwrap().unwrap();
         assert_eq!(got.route, "/x");
         assert!(d.get(&b).await.unwrap().is_none());
