@@ -434,3 +434,22 @@ async fn general_routes_opt_in_keyed_by_method_path_query_body_and_representatio
     assert_eq!(post_raw("[2, 1]").await, "MISS");
     assert_eq!(up.request_count(), 6);
 }
+
+#[tokio::test]
+async fn entries_expire_after_their_routes_ttl() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::OpenAi);
+    let gw = start_gateway(&format!(
+        "routes:\n  - prefix: /\n    upstream: \"{}\"\ncache:\n  default: true\n  ttl: 1h\n  routes:\n    - route: /\n      ttl: 1s\n",
+        up.url()
+    ))
+    .await;
+    let body = json!({"model": "e", "input": "t"});
+    let ask = || post(&gw, "/v1/embeddings", &body);
+    assert_eq!(header(&ask().await, "x-cache").as_deref(), Some("MISS"));
+    assert_eq!(header(&ask().await, "x-cache").as_deref(), Some("HIT"));
+    // Waiting out the TTL is the point here (nothing to poll for).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(header(&ask().await, "x-cache").as_deref(), Some("MISS"));
+    assert_eq!(up.request_count(), 2);
+}
