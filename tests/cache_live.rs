@@ -92,11 +92,17 @@ async fn identical_requests_follow_one_fill_live() {
 async fn a_broken_fill_fails_its_readers_and_stores_nothing() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&config(&up.url())).await;
-    // Cut mid-stream: the client's stream breaks.
+    // Cut mid-stream: the client's stream breaks. (Under load the reset can reach the gateway
+    // before it read the response head, which the kernel then discards: a 502, also fine.)
     up.set_behavior(Behavior::ResetMidStream {
         events_before_reset: 2,
     });
-    assert!(read_all(send(&gw).await).await.is_err());
+    let r = send(&gw).await;
+    if r.status() == 200 {
+        assert!(read_all(r).await.is_err());
+    } else {
+        assert_eq!(r.status(), 502);
+    }
     // Ends cleanly on the wire but without its terminal event: still never a clean end.
     up.set_behavior(Behavior::Sse {
         chunks: vec![common::mock::chat_stream_event(0).into()],
