@@ -6,10 +6,11 @@
 #                                   # bench/out/results.md
 # Knobs (env): DURATION=10 WARMUP=2 LATENCY_DURATION=5 STREAM_DURATION=5 CONNS=64 (seconds/conns),
 # TARGETS="direct nginx gateway gateway-general gateway-limits gateway-redis gateway-chatlog
-#   gateway-cache-hit gateway-cache-unique", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=….
+#   gateway-cache-hit gateway-cache-unique gateway-cache-redis", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=….
 # gateway-cache-hit: the same request over and over, so every request but the first is a cache
 # hit (memory backend); gateway-cache-unique: every request different (a counter in the body),
-# so every one is a miss stored into a 16 MiB memory cache that must evict to stay in budget.
+# so every one is a miss stored into a 16 MiB memory cache that must evict to stay in budget;
+# gateway-cache-redis: hits from a Redis cache (redis-server on the load generator's core).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,7 +33,7 @@ PATH=$PATH:/usr/sbin   # Debian's nginx lives in /usr/sbin
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
-[[ $TARGETS != *gateway-redis* ]] || command -v redis-server >/dev/null || missing+=(redis-server)
+[[ $TARGETS != *redis* ]] || command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then
     ((EUID == 0)) || die "missing ${missing[*]}: apt-get install ${missing[*]}"
     log "apt-get install ${missing[*]}"
@@ -160,19 +161,23 @@ start_target() {  # NAME -> sets url, pid
         "${on_proxy_cpu[@]}" nginx -p "$work/nginx" -e "$work/nginx/nginx.err" -c "$work/nginx/nginx.conf" &
         proxy_sig=TERM
         ;;
-    gateway | gateway-general | gateway-limits | gateway-redis | gateway-chatlog | gateway-cache-hit | gateway-cache-unique)
+    gateway | gateway-general | gateway-limits | gateway-redis | gateway-chatlog | gateway-cache-hit | gateway-cache-unique | gateway-cache-redis)
         # Variants of the openai route with one feature on: what it costs per request.
         local extra=''
         case $1 in
         gateway-limits) extra=$'limits:\n  rules:\n    - {requests: "1000000000/minute", per: ip}' ;;
-        gateway-redis)
+        gateway-redis | gateway-cache-redis)
             local rport; rport=$(free_port)
             # Redis is infrastructure like the mock: on the load generator's core, not the proxy's.
             "${on_load_cpu[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
                 >/dev/null 2>&1 &
             redis_pid=$!
             wait_redis "$rport"
-            extra=$'limits:\n  backend: "redis://127.0.0.1:'"$rport"$'/0"\n  rules:\n    - {requests: "1000000000/minute", per: ip}' ;;
+            if [[ $1 == gateway-redis ]]; then
+                extra=$'limits:\n  backend: "redis://127.0.0.1:'"$rport"$'/0"\n  rules:\n    - {requests: "1000000000/minute", per: ip}'
+            else
+                extra=$'cache:\n  backend: "redis://127.0.0.1:'"$rport"$'/0"\n  default: true'
+            fi ;;
         gateway-chatlog) extra=$'log:\n  chat: {dir: "'"$work"$'/chatlog"}' ;;
         gateway-cache-hit) extra=$'cache:\n  backend: memory\n  default: true' ;;
         gateway-cache-unique) extra=$'cache:\n  backend: memory\n  max_size: 16MiB\n  default: true' ;;
