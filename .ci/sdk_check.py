@@ -176,6 +176,21 @@ def check_embeddings(c: openai.OpenAI, _state: dict) -> None:
     assert r.usage.prompt_tokens > 0 and r.usage.total_tokens >= r.usage.prompt_tokens, f"usage: {r.usage!r}"
 
 
+def check_cache(c: openai.OpenAI, _state: dict) -> None:
+    kw = dict(model=MODEL, messages=[{"role": "user", "content": "cache me"}], extra_body={"caching": True})
+    first = c.chat.completions.with_raw_response.create(**kw)
+    second = c.chat.completions.with_raw_response.create(**kw)
+    assert first.headers.get("x-cache") == "MISS", dict(first.headers)
+    assert second.headers.get("x-cache") == "HIT", dict(second.headers)
+    # A hit is the stored answer itself, id included (not a rebuilt one).
+    assert first.parse().model_dump() == second.parse().model_dump()
+    streamed = []
+    for _ in range(2):
+        with c.chat.completions.create(stream=True, **kw) as stream:
+            streamed.append("".join(ch.delta.content or "" for chunk in stream for ch in chunk.choices))
+    assert streamed[0] == streamed[1] and streamed[0], streamed
+
+
 def check_models(c: openai.OpenAI, _state: dict) -> None:
     ids = [m.id for m in c.models.list()]
     assert ids and all(ids), f"model ids {ids}"
@@ -216,6 +231,8 @@ routes:
   - prefix: /openai
     upstream: http://127.0.0.1:{upstream_port}
     type: openai
+cache:
+  backend: memory
 """
             with open(f"{tmp}/config.yaml", "w") as f:
                 f.write(config)
@@ -233,6 +250,7 @@ routes:
                 ("stream ends with data: [DONE] on the wire", check_stream_raw, {"port": port}),
                 ("embeddings", check_embeddings, {}),
                 ("models.list", check_models, {}),
+                ("cache: extra_body caching=True, miss then exact hit, streams too", check_cache, {}),
                 ("unrouted path -> 404 OpenAI-shaped error", check_unrouted, {"port": port}),
             ]
             state: dict = {}

@@ -5,7 +5,12 @@
 #   bash bench/load.sh              # release build, then ~2 minutes; table on stdout and in
 #                                   # bench/out/results.md
 # Knobs (env): DURATION=10 WARMUP=2 LATENCY_DURATION=5 STREAM_DURATION=5 CONNS=64 (seconds/conns),
-# TARGETS="direct nginx gateway gateway-general gateway-limits gateway-redis gateway-chatlog", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=….
+# TARGETS="direct nginx gateway gateway-general gateway-limits gateway-redis gateway-chatlog
+#   gateway-cache-hit gateway-cache-unique gateway-cache-redis", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=….
+# gateway-cache-hit: the same request over and over, so every request but the first is a cache
+# hit (memory backend); gateway-cache-unique: every request different (a counter in the body),
+# so every one is a miss stored into a 16 MiB memory cache that must evict to stay in budget;
+# gateway-cache-redis: hits from a Redis cache (redis-server on the load generator's core).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,7 +33,7 @@ PATH=$PATH:/usr/sbin   # Debian's nginx lives in /usr/sbin
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
-[[ $TARGETS != *gateway-redis* ]] || command -v redis-server >/dev/null || missing+=(redis-server)
+[[ $TARGETS != *redis* ]] || command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then
     ((EUID == 0)) || die "missing ${missing[*]}: apt-get install ${missing[*]}"
     log "apt-get install ${missing[*]}"
@@ -102,11 +107,20 @@ CLK_TCK=$(getconf CLK_TCK)
 # --- the workload: a small non-streamed (or, with BENCH_STREAM=1, streamed) chat completion ------
 cat >"$work/chat.lua" <<'EOF'
 local stream = os.getenv("BENCH_STREAM") == "1"
+local unique = os.getenv("BENCH_UNIQUE") == "1"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
 wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]'
     .. (stream and ',"stream":true' or '') .. '}'
+local n = 0
+if unique then
+  request = function()
+    n = n + 1
+    return wrk.format(nil, nil, nil, '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello '
+      .. math.random(1e9) .. '-' .. n .. '."}]' .. (stream and ',"stream":true' or '') .. '}')
+  end
+end
 function done(s, lat, _)
   local e = s.errors
   io.write(string.format("RESULT %d %d %d %d %d\n", s.requests, s.duration,
@@ -117,7 +131,7 @@ EOF
 # run_wrk CONNS SECONDS BASE_URL [1 = stream] -> "requests duration_us errors p50_us p99_us"
 run_wrk() {
     local r
-    r=$(BENCH_STREAM=${4:-0} "${on_load_cpu[@]}" wrk -t1 -c"$1" -d"$2"s --timeout 5s \
+    r=$(BENCH_STREAM=${4:-0} BENCH_UNIQUE=$([[ $target == gateway-cache-unique ]] && echo 1 || echo 0) "${on_load_cpu[@]}" wrk -t1 -c"$1" -d"$2"s --timeout 5s \
         -s "$work/chat.lua" "$3/v1/chat/completions" | awk '/^RESULT/ { print $2, $3, $4, $5, $6 }')
     [[ $r && ${r%% *} -gt 0 ]] || die "wrk against $3 completed no request"
     echo "$r"
@@ -147,20 +161,26 @@ start_target() {  # NAME -> sets url, pid
         "${on_proxy_cpu[@]}" nginx -p "$work/nginx" -e "$work/nginx/nginx.err" -c "$work/nginx/nginx.conf" &
         proxy_sig=TERM
         ;;
-    gateway | gateway-general | gateway-limits | gateway-redis | gateway-chatlog)
+    gateway | gateway-general | gateway-limits | gateway-redis | gateway-chatlog | gateway-cache-hit | gateway-cache-unique | gateway-cache-redis)
         # Variants of the openai route with one feature on: what it costs per request.
         local extra=''
         case $1 in
         gateway-limits) extra=$'limits:\n  rules:\n    - {requests: "1000000000/minute", per: ip}' ;;
-        gateway-redis)
+        gateway-redis | gateway-cache-redis)
             local rport; rport=$(free_port)
             # Redis is infrastructure like the mock: on the load generator's core, not the proxy's.
             "${on_load_cpu[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
                 >/dev/null 2>&1 &
             redis_pid=$!
             wait_redis "$rport"
-            extra=$'limits:\n  backend: "redis://127.0.0.1:'"$rport"$'/0"\n  rules:\n    - {requests: "1000000000/minute", per: ip}' ;;
+            if [[ $1 == gateway-redis ]]; then
+                extra=$'limits:\n  backend: "redis://127.0.0.1:'"$rport"$'/0"\n  rules:\n    - {requests: "1000000000/minute", per: ip}'
+            else
+                extra=$'cache:\n  backend: "redis://127.0.0.1:'"$rport"$'/0"\n  default: true'
+            fi ;;
         gateway-chatlog) extra=$'log:\n  chat: {dir: "'"$work"$'/chatlog"}' ;;
+        gateway-cache-hit) extra=$'cache:\n  backend: memory\n  default: true' ;;
+        gateway-cache-unique) extra=$'cache:\n  backend: memory\n  max_size: 16MiB\n  default: true' ;;
         esac
         cat >"$work/$1.yaml" <<EOF
 server:
@@ -223,7 +243,8 @@ for target in $TARGETS; do
     ratio=$([[ $direct_rps ]] && fmt "$rps / $direct_rps" 2 || echo "–")
     errors=$((err + err1 + errs)) && errors_total=$((errors_total + errors))
     proxy_cols="$cpu_us | $(fmt "$rss_idle / 1024") / $(fmt "$rss_after / 1024") / $(fmt "$rss_peak / 1024")"
-    [[ $target == direct ]] && proxy_cols="– | –"
+    # direct: the CPU column is the mock's own cost per request (what a cache hit replaces).
+    [[ $target == direct ]] && proxy_cols="$cpu_us (mock) | –"
     rows+=("| $target | $rps | $ratio | $(fmt "$p50 / 1000" 2) / $(fmt "$p99 / 1000" 2) \
 | $(fmt "$n1 / ($dur1 / 1e6)" 0) | $(fmt "$p50_1 / 1000" 2) / $(fmt "$p99_1 / 1000" 2) \
 | $(fmt "$ns / ($durs / 1e6)" 0) | $(fmt "$p50s / 1000" 2) / $(fmt "$p99s / 1000" 2) | $proxy_cols | $errors |")

@@ -6,6 +6,8 @@
 
 pub mod access;
 pub mod banner;
+pub mod cache_key;
+pub mod cache_store;
 pub mod chatlog;
 pub mod cli;
 pub mod config;

@@ -43,6 +43,8 @@ pub struct Route {
     pub access: IpRules,
     /// This route writes chat-log records.
     pub chat_log: bool,
+    /// Which of its requests may use the response cache (`None`: none).
+    pub cache: Option<crate::cache_store::policy::RoutePolicy>,
 }
 
 pub struct Gateway {
@@ -58,6 +60,8 @@ pub struct Gateway {
     pub chat_log: Option<crate::chatlog::ChatLog>,
     /// Requests between `new_ctx` and the end of `logging` (drain on shutdown).
     pub in_flight: Arc<AtomicUsize>,
+    /// The response cache, when configured.
+    pub cache: Option<crate::cache_store::Cache>,
 }
 
 impl Gateway {
@@ -109,6 +113,10 @@ impl Gateway {
                     Some(prefixes) => prefixes.contains(&rc.prefix),
                     None => rc.kind == crate::config::RouteKind::OpenAi,
                 }),
+                cache: config
+                    .cache
+                    .as_ref()
+                    .and_then(|c| crate::cache_store::policy::RoutePolicy::of(c, rc)),
             }));
         }
         if !problems.is_empty() {
@@ -180,6 +188,14 @@ impl Gateway {
                 ..Default::default()
             })
         });
+        let cache = match config.cache.as_ref().map(crate::cache_store::Cache::build) {
+            Some(Err(why)) => {
+                problems.add("cache.backend", None, why);
+                return Err(problems);
+            }
+            Some(Ok(c)) => Some(c),
+            None => None,
+        };
         let table = RouteTable::new(routes.iter().map(|r| r.config.prefix.as_str()));
         Ok(Arc::new(Gateway {
             config,
@@ -192,6 +208,7 @@ impl Gateway {
             limits,
             chat_log,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            cache,
         }))
     }
 }

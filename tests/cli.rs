@@ -164,15 +164,17 @@ async fn openai_forward_key_variables_map_onto_forward_keys_and_levels() {
 }
 
 #[test]
-fn an_access_restriction_we_cannot_enforce_refuses_to_start() {
+fn a_proxy_we_cannot_use_refuses_to_start_without_echoing_its_password() {
     let dir = tempfile::tempdir().unwrap();
     let out = gateway_command(dir.path())
-        .env("PROXY", "http://127.0.0.1:7890")
+        .env("PROXY", "socks5://user:hunter2@127.0.0.1:7890")
         .args(["run", "--port", "1"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PROXY"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PROXY") && err.contains("http://"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 trait ReadStderr {

@@ -229,3 +229,42 @@ fn import_env_prints_yaml_that_loads() {
     let back = check(yaml.as_bytes());
     assert!(back.status.success(), "{}", stderr(&back));
 }
+
+#[test]
+fn cache_problems_are_listed_with_paths() {
+    let yaml = [
+        "routes:",
+        "  - prefix: /v1",
+        "    upstream: http://127.0.0.1:9",
+        "cache:",
+        "  backend: dsik",
+        "  max_size: 1KiB",
+        "  max_entry_size: 1MiB",
+        "  ttl: soon",
+        "  chache_hits: true",
+        "  routes:",
+        "    - route: /v2",
+        "    - route: /v1",
+        "      paths: [chat/completions]",
+    ]
+    .join("\n");
+    let yaml = yaml.as_bytes();
+    let out = check(yaml);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for expected in [
+        "cache.backend: \"dsik\": expected `memory`, `disk` or a redis:// URL",
+        "cache.max_entry_size: \"1MiB\": larger than `max_size`",
+        "cache.ttl: \"soon\"",
+        "cache.chache_hits: unknown key; did you mean `charge_hits`?",
+        "cache.routes[0].route: \"/v2\": no route has this prefix",
+        "cache.routes[1].paths[0]: \"chat/completions\": a path below the prefix starts with /",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    let disk = check(
+        b"routes:\n  - prefix: /\n    upstream: http://127.0.0.1:9\ncache:\n  backend: disk\n",
+    );
+    assert_eq!(disk.status.code(), Some(2));
+    assert!(stderr(&disk).contains("cache.path: missing; the `disk` backend needs a directory"));
+}

@@ -694,3 +694,54 @@ async fn a_proxy_that_refuses_the_credentials_is_a_clear_502() {
     assert!(!text.contains(&proxy.addr().port().to_string()));
     assert_eq!(up.request_count(), 0);
 }
+
+// ---- With the response cache ------------------------------------------------------------------
+
+const CACHE: &str = "cache:\n  backend: memory\n  default: true\n";
+
+#[tokio::test]
+async fn a_stream_failed_over_after_its_head_is_served_but_not_stored() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::chat_stream(3, Duration::from_secs(20)));
+    let extra = format!("{RETRY}    timeouts: {{first_token: 500ms}}\n{CACHE}");
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
+    for _ in 0..2 {
+        let resp = chat(&gw, ask("gpt-4o", true)).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(answered_by(&resp), "fallback");
+        let (text, clean) = read_stream(resp).await;
+        assert!(clean && text.ends_with(DONE_EVENT), "{text}");
+    }
+    // pingora-cache cannot restart a fill: the abandoned attempt's head turned it off.
+    assert_eq!(fallback.request_count(), 2);
+    // A status retry happens before any fill starts: that answer is stored.
+    primary.set_behavior(json_error(503, "overloaded", &[]));
+    let body = ask("gpt-4o-2", false);
+    assert_eq!(chat(&gw, body.clone()).await.headers()["x-cache"], "MISS");
+    assert_eq!(chat(&gw, body).await.headers()["x-cache"], "HIT");
+}
+
+#[tokio::test]
+async fn a_fallback_models_answer_is_served_but_never_cached() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(json_error(503, "overloaded", &[]));
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary, models: [gpt-4o]}}\n      - {{url: \"{}\", name: cheap, models: [gpt-4o-mini]}}\n{RETRY}    fallbacks: {{models: [gpt-4o-mini]}}\n    breaker: {{failures: 100}}\n{CACHE}",
+        primary.url(),
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    for _ in 0..2 {
+        let resp = chat(&gw, ask("gpt-4o", false)).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-cache"], "MISS");
+        assert_eq!(resp.json::<Value>().await.unwrap()["model"], "gpt-4o-mini");
+    }
+    assert_eq!(fallback.request_count(), 2);
+    // Once the requested model answers, its answer is stored.
+    primary.set_behavior(Behavior::OpenAi);
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["model"], "gpt-4o");
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.headers()["x-cache"], "HIT");
+}

@@ -1,5 +1,6 @@
 //! No key material in anything the gateway writes: its logs at the most verbose level, its
-//! error bodies, its responses — across successes, refusals, key rotation and upstream faults.
+//! error bodies, its responses, its cache files — across successes, refusals, key rotation,
+//! upstream faults, cache hits and the cache's admin interface.
 
 mod common;
 
@@ -9,11 +10,12 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-const SECRETS: [&str; 4] = [
+const SECRETS: [&str; 5] = [
     "sk-live-UPSTREAM-0001-4f3c2b1a",
     "sk-live-UPSTREAM-0002-9e8d7c6b",
     "fk-FORWARD-alice-7a6b5c4d",
     "fk-FORWARD-bob-1f2e3d4c",
+    "adm-CACHE-ADMIN-5e6f7a8b9c",
 ];
 
 #[tokio::test]
@@ -30,6 +32,7 @@ async fn no_secret_appears_in_logs_errors_or_responses() {
 server: {{listen: ['127.0.0.1:{port}'], threads: 1, grace_period: 0s}}
 upstream_keys:
   main: [{{key: "${{LF_TEST_UP1}}"}}, {{key: "${{LF_TEST_UP2}}", name: second}}]
+  fresh: [{{key: "${{LF_TEST_UP2}}"}}]
 tenants: {{t: {{models: [gpt-4o]}}}}
 forward_keys:
   - {{key: "${{LF_TEST_FK1}}", tenant: t}}
@@ -38,9 +41,20 @@ routes:
   - {{prefix: /openai, upstream: '{}', auth: {{pool: main}}}}
   - {{prefix: /gemini, upstream: '{}', type: general, auth: {{pool: main, key_header: "query:key"}}}}
   - {{prefix: /dead, upstream: 'http://{dead}', auth: {{pool: main}}, retry: {{connect_retries: 1, backoff: 1ms}}}}
+  - {{prefix: /cached, upstream: '{}', auth: {{pool: fresh}}}}
+  - {{prefix: /gcached, upstream: '{}', type: general, auth: {{pool: fresh, key_header: "query:key"}}}}
+cache:
+  backend: disk
+  path: '{}'
+  default: true
+  admin_key: "${{LF_TEST_ADMIN}}"
+  routes: [{{route: /cached}}, {{route: /gcached}}]
 "#,
             up.url(),
-            up.url()
+            up.url(),
+            up.url(),
+            up.url(),
+            dir.path().join("cache").display()
         ),
     )
     .unwrap();
@@ -53,6 +67,7 @@ routes:
             .env("LF_TEST_UP2", SECRETS[1])
             .env("LF_TEST_FK1", SECRETS[2])
             .env("LF_TEST_FK2", SECRETS[3])
+            .env("LF_TEST_ADMIN", SECRETS[4])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -90,6 +105,17 @@ routes:
             .bearer_auth(SECRETS[2])
             .json(&chat),
         c.get(url("/nowhere")).bearer_auth(SECRETS[2]),
+        // Cache misses then hits, keyed (hashed) on tenants and on a key in the query.
+        c.post(url("/cached/v1/embeddings"))
+            .bearer_auth(SECRETS[2])
+            .json(&json!({"model": "gpt-4o", "input": "x"})),
+        c.post(url("/cached/v1/embeddings"))
+            .bearer_auth(SECRETS[3])
+            .json(&json!({"model": "gpt-4o", "input": "x"})),
+        c.get(url(&format!("/gcached/v1beta/models?key={}", SECRETS[3]))),
+        c.get(url(&format!("/gcached/v1beta/models?key={}", SECRETS[3]))),
+        c.get(url("/_llmf/cache/stats")).bearer_auth(SECRETS[4]),
+        c.get(url("/_llmf/cache/stats")).bearer_auth(SECRETS[2]),
     ];
     for (i, req) in requests.into_iter().enumerate() {
         let resp = req
@@ -118,6 +144,30 @@ routes:
             "part of a secret leaked:\n{written}"
         );
     }
+    // Nor in the cache's files (names or contents), which do hold the answers.
+    let mut files = 0;
+    let mut stack = vec![dir.path().join("cache")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            files += 1;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+            for secret in SECRETS {
+                assert!(!name.contains(secret) && !text.contains(secret), "{name}");
+                assert!(!text.contains(&secret[8..20]), "{name}");
+            }
+        }
+    }
+    assert!(files >= 2, "the cache stored nothing:\n{written}");
+    assert!(written.contains("cache=hit"), "no cache hit:\n{written}");
+    assert!(
+        written.contains("\"hit_ratio\""),
+        "no admin stats:\n{written}"
+    );
     // The logs are there and name keys by id.
     assert!(
         written.contains("key=bob"),

@@ -241,7 +241,46 @@ pub fn to_yaml(config: &Config) -> String {
             let _ = writeln!(y, "    max_body: {}", r.max_body);
         }
     }
+    cache(&mut y, config);
     y
+}
+
+/// The `cache:` section, when the cache is on.
+fn cache(y: &mut String, config: &Config) {
+    use super::schema_cache::{CacheBackendConfig, CacheConfig};
+    let Some(c) = &config.cache else {
+        return;
+    };
+    let d = CacheConfig::default();
+    let _ = writeln!(y, "cache:");
+    match &c.backend {
+        CacheBackendConfig::Memory => {
+            let _ = writeln!(y, "  backend: memory");
+        }
+        CacheBackendConfig::Disk(p) => {
+            let _ = writeln!(
+                y,
+                "  backend: disk\n  path: {}",
+                q(&p.display().to_string())
+            );
+        }
+        CacheBackendConfig::Redis(u) => {
+            let _ = writeln!(y, "  backend: {}", q(u));
+        }
+    }
+    if c.default != d.default {
+        let _ = writeln!(y, "  default: {}", c.default);
+    }
+    if let Some(routes) = &c.routes {
+        let _ = writeln!(y, "  routes:{}", if routes.is_empty() { " []" } else { "" });
+        for r in routes {
+            let mut line = format!("    - route: {}", q(&r.route));
+            if let Some(p) = &r.paths {
+                let _ = write!(line, "\n      paths: {}", list(p));
+            }
+            let _ = writeln!(y, "{line}");
+        }
+    }
 }
 
 #[cfg(test)]

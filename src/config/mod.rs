@@ -8,6 +8,7 @@ mod model_upstream;
 mod problems;
 mod schema;
 mod schema_auth;
+mod schema_cache;
 mod schema_limits;
 mod schema_upstreams;
 pub mod units;
@@ -18,6 +19,7 @@ pub use model::*;
 pub use model_upstream::*;
 pub use problems::{ConfigError, Problem, Problems};
 pub use schema::parse_upstream_url;
+pub use schema_cache::{CacheBackendConfig, CacheConfig, CacheRouteConfig};
 
 mod dotenv;
 mod emit;

@@ -25,6 +25,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Chat logs and the readable chat print.
     pub log: LogConfig,
+    /// The response cache; `None`: off.
+    pub cache: Option<super::CacheConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -377,6 +379,7 @@ impl Config {
             cors: None,
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            cache: None,
         }
     }
 

@@ -17,17 +17,8 @@ use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Variables that only change observability or caching; ignored with a warning.
-const NOT_YET_USED: &[&str] = &[
-    "CACHE_OPENAI",
-    "CACHE_GENERAL",
-    "CACHE_BACKEND",
-    "CACHE_ROUTES",
-    "CACHE_ROOT_PATH_OR_URL",
-    "DEFAULT_REQUEST_CACHING_VALUE",
-    "ITER_CHUNK_TYPE",
-    "BENCHMARK_MODE",
-];
+/// Variables that only change observability; ignored with a warning.
+const NOT_YET_USED: &[&str] = &["ITER_CHUNK_TYPE", "BENCHMARK_MODE"];
 
 /// Variables that make the environment a config (any one of them set).
 const MARKERS: &[&str] = &[
@@ -46,6 +37,8 @@ const MARKERS: &[&str] = &[
     "PRINT_CHAT",
     "TOKEN_RATE_LIMIT",
     "PROXY",
+    "CACHE_OPENAI",
+    "CACHE_GENERAL",
 ];
 
 /// The environment a config is read from: process variables over `.env` entries.
@@ -207,6 +200,7 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
         });
     }
     config.log.print_chat = flag("PRINT_CHAT");
+    cache(env, &mut config, &mut problems);
     if problems.is_empty() {
         super::validate::cross_check(&config, &mut problems);
     }
@@ -215,6 +209,107 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
     } else {
         Err(problems)
     }
+}
+
+/// `CACHE_OPENAI` / `CACHE_GENERAL` turn the cache on for openai / general routes (openai-forward
+/// only printed the latter); `CACHE_ROUTES` (paths below the prefix) replaces the default
+/// paths; `CACHE_BACKEND` `MEMORY` is the memory store, `LMDB` and `LevelDB` (both on-disk
+/// stores there) our disk store under `CACHE_ROOT_PATH_OR_URL` (default `.`), or a Redis when
+/// that is a `redis://` URL; `DEFAULT_REQUEST_CACHING_VALUE` is the per-request default.
+fn cache(env: &Env, config: &mut Config, problems: &mut Problems) {
+    use super::schema_cache::{CacheBackendConfig, CacheConfig, CacheRouteConfig};
+    let flag = |k: &str| {
+        env.get(k)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
+    let (openai, general) = (flag("CACHE_OPENAI"), flag("CACHE_GENERAL"));
+    if !openai && !general {
+        for key in [
+            "CACHE_BACKEND",
+            "CACHE_ROUTES",
+            "CACHE_ROOT_PATH_OR_URL",
+            "DEFAULT_REQUEST_CACHING_VALUE",
+        ] {
+            if env.get(key).is_some() {
+                log::warn!(
+                    "{key} is set but neither CACHE_OPENAI nor CACHE_GENERAL is true; ignored"
+                );
+            }
+        }
+        return;
+    }
+    let mut c = CacheConfig {
+        default: flag("DEFAULT_REQUEST_CACHING_VALUE"),
+        ..CacheConfig::default()
+    };
+    let root = env.get("CACHE_ROOT_PATH_OR_URL").unwrap_or(".").trim();
+    let backend = env.get("CACHE_BACKEND").unwrap_or("MEMORY").trim();
+    c.backend = if root.starts_with("redis://") || root.starts_with("rediss://") {
+        CacheBackendConfig::Redis(root.to_string())
+    } else if root.starts_with("http://") || root.starts_with("https://") {
+        problems.add(
+            "CACHE_ROOT_PATH_OR_URL",
+            Some(root.to_string()),
+            "a remote FlaxKV server is not supported; use a redis:// URL for a shared cache",
+        );
+        return;
+    } else {
+        match backend.to_ascii_lowercase().as_str() {
+            "memory" => CacheBackendConfig::Memory,
+            "lmdb" | "leveldb" => {
+                CacheBackendConfig::Disk(std::path::Path::new(root).join("llm-forward-cache"))
+            }
+            _ => {
+                problems.add(
+                    "CACHE_BACKEND",
+                    Some(backend.to_string()),
+                    "expected MEMORY, LMDB or LevelDB",
+                );
+                return;
+            }
+        }
+    };
+    let paths = match env.get("CACHE_ROUTES") {
+        None => None,
+        Some(json) => match serde_json::from_str::<Vec<String>>(json) {
+            Ok(list) => Some(
+                list.into_iter()
+                    .map(|p| {
+                        if p.starts_with('/') {
+                            p
+                        } else {
+                            format!("/{p}")
+                        }
+                    })
+                    .collect(),
+            ),
+            Err(_) => {
+                problems.add(
+                    "CACHE_ROUTES",
+                    None,
+                    "expected a JSON list of paths, e.g. [\"/v1/chat/completions\"]",
+                );
+                return;
+            }
+        },
+    };
+    let routes = config
+        .routes
+        .iter()
+        .filter(|r| match r.kind {
+            RouteKind::OpenAi => openai,
+            RouteKind::General => general,
+        })
+        .map(|r| CacheRouteConfig {
+            route: r.prefix.clone(),
+            paths: paths.clone(),
+            default: None,
+            ttl: None,
+            shared: false,
+        })
+        .collect();
+    c.routes = Some(routes);
+    config.cache = Some(c);
 }
 
 /// The tenant name for an openai-forward level.
@@ -679,5 +774,73 @@ mod tests {
                 "TIMEOUT"
             ]
         );
+    }
+
+    #[test]
+    fn cache_variables() {
+        use crate::config::CacheBackendConfig;
+        let forward = r#"[{"base_url":"https://api.openai.com","route":"/","type":"openai"},{"base_url":"http://localhost:8080","route":"/g","type":"general"}]"#;
+        let cfg = to_config(&env(&[
+            ("FORWARD_CONFIG", forward),
+            ("CACHE_OPENAI", "true"),
+            ("CACHE_BACKEND", "LMDB"),
+            ("CACHE_ROOT_PATH_OR_URL", "/var/cache/aifd"),
+            (
+                "CACHE_ROUTES",
+                r#"["/v1/chat/completions", "v1/embeddings"]"#,
+            ),
+            ("DEFAULT_REQUEST_CACHING_VALUE", "true"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let c = cfg.cache.as_ref().unwrap();
+        assert_eq!(
+            c.backend,
+            CacheBackendConfig::Disk("/var/cache/aifd/llm-forward-cache".into())
+        );
+        assert!(c.default);
+        let routes = c.routes.as_ref().unwrap();
+        assert_eq!(routes.len(), 1, "CACHE_GENERAL is off");
+        assert_eq!(routes[0].route, "/");
+        assert_eq!(
+            routes[0].paths.as_deref().unwrap(),
+            ["/v1/chat/completions", "/v1/embeddings"]
+        );
+        // The YAML import-env prints loads back to the same cache settings.
+        let yaml = super::super::emit::to_yaml(&cfg);
+        let back = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+        assert_eq!(back.cache, cfg.cache);
+
+        let cfg = to_config(&env(&[
+            ("FORWARD_CONFIG", forward),
+            ("CACHE_GENERAL", "true"),
+            ("CACHE_ROOT_PATH_OR_URL", "redis://127.0.0.1:6379/1"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let c = cfg.cache.unwrap();
+        assert_eq!(
+            c.backend,
+            CacheBackendConfig::Redis("redis://127.0.0.1:6379/1".into())
+        );
+        assert_eq!(c.routes.unwrap()[0].route, "/g");
+        assert!(!c.default);
+
+        for bad in [
+            ("CACHE_BACKEND", "sqlite"),
+            ("CACHE_ROOT_PATH_OR_URL", "http://flaxkv:8000"),
+        ] {
+            let err = to_config(&env(&[("CACHE_OPENAI", "true"), bad])).unwrap_err();
+            assert_eq!(err.0[0].path, bad.0);
+        }
+        // Without a switch, the rest is ignored.
+        assert!(to_config(&env(&[
+            ("FORWARD_CONFIG", forward),
+            ("CACHE_BACKEND", "LMDB")
+        ]))
+        .unwrap()
+        .unwrap()
+        .cache
+        .is_none());
     }
 }

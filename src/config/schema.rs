@@ -4,7 +4,7 @@
 use super::decode::{Decoder, Node};
 use super::model::*;
 use super::model_upstream::*;
-use super::{schema_auth, schema_limits, schema_upstreams, validate};
+use super::{schema_auth, schema_cache, schema_limits, schema_upstreams, validate};
 use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ const TOP: &[&str] = &[
     "cors",
     "limits",
     "log",
+    "cache",
 ];
 const SERVER: &[&str] = &[
     "listen",
@@ -92,6 +93,9 @@ pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
     }
     if let Some(n) = top.get("log") {
         config.log = schema_limits::decode_log(d, &n);
+    }
+    if let Some(n) = top.get("cache") {
+        config.cache = Some(schema_cache::decode_cache(d, &n, &config.routes));
     }
     if d.problems.is_empty() {
         validate::cross_check(&config, &mut d.problems);

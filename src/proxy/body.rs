@@ -4,7 +4,9 @@
 //! the tenant's model list (403). The body then goes upstream from the pre-read session
 //! (`preread.rs`), whatever its size, on the first attempt and on every retry — byte for byte,
 //! except that a stream which did not ask for usage is made to (`stream_options.include_usage`)
-//! so that it can be accounted; the stream phase removes that extra chunk again.
+//! so that it can be accounted (the stream phase removes that extra chunk again), and that the
+//! cache switch `caching` is taken out (it is ours, not the upstream's). A route that caches
+//! reads JSON bodies for the cache key even when it is `general`.
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
@@ -22,9 +24,12 @@ pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_c
     };
     let restricted = ctx.tenant.as_ref().is_some_and(|t| t.restricts_models());
     let kind = body_kind(session);
+    let openai = route.config.kind == RouteKind::OpenAi;
+    // A route that caches needs the body for the key.
+    let cacheable = route.cache.is_some();
     let wanted = match kind {
         BodyKind::None => false,
-        BodyKind::Json => route.config.kind == RouteKind::OpenAi || restricted,
+        BodyKind::Json => openai || restricted || cacheable,
         // A model list must hold for uploads too (audio transcriptions carry `model` as a
         // form field) and for bodies whose content type a client forgot to set.
         BodyKind::Multipart(_) | BodyKind::Other => restricted,
@@ -50,6 +55,15 @@ pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_c
         body.extend_from_slice(&chunk);
     }
     let mut body = body.freeze();
+    if matches!(kind, BodyKind::Json) && (openai || cacheable) {
+        // The cache switch is ours, not the upstream's: read it and take it out.
+        let (flag, rewritten) = crate::cache_key::take_caching_flag(&body);
+        ctx.cache.flag = flag;
+        if let Some(b) = rewritten {
+            body = b.into();
+            ctx.body_rewritten = true;
+        }
+    }
     let model = match &kind {
         BodyKind::Multipart(boundary) => multipart_field(&body, boundary, "model"),
         _ => match RequestInfo::parse(&body).filter(|i| i.model.is_some() || !has_odd_model(&body))
@@ -69,6 +83,8 @@ pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_c
                 ctx.request_info = Some(info);
                 model
             }
+            // A general route reads JSON only for its cache key; any JSON is fine there.
+            None if !openai && !restricted => None,
             None => return Err(ctx.fail(GatewayError::InvalidJson)),
         },
     };

@@ -98,6 +98,8 @@ pub struct RequestCtx {
     pub error: Option<GatewayError>,
     /// Status written to the client (`response_filter` or the error responder).
     pub status: u16,
+    /// The response cache's view of the request (body and cache phases).
+    pub cache: super::cache::CacheCtx,
     _in_flight: InFlight,
 }
 
@@ -137,6 +139,7 @@ impl RequestCtx {
             forward_path: None,
             error: None,
             status: 0,
+            cache: Default::default(),
         }
     }
 }

@@ -102,7 +102,9 @@ pub async fn finish(
     }
     let used = outcome
         .as_ref()
-        .and_then(|o| o.usage.map(|u| u.total_tokens));
+        .and_then(|o| o.usage.map(|u| u.total_tokens))
+        .filter(|_| !super::cache::free_of_charge(gateway, ctx));
+    super::cache::account(gateway, ctx);
     super::limits::settle_tokens(gateway, ctx, used).await;
     let status = session
         .response_written()
@@ -207,7 +209,7 @@ pub fn access_log(
     };
     log::info!(
         target: "access",
-        "{} {} status={} route={} client={} key={} model={} upstream={} answered_by={} attempts={} sent={} ms={:.1} ttft_ms={} tokens={} outcome={}",
+        "{} {} status={} route={} client={} key={} model={} upstream={} answered_by={} attempts={} sent={} ms={:.1} ttft_ms={} tokens={} cache={} outcome={}",
         req.method,
         req.uri.path(),
         status,
@@ -224,6 +226,7 @@ pub fn access_log(
         ctx.started.elapsed().as_secs_f64() * 1000.0,
         ctx.first_byte.map_or_else(|| "-".to_string(), |t| format!("{:.1}", t.duration_since(ctx.started).as_secs_f64() * 1000.0)),
         tokens,
+        super::cache::label(ctx),
         result,
     );
 }

@@ -5,6 +5,8 @@ mod access;
 mod attempts;
 mod auth;
 mod body;
+mod cache;
+mod cache_admin;
 mod cors;
 mod ctx;
 pub mod error;
@@ -23,6 +25,7 @@ pub use ctx::RequestCtx;
 
 use crate::state::Gateway;
 use async_trait::async_trait;
+use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -54,6 +57,9 @@ impl ProxyHttp for LlmProxy {
         if cors::preflight_or_prepare(&self.gateway, session, ctx).await? {
             return Ok(true);
         }
+        if cache_admin::serve(&self.gateway, session, ctx).await? {
+            return Ok(true);
+        }
         if route::route_request(&self.gateway, session, ctx).await? {
             return Ok(true);
         }
@@ -62,6 +68,35 @@ impl ProxyHttp for LlmProxy {
         body::read_body(session, ctx).await?;
         limits::reserve_tokens(&self.gateway, session, ctx).await?;
         Ok(false)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        cache::enable(&self.gateway, session, ctx);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        cache::key(ctx)
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _: &mut Session,
+        meta: &CacheMeta,
+        hit: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        Ok(cache::on_hit(meta, hit, ctx))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        Ok(cache::admit(resp, ctx))
     }
 
     async fn upstream_peer(
@@ -132,6 +167,7 @@ impl ProxyHttp for LlmProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         cors::decorate(response, ctx)?;
+        cache::decorate(response, ctx)?;
         for (name, value) in limits::headers(ctx) {
             response.insert_header(name, value)?;
         }

@@ -126,7 +126,7 @@ pub fn chat_record(
             })
         }),
         status,
-        cache: "bypass",
+        cache: super::cache::label(ctx),
         latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
         ttft_ms: ctx
             .first_byte

@@ -26,7 +26,7 @@ pub fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error>
 
 /// An error after the request was sent (or while the response came back).
 pub fn on_proxy_error(
-    session: &Session,
+    session: &mut Session,
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
     client_reused: bool,
@@ -86,7 +86,15 @@ pub fn on_proxy_error(
         // Whatever happens next, this attempt timed out.
         ctx.error = Some(GatewayError::UpstreamTimeout);
     }
-    e.set_retry(plan_next(ctx, failure));
+    let retry = plan_next(ctx, failure);
+    if retry && ctx.head_seen && session.cache.enabled() {
+        // pingora-cache took this attempt's head as the start of a fill and cannot start
+        // another: the answer of the next attempt is served, not stored.
+        session
+            .cache
+            .disable(pingora_cache::NoCacheReason::Custom("attempt abandoned"));
+    }
+    e.set_retry(retry);
     e
 }
 

@@ -1,0 +1,342 @@
+//! Response-cache keys, as pure functions (no Pingora types, unit-tested alone).
+//!
+//! A key is the SHA-256 of everything that can change an answer: the tenant scope (a hash of the
+//! tenant name or of the client's own credential, or "shared"), the route, the upstream, the
+//! method, the path with its query, and the request body in a canonical form — object keys
+//! sorted, no whitespace, without the top-level `caching` and `user` fields, which do not change
+//! the answer. Every other field counts (`stream`, `tools`, `response_format`, `seed`,
+//! `temperature` …). Each part is length-prefixed, so no two different tuples hash alike by
+//! shifting bytes from one part to the next. Only the digest is ever stored; no key material
+//! and no credential reach a cache key, a file or Redis.
+//!
+//! The per-request switch `caching` is read here too, and removed from the body sent upstream
+//! (the other members keep their bytes and order).
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+
+/// A cache key: SHA-256 of the key material.
+pub type Digest = [u8; 32];
+
+/// The parts of a request that select a cached answer.
+pub struct KeyParts<'a> {
+    /// Tenant scope: already a hash or the literal "shared"; never a key.
+    pub scope: &'a str,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub method: &'a str,
+    /// Path and query as the client sent them.
+    pub path_and_query: &'a str,
+    /// Request headers that select a representation (`general` routes: `Accept`,
+    /// `Accept-Encoding`; empty where the gateway fixes them, as on `openai` routes).
+    pub vary: &'a str,
+    /// The body as it goes upstream (`None`: no body).
+    pub body: Option<&'a [u8]>,
+}
+
+/// The key of a request.
+pub fn key(parts: &KeyParts<'_>) -> Digest {
+    let mut material = Vec::with_capacity(256 + parts.body.map_or(0, |b| b.len()));
+    material.extend_from_slice(b"llmf-cache-v1");
+    for part in [
+        parts.scope,
+        parts.route,
+        parts.upstream,
+        parts.method,
+        parts.path_and_query,
+        parts.vary,
+    ] {
+        push_part(&mut material, part.as_bytes());
+    }
+    match parts.body {
+        None => material.push(0),
+        Some(body) if body.iter().all(u8::is_ascii_whitespace) => material.push(0),
+        Some(body) => {
+            material.push(1);
+            match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(map)) => {
+                    let mut canonical = Vec::with_capacity(body.len());
+                    write_object(&mut canonical, &map, true);
+                    push_part(&mut material, &canonical);
+                }
+                // Not a JSON object (general routes): the bytes themselves.
+                Ok(_) | Err(_) => push_part(&mut material, body),
+            }
+        }
+    }
+    sha256(&material)
+}
+
+/// The scope of a request's cache entries: the tenant, else the client's own credential (each
+/// client of a pass-through route is its own tenant), else anonymous. Hashed, never raw.
+pub fn scope(tenant: Option<&str>, credential: Option<&[u8]>) -> String {
+    let mut material = Vec::with_capacity(64);
+    match (tenant, credential) {
+        (Some(t), _) => {
+            material.extend_from_slice(b"tenant:");
+            material.extend_from_slice(t.as_bytes());
+        }
+        (None, Some(c)) => {
+            material.extend_from_slice(b"credential:");
+            material.extend_from_slice(c);
+        }
+        (None, None) => material.extend_from_slice(b"anonymous"),
+    }
+    hex(&sha256(&material)[..16])
+}
+
+pub fn sha256(data: &[u8]) -> Digest {
+    crate::keys::digest(data)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub fn parse_hex(text: &str) -> Option<Digest> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+fn push_part(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+    out.extend_from_slice(part);
+}
+
+/// Fields that never change the answer, left out of the key (top level only).
+const IGNORED: [&str; 2] = ["caching", "user"];
+
+fn write_object(out: &mut Vec<u8>, map: &serde_json::Map<String, Value>, top: bool) {
+    // Sorted explicitly: serde_json's map keeps insertion order when any crate in the build
+    // turns on its `preserve_order` feature.
+    let mut entries: Vec<(&String, &Value)> = map
+        .iter()
+        .filter(|(k, _)| !(top && IGNORED.contains(&k.as_str())))
+        .collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_value(out, &Value::String(k.clone()));
+        out.push(b':');
+        write_value(out, v);
+    }
+    out.push(b'}');
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Object(map) => write_object(out, map, false),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            if let Ok(text) = serde_json::to_vec(scalar) {
+                out.extend_from_slice(&text);
+            }
+        }
+    }
+}
+
+/// The request's `caching` switch, and the body without the field when it was there (a value
+/// other than a boolean is removed too, and counts as not saying).
+pub fn take_caching_flag(body: &[u8]) -> (Option<bool>, Option<Vec<u8>>) {
+    // Cheap test first: most bodies never mention it.
+    if memchr::memmem::find(body, b"\"caching\"").is_none() {
+        return (None, None);
+    }
+    let Ok(Members(members)) = serde_json::from_slice::<Members<'_>>(body) else {
+        return (None, None);
+    };
+    let Some(pos) = members.iter().position(|(k, _)| k == "caching") else {
+        return (None, None);
+    };
+    let flag = match members[pos].1.get() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    };
+    (flag, Some(rebuild(&members, pos)))
+}
+
+fn rebuild(members: &[(Cow<'_, str>, &RawValue)], skip: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        members
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>()
+            + 2,
+    );
+    out.push(b'{');
+    let mut first = true;
+    for (i, (k, v)) in members.iter().enumerate() {
+        if i == skip {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        if let Ok(name) = serde_json::to_vec(k.as_ref()) {
+            out.extend_from_slice(&name);
+        }
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    out
+}
+
+/// A top-level JSON object's members in order, values as raw text.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(body: &str) -> Digest {
+        key(&KeyParts {
+            scope: "s",
+            route: "/",
+            upstream: "http://u",
+            method: "POST",
+            path_and_query: "/v1/chat/completions",
+            vary: "",
+            body: Some(body.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn order_whitespace_caching_and_user_do_not_matter() {
+        let a = k(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}"#);
+        let b = k(
+            r#"{ "temperature" : 0, "messages":[{"content":"hi","role":"user"}], "model":"m", "caching":true, "user":"bob" }"#,
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn fields_that_change_the_answer_do() {
+        let base = k(r#"{"model":"m","messages":[]}"#);
+        for other in [
+            r#"{"model":"m","messages":[],"stream":true}"#,
+            r#"{"model":"m","messages":[],"temperature":0.5}"#,
+            r#"{"model":"m","messages":[],"seed":1}"#,
+            r#"{"model":"m","messages":[],"tools":[]}"#,
+            r#"{"model":"m","messages":[],"response_format":{"type":"json_object"}}"#,
+            r#"{"model":"m","messages":[],"top_p":0.1}"#,
+            r#"{"model":"m2","messages":[]}"#,
+            // `user` below the top level is content.
+            r#"{"model":"m","messages":[{"user":1}]}"#,
+        ] {
+            assert_ne!(base, k(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn every_part_is_in_the_key() {
+        let parts = |scope, route, upstream, method, path| KeyParts {
+            scope,
+            route,
+            upstream,
+            method,
+            path_and_query: path,
+            vary: "",
+            body: None,
+        };
+        let base = key(&parts("a", "/", "u", "POST", "/x"));
+        for p in [
+            parts("b", "/", "u", "POST", "/x"),
+            parts("a", "/r", "u", "POST", "/x"),
+            parts("a", "/", "v", "POST", "/x"),
+            parts("a", "/", "u", "GET", "/x"),
+            parts("a", "/", "u", "POST", "/x?q=1"),
+            // Length prefixes: moving bytes between parts changes the key.
+            parts("a/", "", "u", "POST", "/x"),
+        ] {
+            assert_ne!(base, key(&p));
+        }
+    }
+
+    #[test]
+    fn scopes_are_hashed() {
+        let s = scope(None, Some(b"sk-secret"));
+        assert!(!s.contains("secret"));
+        assert_ne!(s, scope(None, Some(b"sk-other")));
+        assert_ne!(scope(Some("a"), None), scope(Some("b"), None));
+        assert_ne!(scope(Some("a"), None), scope(None, Some(b"a")));
+    }
+
+    #[test]
+    fn caching_flag_is_taken_out() {
+        let (flag, body) = take_caching_flag(br#"{"model":"m", "caching": true ,"n":[1, 2]}"#);
+        assert_eq!(flag, Some(true));
+        assert_eq!(body.unwrap(), br#"{"model":"m","n":[1, 2]}"#);
+        let (flag, body) = take_caching_flag(br#"{"caching":false}"#);
+        assert_eq!((flag, body.unwrap()), (Some(false), b"{}".to_vec()));
+        assert_eq!(take_caching_flag(br#"{"model":"m"}"#), (None, None));
+        // Only the top-level field.
+        let nested = br#"{"messages":[{"content":"\"caching\""}]}"#;
+        assert_eq!(take_caching_flag(nested), (None, None));
+        let (flag, body) = take_caching_flag(br#"{"caching":"yes","a":1}"#);
+        assert_eq!((flag, body.unwrap()), (None, br#"{"a":1}"#.to_vec()));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let d = sha256(b"x");
+        assert_eq!(parse_hex(&hex(&d)), Some(d));
+        assert_eq!(parse_hex("zz"), None);
+    }
+}

@@ -1,0 +1,276 @@
+//! One cached answer and its byte format, shared by the three backends.
+//!
+//! An entry is the response head (Pingora's serialized `CacheMeta`: status, headers, freshness)
+//! and the body, exactly the bytes the upstream sent, with the ends of its chunks: a stream is
+//! cut at its SSE event boundaries, so a paced hit replays it event by event; an unpaced one
+//! sends runs of whole events at once (zero-copy slices of the one body buffer).
+//!
+//! On disk and in Redis an entry is one blob: a magic and version, the expiry, the route label,
+//! the meta, the chunk lengths, the body and a SHA-256 over all of it. A blob that is short,
+//! has a wrong checksum or a wrong magic decodes to `None` and is treated as a miss — a torn
+//! write or a corrupted file is never served.
+
+use crate::cache_key::{sha256, Digest};
+use crate::sse::SseParser;
+use bytes::Bytes;
+
+const MAGIC: &[u8; 8] = b"LLMFCE01";
+/// Bytes an entry costs beyond its contents in the memory store: the map slot, the LRU node,
+/// the `Arc<Entry>`, the buffers' headers and the allocator's rounding and fragmentation —
+/// measured under a load of unique requests at ~850 bytes with glibc malloc, so that the
+/// budget bounds the process's memory, not just the payload.
+const OVERHEAD: usize = 1024;
+
+pub struct Entry {
+    /// The route prefix that produced it (purge by route, stats); not secret.
+    pub route: String,
+    /// Unix time in ms after which the entry is not served.
+    pub expires_ms: u64,
+    /// `CacheMeta::serialize()`: internal part and header part.
+    pub meta: (Bytes, Bytes),
+    /// The body as one buffer (each chunk is a slice of it).
+    pub body: Bytes,
+    /// Where each chunk ends in `body`: increasing, the last one `body.len()` (SSE: one chunk
+    /// per event).
+    pub ends: Vec<u32>,
+}
+
+impl Entry {
+    /// Bytes the entry accounts for against a budget: body, meta and a fixed overhead for the
+    /// structures around them.
+    pub fn weight(&self) -> usize {
+        self.body.len()
+            + self.meta.0.len()
+            + self.meta.1.len()
+            + self.route.len()
+            + self.ends.len() * 4
+            + OVERHEAD
+    }
+
+    /// Chunk `i`'s range in `body`.
+    pub fn chunk(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        let end = *self.ends.get(i)? as usize;
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p] as usize);
+        Some(start..end)
+    }
+
+    /// Chunks from `from` as one slice of at most `max` bytes (at least one chunk), and the
+    /// index after it.
+    pub fn run(&self, from: usize, max: usize) -> Option<(Bytes, usize)> {
+        let first = self.chunk(from)?;
+        let mut next = from + 1;
+        let mut end = first.end;
+        while let Some(r) = self.chunk(next).filter(|r| r.end - first.start <= max) {
+            end = r.end;
+            next += 1;
+        }
+        Some((self.body.slice(first.start..end), next))
+    }
+
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms <= now_ms
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.weight() + 64);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.expires_ms.to_be_bytes());
+        put(&mut out, self.route.as_bytes());
+        put(&mut out, &self.meta.0);
+        put(&mut out, &self.meta.1);
+        out.extend_from_slice(&(self.ends.len() as u32).to_be_bytes());
+        let mut start = 0;
+        for &end in &self.ends {
+            out.extend_from_slice(&(end - start).to_be_bytes());
+            start = end;
+        }
+        out.extend_from_slice(&self.body);
+        let sum = sha256(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Decode a blob; `None` for anything not written whole by `encode`.
+    pub fn decode(blob: Bytes) -> Option<Entry> {
+        if blob.len() < MAGIC.len() + 8 + 32 {
+            return None;
+        }
+        let (data, sum) = blob.split_at(blob.len() - 32);
+        if &data[..8] != MAGIC || sha256(data) != *<&Digest>::try_from(sum).ok()? {
+            return None;
+        }
+        let mut r = Reader { blob: &blob, at: 8 };
+        let expires_ms = u64::from_be_bytes(r.take(8)?.as_ref().try_into().ok()?);
+        let route = String::from_utf8(r.part()?.to_vec()).ok()?;
+        let meta = (r.part()?, r.part()?);
+        let n = r.u32()? as usize;
+        let mut ends = Vec::with_capacity(n.min(1 << 16));
+        let mut end = 0u32;
+        for _ in 0..n {
+            end = end.checked_add(r.u32()?)?;
+            ends.push(end);
+        }
+        let body = r.take(end as usize)?;
+        (r.at == blob.len() - 32).then_some(Entry {
+            route,
+            expires_ms,
+            meta,
+            body,
+            ends,
+        })
+    }
+
+    /// Only the expiry and route of a blob (the disk index at startup), checksum not verified.
+    pub fn peek_header(head: &[u8]) -> Option<(u64, String)> {
+        if head.len() < 8 + 8 + 4 || &head[..8] != MAGIC {
+            return None;
+        }
+        let expires = u64::from_be_bytes(head[8..16].try_into().ok()?);
+        let len = u32::from_be_bytes(head[16..20].try_into().ok()?) as usize;
+        let route = std::str::from_utf8(head.get(20..20 + len)?).ok()?;
+        Some((expires, route.to_string()))
+    }
+}
+
+fn put(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+    out.extend_from_slice(part);
+}
+
+struct Reader<'a> {
+    blob: &'a Bytes,
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<Bytes> {
+        let end = self.at.checked_add(n)?;
+        if end > self.blob.len() - 32 {
+            return None;
+        }
+        let out = self.blob.slice(self.at..end);
+        self.at = end;
+        Some(out)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.as_ref().try_into().ok()?))
+    }
+    fn part(&mut self) -> Option<Bytes> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+/// The chunk ends of a complete SSE body, one chunk per event (comments and blank lines go with
+/// the event that follows them; trailing bytes with the last one). `None` when the stream did
+/// not end with a terminal event — `data: [DONE]` (OpenAI), or an event typed
+/// `response.completed` (Responses API) or `message_stop` (Anthropic) — so a truncated stream
+/// is never stored.
+pub fn split_sse(body: &[u8]) -> Option<Vec<u32>> {
+    let mut parser = SseParser::new();
+    let mut starts = Vec::new();
+    let mut last_terminal = false;
+    parser.push(body, |event| {
+        starts.push(event.span().start as usize);
+        last_terminal = event.is_done()
+            || matches!(
+                event.event_type(),
+                b"response.completed" | b"message_stop" | b"response.incomplete"
+            );
+    });
+    let end = parser.finish();
+    if !end.clean || !last_terminal {
+        return None;
+    }
+    let mut ends = Vec::with_capacity(starts.len());
+    let mut from = 0;
+    for &start in starts.iter().skip(1) {
+        let start = start.min(body.len());
+        if start > from {
+            ends.push(start as u32);
+            from = start;
+        }
+    }
+    if from < body.len() {
+        ends.push(body.len() as u32);
+    }
+    Some(ends)
+}
+
+/// Chunk ends for a non-stream body: at most `max` bytes each (bounded writes downstream).
+pub fn split_plain(len: usize, max: usize) -> Vec<u32> {
+    let mut ends = Vec::with_capacity(len / max + 1);
+    let mut at = 0;
+    while at < len {
+        at = (at + max).min(len);
+        ends.push(at as u32);
+    }
+    ends
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            route: "/v1".into(),
+            expires_ms: 123,
+            meta: (Bytes::from_static(b"int"), Bytes::from_static(b"hdr")),
+            body: Bytes::from_static(b"data: a\n\ndata: [DONE]\n\n"),
+            ends: vec![9, 23],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let blob = Bytes::from(entry().encode());
+        let e = Entry::decode(blob.clone()).unwrap();
+        assert_eq!(e.route, "/v1");
+        assert_eq!(e.expires_ms, 123);
+        assert_eq!((e.body, e.ends), (entry().body, entry().ends));
+        assert_eq!(Entry::peek_header(&blob).unwrap(), (123, "/v1".to_string()));
+        for cut in [0, 10, blob.len() / 2, blob.len() - 1] {
+            assert!(Entry::decode(blob.slice(..cut)).is_none(), "cut at {cut}");
+        }
+        for flip in [0, 9, 30, blob.len() - 40, blob.len() - 1] {
+            let mut bad = blob.to_vec();
+            bad[flip] ^= 1;
+            assert!(Entry::decode(bad.into()).is_none(), "flip at {flip}");
+        }
+    }
+
+    #[test]
+    fn streams_split_per_event_and_need_their_end() {
+        let body = Bytes::from_static(
+            b": ping\n\ndata: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\ndata: [DONE]\n\n",
+        );
+        let ends = split_sse(&body).unwrap();
+        assert_eq!(ends.len(), 3);
+        assert_eq!(*ends.last().unwrap() as usize, body.len());
+        let e = Entry {
+            route: String::new(),
+            expires_ms: 0,
+            meta: (Bytes::new(), Bytes::new()),
+            body: body.clone(),
+            ends,
+        };
+        assert_eq!(&body[e.chunk(2).unwrap()], b"data: [DONE]\n\n");
+        assert_eq!(&body[e.chunk(0).unwrap()], b": ping\n\ndata: {\"a\":1}\n\n");
+        // Runs: whole events up to a size, never fewer than one.
+        assert_eq!(e.run(0, 1).unwrap(), (body.slice(e.chunk(0).unwrap()), 1));
+        assert_eq!(e.run(0, 1 << 20).unwrap(), (body.clone(), 3));
+        assert_eq!(e.run(1, 1 << 20).unwrap().1, 3);
+        assert!(e.run(3, 1 << 20).is_none());
+        assert!(split_sse(&Bytes::from_static(b"data: {\"a\":1}\n\n")).is_none());
+        assert!(split_sse(&Bytes::from_static(b"data: [DONE]\n\ndata: {\"a\"")).is_none());
+        let responses = b"event: response.completed\ndata: {}\n\n";
+        assert_eq!(split_sse(responses).unwrap(), vec![responses.len() as u32]);
+    }
+
+    #[test]
+    fn plain_bodies_split_by_size() {
+        assert_eq!(split_plain(10, 4), [4, 8, 10]);
+        assert!(split_plain(0, 4).is_empty());
+    }
+}

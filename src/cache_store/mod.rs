@@ -1,0 +1,436 @@
+//! The response cache's storage: one pingora-cache `Storage` ([`CacheStore`]) over three
+//! backends — `memory` (a byte budget with LRU eviction), `disk` (one checksummed file per
+//! entry, written atomically, persistent across restarts and upgrades) and `redis` (shared by
+//! every node of a cluster).
+//!
+//! The `Storage` side is common: a miss buffers the upstream's body (up to the maximum entry
+//! size; beyond it the response passes through and nothing is stored), and only when Pingora
+//! finishes the fill — the whole response arrived — is the entry checked (a stream must end with
+//! its terminal event) and handed to the backend. A response cut short, or abandoned by its
+//! client, never reaches `finish`, so it is never stored. A backend that fails or times out
+//! turns a lookup into a miss and a write into nothing: the client never sees a cache error.
+//!
+//! Pingora wants `&'static` storage; a store is built once per gateway and leaked (tests start
+//! a few gateways per process; a real process builds one).
+
+pub mod disk;
+pub mod entry;
+pub mod live;
+pub mod memory;
+pub mod policy;
+pub mod redis;
+
+use crate::cache_key::{parse_hex, Digest};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use entry::Entry;
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta, Storage};
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub type BackendResult<T> = Result<T, String>;
+
+/// Entries and bytes a backend holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// What a backend does; [`CacheStore`] does the rest.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    async fn get(&self, id: &Digest) -> BackendResult<Option<Arc<Entry>>>;
+    async fn put(&self, id: Digest, entry: Arc<Entry>) -> BackendResult<()>;
+    async fn remove(&self, id: &Digest) -> BackendResult<bool>;
+    async fn purge_route(&self, route: &str) -> BackendResult<u64>;
+    async fn purge_all(&self) -> BackendResult<u64>;
+    async fn usage(&self) -> BackendResult<Usage>;
+    fn name(&self) -> &'static str;
+}
+
+/// Counters since start (this process).
+#[derive(Default)]
+pub struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stored: AtomicU64,
+    /// Streams without their terminal event, bodies over the entry size.
+    pub not_stored: AtomicU64,
+    pub backend_errors: AtomicU64,
+}
+
+/// Largest chunk a non-stream body is replayed in.
+const PLAIN_CHUNK: usize = 64 * 1024;
+
+pub struct CacheStore {
+    backend: Box<dyn Backend>,
+    max_entry: usize,
+    pub counters: Counters,
+    /// Fills readable while they arrive; `Some` with `fill_after_disconnect` (see `live.rs`).
+    pub(crate) live: Option<live::LiveFills>,
+}
+
+impl CacheStore {
+    pub fn new(backend: Box<dyn Backend>, max_entry: usize, fill_after_disconnect: bool) -> Self {
+        CacheStore {
+            backend,
+            max_entry,
+            counters: Counters::default(),
+            live: fill_after_disconnect.then(live::LiveFills::default),
+        }
+    }
+
+    /// A reader of the fill in progress for `id`, if any.
+    fn live_hit(&self, id: &Digest) -> Option<(CacheMeta, HitHandler)> {
+        let fill = self.live.as_ref()?.get(id)?;
+        let meta = CacheMeta::deserialize(&fill.meta.0, &fill.meta.1).ok()?;
+        Some((meta, Box::new(fill.reader())))
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    fn backend_error(&self, what: &str, e: &str) {
+        self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+        log::warn!("cache {} {what} failed: {e}", self.backend.name());
+    }
+
+    /// Remove one entry by its id (the `x-cache-key` of a response).
+    pub async fn purge_key(&self, id: &Digest) -> BackendResult<u64> {
+        self.backend.remove(id).await.map(u64::from)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn digest_of(key: &CacheKey) -> Option<Digest> {
+    key.primary_key_str().and_then(parse_hex)
+}
+
+#[async_trait]
+impl Storage for CacheStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> pingora_error::Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(id) = digest_of(key) else {
+            return Ok(None);
+        };
+        if let Some(hit) = self.live_hit(&id) {
+            return Ok(Some(hit));
+        }
+        let entry = match self.backend.get(&id).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.backend_error("lookup", &e);
+                return Ok(None);
+            }
+        };
+        if entry.is_expired(now_ms()) {
+            let _ = self.backend.remove(&id).await;
+            return Ok(None);
+        }
+        let Ok(meta) = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1) else {
+            let _ = self.backend.remove(&id).await;
+            return Ok(None);
+        };
+        Ok(Some((
+            meta,
+            Box::new(Hit {
+                entry,
+                next: 0,
+                batch: 0,
+            }),
+        )))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> pingora_error::Result<MissHandler> {
+        let sse = meta
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let serialized = meta.serialize().ok();
+        let id = digest_of(key);
+        let live = match (&self.live, id, &serialized) {
+            (Some(fills), Some(id), Some(meta)) => Some(live::LiveShare {
+                store: self,
+                id,
+                fill: fills.start(id, meta.clone()),
+            }),
+            _ => None,
+        };
+        Ok(Box::new(Miss {
+            store: self,
+            live,
+            id,
+            route: key.user_tag.clone(),
+            expires_ms: to_ms(meta.fresh_until()),
+            meta: serialized,
+            sse,
+            body: BytesMut::new(),
+            overflow: false,
+        }))
+    }
+
+    /// The fill's own client reads what it is writing (partial-write mode only).
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        _tag: Option<&[u8]>,
+        _trace: &SpanHandle,
+    ) -> pingora_error::Result<Option<(CacheMeta, HitHandler)>> {
+        // Never `Ok(None)` here: Pingora panics without a reader; an error only stops caching.
+        match digest_of(key).and_then(|id| self.live_hit(&id)) {
+            Some(hit) => Ok(Some(hit)),
+            None => pingora_error::Error::e_explain(
+                pingora_error::ErrorType::InternalError,
+                "no fill in progress for this key",
+            ),
+        }
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Pingora's own purge and eviction paths are not used (the admin interface purges
+    /// through the backend); nothing to do.
+    async fn purge(
+        &'static self,
+        _target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> pingora_error::Result<PurgeOutcome> {
+        Ok(PurgeOutcome::NotFound)
+    }
+
+    /// No revalidation: entries are exact answers that expire, never refreshed in place.
+    async fn update_meta(
+        &'static self,
+        _key: &CacheKey,
+        _meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> pingora_error::Result<bool> {
+        Ok(false)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// Replays an entry chunk by chunk (a stream: event by event), or, when `batch` is set, in
+/// runs of whole chunks of up to that many bytes.
+struct Hit {
+    entry: Arc<Entry>,
+    next: usize,
+    batch: usize,
+}
+
+/// Let a hit send runs of whole chunks (events) of up to `bytes` per write, for a client whose
+/// stream is not paced: fewer writes, same bytes.
+pub fn batch_hit(handler: &mut HitHandler, bytes: usize) {
+    if let Some(hit) = handler.as_any_mut().downcast_mut::<Hit>() {
+        hit.batch = bytes;
+    }
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> pingora_error::Result<Option<Bytes>> {
+        Ok(self.entry.run(self.next, self.batch).map(|(bytes, next)| {
+            self.next = next;
+            bytes
+        }))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> pingora_error::Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Buffers a fill; stores it in `finish`, which Pingora calls only once the whole response
+/// has arrived. Dropped without `finish` (upstream cut, client gone): nothing is stored.
+struct Miss {
+    store: &'static CacheStore,
+    /// The live fill readers follow (partial-write mode).
+    live: Option<live::LiveShare>,
+    id: Option<Digest>,
+    route: String,
+    expires_ms: u64,
+    meta: Option<(Vec<u8>, Vec<u8>)>,
+    sse: bool,
+    body: BytesMut,
+    /// Over the maximum entry size: the rest passes through, nothing is kept.
+    overflow: bool,
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> pingora_error::Result<()> {
+        if let Some(live) = &self.live {
+            // Readers need every byte, stored or not.
+            live.fill.push(data.clone());
+        }
+        if self.overflow {
+            return Ok(());
+        }
+        if self.body.len() + data.len() > self.store.max_entry {
+            self.overflow = true;
+            self.body = BytesMut::new();
+            return Ok(());
+        }
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> pingora_error::Result<MissFinishType> {
+        let live = self.live.take();
+        let ends = if self.overflow {
+            None
+        } else if self.sse {
+            entry::split_sse(&self.body)
+        } else {
+            Some(entry::split_plain(self.body.len(), PLAIN_CHUNK))
+        };
+        // Whether live readers may end cleanly: a stream only with its terminal event.
+        let complete = match (&ends, self.overflow) {
+            (Some(_), _) => true,
+            (None, false) => false,
+            (None, true) => !self.sse || live.as_ref().is_some_and(|l| l.fill.is_complete_sse()),
+        };
+        // Stored first, then the live fill closed: a lookup finds one or the other.
+        let finished = self.store_entry(ends).await;
+        if let Some(live) = live {
+            live.close(complete);
+        }
+        Ok(finished)
+    }
+}
+
+impl Miss {
+    async fn store_entry(self, ends: Option<Vec<u32>>) -> MissFinishType {
+        let store = self.store;
+        let (Some(id), Some(meta), Some(ends)) = (self.id, self.meta, ends) else {
+            store.counters.not_stored.fetch_add(1, Ordering::Relaxed);
+            return MissFinishType::Created(0);
+        };
+        // One exact-size buffer for head and body: the fill buffers grew by doubling, and every
+        // allocation costs the budget its header and rounding.
+        let (a, b) = (meta.0.len(), meta.1.len());
+        let mut all = Vec::with_capacity(a + b + self.body.len());
+        all.extend_from_slice(&meta.0);
+        all.extend_from_slice(&meta.1);
+        all.extend_from_slice(&self.body);
+        let all = Bytes::from(all);
+        let entry = Arc::new(Entry {
+            route: self.route,
+            expires_ms: self.expires_ms,
+            meta: (all.slice(..a), all.slice(a..a + b)),
+            body: all.slice(a + b..),
+            ends,
+        });
+        let weight = entry.weight();
+        match store.backend.put(id, entry).await {
+            Ok(()) => {
+                store.counters.stored.fetch_add(1, Ordering::Relaxed);
+                MissFinishType::Created(weight)
+            }
+            Err(e) => {
+                store.backend_error("write", &e);
+                MissFinishType::Created(0)
+            }
+        }
+    }
+}
+
+/// Bound a backend call; a slow backend is a failed one.
+pub async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = BackendResult<T>>,
+) -> BackendResult<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// The id Pingora's lock table and our backends agree on, from our digest.
+pub fn cache_key(id: &Digest, route: &str) -> CacheKey {
+    CacheKey::new(crate::cache_key::hex(id), route)
+}
+
+/// The cache as the gateway holds it: the store, the lock that collapses identical requests,
+/// and the settings.
+pub struct Cache {
+    pub store: &'static CacheStore,
+    pub lock: &'static pingora_cache::lock::CacheKeyLockImpl,
+    pub config: crate::config::CacheConfig,
+}
+
+impl Cache {
+    /// Open the configured backend (a directory is created and indexed now; Redis is connected
+    /// on first use).
+    pub fn build(config: &crate::config::CacheConfig) -> Result<Cache, String> {
+        use crate::config::CacheBackendConfig as B;
+        let budget = config.max_size as usize;
+        let backend: Box<dyn Backend> = match &config.backend {
+            B::Memory => Box::new(memory::MemoryBackend::new(budget)),
+            B::Disk(dir) => Box::new(disk::DiskBackend::open(dir, budget)?),
+            B::Redis(url) => Box::new(redis::RedisBackend::new(url, config.backend_timeout)?),
+        };
+        let store: &'static CacheStore = Box::leak(Box::new(CacheStore::new(
+            backend,
+            config.max_entry_size as usize,
+            config.fill_after_disconnect,
+        )));
+        // The lock's age timeout: a writer holding it longer lets waiters compete again.
+        let lock: &'static pingora_cache::lock::CacheKeyLockImpl = Box::leak(
+            pingora_cache::lock::CacheLock::new_boxed(config.lock_timeout),
+        );
+        Ok(Cache {
+            store,
+            lock,
+            config: config.clone(),
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! The `redis` backend: entries shared by every node of a cluster, so an answer stored through
+//! one node is a hit through any other.
+//!
+//! Keys: `llmf:cache:e:<64 hex>` holds an entry blob (the checksummed format of `entry.rs`)
+//! with Redis expiring it at the entry's TTL; `llmf:cache:r:<route>` is the set of ids stored
+//! for a route (purge by route). Key names carry digests and route prefixes only, never key
+//! material. Each call is bounded by `timeout`; after a failure Redis is left alone for a
+//! second (every lookup in that second is a plain miss, without waiting), and the connection
+//! manager reconnects by itself.
+
+use super::entry::Entry;
+use super::{bounded, now_ms, Backend, BackendResult, Usage};
+use crate::cache_key::{hex, Digest};
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+const PREFIX: &str = "llmf:cache:";
+/// How long Redis is skipped after a failed call.
+const BACKOFF_MS: u64 = 1000;
+
+pub struct RedisBackend {
+    client: redis::Client,
+    conn: Mutex<Option<ConnectionManager>>,
+    timeout: Duration,
+    /// Until when (unix ms) calls fail at once, after a failure.
+    down_until: AtomicU64,
+}
+
+impl RedisBackend {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+        Ok(RedisBackend {
+            client,
+            conn: Mutex::new(None),
+            timeout,
+            down_until: AtomicU64::new(0),
+        })
+    }
+
+    async fn connection(&self) -> BackendResult<ConnectionManager> {
+        if self.down_until.load(Ordering::Relaxed) > now_ms() {
+            return Err("Redis was unreachable a moment ago".into());
+        }
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let c = ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(|e| e.to_string())?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Run one bounded call; a failure starts the back-off.
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = BackendResult<T>>,
+    ) -> BackendResult<T> {
+        let r = bounded(self.timeout, f).await;
+        if r.is_err() {
+            self.down_until
+                .store(now_ms() + BACKOFF_MS, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn scan(&self, pattern: String) -> BackendResult<Vec<String>> {
+        let mut conn = self.connection().await?;
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn delete(&self, keys: &[String]) -> BackendResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.connection().await?;
+        let mut n = 0;
+        for batch in keys.chunks(500) {
+            let removed: u64 = redis::cmd("UNLINK")
+                .arg(batch)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            n += removed;
+        }
+        Ok(n)
+    }
+}
+
+fn entry_key(id: &Digest) -> String {
+    format!("{PREFIX}e:{}", hex(id))
+}
+
+fn route_key(route: &str) -> String {
+    format!("{PREFIX}r:{route}")
+}
+
+/// Admin operations walk many keys: give them longer than one request's call.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn get(&self, id: &Digest) -> BackendResult<Option<Arc<Entry>>> {
+        let blob: Option<Vec<u8>> = self
+            .call(async {
+                let mut conn = self.connection().await?;
+                redis::cmd("GET")
+                    .arg(entry_key(id))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        Ok(blob
+            .and_then(|b| Entry::decode(Bytes::from(b)))
+            .map(Arc::new))
+    }
+
+    async fn put(&self, id: Digest, entry: Arc<Entry>) -> BackendResult<()> {
+        let ttl_ms = entry.expires_ms.saturating_sub(now_ms());
+        if ttl_ms == 0 {
+            return Ok(());
+        }
+        let blob = entry.encode();
+        let rkey = route_key(&entry.route);
+        self.call(async {
+            let mut conn = self.connection().await?;
+            let hex_id = hex(&id);
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(entry_key(&id))
+                .arg(blob)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore()
+                .cmd("SADD")
+                .arg(&rkey)
+                .arg(&hex_id)
+                .ignore()
+                // A route's entries share its TTL, so the index outlives its newest entry a
+                // little; ids of entries that expired meanwhile are harmless there.
+                .cmd("PEXPIRE")
+                .arg(&rkey)
+                .arg(ttl_ms + 60_000)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn remove(&self, id: &Digest) -> BackendResult<bool> {
+        let key = entry_key(id);
+        bounded(ADMIN_TIMEOUT, self.delete(&[key]))
+            .await
+            .map(|n| n > 0)
+    }
+
+    async fn purge_route(&self, route: &str) -> BackendResult<u64> {
+        bounded(ADMIN_TIMEOUT, async {
+            let mut conn = self.connection().await?;
+            let ids: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(route_key(route))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let keys: Vec<String> = ids.iter().map(|h| format!("{PREFIX}e:{h}")).collect();
+            let n = self.delete(&keys).await?;
+            self.delete(&[route_key(route)]).await?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn purge_all(&self) -> BackendResult<u64> {
+        bounded(ADMIN_TIMEOUT, async {
+            let entries = self.scan(format!("{PREFIX}e:*")).await?;
+            let n = self.delete(&entries).await?;
+            let routes = self.scan(format!("{PREFIX}r:*")).await?;
+            self.delete(&routes).await?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn usage(&self) -> BackendResult<Usage> {
+        bounded(ADMIN_TIMEOUT, async {
+            let keys = self.scan(format!("{PREFIX}e:*")).await?;
+            let mut conn = self.connection().await?;
+            let mut bytes = 0u64;
+            for batch in keys.chunks(500) {
+                let mut pipe = redis::pipe();
+                for k in batch {
+                    pipe.cmd("STRLEN").arg(k);
+                }
+                let lens: Vec<u64> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                bytes += lens.iter().sum::<u64>();
+            }
+            Ok(Usage {
+                entries: keys.len() as u64,
+                bytes,
+            })
+        })
+        .await
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}

@@ -1,0 +1,252 @@
+//! Cache phase (pingora-cache's hooks, between `request_filter` and the upstream): decide
+//! whether a request may use the response cache, key it, and mark hits and misses.
+//!
+//! A request uses the cache when its route's policy covers the path, its `caching` field (else
+//! the route's default) says so and the client did not send `Cache-Control: no-store`
+//! (`no-cache`: the stored answer is not served, the fresh one replaces it). The key is the
+//! digest of tenant scope, route, upstream, method, path and canonical body (`cache_key.rs`).
+//! Pingora then looks the key up; identical requests in flight wait on its cache lock for the
+//! first one's answer (streams included) instead of each calling the upstream. A hit is written
+//! by Pingora through `response_filter` and `response_body_filter` like any answer, so CORS,
+//! rate-limit headers, usage accounting, pacing and logs apply to it unchanged; here it gains
+//! `x-cache: HIT` (Pingora adds `age`). Only a 200 is admitted; the store decides at the end
+//! whether it is complete enough to keep (`cache_store`).
+
+use super::ctx::RequestCtx;
+use crate::cache_key::{self, Digest, KeyParts};
+use crate::state::Gateway;
+use pingora_cache::{
+    CacheKey, CacheMeta, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
+};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+/// The cache's view of one request (body phase sets `flag`, this phase the rest).
+#[derive(Default)]
+pub struct CacheCtx {
+    /// The request's `caching` field, when it had one (removed from the body sent upstream).
+    pub flag: Option<bool>,
+    /// Set when the request uses the cache.
+    pub plan: Option<Plan>,
+    /// The answer came from the cache.
+    pub hit: bool,
+}
+
+pub struct Plan {
+    pub id: Digest,
+    /// The route prefix (purge by route).
+    pub route: String,
+    pub ttl: Duration,
+    /// The client sent `Cache-Control: no-cache`: do not serve a stored answer, store the fresh.
+    pub refresh: bool,
+}
+
+/// Client credential carriers, hashed into the scope when there is no tenant.
+const CREDENTIALS: [&str; 4] = ["authorization", "api-key", "x-api-key", "x-goog-api-key"];
+
+/// `request_cache_filter`: enable the cache for this request, or leave it off.
+pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
+    let (Some(cache), Some(route)) = (&gateway.cache, &ctx.route) else {
+        return;
+    };
+    let Some(policy) = &route.cache else {
+        return;
+    };
+    let req = session.req_header();
+    let path = crate::routing::collapse_slashes(req.uri.path());
+    let Some(found) = gateway.table.find(&path) else {
+        return;
+    };
+    if !policy.covers(&req.method, found.rest) || !ctx.cache.flag.unwrap_or(policy.default) {
+        return;
+    }
+    let (no_store, no_cache) = client_directives(req);
+    if no_store {
+        return;
+    }
+    // A body we did not read (an upload) cannot be keyed.
+    let body = ctx.request_body.as_deref();
+    if body.is_none() && !session.as_downstream_mut().is_body_empty() {
+        return;
+    }
+    let req = session.req_header();
+    let scope = if policy.shared {
+        "shared".to_string()
+    } else {
+        let credential = || {
+            let mut c = Vec::new();
+            for name in CREDENTIALS {
+                if let Some(v) = req.headers.get(name) {
+                    c.extend_from_slice(name.as_bytes());
+                    c.push(b'=');
+                    c.extend_from_slice(v.as_bytes());
+                    c.push(b'\n');
+                }
+            }
+            c
+        };
+        match &ctx.tenant {
+            Some(t) => cache_key::scope(Some(&t.name), None),
+            None => cache_key::scope(None, Some(&credential())),
+        }
+    };
+    // Every upstream the route may use: a changed list is a new cache.
+    let upstream = route
+        .config
+        .upstreams
+        .iter()
+        .map(|u| u.url.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    // A general route passes these through, so the stored representation depends on them
+    // (a gzip answer must not reach a client that did not accept gzip); an openai route drops
+    // Accept-Encoding upstream and answers JSON or SSE whatever they say.
+    let mut vary = String::new();
+    if route.config.kind == crate::config::RouteKind::General {
+        for name in [http::header::ACCEPT, http::header::ACCEPT_ENCODING] {
+            for v in req.headers.get_all(&name) {
+                vary.push_str(name.as_str());
+                vary.push('=');
+                vary.push_str(v.to_str().unwrap_or(""));
+                vary.push('\n');
+            }
+        }
+    }
+    let id = cache_key::key(&KeyParts {
+        scope: &scope,
+        route: &route.config.prefix,
+        upstream: &upstream,
+        method: req.method.as_str(),
+        path_and_query,
+        vary: &vary,
+        body,
+    });
+    let mut overrides = pingora_cache::CacheOptionOverrides::default();
+    overrides.wait_timeout = Some(cache.config.lock_timeout);
+    session
+        .cache
+        .enable(cache.store, None, None, Some(cache.lock), Some(overrides));
+    // Ranges make no sense for API answers; replay them whole.
+    session.ignore_downstream_range = true;
+    ctx.cache.plan = Some(Plan {
+        id,
+        route: route.config.prefix.clone(),
+        ttl: policy.ttl,
+        refresh: no_cache,
+    });
+}
+
+/// `no-store` and `no-cache` in the client's `Cache-Control` (and `Pragma: no-cache`).
+fn client_directives(req: &pingora_http::RequestHeader) -> (bool, bool) {
+    let mut no_store = false;
+    let mut no_cache = false;
+    for v in req.headers.get_all(http::header::CACHE_CONTROL) {
+        for d in v.to_str().unwrap_or("").split(',') {
+            let d = d.trim();
+            no_store |= d.eq_ignore_ascii_case("no-store");
+            no_cache |= d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("max-age=0");
+        }
+    }
+    if let Some(p) = req.headers.get(http::header::PRAGMA) {
+        no_cache |= p.to_str().unwrap_or("").eq_ignore_ascii_case("no-cache");
+    }
+    (no_store, no_cache)
+}
+
+/// `cache_key_callback`.
+pub fn key(ctx: &RequestCtx) -> pingora_core::Result<CacheKey> {
+    match &ctx.cache.plan {
+        Some(p) => Ok(crate::cache_store::cache_key(&p.id, &p.route)),
+        None => Err(pingora_core::Error::explain(
+            pingora_core::ErrorType::InternalError,
+            "cache enabled without a key",
+        )),
+    }
+}
+
+/// Largest write of an unpaced hit.
+const HIT_BATCH: usize = 64 * 1024;
+
+/// `cache_hit_filter`: serve it (and set the response up as the upstream phase would), unless
+/// the client asked for a fresh answer. A paced stream replays event by event; otherwise whole
+/// events go out in runs of up to 64 KiB (one write for a typical answer).
+pub fn on_hit(
+    meta: &CacheMeta,
+    handler: &mut HitHandler,
+    ctx: &mut RequestCtx,
+) -> Option<ForcedFreshness> {
+    if ctx.cache.plan.as_ref().is_some_and(|p| p.refresh) {
+        return Some(ForcedFreshness::ForceMiss);
+    }
+    if ctx.pacer.is_none() {
+        crate::cache_store::batch_hit(handler, HIT_BATCH);
+    }
+    ctx.cache.hit = true;
+    ctx.status = meta.response_header().status.as_u16();
+    super::finish::tap_response(ctx, meta.response_header());
+    None
+}
+
+/// `response_cache_filter`: a 200 of a request that uses the cache may be stored (the store
+/// still checks that it arrives whole). No request header is stored, and no `Set-Cookie`.
+pub fn admit(resp: &ResponseHeader, ctx: &RequestCtx) -> RespCacheable {
+    let Some(plan) = &ctx.cache.plan else {
+        return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled);
+    };
+    if resp.status != http::StatusCode::OK {
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    // A fallback model's answer is not what was asked for: served, never stored, so that the
+    // same request gets the requested model once it is back.
+    if ctx.candidate().is_some_and(|c| c.model != ctx.model) {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("fallback model"));
+    }
+    let mut header = resp.clone();
+    header.remove_header(&http::header::SET_COOKIE);
+    let now = SystemTime::now();
+    RespCacheable::Cacheable(CacheMeta::new(now + plan.ttl, now, 0, 0, header))
+}
+
+/// `response_filter`: say whether the answer came from the cache, and under which key (the
+/// id the admin interface purges by; a digest, nothing secret).
+pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Result<()> {
+    if let Some(plan) = &ctx.cache.plan {
+        resp.insert_header("x-cache", if ctx.cache.hit { "HIT" } else { "MISS" })?;
+        resp.insert_header("x-cache-key", cache_key::hex(&plan.id))?;
+    }
+    Ok(())
+}
+
+/// `logging`: count the outcome.
+pub fn account(gateway: &Gateway, ctx: &RequestCtx) {
+    if let (Some(cache), Some(_)) = (&gateway.cache, &ctx.cache.plan) {
+        let counter = if ctx.cache.hit {
+            &cache.store.counters.hits
+        } else {
+            &cache.store.counters.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether this request's tokens count against token budgets: not for a hit, unless
+/// `charge_hits` says so.
+pub fn free_of_charge(gateway: &Gateway, ctx: &RequestCtx) -> bool {
+    ctx.cache.hit
+        && gateway
+            .cache
+            .as_ref()
+            .is_some_and(|c| !c.config.charge_hits)
+}
+
+/// For logs: `hit`, `miss` or `bypass`.
+pub fn label(ctx: &RequestCtx) -> &'static str {
+    match (&ctx.cache.plan, ctx.cache.hit) {
+        (Some(_), true) => "hit",
+        (Some(_), false) => "miss",
+        (None, _) => "bypass",
+    }
+}
