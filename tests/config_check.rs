@@ -120,7 +120,7 @@ routes:
         "routes[0].upstreams: give either `upstream` (one) or `upstreams` (a list), not both",
         "routes[1].upstreams[0].wieght: unknown key; did you mean `weight`?",
         "routes[1].upstreams[1].url: missing",
-        r#"routes[1].upstreams[1].proxy: "socks5://127.0.0.1:1080""#,
+        "routes[1].upstreams[1].proxy: expected http://[user:password@]host:port",
         r#"routes[1].retry.retries: "99": expected a whole number from 0 to 10"#,
         r#"routes[1].retry.total: "0s": must be above 0"#,
         "routes[1].retry.retry_after: unknown key; expected one of: connect_retries, retries,",
@@ -132,6 +132,15 @@ routes:
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+    let out = check(
+        b"cache: {fill_after_disconnect: true}\nroutes:\n  - prefix: /\n    upstream: 'http://h'\n    timeouts: {first_token: 5s}\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot be combined with cache.fill_after_disconnect"),
+        "{}",
+        stderr(&out)
+    );
     // Names are checked once the lists decode.
     let out = check(
         b"upstream_keys:\n  main: [sk-1]\nroutes:\n  - prefix: /\n    upstreams: [{url: 'http://h'}, {url: 'http://g', pool: nope}]\n",

@@ -197,6 +197,29 @@ async fn a_reset_before_headers_is_retried() {
 }
 
 #[tokio::test]
+async fn a_head_followed_by_a_close_is_retried_without_a_trace_on_the_client() {
+    let up = MockUpstream::start().await;
+    up.push_behavior(Behavior::HeadThenClose);
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    for stream in [false, true] {
+        let resp = chat(&gw, ask("gpt-4o", stream)).await;
+        assert_eq!(resp.status(), 200);
+        let (text, clean) = read_stream(resp).await;
+        assert!(clean, "{text}");
+        assert!(
+            !text.contains("HTTP/1.1"),
+            "a second head leaked into the body: {text}"
+        );
+        if !stream {
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["model"], "gpt-4o");
+        }
+        up.push_behavior(Behavior::HeadThenClose);
+    }
+    assert_eq!(up.request_count(), 4);
+}
+
+#[tokio::test]
 async fn an_upstream_that_does_not_resolve_fails_over() {
     let fallback = MockUpstream::start().await;
     let yaml = format!(

@@ -230,7 +230,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         .unwrap_or(DEFAULT_MAX_BODY);
     let proxy = f
         .get("proxy")
-        .and_then(|n| d.parsed(&n, schema_upstreams::parse_proxy_url));
+        .and_then(|n| schema_upstreams::proxy_url(d, &n));
     let inherited = schema_upstreams::Inherited {
         timeouts,
         ca_file: ca_file.clone(),

@@ -125,7 +125,7 @@ pub fn decode_upstreams(
             u.models = decode_models(d, &n);
         }
         if let Some(n) = f.get("proxy") {
-            u.proxy = d.parsed(&n, parse_proxy_url);
+            u.proxy = proxy_url(d, &n);
         }
         if url.is_some() {
             out.push(u);
@@ -278,6 +278,18 @@ pub fn decode_breaker(d: &mut Decoder<'_>, node: &Node<'_>) -> BreakerConfig {
         }
     }
     b
+}
+
+/// A `proxy:` value; a bad one is reported without its text (it may carry a password).
+pub fn proxy_url(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<ProxyConfig> {
+    let text = d.string(n)?;
+    match parse_proxy_url(&text) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            d.problem(&n.path, None, why);
+            None
+        }
+    }
 }
 
 /// `http://[user:password@]host:port` (openai-forward's `PROXY`). Only HTTP proxies: the

@@ -7,6 +7,28 @@ use super::problems::Problems;
 use std::collections::{HashMap, HashSet};
 
 pub fn cross_check(config: &Config, problems: &mut Problems) {
+    // With live fills Pingora ignores the downstream errors that carry the stream deadlines
+    // (it keeps filling the cache), so a missed deadline could neither fail over nor end the
+    // stream: refuse the combination rather than run without the deadlines.
+    if config
+        .cache
+        .as_ref()
+        .is_some_and(|c| c.fill_after_disconnect)
+    {
+        for (i, r) in config.routes.iter().enumerate() {
+            let deadlines = r.retry.total.is_some()
+                || r.upstreams
+                    .iter()
+                    .any(|u| u.timeouts.first_token.is_some() || u.timeouts.idle.is_some());
+            if deadlines {
+                problems.add(
+                    format!("routes[{i}]"),
+                    None,
+                    "timeouts.first_token, timeouts.idle and retry.total cannot be combined with cache.fill_after_disconnect yet; use `read` timeouts on this route, or turn live fills off",
+                );
+            }
+        }
+    }
     let pools: HashMap<&str, &KeyPoolConfig> = config
         .upstream_keys
         .iter()

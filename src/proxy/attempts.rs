@@ -84,6 +84,8 @@ pub struct Attempts {
     silent: Vec<usize>,
     /// When the whole call must be over (`retry.total`).
     pub deadline: Option<Instant>,
+    /// The route's `context_length` models.
+    context_models: Vec<String>,
     policy: RetryPolicy,
 }
 
@@ -92,9 +94,13 @@ impl Attempts {
     /// credentials (forward key or `open`), so upstreams with their own pool may be used;
     /// `allows` filters fallback models through the tenant's allow-list; `requested` is the
     /// client's own fallback list (the `x-fallback-models` header), when the route lets it.
+    /// A `model` that cannot be rewritten in the body (a multipart upload) is sent only under
+    /// its own name: no renaming upstream, no fallback model.
+    #[allow(clippy::too_many_arguments)]
     pub fn plan(
         route: &Route,
         model: Option<&str>,
+        rewritable: bool,
         requested: Option<Vec<String>>,
         swapped: bool,
         allows: impl Fn(&str) -> bool,
@@ -122,6 +128,9 @@ impl Attempts {
                 .filter(|t| swapped || t.pool.is_none())
                 .filter_map(|t| {
                     let sent = t.config.serves(m.as_deref())?;
+                    if !rewritable && sent != model {
+                        return None;
+                    }
                     Some((t, sent.map(str::to_string)))
                 })
                 .collect();
@@ -151,10 +160,15 @@ impl Attempts {
             context_exceeded: false,
             silent: Vec::new(),
             deadline: policy.total.map(|t| started + t),
+            context_models: fb.context_length.clone(),
             policy,
         };
         attempts.current = attempts.first_usable(0, true).unwrap_or(0);
         attempts
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.policy.max_attempts
     }
 
     pub fn is_empty(&self) -> bool {
@@ -255,17 +269,25 @@ impl Attempts {
                 return Next::Retry(wait);
             }
         }
-        let mut from = self.current + 1;
-        if failure == Failure::ContextLength {
-            // Only a larger context can help: skip to the context-length fallbacks (last in
-            // the plan), past any other candidate.
-            match self.candidates.iter().position(|c| c.context_only) {
-                Some(first) if first >= from => from = first,
-                Some(_) => {}
-                None => return Next::GiveUp,
+        let from = self.current + 1;
+        let next = if failure == Failure::ContextLength {
+            // Only a larger context can help: the next context-length model, past any other
+            // candidate (it may also be an ordinary fallback, listed earlier).
+            let mut next = None;
+            for i in from..self.candidates.len() {
+                let is_context = self.candidates[i]
+                    .model
+                    .as_ref()
+                    .is_some_and(|m| self.context_models.contains(m));
+                if is_context && self.first_usable(i, acquire) == Some(i) {
+                    next = Some(i);
+                    break;
+                }
             }
-        }
-        let next = self.first_usable(from, acquire);
+            next
+        } else {
+            self.first_usable(from, acquire)
+        };
         match next {
             Some(i) => {
                 self.current = i;
@@ -355,7 +377,15 @@ mod tests {
     }
 
     fn plan(route: &Route, model: &str) -> Attempts {
-        Attempts::plan(route, Some(model), None, true, |_| true, Instant::now())
+        Attempts::plan(
+            route,
+            Some(model),
+            true,
+            None,
+            true,
+            |_| true,
+            Instant::now(),
+        )
     }
 
     fn at(a: &Attempts) -> (String, Option<String>) {
@@ -441,6 +471,14 @@ mod tests {
             Next::Retry(Duration::ZERO)
         );
         assert_eq!(at(&p), ("b".into(), Some("b-big".into())));
+        // A context model that is also an ordinary fallback still serves as one.
+        let r = route("    fallbacks: {models: [big], context_length: [big]}\n");
+        let mut p = plan(&r, "m1");
+        assert_eq!(
+            p.after(Failure::ContextLength, now),
+            Next::Retry(Duration::ZERO)
+        );
+        assert_eq!(at(&p), ("b".into(), Some("b-big".into())));
         let r = route("    fallbacks: {models: [m2]}\n");
         let mut p = plan(&r, "m1");
         assert!(!p.would_retry(Failure::ContextLength, now));
@@ -451,7 +489,15 @@ mod tests {
     fn unknown_models_have_no_candidates_and_allow_lists_filter_fallbacks() {
         let r = route("    fallbacks: {models: [m2, m3]}\n");
         assert!(plan(&r, "nope").is_empty());
-        let p = Attempts::plan(&r, Some("m1"), None, true, |m| m != "m3", Instant::now());
+        let p = Attempts::plan(
+            &r,
+            Some("m1"),
+            true,
+            None,
+            true,
+            |m| m != "m3",
+            Instant::now(),
+        );
         assert!(p
             .candidates
             .iter()
@@ -459,6 +505,7 @@ mod tests {
         let p = Attempts::plan(
             &r,
             Some("m1"),
+            true,
             Some(vec!["m3".into()]),
             true,
             |_| true,

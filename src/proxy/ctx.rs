@@ -75,6 +75,8 @@ pub struct RequestCtx {
     pub link: Option<Arc<super::link::Link>>,
     /// The gateway swaps the client's credentials for pool keys (auth phase).
     pub swap_credentials: bool,
+    /// Attempts repeated with another key of the same pool (response phase).
+    pub key_rotations: u32,
     /// A failure on a stale pooled connection was retried (once per request; retry phase).
     pub reuse_retried: bool,
     /// The current attempt got a response head (upstream phase).
@@ -129,6 +131,7 @@ impl RequestCtx {
             attempts: None,
             link: None,
             swap_credentials: false,
+            key_rotations: 0,
             reuse_retried: false,
             head_seen: false,
             error_body: None,

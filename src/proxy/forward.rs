@@ -50,6 +50,7 @@ pub async fn upstream_peer(
         let plan = Attempts::plan(
             &route,
             ctx.model.as_deref(),
+            ctx.request_info.is_some(),
             requested,
             ctx.swap_credentials,
             allows,
@@ -122,18 +123,27 @@ pub async fn upstream_peer(
     }
 }
 
+/// At most this many client-named fallbacks are considered (and the header at most 4 KiB):
+/// each becomes candidates, and a request head may be a megabyte.
+const MAX_REQUESTED_FALLBACKS: usize = 8;
+
 /// The client's own fallback models: `x-fallback-models: ["a","b"]` (JSON) or `a, b`.
 fn requested_fallbacks(req: &RequestHeader) -> Option<Vec<String>> {
     let value = req.headers.get(FALLBACK_HEADER)?.to_str().ok()?.trim();
-    if value.starts_with('[') {
-        return serde_json::from_str(value).ok();
+    if value.len() > 4096 {
+        return None;
     }
-    let list: Vec<String> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .map(str::to_string)
-        .collect();
+    let mut list: Vec<String> = if value.starts_with('[') {
+        serde_json::from_str(value).ok()?
+    } else {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    list.truncate(MAX_REQUESTED_FALLBACKS);
     (!list.is_empty()).then_some(list)
 }
 
@@ -161,22 +171,20 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
     };
     let upstream = Arc::clone(&candidate.target);
     let target = upstream_target(&upstream.config.url.base_path, rest, query.as_deref());
+    let Some(route) = ctx.route.clone() else {
+        return Err(ctx.fail(GatewayError::Internal));
+    };
     strip_hop_by_hop_request(req);
     req.remove_header(FALLBACK_HEADER);
     req.insert_header(header::HOST, upstream.upstream.host_header.clone())?;
-    if upstream.key_placement == KeyPlacement::None {
-        // This upstream takes no key: nothing the client sent as one goes there.
-        for carrier in CREDENTIAL_HEADERS {
-            req.remove_header(carrier);
-        }
-    }
     let pool = attempt_pool(ctx).filter(|_| upstream.key_placement != KeyPlacement::None);
     let target = match pool {
+        // This upstream takes no key: nothing the client sent as one goes there.
         None if upstream.key_placement == KeyPlacement::None => {
             let (path, query) = target
                 .split_once('?')
                 .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
-            match without_param(query, "key") {
+            match clear_credentials(&route, req, query) {
                 Some(q) => format!("{path}?{q}"),
                 None => path.to_string(),
             }
@@ -188,13 +196,10 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
             };
             ctx.pool_key = Some(index);
             let key = &pool.keys[index];
-            for carrier in CREDENTIAL_HEADERS {
-                req.remove_header(carrier);
-            }
             let (path, query) = target
                 .split_once('?')
                 .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
-            let mut query = without_param(query, "key");
+            let mut query = clear_credentials(&route, req, query);
             match &upstream.key_placement {
                 KeyPlacement::Query(param) => {
                     query = without_param(query.as_deref(), param);
@@ -249,7 +254,31 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
 }
 
 /// Where clients put credentials; all cleared when a pool key replaces them.
-const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "x-goog-api-key"];
+const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "api-key", "x-goog-api-key", "x-api-key"];
+
+/// Remove every place a client could have sent a key on this route: the usual carriers and
+/// each header or query parameter the route's upstreams take keys in. Returns the query left.
+fn clear_credentials(
+    route: &crate::state::Route,
+    req: &mut RequestHeader,
+    query: Option<&str>,
+) -> Option<String> {
+    for carrier in CREDENTIAL_HEADERS {
+        req.remove_header(carrier);
+    }
+    let mut query = without_param(query, "key");
+    let placements = route.upstreams.iter().map(|u| &u.key_placement);
+    for placement in placements.chain([&route.config.auth.key_placement]) {
+        match placement {
+            KeyPlacement::Header(name) => {
+                req.remove_header(name.as_str());
+            }
+            KeyPlacement::Query(param) => query = without_param(query.as_deref(), param),
+            KeyPlacement::Bearer | KeyPlacement::None => {}
+        }
+    }
+    query
+}
 
 /// The query without parameter `name` (`None` when nothing is left).
 fn without_param(query: Option<&str>, name: &str) -> Option<String> {

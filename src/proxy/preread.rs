@@ -187,8 +187,11 @@ impl CustomSession for PrereadSession {
                 }
                 return Ok(false);
             }
-            // The attempt failed before its first byte: the held head is dropped with it.
+            // The attempt failed before its first byte: the held head is dropped with it, and so
+            // is a head that came in the same batch as the failure (it must never be written:
+            // another attempt may answer).
             self.held = None;
+            tasks.retain(|t| !matches!(t, HttpTask::Header(..)));
         } else if carries_bytes {
             if let Some(held) = self.held.take() {
                 tasks.insert(0, held);

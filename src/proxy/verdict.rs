@@ -42,12 +42,18 @@ pub fn judge_head(
     if let Some(verdict) = key_verdict(status, retry_after) {
         if let (Some(pool), Some(index)) = (super::forward::attempt_pool(ctx), ctx.pool_key) {
             pool.report(index, verdict);
-            let made = ctx.attempts_made();
+            let rotations = ctx.key_rotations;
+            let within_plan = ctx
+                .attempts
+                .as_ref()
+                .is_some_and(|a| a.made < a.max_attempts());
             if pool.has_other_healthy(index)
-                && made <= pool.keys.len() as u32
+                && rotations < pool.keys.len() as u32
+                && within_plan
                 && replayable(ctx, session)
             {
                 // The same upstream with another key, at once: this key said nothing about it.
+                ctx.key_rotations += 1;
                 return Err(retry(ctx, status, Duration::ZERO));
             }
             // No other key: a 429 whose wait is short is retried with this key once cooled;
@@ -77,7 +83,10 @@ pub fn judge_head(
         }
         return Ok(());
     };
-    if failure.is_upstream_fault() {
+    // A 429 to a client's own key is about that key, not the upstream: it must not open the
+    // breaker for everyone.
+    let own_key_throttled = status == 429 && !ctx.swap_credentials;
+    if failure.is_upstream_fault() && !own_key_throttled {
         record(&target, false, now);
     }
     decide(ctx, session, failure, status, now)

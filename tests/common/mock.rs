@@ -90,6 +90,8 @@ pub enum Behavior {
     ResetMidStream { events_before_reset: usize },
     /// Read the request and never answer; the peer's close is recorded.
     Stall,
+    /// Send a 200 JSON response head announcing 100 bytes, then close at once (no body).
+    HeadThenClose,
     /// Send SSE response headers and the first `events_before_stall` events of
     /// [`Behavior::chat_stream`], then nothing more (the connection stays open).
     StallMidStream { events_before_stall: usize },
@@ -764,6 +766,11 @@ impl Conn {
             }
             Behavior::Stall => {
                 self.guard(std::future::pending::<()>()).await;
+                Ok(false)
+            }
+            Behavior::HeadThenClose => {
+                let head = self.response_head(200, "application/json", Some(100), &[]);
+                self.write(&head).await?;
                 Ok(false)
             }
             Behavior::StallMidStream {
