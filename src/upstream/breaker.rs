@@ -8,6 +8,7 @@
 //! transitions are unit-tested without sleeping.
 
 use crate::config::BreakerConfig;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,10 @@ struct Inner {
 pub struct Breaker {
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    /// Closed with no failure since the last success: the state of a healthy upstream, read
+    /// without the lock on every request (successes then need no lock either, unless a ratio
+    /// is being counted).
+    healthy: AtomicBool,
 }
 
 /// What `record` changed, for the log.
@@ -65,6 +70,7 @@ impl Breaker {
                 window_total: 0,
                 window_failed: 0,
             }),
+            healthy: AtomicBool::new(true),
         }
     }
 
@@ -90,6 +96,9 @@ impl Breaker {
     /// May a request try this upstream now? Closed: yes. Open: no. Half-open: the first caller
     /// becomes the probe; the others are told no until it reports.
     pub fn try_acquire(&self, now: Instant) -> bool {
+        if self.healthy.load(Ordering::Acquire) {
+            return true;
+        }
         let mut inner = self.lock();
         match Self::current(&self.config, &inner, now) {
             BreakerState::Closed => true,
@@ -114,7 +123,18 @@ impl Breaker {
     /// The outcome of one attempt against the upstream.
     pub fn record(&self, success: bool, now: Instant) -> Option<Transition> {
         let c = &self.config;
+        if success && c.error_ratio == 0.0 && self.healthy.load(Ordering::Acquire) {
+            return None;
+        }
         let mut inner = self.lock();
+        let t = self.record_locked(&mut inner, success, now);
+        let healthy = inner.state == BreakerState::Closed && inner.consecutive == 0;
+        self.healthy.store(healthy, Ordering::Release);
+        t
+    }
+
+    fn record_locked(&self, inner: &mut Inner, success: bool, now: Instant) -> Option<Transition> {
+        let c = &self.config;
         if now.duration_since(inner.window_start) >= c.window {
             inner.window_start = now;
             inner.window_total = 0;
