@@ -226,6 +226,9 @@ pub struct ServerConfig {
     pub dns_ttl: Duration,
     /// Bound on one resolution; past it the request fails with 502.
     pub dns_timeout: Duration,
+    /// One work-stealing runtime for all worker threads instead of one single-threaded runtime
+    /// per thread (the default, ~10 % less CPU per request).
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,6 +365,7 @@ impl Default for ServerConfig {
             upgrade_sock: "/tmp/llm-forward-upgrade.sock".into(),
             dns_ttl: Duration::from_secs(60),
             dns_timeout: Duration::from_secs(5),
+            work_stealing: false,
         }
     }
 }

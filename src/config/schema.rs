@@ -31,6 +31,7 @@ const SERVER: &[&str] = &[
     "upgrade_sock",
     "dns_ttl",
     "dns_timeout",
+    "work_stealing",
 ];
 const ROUTE: &[&str] = &[
     "prefix",
@@ -125,6 +126,9 @@ fn decode_server(d: &mut Decoder<'_>, node: &Node<'_>) -> ServerConfig {
             );
         }
         s.listen = listen;
+    }
+    if let Some(v) = f.get("work_stealing").and_then(|n| d.boolean(&n)) {
+        s.work_stealing = v;
     }
     if let Some(n) = f.get("threads") {
         s.threads = d.uint(&n, 1, 1024).map_or(s.threads, |v| v as usize);

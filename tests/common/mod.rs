@@ -64,6 +64,13 @@ pub async fn start_gateway_with(mut config: Config) -> GatewayGuard {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     config.server.listen = vec![addr];
     config.server.threads = 1;
+    // Pingora's per-thread runtimes find their handles through a `thread_local::ThreadLocal`
+    // whose slots outlive their threads: a second server started in the same process after a
+    // first one stopped can pick up the dead runtime's handles and never listen. A process runs
+    // one server, so production is unaffected; in-process tests start many, so they use the
+    // work-stealing runtime. The tests that run the binary (cli, upgrade, config_check,
+    // secrets) exercise the default.
+    config.server.work_stealing = true;
     config.server.grace_period = Duration::ZERO;
     config.server.shutdown_timeout = Duration::ZERO;
     config.server.pid_file = dir.path().join("pid").display().to_string();
