@@ -17,6 +17,7 @@ pub mod keys;
 pub mod limits;
 pub mod openai;
 pub mod proxy;
+pub mod redis_conn;
 pub mod routing;
 pub mod server;
 pub mod sse;

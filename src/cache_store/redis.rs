@@ -11,33 +11,28 @@
 use super::entry::Entry;
 use super::{bounded, now_ms, Backend, BackendResult, Usage};
 use crate::cache_key::{hex, Digest};
+use crate::redis_conn::LazyRedis;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 const PREFIX: &str = "llmf:cache:";
 /// How long Redis is skipped after a failed call.
 const BACKOFF_MS: u64 = 1000;
 
 pub struct RedisBackend {
-    client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
-    timeout: Duration,
+    redis: LazyRedis,
     /// Until when (unix ms) calls fail at once, after a failure.
     down_until: AtomicU64,
 }
 
 impl RedisBackend {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
         Ok(RedisBackend {
-            client,
-            conn: Mutex::new(None),
-            timeout,
+            redis: LazyRedis::open(url, timeout)?,
             down_until: AtomicU64::new(0),
         })
     }
@@ -46,19 +41,7 @@ impl RedisBackend {
         if self.down_until.load(Ordering::Relaxed) > now_ms() {
             return Err("Redis was unreachable a moment ago".into());
         }
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let c = ConnectionManager::new_with_config(self.client.clone(), config)
-            .await
-            .map_err(|e| e.to_string())?;
-        *slot = Some(c.clone());
-        Ok(c)
+        self.redis.get().await
     }
 
     /// Run one bounded call; a failure starts the back-off.
@@ -66,7 +49,7 @@ impl RedisBackend {
         &self,
         f: impl std::future::Future<Output = BackendResult<T>>,
     ) -> BackendResult<T> {
-        let r = bounded(self.timeout, f).await;
+        let r = bounded(self.redis.timeout(), f).await;
         if r.is_err() {
             self.down_until
                 .store(now_ms() + BACKOFF_MS, Ordering::Relaxed);

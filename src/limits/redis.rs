@@ -10,10 +10,10 @@
 
 use super::spec::LimitSpec;
 use super::Decision;
+use crate::redis_conn::LazyRedis;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
@@ -85,46 +85,28 @@ return 1
 "#;
 
 pub struct RedisLimiter {
-    client: redis::Client,
-    /// Created on first use (inside the runtime) and reused; reconnects by itself.
-    conn: Mutex<Option<ConnectionManager>>,
+    redis: LazyRedis,
     script: Script,
     adjust: Script,
     enter: Script,
     leave: Script,
-    timeout: Duration,
     prefix: String,
 }
 
 impl RedisLimiter {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
         Ok(RedisLimiter {
-            client,
-            conn: Mutex::new(None),
+            redis: LazyRedis::open(url, timeout)?,
             script: Script::new(SCRIPT),
             adjust: Script::new(ADJUST),
             enter: Script::new(ENTER),
             leave: Script::new(LEAVE),
-            timeout,
             prefix: "llmf:rl:".into(),
         })
     }
 
     async fn connection(&self) -> Result<ConnectionManager, String> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let c = ConnectionManager::new_with_config(self.client.clone(), config)
-            .await
-            .map_err(|e| e.to_string())?;
-        *slot = Some(c.clone());
-        Ok(c)
+        self.redis.get().await
     }
 
     /// Count `n` events in every window if all have room (one round trip).
@@ -151,7 +133,7 @@ impl RedisLimiter {
                 Decision::refused(limit, reset)
             })
         };
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(self.redis.timeout(), call)
             .await
             .map_err(|_| "timed out".to_string())?
     }
@@ -169,7 +151,7 @@ impl RedisLimiter {
                 .map(|admitted| admitted == 1)
                 .map_err(|e| e.to_string())
         };
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(self.redis.timeout(), call)
             .await
             .map_err(|_| "timed out".to_string())?
     }
@@ -185,7 +167,7 @@ impl RedisLimiter {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(self.redis.timeout(), call)
             .await
             .map_err(|_| "timed out".to_string())?
     }
@@ -207,7 +189,7 @@ impl RedisLimiter {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(self.redis.timeout(), call)
             .await
             .map_err(|_| "timed out".to_string())?
     }

@@ -96,7 +96,6 @@ impl Attempts {
     /// client's own fallback list (the `x-fallback-models` header), when the route lets it.
     /// A `model` that cannot be rewritten in the body (a multipart upload) is sent only under
     /// its own name: no renaming upstream, no fallback model.
-    #[allow(clippy::too_many_arguments)]
     pub fn plan(
         route: &Route,
         model: Option<&str>,

@@ -170,63 +170,52 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
         return Err(ctx.fail(GatewayError::Internal));
     };
     let upstream = Arc::clone(&candidate.target);
-    let target = upstream_target(&upstream.config.url.base_path, rest, query.as_deref());
+    let path = upstream_target(&upstream.config.url.base_path, rest, None);
+    let mut query = query.clone();
     let Some(route) = ctx.route.clone() else {
         return Err(ctx.fail(GatewayError::Internal));
     };
     strip_hop_by_hop_request(req);
     req.remove_header(FALLBACK_HEADER);
     req.insert_header(header::HOST, upstream.upstream.host_header.clone())?;
-    let pool = attempt_pool(ctx).filter(|_| upstream.key_placement != KeyPlacement::None);
-    let target = match pool {
-        // This upstream takes no key: nothing the client sent as one goes there.
-        None if upstream.key_placement == KeyPlacement::None => {
-            let (path, query) = target
-                .split_once('?')
-                .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
-            match clear_credentials(&route, req, query) {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
+    let takes_no_key = upstream.key_placement == KeyPlacement::None;
+    let pool = attempt_pool(ctx).filter(|_| !takes_no_key);
+    // With a pool key to set, or no key at all for this upstream, nothing the client sent as a
+    // key goes there.
+    if takes_no_key || pool.is_some() {
+        query = clear_credentials(&route, req, query.as_deref());
+    }
+    if let Some(pool) = pool {
+        let Ok(index) = pool.pick() else {
+            return Err(ctx.fail(GatewayError::NoUpstreamKey));
+        };
+        ctx.pool_key = Some(index);
+        let key = &pool.keys[index];
+        match &upstream.key_placement {
+            KeyPlacement::Query(param) => {
+                let q = query.get_or_insert_with(String::new);
+                if !q.is_empty() {
+                    q.push('&');
+                }
+                q.push_str(param);
+                q.push('=');
+                q.push_str(key.secret());
+            }
+            placement => {
+                let name = match placement {
+                    KeyPlacement::Header(name) => name.as_str(),
+                    _ => "authorization",
+                };
+                let Some(value) = key.header_value(placement) else {
+                    return Err(ctx.fail(GatewayError::Internal));
+                };
+                req.insert_header(name.to_string(), value)?;
             }
         }
-        None => target,
-        Some(pool) => {
-            let Ok(index) = pool.pick() else {
-                return Err(ctx.fail(GatewayError::NoUpstreamKey));
-            };
-            ctx.pool_key = Some(index);
-            let key = &pool.keys[index];
-            let (path, query) = target
-                .split_once('?')
-                .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
-            let mut query = clear_credentials(&route, req, query);
-            match &upstream.key_placement {
-                KeyPlacement::Query(param) => {
-                    query = without_param(query.as_deref(), param);
-                    let q = query.get_or_insert_with(String::new);
-                    if !q.is_empty() {
-                        q.push('&');
-                    }
-                    q.push_str(param);
-                    q.push('=');
-                    q.push_str(key.secret());
-                }
-                placement => {
-                    let name = match placement {
-                        KeyPlacement::Header(name) => name.as_str(),
-                        _ => "authorization",
-                    };
-                    let Some(value) = key.header_value(placement) else {
-                        return Err(ctx.fail(GatewayError::Internal));
-                    };
-                    req.insert_header(name.to_string(), value)?;
-                }
-            }
-            match query {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            }
-        }
+    }
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
     };
     let Ok(uri) = http::Uri::try_from(target.as_str()) else {
         return Err(ctx.fail(GatewayError::Internal));
@@ -241,11 +230,7 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
             req.remove_header(&header::TRANSFER_ENCODING);
         }
     }
-    if ctx
-        .route
-        .as_ref()
-        .is_some_and(|r| r.config.kind == RouteKind::OpenAi)
-    {
+    if route.config.kind == RouteKind::OpenAi {
         // The response bodies of openai routes are read by the gateway (SSE events, usage), so
         // they must arrive uncompressed.
         req.remove_header(&header::ACCEPT_ENCODING);

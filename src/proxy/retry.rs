@@ -45,7 +45,7 @@ pub fn on_proxy_error(
         e.set_retry(false);
         return e;
     }
-    let replayable = ctx.link.is_some() || !session.as_ref().retry_buffer_truncated();
+    let replayable = super::verdict::replayable(ctx, session);
     let failure = match fired {
         Some(Deadline::Total) => {
             ctx.error = Some(GatewayError::UpstreamTimeout);

@@ -154,7 +154,7 @@ fn key_verdict(status: u16, retry_after: Option<Duration>) -> Option<KeyVerdict>
 
 /// Can the request go out again? The pre-read body always can; otherwise only what Pingora
 /// still holds in its retry buffer.
-fn replayable(ctx: &RequestCtx, session: &Session) -> bool {
+pub fn replayable(ctx: &RequestCtx, session: &Session) -> bool {
     ctx.link.is_some() || !session.as_ref().retry_buffer_truncated()
 }
 
