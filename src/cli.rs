@@ -119,7 +119,16 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(cfg) => cfg,
         Err(e) => return report(&e),
     };
+    // Before any thread exists: it sets the environment OpenSSL reads (upstream/trust.rs).
+    let trust = crate::upstream::trust::prefer_hashed_directory();
     eprint!("{}", crate::banner::render(&cfg));
+    if cfg
+        .routes
+        .iter()
+        .any(|r| r.upstreams.iter().any(|u| u.url.tls))
+    {
+        eprintln!("  tls trust   {trust}");
+    }
     let options = ProcessOptions {
         daemon: args.daemon,
         upgrade: args.upgrade,

@@ -282,6 +282,30 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
+/// Only the model and usage of a non-streamed response, which is all accounting needs when no
+/// chat log wants the text: `choices` and `output` are skipped, not built (a third of the cost
+/// of [`parse_response`] on a short answer, measured with callgrind). `None` when it is not a
+/// JSON object or reports no usage (then the text is needed for an estimate).
+pub fn parse_response_usage(body: &[u8]) -> Option<ResponseInfo> {
+    #[derive(Deserialize)]
+    struct Accounting<'a> {
+        #[serde(default, borrow)]
+        model: Scalar<'a>,
+        #[serde(default)]
+        usage: Option<RawUsage>,
+    }
+    if !is_object(body) {
+        return None;
+    }
+    let raw: Accounting = serde_json::from_slice(body).ok()?;
+    let usage = raw.usage.as_ref().and_then(Usage::from_raw)?;
+    Some(ResponseInfo {
+        model: raw.model.as_str().map(str::to_owned),
+        choices: Vec::new(),
+        usage: Some(usage),
+    })
+}
+
 /// Reads a non-streamed response body (Chat Completions, Completions, Embeddings, Responses
 /// API). `None` when it is not a JSON object.
 pub fn parse_response(body: &[u8]) -> Option<ResponseInfo> {

@@ -117,6 +117,7 @@ async fn tls_front(
 }
 
 struct Pki {
+    ca: X509,
     ca_pem: tempfile::NamedTempFile,
     leaf: X509,
     leaf_key: PKey<Private>,
@@ -136,6 +137,7 @@ fn pki(leaf_names: &[&str]) -> Pki {
     let ca_pem = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca_pem.path(), ca.to_pem().unwrap()).unwrap();
     Pki {
+        ca,
         ca_pem,
         leaf,
         leaf_key,
@@ -238,4 +240,82 @@ async fn a_certificate_for_another_host_is_refused() {
     let resp = client().get(gw.url("/v1/models")).send().await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(up.request_count(), 0);
+}
+
+/// The binary with only `SSL_CERT_DIR` set (as a system's hashed directory would be found):
+/// `upstream/trust.rs` points OpenSSL's bundle at nothing and reads each CA from the directory
+/// when a chain first needs it. Returns the status of a request to `upstream` and the banner.
+async fn through_a_process_trusting(cert_dir: &std::path::Path, upstream: &str) -> (u16, String) {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("gw.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/gw.sock\n\
+             routes:\n  - prefix: /secure\n    upstream: {upstream}\n    retry: {{connect_retries: 0}}\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-forward"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env("SSL_CERT_DIR", cert_dir)
+        .env_remove("SSL_CERT_FILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await;
+    let status = client()
+        .get(format!("http://{addr}/secure/models"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    let _ = child.kill();
+    let mut banner = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut banner);
+    let _ = child.wait();
+    (status, banner)
+}
+
+#[tokio::test]
+async fn system_trust_is_read_from_the_hashed_directory_when_first_needed() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(common::mock::Behavior::Echo);
+    let p = pki(&["localhost"]);
+    let (front, _) = tls_front(p.leaf, p.leaf_key, up.addr()).await;
+    let upstream = format!("https://localhost:{}/v1", front.port());
+
+    // The directory holds our CA under its subject hash, as c_rehash would name it.
+    let trusted = tempfile::tempdir().unwrap();
+    let hashed = |ca: &X509, dir: &std::path::Path| {
+        let name = format!("{:08x}.0", ca.subject_name_hash());
+        std::fs::write(dir.join(name), ca.to_pem().unwrap()).unwrap();
+    };
+    hashed(&p.ca, trusted.path());
+    let (status, banner) = through_a_process_trusting(trusted.path(), &upstream).await;
+    assert_eq!(status, 200, "{banner}");
+    assert!(
+        banner.contains(&format!(
+            "tls trust   {} (each CA read when first needed)",
+            trusted.path().display()
+        )),
+        "{banner}"
+    );
+    assert_eq!(up.request_count(), 1);
+
+    // Another CA with the same subject (so the same hash file name): found, and refused.
+    let impostor = pki(&["localhost"]);
+    let untrusted = tempfile::tempdir().unwrap();
+    hashed(&impostor.ca, untrusted.path());
+    let (status, banner) = through_a_process_trusting(untrusted.path(), &upstream).await;
+    assert_eq!(status, 502, "{banner}");
+    assert_eq!(up.request_count(), 1);
 }

@@ -96,7 +96,9 @@ pub async fn finish(
     restore_session(session, ctx).await;
     // The slot goes back first: nothing after this concerns the client any more.
     super::limits::release(gateway, ctx).await;
-    let mut outcome = super::stream::outcome(ctx, e.is_none());
+    let chat_logged = ctx.route.as_ref().is_some_and(|r| r.chat_log) && gateway.chat_log.is_some();
+    let wants_text = chat_logged || gateway.config.log.print_chat;
+    let mut outcome = super::stream::outcome(ctx, e.is_none(), wants_text);
     if let Some(o) = outcome.as_mut().filter(|o| o.estimated) {
         count_tokens(ctx, o).await;
     }

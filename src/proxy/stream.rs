@@ -6,7 +6,8 @@
 
 use super::ctx::RequestCtx;
 use crate::openai::{
-    parse_response, AccumulateMode, ChunkKind, ResponseInfo, StreamAccumulator, Usage,
+    parse_response, parse_response_usage, AccumulateMode, ChunkKind, ResponseInfo,
+    StreamAccumulator, Usage,
 };
 use crate::sse::SseParser;
 use bytes::{Bytes, BytesMut};
@@ -191,8 +192,9 @@ fn without(chunk: &Bytes, start: u64, cut: &[Range<u64>]) -> Bytes {
 }
 
 /// The response's usage and content once it has ended (or was cut). Without usage from the
-/// upstream, an estimate from byte counts (about 4 bytes a token), marked as such.
-pub fn outcome(ctx: &mut RequestCtx, finished: bool) -> Option<Outcome> {
+/// upstream, an estimate from byte counts (about 4 bytes a token), marked as such. The text of
+/// a JSON answer is only read when `wants_text` (a chat log) or usage is missing.
+pub fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option<Outcome> {
     let tap = ctx.response.take()?;
     let prompt_estimate = || {
         let info = ctx.request_info.as_ref()?;
@@ -219,7 +221,11 @@ pub fn outcome(ctx: &mut RequestCtx, finished: bool) -> Option<Outcome> {
             .or_estimate(prompt_estimate(), estimated_completion)
         }
         ResponseTap::Json { copy, overflow } => {
-            let info = (!overflow).then(|| parse_response(&copy)).flatten();
+            let info = match overflow {
+                true => None,
+                false if wants_text => parse_response(&copy),
+                false => parse_response_usage(&copy).or_else(|| parse_response(&copy)),
+            };
             let answer_bytes = info
                 .as_ref()
                 .map_or(0, |i| i.choices.iter().map(|c| c.text.len() as u64).sum());
@@ -237,8 +243,11 @@ pub fn outcome(ctx: &mut RequestCtx, finished: bool) -> Option<Outcome> {
 }
 
 impl Outcome {
+    /// Without reported usage, estimate it, but only for a generation: a prompt was sent or an
+    /// answer came back. A model listing, a file or any other answer without either has no
+    /// token usage, and counting it would load a tokenizer (tens of MiB) for nothing.
     fn or_estimate(mut self, prompt: Option<u64>, completion: u64) -> Self {
-        if self.usage.is_none() {
+        if self.usage.is_none() && (prompt.is_some() || completion > 0) {
             let prompt = prompt.unwrap_or(0);
             self.usage = Some(Usage {
                 prompt_tokens: prompt,
@@ -256,8 +265,31 @@ impl Outcome {
 #[cfg(test)]
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
-    use super::without;
+    use super::{outcome, without, ResponseTap};
+    use crate::proxy::RequestCtx;
     use bytes::Bytes;
+
+    fn json_outcome(body: &[u8]) -> super::Outcome {
+        let mut ctx = RequestCtx::new(&Default::default());
+        ctx.response = Some(ResponseTap::Json {
+            copy: body.to_vec(),
+            overflow: false,
+        });
+        outcome(&mut ctx, true, false).unwrap()
+    }
+
+    #[test]
+    fn only_a_generation_gets_estimated_usage() {
+        // A model listing: no prompt, no answer, so no usage (and no tokenizer is loaded).
+        let models = json_outcome(br#"{"object":"list","data":[{"id":"gpt-4o"}]}"#);
+        assert!(models.usage.is_none() && !models.estimated);
+        // An answer without usage is estimated.
+        let answer = json_outcome(
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"}}]}"#,
+        );
+        assert!(answer.estimated);
+        assert_eq!(answer.usage.map(|u| u.completion_tokens), Some(2));
+    }
 
     #[test]
     fn cutting_an_event_leaves_the_rest_byte_exact() {

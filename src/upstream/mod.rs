@@ -1,7 +1,8 @@
 //! Everything about reaching an upstream: name resolution, the Pingora peer for an attempt, the
-//! outbound proxy tunnel and the circuit breaker.
+//! outbound proxy tunnel, the circuit breaker and certificate trust.
 
 pub mod breaker;
 pub mod dns;
 pub mod peer;
+pub mod trust;
 pub mod tunnel;
