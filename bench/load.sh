@@ -5,8 +5,10 @@
 #   bash bench/load.sh              # release build, then ~2 minutes; table on stdout and in
 #                                   # bench/out/results.md
 # Knobs (env): DURATION=10 WARMUP=2 LATENCY_DURATION=5 STREAM_DURATION=5 CONNS=64 (seconds/conns),
-# TARGETS="direct nginx gateway gateway-general gateway-limits gateway-redis gateway-chatlog
-#   gateway-cache-hit gateway-cache-unique gateway-cache-redis", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=….
+# TARGETS="direct nginx pingora-floor gateway gateway-general gateway-limits gateway-redis gateway-chatlog
+#   gateway-cache-hit gateway-cache-unique gateway-cache-redis", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=…,
+#   FLOOR_BIN=…. pingora-floor: the smallest Pingora proxy (examples/pingora_floor.rs), the floor
+#   under the gateway's cost.
 # gateway-cache-hit: the same request over and over, so every request but the first is a cache
 # hit (memory backend); gateway-cache-unique: every request different (a counter in the body),
 # so every one is a miss stored into a 16 MiB memory cache that must evict to stay in budget;
@@ -16,9 +18,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} CONNS=${CONNS:-64}
 LATENCY_DURATION=${LATENCY_DURATION:-5} STREAM_DURATION=${STREAM_DURATION:-5}
-TARGETS=${TARGETS:-direct nginx gateway gateway-general gateway-limits gateway-redis gateway-chatlog}
+TARGETS=${TARGETS:-direct nginx pingora-floor gateway gateway-general gateway-limits gateway-redis gateway-chatlog}
 GATEWAY_BIN=${GATEWAY_BIN:-target/release/llm-forward}
 MOCK_BIN=${MOCK_BIN:-target/release/examples/mock_upstream}
+FLOOR_BIN=${FLOOR_BIN:-target/release/examples/pingora_floor}
 PROXY_CPU=0 LOAD_CPU=1
 # As root, run everything measured at nice -10: a build or editor on the same cores then gets a
 # small share of CPU instead of half of it (CFS weights). BENCH_NICE=0 turns this off.
@@ -45,9 +48,11 @@ for tool in curl taskset python3; do command -v $tool >/dev/null || die "$tool n
 
 if [[ -z ${SKIP_BUILD:-} ]]; then
     log "cargo build --release (llm-forward, mock_upstream)"
-    OPENSSL_NO_VENDOR=1 cargo build --release --locked --bin llm-forward --example mock_upstream
+    OPENSSL_NO_VENDOR=1 cargo build --release --locked --bin llm-forward --example mock_upstream \
+        --example pingora_floor
 fi
 [[ -x $GATEWAY_BIN && -x $MOCK_BIN ]] || die "no $GATEWAY_BIN or $MOCK_BIN"
+[[ $TARGETS != *pingora-floor* || -x $FLOOR_BIN ]] || die "no $FLOOR_BIN"
 # Command prefixes; nice and taskset exec the command, so $! is the PID of the program itself.
 on_proxy_cpu=(nice -n "$BENCH_NICE" taskset -c "$PROXY_CPU")
 on_load_cpu=(nice -n "$BENCH_NICE" taskset -c "$LOAD_CPU")
@@ -161,6 +166,12 @@ start_target() {  # NAME -> sets url, pid
         "${on_proxy_cpu[@]}" nginx -p "$work/nginx" -e "$work/nginx/nginx.err" -c "$work/nginx/nginx.conf" &
         proxy_sig=TERM
         ;;
+    pingora-floor)
+        # The smallest Pingora proxy (examples/pingora_floor.rs): the framework's own cost.
+        "${on_proxy_cpu[@]}" "$FLOOR_BIN" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$upstream_port" \
+            2>"$work/floor.err" &
+        proxy_sig=INT
+        ;;
     gateway | gateway-general | gateway-limits | gateway-redis | gateway-chatlog | gateway-cache-hit | gateway-cache-unique | gateway-cache-redis)
         # Variants of the openai route with one feature on: what it costs per request.
         local extra=''
@@ -238,15 +249,27 @@ for target in $TARGETS; do
     r=$(run_wrk "$CONNS" "$STREAM_DURATION" "$url" 1)
     read -r ns durs errs p50s p99s <<<"$r"
     rss_after=$(mem_kib $pid VmRSS) rss_peak=$(mem_kib $pid VmHWM)
+    # c=1 again with the proxy moved onto the load generator's core: no request then waits for
+    # an idle core to wake up (tens of µs on a VM, paid by nginx alike), so the difference to
+    # direct is the proxy's own added latency.
+    if [[ $target != direct ]]; then
+        for p in $pid $(pgrep -P "$pid" || true); do taskset -apc "$LOAD_CPU" "$p" >/dev/null; done
+        log "$target: c=1 on one core for ${LATENCY_DURATION}s"
+        r=$(run_wrk 1 "$LATENCY_DURATION" "$url")
+        read -r n1c dur1c err1c p50_1c p99_1c <<<"$r"
+        one_core="$(fmt "$p50_1c / 1000" 3) / $(fmt "$p99_1c / 1000" 3)"
+    else
+        one_core="$(fmt "$p50_1 / 1000" 3) / $(fmt "$p99_1 / 1000" 3)" err1c=0
+    fi
 
     [[ $target == direct ]] && direct_rps=$rps
     ratio=$([[ $direct_rps ]] && fmt "$rps / $direct_rps" 2 || echo "–")
-    errors=$((err + err1 + errs)) && errors_total=$((errors_total + errors))
+    errors=$((err + err1 + errs + err1c)) && errors_total=$((errors_total + errors))
     proxy_cols="$cpu_us | $(fmt "$rss_idle / 1024") / $(fmt "$rss_after / 1024") / $(fmt "$rss_peak / 1024")"
     # direct: the CPU column is the mock's own cost per request (what a cache hit replaces).
     [[ $target == direct ]] && proxy_cols="$cpu_us (mock) | –"
     rows+=("| $target | $rps | $ratio | $(fmt "$p50 / 1000" 2) / $(fmt "$p99 / 1000" 2) \
-| $(fmt "$n1 / ($dur1 / 1e6)" 0) | $(fmt "$p50_1 / 1000" 2) / $(fmt "$p99_1 / 1000" 2) \
+| $(fmt "$n1 / ($dur1 / 1e6)" 0) | $(fmt "$p50_1 / 1000" 2) / $(fmt "$p99_1 / 1000" 2) | $one_core \
 | $(fmt "$ns / ($durs / 1e6)" 0) | $(fmt "$p50s / 1000" 2) / $(fmt "$p99s / 1000" 2) | $proxy_cols | $errors |")
     [[ $target == direct ]] || { stop $pid $proxy_sig && proxy_pid=''; }
     [[ -z $redis_pid ]] || { stop "$redis_pid" && redis_pid=''; }
@@ -263,13 +286,15 @@ mkdir -p "$(dirname "$OUT")"
     echo "Proxy on core $PROXY_CPU (one process, one worker thread); mock upstream and wrk (one thread each)" \
         "on core $LOAD_CPU; $idle_note; nice $BENCH_NICE."
     echo "POST /v1/chat/completions, small JSON body; c=$CONNS for ${DURATION}s after ${WARMUP}s warm-up," \
-        "c=1 for ${LATENCY_DURATION}s, streamed (SSE) c=$CONNS for ${STREAM_DURATION}s."
-    echo "gateway: route \`type: openai\` (JSON body read and inspected); gateway-general: \`type: general\`" \
+        "c=1 for ${LATENCY_DURATION}s (then again with the proxy moved onto core $LOAD_CPU: \"one core\")," \
+        "streamed (SSE) c=$CONNS for ${STREAM_DURATION}s."
+    echo "pingora-floor: the smallest Pingora proxy (examples/pingora_floor.rs), the framework's own cost." \
+        "gateway: route \`type: openai\` (JSON body read and inspected); gateway-general: \`type: general\`" \
         "(bytes passed through). RUST_LOG=warn and nginx access_log off: no per-request log line."
     echo
     echo "| target | c=$CONNS req/s | vs direct | c=$CONNS p50 / p99 ms | c=1 req/s | c=1 p50 / p99 ms" \
-        "| SSE c=$CONNS req/s | SSE p50 / p99 ms | proxy CPU µs/req | proxy RSS MiB idle / after / peak | errors |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| c=1 one core p50 / p99 ms | SSE c=$CONNS req/s | SSE p50 / p99 ms | proxy CPU µs/req | proxy RSS MiB idle / after / peak | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
 } | tee "$OUT"
 log "done in ${SECONDS}s; written to $OUT"

@@ -26,6 +26,7 @@ pub use ctx::RequestCtx;
 use crate::state::Gateway;
 use async_trait::async_trait;
 use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -43,6 +44,11 @@ impl ProxyHttp for LlmProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(&self.gateway.in_flight)
     }
+
+    /// None: Pingora's default is a response-compression module, switched off, whose context
+    /// and header checks each request would pay for nothing. Bodies leave as upstreams encoded
+    /// them (token accounting and chat logs read them as they pass).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn early_request_filter(
         &self,

@@ -76,8 +76,17 @@ pub fn install(downstream: &mut Box<ServerSession>, link: Arc<Link>) -> RestoreS
     let slot: RestoreSlot = Arc::new(Mutex::new(None));
     // A copy of the request head answers `req_header` should anything ask after the hand-back.
     let header = downstream.req_header().clone();
+    // The placeholder only fills the slot while the real session moves (nothing reads it), so
+    // it gets a minimal head rather than a second copy of the request's.
+    let placeholder_header = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))
+        .unwrap_or_else(|_| header.clone());
     let placeholder_link = Arc::new(Link::new(Bytes::new()));
-    let empty = PrereadSession::new(None, placeholder_link, Arc::clone(&slot), header.clone());
+    let empty = PrereadSession::new(
+        None,
+        placeholder_link,
+        Arc::clone(&slot),
+        placeholder_header,
+    );
     let placeholder = ServerSession::new_custom(Box::new(empty));
     let real = std::mem::replace(&mut **downstream, placeholder);
     **downstream = ServerSession::new_custom(Box::new(PrereadSession::new(
