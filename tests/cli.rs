@@ -7,6 +7,7 @@ use common::mock::MockUpstream;
 use common::*;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// A gateway process, killed on drop.
 struct Process(Child);
@@ -191,4 +192,52 @@ impl ReadStderr for Child {
         let _ = self.wait();
         text
     }
+}
+
+/// A client that leaves before its answer is an access-log line with its outcome, not an
+/// ERROR: at `RUST_LOG=warn` an operator's log must not fill with every impatient client.
+#[tokio::test]
+async fn a_client_that_leaves_is_logged_but_not_as_an_error() {
+    use tokio::io::AsyncWriteExt;
+    let up = MockUpstream::start().await;
+    up.set_behavior(common::mock::Behavior::Stall);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let forward = format!(
+        r#"[{{"base_url":"{}","route":"/","type":"openai"}}]"#,
+        up.url()
+    );
+    let child = gateway_command(dir.path())
+        .env("FORWARD_CONFIG", forward)
+        .env("RUST_LOG", "info")
+        .args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .spawn()
+        .unwrap();
+    let mut proc = Process(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+          Content-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    assert!(up.wait_for_requests(1, Duration::from_secs(5)).await);
+    drop(tcp);
+    assert!(up
+        .wait_for_peer_close(Duration::from_secs(2))
+        .await
+        .is_some());
+    // A graceful stop lets the request's logging finish before the process exits.
+    let _ = Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status();
+    let log = proc.0.wait_with_output_ref();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("POST /v1/chat/completions") && l.contains("INFO")),
+        "{log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
 }

@@ -4,7 +4,7 @@
 use super::ctx::RequestCtx;
 use super::error::{respond, GatewayError};
 use crate::state::Gateway;
-use pingora_core::Error;
+use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_proxy::{FailToProxy, Session};
 
 /// How long a refused upload may keep sending before the connection is cut.
@@ -99,7 +99,12 @@ pub async fn finish(
     let chat_logged = ctx.route.as_ref().is_some_and(|r| r.chat_log) && gateway.chat_log.is_some();
     let wants_text = chat_logged || gateway.config.log.print_chat;
     let mut outcome = super::stream::outcome(ctx, e.is_none(), wants_text);
-    if let Some(o) = outcome.as_mut().filter(|o| o.estimated) {
+    // A byte estimate is replaced by the tokenizer's count only where a count is kept: a token
+    // budget to settle, or a chat record. Otherwise (the access log's "~N") it stays as it is:
+    // loading o200k costs ~45 MiB and a burst of CPU, which a gateway without token features
+    // should never pay because clients left mid-answer.
+    let count_kept = wants_text || ctx.tokens.is_some();
+    if let Some(o) = outcome.as_mut().filter(|o| o.estimated && count_kept) {
         count_tokens(ctx, o).await;
     }
     let used = outcome
@@ -233,8 +238,14 @@ pub fn access_log(
     );
 }
 
-/// Refusals of bad requests (4xx decided by the gateway) are the access log's business, not
-/// error-log lines.
-pub fn is_quiet(ctx: &RequestCtx) -> bool {
-    ctx.error.is_some_and(|e| e.status() < 500)
+/// Refusals of bad requests (4xx decided by the gateway) and clients that left are the access
+/// log's business (its `outcome=`), not error-log lines: every impatient client would otherwise
+/// be an ERROR at any log level.
+pub fn is_quiet(ctx: &RequestCtx, e: &Error) -> bool {
+    let client_left = *e.esource() == ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+    client_left || ctx.error.is_some_and(|g| g.status() < 500)
 }

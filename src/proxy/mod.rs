@@ -199,8 +199,8 @@ impl ProxyHttp for LlmProxy {
         finish::fail_to_proxy(session, e, ctx).await
     }
 
-    fn suppress_error_log(&self, _: &Session, ctx: &RequestCtx, _: &Error) -> bool {
-        finish::is_quiet(ctx)
+    fn suppress_error_log(&self, _: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        finish::is_quiet(ctx, e)
     }
 
     /// Pingora's error lines name the request with this: method and path, never the query
