@@ -43,7 +43,7 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in curl taskset python3; do command -v $tool >/dev/null || die "$tool not found"; done
+for tool in curl taskset pgrep python3; do command -v $tool >/dev/null || die "$tool not found"; done
 (($(nproc) >= 2)) || die "needs two cores (proxy on 0, load generator + mock on 1)"
 
 if [[ -z ${SKIP_BUILD:-} ]]; then

@@ -9,6 +9,7 @@
 //! ```
 
 use async_trait::async_trait;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -27,6 +28,9 @@ impl ProxyHttp for Floor {
     type CTX = ();
 
     fn new_ctx(&self) {}
+
+    /// None, as in the gateway (Pingora's default is a switched-off compression module).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn upstream_peer(
         &self,
@@ -55,9 +59,12 @@ fn main() {
         eprintln!("pingora_floor: --listen and --upstream take ADDR:PORT\n{USAGE}");
         exit(2)
     };
+    // Its own pid file and upgrade socket, so it never meets another Pingora's.
     let conf = ServerConf {
         threads: 1,
         work_stealing: false,
+        pid_file: format!("/tmp/pingora_floor.{}.pid", listen.port()),
+        upgrade_sock: format!("/tmp/pingora_floor.{}.sock", listen.port()),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);

@@ -242,10 +242,9 @@ async fn a_certificate_for_another_host_is_refused() {
     assert_eq!(up.request_count(), 0);
 }
 
-/// The binary with only `SSL_CERT_DIR` set (as a system's hashed directory would be found):
-/// `upstream/trust.rs` points OpenSSL's bundle at nothing and reads each CA from the directory
-/// when a chain first needs it. Returns the status of a request to `upstream` and the banner.
-async fn through_a_process_trusting(cert_dir: &std::path::Path, upstream: &str) -> (u16, String) {
+/// Runs the binary with `env` (`SSL_CERT_*` not listed are removed) and one route to
+/// `upstream`; returns the status of a request through it and what the process printed.
+async fn through_a_process_with(env: &[(&str, &std::path::Path)], upstream: &str) -> (u16, String) {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -259,16 +258,18 @@ async fn through_a_process_trusting(cert_dir: &std::path::Path, upstream: &str) 
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llm-forward"))
-        .args(["run", "-c"])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_llm-forward"));
+    cmd.args(["run", "-c"])
         .arg(&config)
         .env("RUST_LOG", "warn")
-        .env("SSL_CERT_DIR", cert_dir)
         .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let mut child = cmd.spawn().unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr).await;
     let status = client()
@@ -285,37 +286,48 @@ async fn through_a_process_trusting(cert_dir: &std::path::Path, upstream: &str) 
     (status, banner)
 }
 
+/// What `upstream/trust.rs` sets up when the system qualifies: an empty bundle and a hashed
+/// directory, each CA read when a chain names it. Verification works through it, and holds.
 #[tokio::test]
-async fn system_trust_is_read_from_the_hashed_directory_when_first_needed() {
+async fn an_empty_bundle_and_a_hashed_directory_verify_upstreams() {
     let up = MockUpstream::start().await;
     up.set_behavior(common::mock::Behavior::Echo);
     let p = pki(&["localhost"]);
     let (front, _) = tls_front(p.leaf, p.leaf_key, up.addr()).await;
     let upstream = format!("https://localhost:{}/v1", front.port());
+    let empty = std::path::Path::new("/dev/null");
 
     // The directory holds our CA under its subject hash, as c_rehash would name it.
-    let trusted = tempfile::tempdir().unwrap();
-    let hashed = |ca: &X509, dir: &std::path::Path| {
+    let hashed = |ca: &X509| {
+        let dir = tempfile::tempdir().unwrap();
         let name = format!("{:08x}.0", ca.subject_name_hash());
-        std::fs::write(dir.join(name), ca.to_pem().unwrap()).unwrap();
+        std::fs::write(dir.path().join(name), ca.to_pem().unwrap()).unwrap();
+        dir
     };
-    hashed(&p.ca, trusted.path());
-    let (status, banner) = through_a_process_trusting(trusted.path(), &upstream).await;
+    let trusted = hashed(&p.ca);
+    let env = [("SSL_CERT_FILE", empty), ("SSL_CERT_DIR", trusted.path())];
+    let (status, banner) = through_a_process_with(&env, &upstream).await;
     assert_eq!(status, 200, "{banner}");
-    assert!(
-        banner.contains(&format!(
-            "tls trust   {} (each CA read when first needed)",
-            trusted.path().display()
-        )),
-        "{banner}"
-    );
     assert_eq!(up.request_count(), 1);
 
     // Another CA with the same subject (so the same hash file name): found, and refused.
-    let impostor = pki(&["localhost"]);
-    let untrusted = tempfile::tempdir().unwrap();
-    hashed(&impostor.ca, untrusted.path());
-    let (status, banner) = through_a_process_trusting(untrusted.path(), &upstream).await;
+    let impostor = hashed(&pki(&["localhost"]).ca);
+    let env = [("SSL_CERT_FILE", empty), ("SSL_CERT_DIR", impostor.path())];
+    let (status, banner) = through_a_process_with(&env, &upstream).await;
     assert_eq!(status, 502, "{banner}");
     assert_eq!(up.request_count(), 1);
+}
+
+/// With no variable set, the process decides its trust itself (the hashed system directory
+/// where it is as complete as the bundle), says so, and an unknown CA is still refused.
+#[tokio::test]
+async fn the_system_trust_is_named_in_the_banner_and_refuses_an_unknown_ca() {
+    let up = MockUpstream::start().await;
+    let p = pki(&["localhost"]);
+    let (front, _) = tls_front(p.leaf, p.leaf_key, up.addr()).await;
+    let upstream = format!("https://localhost:{}/v1", front.port());
+    let (status, banner) = through_a_process_with(&[], &upstream).await;
+    assert_eq!(status, 502, "{banner}");
+    assert!(banner.contains("  tls trust   "), "{banner}");
+    assert_eq!(up.request_count(), 0);
 }

@@ -210,7 +210,6 @@ pub fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option
             let done = acc.is_done();
             let output_bytes = acc.output_bytes();
             let info = acc.into_response();
-            let estimated_completion = output_bytes / 4;
             Outcome {
                 usage: info.usage,
                 estimated: false,
@@ -218,7 +217,7 @@ pub fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option
                 stream: true,
                 info: Some(info),
             }
-            .or_estimate(prompt_estimate(), estimated_completion)
+            .or_estimate(prompt_estimate(), output_bytes)
         }
         ResponseTap::Json { copy, overflow } => {
             let info = match overflow {
@@ -236,7 +235,7 @@ pub fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option
                 stream: false,
                 info,
             }
-            .or_estimate(prompt_estimate(), answer_bytes / 4)
+            .or_estimate(prompt_estimate(), answer_bytes)
         }
     };
     Some(out)
@@ -246,8 +245,9 @@ impl Outcome {
     /// Without reported usage, estimate it, but only for a generation: a prompt was sent or an
     /// answer came back. A model listing, a file or any other answer without either has no
     /// token usage, and counting it would load a tokenizer (tens of MiB) for nothing.
-    fn or_estimate(mut self, prompt: Option<u64>, completion: u64) -> Self {
-        if self.usage.is_none() && (prompt.is_some() || completion > 0) {
+    fn or_estimate(mut self, prompt: Option<u64>, answer_bytes: u64) -> Self {
+        if self.usage.is_none() && (prompt.is_some() || answer_bytes > 0) {
+            let completion = answer_bytes.div_ceil(4);
             let prompt = prompt.unwrap_or(0);
             self.usage = Some(Usage {
                 prompt_tokens: prompt,
@@ -288,7 +288,7 @@ mod tests {
             br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"}}]}"#,
         );
         assert!(answer.estimated);
-        assert_eq!(answer.usage.map(|u| u.completion_tokens), Some(2));
+        assert_eq!(answer.usage.map(|u| u.completion_tokens), Some(3));
     }
 
     #[test]

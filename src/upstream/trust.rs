@@ -6,12 +6,15 @@
 //! uses TLS: about 3 MiB of parsed certificates, most of an idle gateway's heap. A gateway talks
 //! to a handful of providers whose chains need two or three of those CAs. OpenSSL can instead
 //! find a CA in a hashed directory (`<subject hash>.0`, the layout `update-ca-certificates` and
-//! `c_rehash` write) when a chain names it, and keeps it once found. So unless the operator chose
-//! a bundle of their own (`SSL_CERT_FILE` naming another file than the system's), the default
-//! bundle is pointed at an empty file and the default directory at the hashed one
-//! (`SSL_CERT_DIR`, else OpenSSL's built-in one): the same CAs are trusted,
-//! idle RSS drops by ~3 MiB, and the first handshake to a new CA reads one small file.
-//! A route's own `ca_file` is unaffected (it is handed to each peer).
+//! `c_rehash` write) when a chain names it, and keeps it once found.
+//!
+//! So when the process would trust exactly the system's CAs (no `SSL_CERT_FILE` or
+//! `SSL_CERT_DIR` of the operator's own; a variable naming the system's location is no choice)
+//! and the system's hashed directory holds at least as many CAs as its bundle (a bundle appended
+//! to without rehashing fails this), the default bundle is pointed at an empty file and the
+//! default directory at the hashed one. The same CAs are trusted, idle RSS drops by ~3 MiB, and
+//! the first handshake to a new CA reads one small file. In every other case OpenSSL's defaults
+//! stay as they are. A route's own `ca_file` is unaffected (it is handed to each peer).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,8 +28,7 @@ const EMPTY_BUNDLE: &str = "/dev/null";
 pub enum Trust {
     /// CAs read from this hashed directory when first needed.
     HashedDirectory(PathBuf),
-    /// OpenSSL's own default: the bundle named by `SSL_CERT_FILE` or found by probing, loaded
-    /// whole at start-up.
+    /// OpenSSL's own defaults (the bundle loaded whole at start-up), or the operator's choice.
     Bundle,
 }
 
@@ -36,17 +38,46 @@ impl fmt::Display for Trust {
             Trust::HashedDirectory(dir) => {
                 write!(f, "{} (each CA read when first needed)", dir.display())
             }
-            Trust::Bundle => f.write_str("the CA bundle (SSL_CERT_FILE or OpenSSL's default)"),
+            Trust::Bundle => {
+                f.write_str("OpenSSL's defaults (SSL_CERT_FILE / SSL_CERT_DIR, or the system's)")
+            }
         }
     }
 }
 
-/// The decision alone: the operator's bundle wins; otherwise a directory that really is hashed
-/// (an unhashed one would make OpenSSL find nothing and refuse every upstream).
-pub fn choose(bundle_set: bool, directory: Option<&Path>) -> Trust {
-    match directory {
-        Some(dir) if !bundle_set && is_hashed(dir) => Trust::HashedDirectory(dir.to_path_buf()),
-        _ => Trust::Bundle,
+/// What the decision looks at: the variables as set, and OpenSSL's built-in locations.
+#[derive(Debug, Clone, Default)]
+pub struct Locations {
+    pub env_bundle: Option<PathBuf>,
+    pub env_directory: Option<PathBuf>,
+    pub system_bundle: Option<PathBuf>,
+    pub system_directory: Option<PathBuf>,
+}
+
+/// The decision alone, without side effects (see the module's documentation).
+pub fn choose(at: &Locations) -> Trust {
+    let (Some(bundle), Some(dir)) = (
+        at.system_bundle.as_deref().and_then(canonical),
+        at.system_directory.as_deref().and_then(canonical),
+    ) else {
+        return Trust::Bundle;
+    };
+    // A variable is the operator's choice unless it names the system's own location.
+    let chosen = |var: &Option<PathBuf>, system: &Path| {
+        var.as_deref()
+            .is_some_and(|v| canonical(v).as_deref() != Some(system))
+    };
+    if chosen(&at.env_bundle, &bundle) || chosen(&at.env_directory, &dir) {
+        return Trust::Bundle;
+    }
+    let in_bundle = std::fs::read(&bundle).map_or(0, |pem| {
+        memchr::memmem::find_iter(&pem, b"-----BEGIN CERTIFICATE-----").count()
+    });
+    let hashed = hashed_entries(&dir);
+    if hashed > 0 && hashed >= in_bundle {
+        Trust::HashedDirectory(dir)
+    } else {
+        Trust::Bundle
     }
 }
 
@@ -60,15 +91,15 @@ pub fn prefer_hashed_directory() -> Trust {
             .map(PathBuf::from)
     };
     let (system_bundle, system_directory) = openssl_defaults();
-    // Many images export SSL_CERT_FILE naming the system bundle itself: that is no choice of
-    // CAs, and the hashed directory holds the same ones.
-    let bundle_set = set("SSL_CERT_FILE").is_some_and(|file| {
-        let file = std::fs::canonicalize(&file).unwrap_or(file);
-        system_bundle.and_then(|b| std::fs::canonicalize(b).ok()) != Some(file)
+    let trust = choose(&Locations {
+        env_bundle: set("SSL_CERT_FILE"),
+        env_directory: set("SSL_CERT_DIR"),
+        system_bundle,
+        system_directory,
     });
-    let directory = set("SSL_CERT_DIR").or(system_directory);
-    let trust = choose(bundle_set, directory.as_deref());
     if let Trust::HashedDirectory(dir) = &trust {
+        // `dir` is canonical, so absolute: `-d` changes the working directory before the first
+        // lookup.
         std::env::set_var("SSL_CERT_FILE", EMPTY_BUNDLE);
         std::env::set_var("SSL_CERT_DIR", dir);
     }
@@ -94,14 +125,18 @@ fn openssl_defaults() -> (Option<PathBuf>, Option<PathBuf>) {
     }
 }
 
-/// Whether `dir` holds at least one `<8 hex digits>.<n>` entry.
-fn is_hashed(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries
-        .flatten()
-        .any(|e| is_hash_name(&e.file_name().to_string_lossy()))
+fn canonical(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok()
+}
+
+/// How many `<8 hex digits>.<n>` entries `dir` holds.
+fn hashed_entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| is_hash_name(&e.file_name().to_string_lossy()))
+            .count()
+    })
 }
 
 fn is_hash_name(name: &str) -> bool {
@@ -131,22 +166,65 @@ mod tests {
         assert!(!is_hash_name("002c0b4f.r0"));
     }
 
+    /// A system layout in a temporary directory: a bundle of `certs` certificates and a hashed
+    /// directory of `hashed` entries.
+    fn system(certs: usize, hashed: usize) -> (tempfile::TempDir, Locations) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("certs");
+        std::fs::create_dir(&dir).unwrap();
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(root.path().join("bundle.crt"), pem.repeat(certs)).unwrap();
+        std::fs::write(dir.join("README"), "not a hash").unwrap();
+        for i in 0..hashed {
+            std::fs::write(dir.join(format!("{i:08x}.0")), pem).unwrap();
+        }
+        let at = Locations {
+            system_bundle: Some(root.path().join("bundle.crt")),
+            system_directory: Some(dir),
+            ..Locations::default()
+        };
+        (root, at)
+    }
+
     #[test]
-    fn a_hashed_directory_is_used_unless_a_bundle_was_chosen() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("README"), "no hashes here").unwrap();
-        // Not hashed: OpenSSL would find nothing in it, so the bundle stays.
-        assert_eq!(choose(false, Some(dir.path())), Trust::Bundle);
-        std::fs::write(dir.path().join("5ad8a5d6.0"), "a CA").unwrap();
-        assert_eq!(
-            choose(false, Some(dir.path())),
-            Trust::HashedDirectory(dir.path().to_path_buf())
-        );
-        assert_eq!(choose(true, Some(dir.path())), Trust::Bundle);
-        assert_eq!(choose(false, None), Trust::Bundle);
-        assert_eq!(
-            choose(false, Some(Path::new("/nonexistent"))),
-            Trust::Bundle
-        );
+    fn the_system_directory_is_used_when_it_is_as_complete_as_the_bundle() {
+        let (_root, at) = system(3, 3);
+        let dir = canonical(at.system_directory.as_deref().unwrap()).unwrap();
+        assert_eq!(choose(&at), Trust::HashedDirectory(dir.clone()));
+        // Variables naming the system's own locations are no choice.
+        let named = Locations {
+            env_bundle: at.system_bundle.clone(),
+            env_directory: Some(dir.clone()),
+            ..at.clone()
+        };
+        assert_eq!(choose(&named), Trust::HashedDirectory(dir));
+    }
+
+    #[test]
+    fn anything_else_keeps_openssls_defaults() {
+        // A bundle appended to without rehashing.
+        assert_eq!(choose(&system(4, 3).1), Trust::Bundle);
+        // Not hashed at all.
+        assert_eq!(choose(&system(0, 0).1), Trust::Bundle);
+        let (root, at) = system(3, 3);
+        // The operator's own bundle, or own directory (which OpenSSL adds to the bundle).
+        let own = root.path().join("corp.pem");
+        std::fs::write(&own, "x").unwrap();
+        let bundle = Locations {
+            env_bundle: Some(own),
+            ..at.clone()
+        };
+        assert_eq!(choose(&bundle), Trust::Bundle);
+        let dir = Locations {
+            env_directory: Some(root.path().to_path_buf()),
+            ..at.clone()
+        };
+        assert_eq!(choose(&dir), Trust::Bundle);
+        // No system bundle to compare with: keep OpenSSL's defaults.
+        let missing = Locations {
+            system_bundle: Some(root.path().join("missing.crt")),
+            ..at
+        };
+        assert_eq!(choose(&missing), Trust::Bundle);
     }
 }
