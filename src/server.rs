@@ -39,6 +39,7 @@ pub struct GatewayServer {
 pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayServer, Problems> {
     let gateway = Gateway::build(config)?;
     let in_flight = Arc::clone(&gateway.in_flight);
+    let draining = Arc::clone(&gateway.draining);
     let chat_log = gateway.chat_log.clone();
     let conf = server_conf(&gateway.config);
     let opt = Opt {
@@ -62,6 +63,7 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
     let post_fork = PostFork {
         chat_log: chat_log.clone(),
         in_flight: Arc::clone(&in_flight),
+        draining,
         phases: std::sync::Mutex::new(Some(server.watch_execution_phase())),
         exit_when_drained: Arc::clone(&exit_when_drained),
     };
@@ -90,6 +92,8 @@ impl GatewayServer {
 /// has forked, since threads started before a fork stay behind in the parent.
 ///
 /// - the chat-log writer;
+/// - the drain flag: raised as a graceful upgrade or stop begins, so answers from then on close
+///   their connections (`proxy/keepalive.rs`);
 /// - the drain watch: Pingora's grace period is a fixed sleep after which running requests are
 ///   dropped. We keep it as the upper bound but, once it starts, exit as soon as the last
 ///   request in flight has finished (after flushing the chat log), so a stop or an upgrade
@@ -97,6 +101,8 @@ impl GatewayServer {
 struct PostFork {
     chat_log: Option<crate::chatlog::ChatLog>,
     in_flight: Arc<AtomicUsize>,
+    /// Raised when a graceful upgrade or stop begins (see `proxy/keepalive.rs`).
+    draining: Arc<AtomicBool>,
     phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
     /// Set by `run_forever`; tests running the server in a thread never exit the process.
     exit_when_drained: Arc<AtomicBool>,
@@ -112,15 +118,26 @@ impl BackgroundService for PostFork {
         let Some(mut phases) = phases else {
             return;
         };
-        let (in_flight, chat_log, exit) = (
+        let (in_flight, chat_log, exit, draining) = (
             Arc::clone(&self.in_flight),
             self.chat_log.clone(),
             Arc::clone(&self.exit_when_drained),
+            Arc::clone(&self.draining),
         );
         let _ = std::thread::Builder::new()
             .name("drain-watch".into())
             .spawn(move || {
                 while let Ok(phase) = phases.blocking_recv() {
+                    if matches!(
+                        phase,
+                        ExecutionPhase::GracefulUpgradeTransferringFds
+                            | ExecutionPhase::GracefulUpgradeCloseTimeout
+                            | ExecutionPhase::GracefulTerminate
+                            | ExecutionPhase::ShutdownStarted
+                            | ExecutionPhase::ShutdownGracePeriod
+                    ) {
+                        draining.store(true, Ordering::Relaxed);
+                    }
                     if matches!(phase, ExecutionPhase::ShutdownGracePeriod)
                         && exit.load(Ordering::Acquire)
                     {

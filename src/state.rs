@@ -14,7 +14,7 @@ use crate::routing::RouteTable;
 use crate::upstream::breaker::Breaker;
 use crate::upstream::peer::Upstream;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 /// One upstream of a route, ready to be tried.
@@ -60,6 +60,10 @@ pub struct Gateway {
     pub chat_log: Option<crate::chatlog::ChatLog>,
     /// Requests between `new_ctx` and the end of `logging` (drain on shutdown).
     pub in_flight: Arc<AtomicUsize>,
+    /// Set once a graceful upgrade or stop has begun: from then on every answer closes its
+    /// connection (`Connection: close`), so clients move to the new process instead of reusing a
+    /// connection Pingora will drop (see `proxy::keepalive`).
+    pub draining: Arc<AtomicBool>,
     /// The response cache, when configured.
     pub cache: Option<crate::cache_store::Cache>,
 }
@@ -208,6 +212,7 @@ impl Gateway {
             limits,
             chat_log,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            draining: Arc::new(AtomicBool::new(false)),
             cache,
         }))
     }

@@ -9,6 +9,8 @@ use common::*;
 use futures_util::StreamExt;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Process(Child);
@@ -126,4 +128,108 @@ async fn a_new_process_takes_over_without_dropping_requests_or_streams() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Clients reusing keep-alive connections back to back lose no request across an upgrade.
+/// Pingora drops the old process's connections that are between requests when its 5 s
+/// hand-over ends; a request already on its way over one of them would get a reset. From the
+/// upgrade signal on, the old process answers `Connection: close`, so clients move over.
+#[tokio::test]
+async fn keep_alive_clients_lose_no_request_across_an_upgrade() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sock = dir.path().join("upgrade.sock");
+    let config = dir.path().join("llm-forward.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  listen: ['127.0.0.1:{port}']\n  threads: 1\n  grace_period: 10s\n  shutdown_timeout: 1s\n  upgrade_sock: '{}'\n  pid_file: '{}'\nroutes:\n  - {{prefix: /, upstream: '{}', type: openai}}\n",
+            sock.display(),
+            dir.path().join("pid").display(),
+            up.url()
+        ),
+    )
+    .unwrap();
+    up.set_recording(false);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let old = start(&config, false);
+    wait_listening(addr).await;
+
+    // Clients that send their next request the moment an answer is in, each on its own pool.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .unwrap();
+                let (mut ok, mut failed, mut closing) = (0u32, Vec::new(), 0u32);
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = c
+                        .post(format!("http://{addr}/v1/chat/completions"))
+                        .header("content-type", "application/json")
+                        .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#)
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(resp) if resp.status() == 200 => {
+                            let close = resp
+                                .headers()
+                                .get("connection")
+                                .is_some_and(|v| v == "close");
+                            closing += u32::from(close);
+                            match resp.bytes().await {
+                                Ok(_) => ok += 1,
+                                Err(e) => failed.push(e.to_string()),
+                            }
+                        }
+                        Ok(resp) => failed.push(format!("status {}", resp.status())),
+                        Err(e) => failed.push(format!("{e:?}")),
+                    }
+                }
+                (ok, failed, closing)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _new = start(&config, true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the new process never opened the upgrade socket"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let quit = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-QUIT", &old.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Past the old process's 5 s hand-over, when it drops what is left.
+    while quit.elapsed() < Duration::from_secs(7) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed, mut closing) = (0, Vec::new(), 0);
+    for c in clients {
+        let (o, f, cl) = c.await.unwrap();
+        ok += o;
+        failed.extend(f);
+        closing += cl;
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok > 500, "{ok}");
+    assert!(closing > 0, "the old process never said Connection: close");
 }

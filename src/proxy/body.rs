@@ -14,11 +14,16 @@ use super::link::Link;
 use super::preread;
 use crate::config::RouteKind;
 use crate::openai::{with_include_usage, RequestInfo};
+use crate::state::Gateway;
 use bytes::BytesMut;
 use pingora_proxy::Session;
 use std::sync::Arc;
 
-pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::Result<()> {
+pub async fn read_body(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<()> {
     let Some(route) = ctx.route.clone() else {
         return Ok(());
     };
@@ -97,7 +102,11 @@ pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> pingora_c
     ctx.request_body = Some(body.clone());
     let link = Arc::new(Link::new(body));
     ctx.link = Some(Arc::clone(&link));
-    ctx.preread = Some(preread::install(&mut session.downstream_session, link));
+    ctx.preread = Some(preread::install(
+        &mut session.downstream_session,
+        link,
+        &gateway.draining,
+    ));
     Ok(())
 }
 

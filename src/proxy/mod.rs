@@ -12,6 +12,7 @@ mod ctx;
 pub mod error;
 mod finish;
 mod forward;
+mod keepalive;
 mod limits;
 mod link;
 mod preread;
@@ -56,6 +57,7 @@ impl ProxyHttp for LlmProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         auth::hide_credentials(session.req_header_mut());
+        keepalive::close_when_draining(&self.gateway, session);
         access::check_client(&self.gateway, session, ctx)
     }
 
@@ -71,7 +73,7 @@ impl ProxyHttp for LlmProxy {
         }
         auth::authenticate(&self.gateway, session.req_header(), ctx)?;
         limits::enforce(&self.gateway, session, ctx).await?;
-        body::read_body(session, ctx).await?;
+        body::read_body(&self.gateway, session, ctx).await?;
         limits::reserve_tokens(&self.gateway, session, ctx).await?;
         Ok(false)
     }
@@ -168,10 +170,11 @@ impl ProxyHttp for LlmProxy {
 
     async fn response_filter(
         &self,
-        _: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        keepalive::close_when_draining(&self.gateway, session);
         cors::decorate(response, ctx)?;
         cache::decorate(response, ctx)?;
         for (name, value) in limits::headers(ctx) {

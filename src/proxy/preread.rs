@@ -29,6 +29,7 @@ use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_core::protocols::Digest;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,9 @@ pub struct PrereadSession {
     restore: RestoreSlot,
     /// Answers `req_header` once the real session is gone.
     detached_header: RequestHeader,
+    /// The gateway's drain flag: `set_keepalive` is a no-op on a custom session, so this one
+    /// turns keep-alive off on the real session before it writes a head (see `keepalive.rs`).
+    draining: Arc<AtomicBool>,
 }
 
 impl PrereadSession {
@@ -53,6 +57,7 @@ impl PrereadSession {
         link: Arc<Link>,
         restore: RestoreSlot,
         header: RequestHeader,
+        draining: Arc<AtomicBool>,
     ) -> Self {
         PrereadSession {
             inner,
@@ -60,7 +65,17 @@ impl PrereadSession {
             held: None,
             restore,
             detached_header: header,
+            draining,
         }
+    }
+
+    /// The real session, for a write: with keep-alive off once the process drains.
+    fn writer(&mut self) -> Result<&mut ServerSession> {
+        let inner = self.inner.as_mut().ok_or_else(detached)?;
+        if self.draining.load(Ordering::Relaxed) {
+            inner.set_keepalive(None);
+        }
+        Ok(inner)
     }
 }
 
@@ -72,7 +87,11 @@ fn detached() -> Box<Error> {
 }
 
 /// Replace the proxy's downstream session with the wrapper replaying the link's body.
-pub fn install(downstream: &mut Box<ServerSession>, link: Arc<Link>) -> RestoreSlot {
+pub fn install(
+    downstream: &mut Box<ServerSession>,
+    link: Arc<Link>,
+    draining: &Arc<AtomicBool>,
+) -> RestoreSlot {
     let slot: RestoreSlot = Arc::new(Mutex::new(None));
     // A copy of the request head answers `req_header` should anything ask after the hand-back.
     let header = downstream.req_header().clone();
@@ -86,6 +105,7 @@ pub fn install(downstream: &mut Box<ServerSession>, link: Arc<Link>) -> RestoreS
         placeholder_link,
         Arc::clone(&slot),
         placeholder_header,
+        Arc::clone(draining),
     );
     let placeholder = ServerSession::new_custom(Box::new(empty));
     let real = std::mem::replace(&mut **downstream, placeholder);
@@ -94,6 +114,7 @@ pub fn install(downstream: &mut Box<ServerSession>, link: Arc<Link>) -> RestoreS
         link,
         Arc::clone(&slot),
         header,
+        Arc::clone(draining),
     )));
     slot
 }
@@ -134,28 +155,16 @@ impl CustomSession for PrereadSession {
     async fn write_response_header(&mut self, resp: Box<ResponseHeader>, _end: bool) -> Result<()> {
         self.held = None;
         self.link.on_write(Instant::now());
-        self.inner
-            .as_mut()
-            .ok_or_else(detached)?
-            .write_response_header(resp)
-            .await
+        self.writer()?.write_response_header(resp).await
     }
     async fn write_response_header_ref(&mut self, resp: &ResponseHeader, _end: bool) -> Result<()> {
         self.held = None;
         self.link.on_write(Instant::now());
-        self.inner
-            .as_mut()
-            .ok_or_else(detached)?
-            .write_response_header_ref(resp)
-            .await
+        self.writer()?.write_response_header_ref(resp).await
     }
     async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
         if let Some(held) = self.held.take() {
-            self.inner
-                .as_mut()
-                .ok_or_else(detached)?
-                .response_duplex_vec(vec![held])
-                .await?;
+            self.writer()?.response_duplex_vec(vec![held]).await?;
         }
         self.link.on_write(Instant::now());
         self.inner
@@ -207,11 +216,7 @@ impl CustomSession for PrereadSession {
             }
             self.link.on_write(Instant::now());
         }
-        self.inner
-            .as_mut()
-            .ok_or_else(detached)?
-            .response_duplex_vec(tasks)
-            .await
+        self.writer()?.response_duplex_vec(tasks).await
     }
     fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         if let Some(s) = &mut self.inner {
