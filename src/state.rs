@@ -47,6 +47,17 @@ pub struct Route {
     pub cache: Option<crate::cache_store::policy::RoutePolicy>,
 }
 
+impl Route {
+    /// Some upstream has a first-token or idle deadline. Those are kept through the pre-read
+    /// session and need the stream flag from the body (and a replayable attempt to fail over).
+    pub fn has_stream_deadlines(&self) -> bool {
+        self.upstreams.iter().any(|u| {
+            let t = &u.upstream.timeouts;
+            t.first_token.is_some() || t.idle.is_some()
+        })
+    }
+}
+
 pub struct Gateway {
     pub config: Config,
     pub routes: Vec<Arc<Route>>,

@@ -309,6 +309,30 @@ async fn a_slow_first_token_fails_over_before_the_client_sees_a_byte() {
         .is_some());
 }
 
+/// A `general` route reads no body for itself, but a first-token deadline needs the attempt
+/// replayable and the stream flag known: with deadlines configured its JSON body is pre-read.
+#[tokio::test]
+async fn a_general_route_with_a_first_token_deadline_fails_over_too() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::chat_stream(3, Duration::from_secs(20)));
+    let extra = format!("    type: general\n{RETRY}    timeouts: {{first_token: 800ms}}\n");
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
+    let start = Instant::now();
+    let resp = chat(&gw, ask("gpt-4o", true)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+    let (text, clean) = read_stream(resp).await;
+    assert!(clean && text.ends_with(DONE_EVENT), "{text}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(primary.request_count(), 1);
+    // The body went through as the client sent it.
+    assert_eq!(fallback.requests()[0].json().unwrap(), ask("gpt-4o", true));
+}
+
 // ---- 8. stream cut, 9. stream stalls ------------------------------------------------------------
 
 #[tokio::test]

@@ -30,11 +30,13 @@ pub async fn read_body(
     let restricted = ctx.tenant.as_ref().is_some_and(|t| t.restricts_models());
     let kind = body_kind(session);
     let openai = route.config.kind == RouteKind::OpenAi;
-    // A route that caches needs the body for the key.
+    // A route that caches needs the body for the key; one with stream deadlines, the stream
+    // flag (and a body it can replay on the next upstream).
     let cacheable = route.cache.is_some();
+    let deadlines = !openai && route.has_stream_deadlines();
     let wanted = match kind {
         BodyKind::None => false,
-        BodyKind::Json => openai || restricted || cacheable,
+        BodyKind::Json => openai || restricted || cacheable || deadlines,
         // A model list must hold for uploads too (audio transcriptions carry `model` as a
         // form field) and for bodies whose content type a client forgot to set.
         BodyKind::Multipart(_) | BodyKind::Other => restricted,
@@ -75,7 +77,9 @@ pub async fn read_body(
         {
             Some(info) => {
                 let model = info.model.clone();
-                if info.stream
+                // Only an openai route reads the usage chunk; a general one passes bytes as sent.
+                if openai
+                    && info.stream
                     && !info.include_usage
                     && asks_for_tokens(session.req_header().uri.path())
                 {
