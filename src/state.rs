@@ -48,13 +48,22 @@ pub struct Route {
 }
 
 impl Route {
-    /// Some upstream has a first-token or idle deadline. Those are kept through the pre-read
-    /// session and need the stream flag from the body (and a replayable attempt to fail over).
-    pub fn has_stream_deadlines(&self) -> bool {
-        self.upstreams.iter().any(|u| {
-            let t = &u.upstream.timeouts;
-            t.first_token.is_some() || t.idle.is_some()
-        })
+    /// Whether the route's config depends on what a JSON body says, so that even a `general`
+    /// route (which otherwise passes bodies through unread) must read it:
+    /// - a first-token or idle deadline: kept through the pre-read session, it needs the stream
+    ///   flag (and a replayable attempt to fail over);
+    /// - per-upstream model lists and fallback models: they need the model.
+    pub fn depends_on_the_body(&self) -> bool {
+        let fb = &self.config.resilience.fallbacks;
+        let by_model = !fb.models.is_empty()
+            || !fb.by_model.is_empty()
+            || !fb.context_length.is_empty()
+            || fb.from_request;
+        by_model
+            || self.upstreams.iter().any(|u| {
+                let t = &u.upstream.timeouts;
+                u.config.models.is_some() || t.first_token.is_some() || t.idle.is_some()
+            })
     }
 }
 

@@ -560,6 +560,36 @@ async fn a_fallback_model_answers_under_its_own_name_with_its_usage() {
     assert_eq!(body["usage"]["total_tokens"], 13);
 }
 
+/// Model lists and fallback models need the request's model: a `general` route with them reads
+/// its JSON bodies too (and otherwise forwards them as sent).
+#[tokio::test]
+async fn a_general_route_routes_by_model_and_falls_back_to_another_model() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    type: general\n    upstreams:\n      - {{url: \"{}\", name: primary, models: [gpt-4o]}}\n      - {{url: \"{}\", name: cheap, models: [gpt-4o-mini]}}\n{RETRY}    fallbacks: {{by_model: {{gpt-4o: [gpt-4o-mini]}}}}\n",
+        primary.url(),
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    // By model: each model goes where it is served, the body unchanged.
+    let resp = chat(&gw, ask("gpt-4o-mini", false)).await;
+    assert_eq!(answered_by(&resp), "cheap");
+    assert_eq!(
+        fallback.requests()[0].json().unwrap(),
+        ask("gpt-4o-mini", false)
+    );
+    assert_eq!(primary.request_count(), 0);
+    // A failing model falls back under the fallback's name.
+    primary.set_behavior(json_error(503, "overloaded", &[]));
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "cheap");
+    assert_eq!(
+        fallback.requests()[1].json().unwrap()["model"],
+        "gpt-4o-mini"
+    );
+}
+
 #[tokio::test]
 async fn a_client_may_name_its_fallbacks_in_a_header_that_never_goes_upstream() {
     let up = MockUpstream::start().await;

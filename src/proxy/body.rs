@@ -30,13 +30,12 @@ pub async fn read_body(
     let restricted = ctx.tenant.as_ref().is_some_and(|t| t.restricts_models());
     let kind = body_kind(session);
     let openai = route.config.kind == RouteKind::OpenAi;
-    // A route that caches needs the body for the key; one with stream deadlines, the stream
-    // flag (and a body it can replay on the next upstream).
+    // A route that caches needs the body for the key; see `Route::depends_on_the_body` for the
+    // rest.
     let cacheable = route.cache.is_some();
-    let deadlines = !openai && route.has_stream_deadlines();
     let wanted = match kind {
         BodyKind::None => false,
-        BodyKind::Json => openai || restricted || cacheable || deadlines,
+        BodyKind::Json => openai || restricted || cacheable || route.depends_on_the_body(),
         // A model list must hold for uploads too (audio transcriptions carry `model` as a
         // form field) and for bodies whose content type a client forgot to set.
         BodyKind::Multipart(_) | BodyKind::Other => restricted,
