@@ -277,3 +277,31 @@ fn cache_problems_are_listed_with_paths() {
     assert_eq!(disk.status.code(), Some(2));
     assert!(stderr(&disk).contains("cache.path: missing; the `disk` backend needs a directory"));
 }
+
+#[test]
+fn token_limits_on_a_general_route_are_refused_not_silently_inert() {
+    let out = check(
+        br#"
+routes:
+  - {prefix: /g, upstream: "http://127.0.0.1:1", type: general}
+  - {prefix: /o, upstream: "http://127.0.0.1:1", type: openai}
+limits:
+  rules:
+    - {route: /g, tokens: "1000/minute", output_tokens_per_second: 10, requests: "10/minute"}
+    - {route: /o, tokens: "1000/minute"}
+"#,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for field in ["tokens", "output_tokens_per_second"] {
+        assert!(
+            err.contains(&format!(
+                "limits.rules[0].{field}: route /g is `type: general`"
+            )),
+            "{err}"
+        );
+    }
+    // Request rates on it are fine, and token rules on the openai route too.
+    assert!(!err.contains("limits.rules[0].requests"), "{err}");
+    assert!(!err.contains("limits.rules[1]"), "{err}");
+}

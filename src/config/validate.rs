@@ -154,8 +154,26 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
     for (i, rule) in config.limits.rules.iter().enumerate() {
         let at = |f: &str| format!("limits.rules[{i}].{f}");
         if let Some(r) = &rule.route {
-            if !prefixes.contains(r.as_str()) {
-                problems.add(at("route"), Some(r.clone()), "no route has this prefix");
+            let route = config.routes.iter().find(|c| c.prefix == *r);
+            match route {
+                None => problems.add(at("route"), Some(r.clone()), "no route has this prefix"),
+                // Token budgets and pacing count tokens in the answers, which only an openai
+                // route reads: on a general route such a rule would silently count nothing.
+                Some(c) if c.kind == RouteKind::General => {
+                    for (field, set) in [
+                        ("tokens", rule.tokens.is_some()),
+                        ("output_tokens_per_second", rule.output_rate.is_some()),
+                    ] {
+                        if set {
+                            problems.add(
+                                at(field),
+                                None,
+                                format!("route {r} is `type: general`, whose answers the gateway does not read for tokens: this limit would count nothing (make the route `type: openai`)"),
+                            );
+                        }
+                    }
+                }
+                Some(_) => {}
             }
         }
         if let Some(t) = &rule.tenant {
