@@ -5,10 +5,11 @@
 mod common;
 
 use common::mock::{Behavior, MockUpstream};
+use common::process::{gateway_command, server_yaml, Process};
 use common::*;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn config(upstream: &str, cache: &str) -> String {
@@ -86,15 +87,6 @@ async fn the_disk_store_survives_a_restart() {
     }
 }
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn after_kill_9_the_disk_store_serves_nothing_partial() {
     let up = MockUpstream::start().await;
@@ -103,27 +95,23 @@ async fn after_kill_9_the_disk_store_serves_nothing_partial() {
     let store = dir.path().join("cache");
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let yaml = dir.path().join("c.yaml");
     std::fs::write(
-        &yaml,
+        dir.path().join("c.yaml"),
         format!(
-            "server:\n  listen: ['127.0.0.1:{port}']\n  threads: 1\n  pid_file: '{}'\n  upgrade_sock: '{}'\n{}",
-            dir.path().join("pid").display(),
-            dir.path().join("sock").display(),
-            config(&up.url(), &format!("  backend: disk\n  path: '{}'\n", store.display()))
+            "{}{}",
+            server_yaml(dir.path(), port, "  threads: 1\n"),
+            config(
+                &up.url(),
+                &format!("  backend: disk\n  path: '{}'\n", store.display())
+            )
         ),
     )
     .unwrap();
     let start = || {
-        Process(
-            Command::new(env!("CARGO_BIN_EXE_llm-forward"))
-                .args(["run", "-c"])
-                .arg(&yaml)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        Process::spawn(
+            gateway_command(dir.path())
+                .args(["run", "-c", "c.yaml"])
+                .stderr(Stdio::null()),
         )
     };
     let mut p = start();

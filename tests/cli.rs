@@ -4,47 +4,10 @@
 mod common;
 
 use common::mock::MockUpstream;
+use common::process::{gateway_command, server_yaml, Process};
 use common::*;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// A gateway process, killed on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn gateway_command(cwd: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm-forward"));
-    cmd.current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for var in [
-        "FORWARD_CONFIG",
-        "TIMEOUT",
-        "OPENAI_API_KEY_CONFIG",
-        "FORWARD_KEY_CONFIG",
-        "LEVEL_MODELS",
-        "IP_WHITELIST",
-        "IP_BLACKLIST",
-        "REQ_RATE_LIMIT",
-        "GLOBAL_RATE_LIMIT",
-        "TOKEN_RATE_LIMIT",
-        "REQ_RATE_LIMIT_BACKEND",
-        "PROXY",
-        "LOG_OPENAI",
-        "PRINT_CHAT",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
 
 #[tokio::test]
 async fn default_config_with_port_override_serves_healthz_and_prints_a_banner() {
@@ -65,8 +28,7 @@ async fn default_config_with_port_override_serves_healthz_and_prints_a_banner() 
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "\"OK\"");
     // The banner is written before the server starts; read what is there so far.
-    let _ = proc.0.kill();
-    let out = proc.0.wait_with_output_ref();
+    let out = proc.kill_for_stderr();
     assert!(
         out.contains(&format!("listening   http://127.0.0.1:{port}")),
         "{out}"
@@ -178,22 +140,6 @@ fn a_proxy_we_cannot_use_refuses_to_start_without_echoing_its_password() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
-trait ReadStderr {
-    fn wait_with_output_ref(&mut self) -> String;
-}
-
-impl ReadStderr for Child {
-    fn wait_with_output_ref(&mut self) -> String {
-        use std::io::Read;
-        let mut text = String::new();
-        if let Some(mut err) = self.stderr.take() {
-            let _ = err.read_to_string(&mut text);
-        }
-        let _ = self.wait();
-        text
-    }
-}
-
 /// A client that leaves before its answer is an access-log line with its outcome, not an
 /// ERROR: at `RUST_LOG=warn` an operator's log must not fill with every impatient client.
 #[tokio::test]
@@ -203,17 +149,17 @@ async fn a_client_that_leaves_is_logged_but_not_as_an_error() {
     up.set_behavior(common::mock::Behavior::Stall);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let forward = format!(
-        r#"[{{"base_url":"{}","route":"/","type":"openai"}}]"#,
+    let config = format!(
+        "{}routes:\n  - {{prefix: /, upstream: '{}'}}\n",
+        server_yaml(dir.path(), port, ""),
         up.url()
     );
-    let child = gateway_command(dir.path())
-        .env("FORWARD_CONFIG", forward)
-        .env("RUST_LOG", "info")
-        .args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .spawn()
-        .unwrap();
-    let mut proc = Process(child);
+    std::fs::write(dir.path().join("gw.yaml"), config).unwrap();
+    let mut proc = Process::spawn(
+        gateway_command(dir.path())
+            .env("RUST_LOG", "info")
+            .args(["run", "-c", "gw.yaml"]),
+    );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr).await;
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -230,10 +176,8 @@ async fn a_client_that_leaves_is_logged_but_not_as_an_error() {
         .await
         .is_some());
     // A graceful stop lets the request's logging finish before the process exits.
-    let _ = Command::new("kill")
-        .args(["-TERM", &proc.0.id().to_string()])
-        .status();
-    let log = proc.0.wait_with_output_ref();
+    proc.signal("TERM");
+    let log = proc.wait_for_stderr();
     assert!(
         log.lines()
             .any(|l| l.contains("POST /v1/chat/completions") && l.contains("INFO")),

@@ -5,6 +5,7 @@
 mod common;
 
 use common::mock::MockUpstream;
+use common::process::{gateway_command, server_yaml, Process};
 use common::*;
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
@@ -245,31 +246,22 @@ async fn a_certificate_for_another_host_is_refused() {
 /// Runs the binary with `env` (`SSL_CERT_*` not listed are removed) and one route to
 /// `upstream`; returns the status of a request through it and what the process printed.
 async fn through_a_process_with(env: &[(&str, &std::path::Path)], upstream: &str) -> (u16, String) {
-    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = dir.path().join("gw.yaml");
+    let server = server_yaml(dir.path(), port, "");
     std::fs::write(
-        &config,
+        dir.path().join("gw.yaml"),
         format!(
-            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/gw.sock\n\
-             routes:\n  - prefix: /secure\n    upstream: {upstream}\n    retry: {{connect_retries: 0}}\n",
-            d = dir.path().display()
+            "{server}routes:\n  - prefix: /secure\n    upstream: {upstream}\n    retry: {{connect_retries: 0}}\n"
         ),
     )
     .unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_llm-forward"));
-    cmd.args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
+    let mut cmd = gateway_command(dir.path());
+    cmd.args(["run", "-c", "gw.yaml"])
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (name, value) in env {
-        cmd.env(name, value);
-    }
-    let mut child = cmd.spawn().unwrap();
+        .envs(env.iter().copied());
+    let mut gateway = Process::spawn(&mut cmd);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(addr).await;
     let status = client()
@@ -279,11 +271,7 @@ async fn through_a_process_with(env: &[(&str, &std::path::Path)], upstream: &str
         .unwrap()
         .status()
         .as_u16();
-    let _ = child.kill();
-    let mut banner = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut banner);
-    let _ = child.wait();
-    (status, banner)
+    (status, gateway.kill_for_stderr())
 }
 
 /// What `upstream/trust.rs` sets up when the system qualifies: an empty bundle and a hashed

@@ -5,56 +5,74 @@
 mod common;
 
 use common::mock::{Behavior, MockUpstream};
+use common::process::{gateway_command, server_yaml, Process};
 use common::*;
 use futures_util::StreamExt;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A gateway on a free port with the config an upgrade needs (its own pid file and upgrade
+/// socket, a 10 s grace period), serving one route.
+struct Deployment {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
 }
 
-fn start(config: &std::path::Path, upgrade: bool) -> Process {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm-forward"));
-    cmd.arg("run")
-        .arg("-c")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if upgrade {
-        cmd.arg("-u");
+impl Deployment {
+    fn new(route: &str) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let server = server_yaml(
+            dir.path(),
+            port,
+            "  threads: 1\n  grace_period: 10s\n  shutdown_timeout: 1s\n",
+        );
+        std::fs::write(
+            dir.path().join("llm-forward.yaml"),
+            format!("{server}routes:\n  - {route}\n"),
+        )
+        .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Deployment { dir, addr }
     }
-    Process(cmd.spawn().unwrap())
+
+    fn start(&self, upgrade: bool) -> Process {
+        let mut cmd = gateway_command(self.dir.path());
+        cmd.args(["run", "-c", "llm-forward.yaml"])
+            .stderr(Stdio::null());
+        if upgrade {
+            cmd.arg("-u");
+        }
+        Process::spawn(&mut cmd)
+    }
+
+    /// What `systemctl reload` does: a new process (`-u`) waits on the upgrade socket, then the
+    /// old one gets SIGQUIT and hands the listeners over.
+    async fn upgrade(&self, old: &Process) -> Process {
+        let new = self.start(true);
+        let sock = self.dir.path().join("upgrade.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the new process never opened the upgrade socket"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        old.signal("QUIT");
+        new
+    }
 }
 
 #[tokio::test]
 async fn a_new_process_takes_over_without_dropping_requests_or_streams() {
     let up = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let sock = dir.path().join("upgrade.sock");
-    let config = dir.path().join("llm-forward.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server:\n  listen: ['127.0.0.1:{port}']\n  threads: 1\n  grace_period: 10s\n  shutdown_timeout: 1s\n  upgrade_sock: '{}'\n  pid_file: '{}'\nroutes:\n  - {{prefix: /, upstream: '{}'}}\n",
-            sock.display(),
-            dir.path().join("pid").display(),
-            up.url()
-        ),
-    )
-    .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut old = start(&config, false);
+    let deployment = Deployment::new(&format!("{{prefix: /, upstream: '{}'}}", up.url()));
+    let addr = deployment.addr;
+    let mut old = deployment.start(false);
     wait_listening(addr).await;
 
     // A stream on the old process, held open by the upstream.
@@ -71,21 +89,7 @@ async fn a_new_process_takes_over_without_dropping_requests_or_streams() {
     let first = stream.next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("\"n\":0"));
 
-    // The new process waits on the upgrade socket for the listeners.
-    let _new = start(&config, true);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the new process never opened the upgrade socket"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let status = Command::new("kill")
-        .args(["-QUIT", &old.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let _new = deployment.upgrade(&old).await;
 
     // Requests keep being answered through the swap (the old process hands over, then closes).
     let c = client();
@@ -137,30 +141,21 @@ async fn a_new_process_takes_over_without_dropping_requests_or_streams() {
 #[tokio::test]
 async fn keep_alive_clients_lose_no_request_across_an_upgrade() {
     let up = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let sock = dir.path().join("upgrade.sock");
-    let config = dir.path().join("llm-forward.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server:\n  listen: ['127.0.0.1:{port}']\n  threads: 1\n  grace_period: 10s\n  shutdown_timeout: 1s\n  upgrade_sock: '{}'\n  pid_file: '{}'\nroutes:\n  - {{prefix: /, upstream: '{}', type: openai}}\n",
-            sock.display(),
-            dir.path().join("pid").display(),
-            up.url()
-        ),
-    )
-    .unwrap();
     up.set_recording(false);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let old = start(&config, false);
+    let deployment = Deployment::new(&format!(
+        "{{prefix: /, upstream: '{}', type: openai}}",
+        up.url()
+    ));
+    let addr = deployment.addr;
+    let old = deployment.start(false);
     wait_listening(addr).await;
 
     // Clients that send their next request the moment an answer is in, each on its own pool.
     let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU32::new(0));
     let clients: Vec<_> = (0..8)
         .map(|_| {
-            let stop = Arc::clone(&stop);
+            let (stop, served) = (Arc::clone(&stop), Arc::clone(&served));
             tokio::spawn(async move {
                 let c = reqwest::Client::builder()
                     .pool_max_idle_per_host(1)
@@ -182,7 +177,10 @@ async fn keep_alive_clients_lose_no_request_across_an_upgrade() {
                                 .is_some_and(|v| v == "close");
                             closing += u32::from(close);
                             match resp.bytes().await {
-                                Ok(_) => ok += 1,
+                                Ok(_) => {
+                                    ok += 1;
+                                    served.fetch_add(1, Ordering::Relaxed);
+                                }
                                 Err(e) => failed.push(e.to_string()),
                             }
                         }
@@ -195,22 +193,12 @@ async fn keep_alive_clients_lose_no_request_across_an_upgrade() {
         })
         .collect();
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _new = start(&config, true);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the new process never opened the upgrade socket"
-        );
+    // Traffic on the old process first, then the upgrade.
+    while served.load(Ordering::Relaxed) < 100 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let _new = deployment.upgrade(&old).await;
     let quit = Instant::now();
-    assert!(Command::new("kill")
-        .args(["-QUIT", &old.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
     // Past the old process's 5 s hand-over, when it drops what is left.
     while quit.elapsed() < Duration::from_secs(7) {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -21,7 +21,7 @@ use std::time::Duration;
 const NOT_YET_USED: &[&str] = &["ITER_CHUNK_TYPE", "BENCHMARK_MODE"];
 
 /// Variables that make the environment a config (any one of them set).
-const MARKERS: &[&str] = &[
+pub const MARKERS: &[&str] = &[
     "FORWARD_CONFIG",
     "TIMEOUT",
     "OPENAI_API_KEY_CONFIG",

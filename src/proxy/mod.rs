@@ -46,9 +46,9 @@ impl ProxyHttp for LlmProxy {
         RequestCtx::new(&self.gateway.in_flight)
     }
 
-    /// None: Pingora's default is a response-compression module, switched off, whose context
-    /// and header checks each request would pay for nothing. Bodies leave as upstreams encoded
-    /// them (token accounting and chat logs read them as they pass).
+    /// None: Pingora's default is a response-compression module switched off, which has
+    /// nothing to do here. Bodies leave as upstreams encoded them (token accounting and chat
+    /// logs read them as they pass).
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn early_request_filter(

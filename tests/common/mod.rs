@@ -4,6 +4,7 @@
 
 pub mod connect_proxy;
 pub mod mock;
+pub mod process;
 
 use llm_forward::config::{parse_bytes, Config};
 use llm_forward::server::{spawn, RunningGateway};
