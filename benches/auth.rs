@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(tenant.allows_model(black_box("gpt-4o-mini"))))
     });
     c.bench_function("auth/pool_pick_8_keys", |b| {
-        b.iter(|| black_box(pool.pick().ok()))
+        b.iter(|| black_box(pool.pick(None, None).ok()))
     });
 
     let rules = IpRules::new(

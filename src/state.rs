@@ -96,7 +96,12 @@ impl Gateway {
         let pools: HashMap<&str, Arc<KeyPool>> = config
             .upstream_keys
             .iter()
-            .map(|p| (p.name.as_str(), Arc::new(KeyPool::new(p))))
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    Arc::new(KeyPool::with_health(p, config.key_health)),
+                )
+            })
             .collect();
         let mut routes = Vec::with_capacity(config.routes.len());
         let now = std::time::Instant::now();

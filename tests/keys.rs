@@ -493,3 +493,285 @@ async fn auth_modes_for_client_keys() {
     );
     assert!(auth_of(3).unwrap().starts_with("Bearer sk-upstream-"));
 }
+
+/// The keys each recorded request carried, in order.
+fn auths(up: &MockUpstream) -> Vec<String> {
+    up.requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_string())
+        .collect()
+}
+
+/// An OpenAI-shaped error body that says nothing about the key itself.
+fn refusal(code: &str) -> serde_json::Value {
+    json!({"error": {"message": "refused", "type": "invalid_request_error", "param": null, "code": code}})
+}
+
+#[tokio::test]
+async fn a_client_the_upstream_refuses_cannot_take_keys_out_of_the_pool() {
+    let up = MockUpstream::start().await;
+    // A restricted key: one endpoint is outside its scope, whichever pool key is sent. Only the
+    // clients that call it are refused; that says nothing about the keys.
+    up.set_behavior(Behavior::RefuseIf {
+        field: ":path".into(),
+        contains: "/v1/files".into(),
+        status: 401,
+        body: json!({"error": {"message": "You have insufficient permissions for this operation. Missing scopes: api.files.read.", "type": "invalid_request_error", "param": null, "code": null}}),
+    });
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    for i in 1..=5 {
+        let resp = client()
+            .get(gw.url("/openai/v1/files"))
+            .bearer_auth("fk-gold")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            401,
+            "the upstream's answer goes to the client"
+        );
+        // At most one key change per request: never a walk through the pool.
+        assert!(up.request_count() <= 2 * i, "{:?}", auths(&up));
+    }
+    let before = up.request_count();
+    for _ in 0..4 {
+        assert_eq!(
+            chat(
+                &gw,
+                "/openai/v1/chat/completions",
+                Some("fk-free"),
+                "gpt-4o-mini"
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    let served = &auths(&up)[before..];
+    assert!(
+        served.contains(&"Bearer sk-upstream-1".to_string())
+            && served.contains(&"Bearer sk-upstream-2".to_string()),
+        "both keys still serve other clients: {served:?}"
+    );
+}
+
+#[tokio::test]
+async fn organization_headers_never_reach_an_upstream_a_gateway_key_goes_to() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::RefuseIf {
+        field: "openai-organization".into(),
+        contains: "org-".into(),
+        status: 401,
+        body: json!({"error": {"message": "OpenAI-Organization header should match organization for API key", "type": "invalid_request_error", "param": null, "code": "mismatched_organization"}}),
+    });
+    let extra = format!(
+        "  - prefix: /own\n    upstream: \"{}\"\n    auth: {{mode: passthrough}}\n",
+        up.url()
+    );
+    let gw = start_gateway(&config(&up.url(), &extra)).await;
+    let send = |path: &'static str, key: &'static str| {
+        client()
+            .post(gw.url(path))
+            .bearer_auth(key)
+            .header("openai-organization", "org-client")
+            .header("openai-project", "proj_client")
+            .json(&json!({"model": "gpt-4o", "messages": []}))
+            .send()
+    };
+    for _ in 0..3 {
+        let resp = send("/openai/v1/chat/completions", "fk-gold")
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    for r in up.requests() {
+        assert_eq!(r.header("openai-organization"), None);
+        assert_eq!(r.header("openai-project"), None);
+    }
+    // The client's own key (pass-through) belongs to the client's organization: kept.
+    let resp = send("/own/v1/chat/completions", "sk-client").await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let last = up.requests().pop().unwrap();
+    assert_eq!(last.header("openai-project"), Some("proj_client"));
+    drop(gw);
+
+    // A route that allows them forwards them; their refusals take no key out.
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::RefuseIf {
+        field: "openai-organization".into(),
+        contains: "org-".into(),
+        status: 401,
+        body: refusal("mismatched_organization"),
+    });
+    let yaml = config(&up.url(), "").replace(
+        "auth: {pool: main}",
+        "auth: {pool: main, forward_org_headers: true}",
+    );
+    let gw = start_gateway(&yaml).await;
+    for _ in 0..4 {
+        let resp = client()
+            .post(gw.url("/openai/v1/chat/completions"))
+            .bearer_auth("fk-gold")
+            .header("openai-organization", "org-client")
+            .json(&json!({"model": "gpt-4o", "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    assert_eq!(
+        up.requests()[0].header("openai-organization"),
+        Some("org-client")
+    );
+    let before = up.request_count();
+    assert!(before <= 8, "one key change per request at most");
+    for _ in 0..2 {
+        assert_eq!(
+            chat(
+                &gw,
+                "/openai/v1/chat/completions",
+                Some("fk-free"),
+                "gpt-4o-mini"
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    let served = &auths(&up)[before..];
+    assert_eq!(served, ["Bearer sk-upstream-1", "Bearer sk-upstream-2"]);
+}
+
+#[tokio::test]
+async fn a_key_refused_for_every_client_leaves_after_n_and_is_probed_after_a_backoff() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::RefuseIf {
+        field: "authorization".into(),
+        contains: "sk-upstream-2".into(),
+        status: 403,
+        body: refusal("forbidden"),
+    });
+    let yaml = format!(
+        "key_health: {{refusals: 2, refusal_window: 1m, probe_after: 1s, probe_max: 2s}}\n{}",
+        config(&up.url(), "").replace(
+            "forward_keys:\n",
+            "forward_keys:\n  - {key: fk-third, tenant: gold}\n"
+        )
+    );
+    let gw = start_gateway(&yaml).await;
+    let key2 = "Bearer sk-upstream-2".to_string();
+    let ask = |fk: &'static str| chat(&gw, "/openai/v1/chat/completions", Some(fk), "gpt-4o");
+    // One client, however often refused, is one piece of evidence: key 2 stays.
+    for _ in 0..4 {
+        assert_eq!(ask("fk-gold").await.status(), 200);
+    }
+    let seen = auths(&up);
+    assert!(
+        seen.iter().filter(|a| **a == key2).count() >= 2,
+        "key 2 stays in the rotation: {seen:?}"
+    );
+    // A second client refused with it: out of the rotation.
+    for i in 0.. {
+        assert!(i < 4, "key 2 was never tried: {:?}", auths(&up));
+        let n = up.request_count();
+        assert_eq!(ask("fk-third").await.status(), 200);
+        if auths(&up)[n..].contains(&key2) {
+            break;
+        }
+    }
+    let out = up.request_count();
+    for _ in 0..4 {
+        assert_eq!(ask("fk-gold").await.status(), 200);
+    }
+    assert!(
+        !auths(&up)[out..].contains(&key2),
+        "a disabled key is not used before its probe: {:?}",
+        &auths(&up)[out..]
+    );
+    // After the backoff, one live request probes it (still refused: the client is served by
+    // key 1 all the same).
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let before = up.request_count();
+    for _ in 0..3 {
+        assert_eq!(ask("fk-gold").await.status(), 200);
+    }
+    let probes = auths(&up)[before..].iter().filter(|a| **a == key2).count();
+    assert_eq!(probes, 1, "{:?}", &auths(&up)[before..]);
+    // Once the upstream takes it again, the next probe brings it back.
+    up.set_behavior(Behavior::OpenAi);
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    let before = up.request_count();
+    for _ in 0..5 {
+        assert_eq!(ask("fk-gold").await.status(), 200);
+    }
+    let back = auths(&up)[before..].iter().filter(|a| **a == key2).count();
+    assert!(back >= 2, "{:?}", &auths(&up)[before..]);
+}
+
+#[tokio::test]
+async fn a_429_for_one_model_does_not_cool_the_key_for_another() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    up.push_behavior(Behavior::Json {
+        status: 429,
+        headers: vec![("retry-after".into(), "30".into())],
+        body: refusal("rate_limit_exceeded"),
+    });
+    let ask =
+        |model: &'static str| chat(&gw, "/openai/v1/chat/completions", Some("fk-gold"), model);
+    // Key 1 is throttled for gpt-4o (for 30 s): the request moves on to key 2.
+    assert_eq!(ask("gpt-4o").await.status(), 200);
+    // Round-robin comes back to key 1, which still serves gpt-4o-mini...
+    assert_eq!(ask("gpt-4o-mini").await.status(), 200);
+    assert_eq!(ask("gpt-4o-mini").await.status(), 200);
+    // ...but not gpt-4o yet.
+    assert_eq!(ask("gpt-4o").await.status(), 200);
+    let sent: Vec<(String, String)> = up
+        .requests()
+        .iter()
+        .map(|r| {
+            let model = r.json().unwrap()["model"].as_str().unwrap().to_string();
+            (model, r.header("authorization").unwrap().to_string())
+        })
+        .collect();
+    let pair = |m: &str, k: &str| (m.to_string(), format!("Bearer sk-upstream-{k}"));
+    assert_eq!(
+        sent,
+        [
+            pair("gpt-4o", "1"),
+            pair("gpt-4o", "2"),
+            pair("gpt-4o-mini", "1"),
+            pair("gpt-4o-mini", "2"),
+            pair("gpt-4o", "2"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_query_key_echoed_in_an_upstream_error_page_never_reaches_the_client() {
+    let up = MockUpstream::start().await;
+    let extra = format!(
+        "  - prefix: /gemini\n    upstream: \"{}\"\n    type: general\n    auth: {{pool: main, key_header: \"query:key\"}}\n",
+        up.url()
+    );
+    let yaml = config("http://127.0.0.1:9", &extra)
+        .replace("routes: [/openai]", "routes: [/openai, /gemini]");
+    let gw = start_gateway(&yaml).await;
+    for status in [400, 404] {
+        up.push_behavior(Behavior::EchoUrlError { status });
+        let resp = client()
+            .get(gw.url("/gemini/v1beta/models/x:generateContent?key=fk-gold&alt=sse"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status);
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("sk-upstream"), "{body}");
+        assert!(
+            body.contains("Invalid URL (GET /v1beta/models/x:generateContent?alt=sse&key="),
+            "{body}"
+        );
+    }
+    assert!(up.requests()[0].path.contains("key=sk-upstream-"));
+}

@@ -17,6 +17,8 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// Keys handed to clients, each belonging to a tenant.
     pub forward_keys: Vec<ForwardKeyConfig>,
+    /// When a pool key leaves the rotation, comes back, and cools down.
+    pub key_health: KeyHealthConfig,
     /// Global IP rules and the proxies whose forwarded headers are believed.
     pub access: AccessConfig,
     /// Browser access (off unless origins are listed).
@@ -95,6 +97,36 @@ impl std::fmt::Debug for Secret {
 pub struct KeyPoolConfig {
     pub name: String,
     pub keys: Vec<UpstreamKeyConfig>,
+}
+
+/// What the upstream's answers do to a pool key (`key_health`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyHealthConfig {
+    /// Refusals (401/403) from this many distinct clients (forward key and address) within
+    /// `refusal_window`, with no 2xx in between, take a key out of the rotation.
+    pub refusals: u32,
+    pub refusal_window: Duration,
+    /// A key out of the rotation gets one live request after this long; each refused probe
+    /// doubles the wait, up to `probe_max`.
+    pub probe_after: Duration,
+    pub probe_max: Duration,
+    /// How long a 429 without `Retry-After` cools its key for the request's model.
+    pub cooldown: Duration,
+    /// Bound on any cool-down, whatever `Retry-After` asks for.
+    pub cooldown_max: Duration,
+}
+
+impl Default for KeyHealthConfig {
+    fn default() -> Self {
+        KeyHealthConfig {
+            refusals: 3,
+            refusal_window: Duration::from_secs(300),
+            probe_after: Duration::from_secs(30),
+            probe_max: Duration::from_secs(600),
+            cooldown: Duration::from_secs(10),
+            cooldown_max: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +226,9 @@ pub struct RouteAuth {
     /// The pool whose keys this route sends upstream.
     pub pool: Option<String>,
     pub key_placement: KeyPlacement,
+    /// Forward the client's `OpenAI-Organization` / `OpenAI-Project` with a pool key (off: the
+    /// pool's keys belong to the gateway's organization, and a client's would be refused).
+    pub forward_org_headers: bool,
 }
 
 impl Default for RouteAuth {
@@ -202,6 +237,7 @@ impl Default for RouteAuth {
             mode: None,
             pool: None,
             key_placement: KeyPlacement::Bearer,
+            forward_org_headers: false,
         }
     }
 }
@@ -379,6 +415,7 @@ impl Config {
             upstream_keys: Vec::new(),
             tenants: Vec::new(),
             forward_keys: Vec::new(),
+            key_health: KeyHealthConfig::default(),
             access: AccessConfig::default(),
             cors: None,
             limits: LimitsConfig::default(),

@@ -16,6 +16,7 @@ const TOP: &[&str] = &[
     "upstream_keys",
     "tenants",
     "forward_keys",
+    "key_health",
     "access",
     "cors",
     "limits",
@@ -49,7 +50,7 @@ const ROUTE: &[&str] = &[
     "breaker",
     "stream_errors",
 ];
-const AUTH: &[&str] = &["mode", "pool", "key_header"];
+const AUTH: &[&str] = &["mode", "pool", "key_header", "forward_org_headers"];
 
 /// Decode a whole document. `None` when any problem was recorded.
 pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
@@ -82,6 +83,9 @@ pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
     }
     if let Some(n) = top.get("forward_keys") {
         config.forward_keys = schema_auth::decode_forward_keys(d, &n);
+    }
+    if let Some(n) = top.get("key_health") {
+        config.key_health = schema_auth::decode_key_health(d, &n);
     }
     if let Some(n) = top.get("access") {
         config.access = schema_auth::decode_access(d, &n);
@@ -308,6 +312,9 @@ fn decode_route_auth(d: &mut Decoder<'_>, node: &Node<'_>) -> RouteAuth {
         if let Some(p) = d.parsed(&n, parse_key_placement) {
             auth.key_placement = p;
         }
+    }
+    if let Some(v) = f.get("forward_org_headers").and_then(|n| d.boolean(&n)) {
+        auth.forward_org_headers = v;
     }
     auth
 }

@@ -11,6 +11,14 @@ const FORWARD_KEY: &[&str] = &["key", "tenant", "name", "access"];
 const RULES: &[&str] = &["allow", "deny"];
 const ACCESS: &[&str] = &["allow", "deny", "trusted_proxies"];
 const CORS: &[&str] = &["allow_origins", "allow_credentials", "max_age"];
+const KEY_HEALTH: &[&str] = &[
+    "refusals",
+    "refusal_window",
+    "probe_after",
+    "probe_max",
+    "cooldown",
+    "cooldown_max",
+];
 
 /// `upstream_keys: {pool: [key, …]}`; a key is a string or `{key, name, weight}`.
 pub fn decode_pools(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<KeyPoolConfig> {
@@ -55,6 +63,43 @@ fn decode_upstream_key(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<UpstreamK
         name,
         weight,
     })
+}
+
+/// `key_health: {refusals, refusal_window, probe_after, probe_max, cooldown, cooldown_max}`.
+pub fn decode_key_health(d: &mut Decoder<'_>, node: &Node<'_>) -> KeyHealthConfig {
+    let mut h = KeyHealthConfig::default();
+    let Some(f) = d.fields(node, KEY_HEALTH) else {
+        return h;
+    };
+    if let Some(n) = f.get("refusals") {
+        h.refusals = d.uint(&n, 1, 1000).map_or(h.refusals, |v| v as u32);
+    }
+    let durations = [
+        ("refusal_window", &mut h.refusal_window),
+        ("probe_after", &mut h.probe_after),
+        ("probe_max", &mut h.probe_max),
+        ("cooldown", &mut h.cooldown),
+        ("cooldown_max", &mut h.cooldown_max),
+    ];
+    for (key, slot) in durations {
+        let Some(n) = f.get(key) else { continue };
+        match d.duration(&n) {
+            Some(v) if v.is_zero() => d.problem(&n.path, Some(n.value), "must be above zero"),
+            Some(v) => *slot = v,
+            None => {}
+        }
+    }
+    let pairs = [
+        ("probe_max", h.probe_max, "probe_after", h.probe_after),
+        ("cooldown_max", h.cooldown_max, "cooldown", h.cooldown),
+    ];
+    for (max, max_v, min, min_v) in pairs {
+        if max_v < min_v {
+            let why = format!("must be at least {min} ({min_v:?})");
+            d.problem(&f.path_of(max), None, why);
+        }
+    }
+    h
 }
 
 /// `tenants: {name: {models, routes, pools, access}}`.

@@ -1,16 +1,28 @@
-//! A pool of upstream keys: weighted round-robin over the healthy ones. A key the upstream
-//! rejects (401/403) leaves the rotation; one it throttles (429) cools down for `Retry-After`
-//! (bounded). All state is atomics: picking a key takes no lock.
+//! A pool of upstream keys: weighted round-robin over the usable ones, and what the upstream's
+//! answers say about each key.
+//!
+//! A key leaves the rotation only on evidence about the key, never on one client's word: a 401
+//! that says the key itself is invalid, or refusals (401/403) from `refusals` distinct clients
+//! within `refusal_window` with no answer accepted (2xx) in between. A client's own mistake (an
+//! endpoint its scope lacks, a header the upstream rejects) refuses that client whatever key is
+//! sent, so it counts once however often it is repeated. A key out of the rotation gets one live
+//! request after `probe_after` (doubling per refused probe, up to `probe_max`); an accepted
+//! probe brings it back. A 429 cools the key for the model it was about (`Retry-After`, else
+//! `cooldown`; at most `cooldown_max`): other models still use it.
+//!
+//! Picking takes no lock: the state it reads is atomics. The locks below are taken only after a
+//! refusal or while a per-model cool-down runs.
 
-use crate::config::{KeyPlacement, KeyPoolConfig};
+use crate::config::{KeyHealthConfig, KeyPlacement, KeyPoolConfig};
 use once_cell::sync::Lazy;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Cool-down when a 429 carries no usable `Retry-After`.
-const DEFAULT_COOLDOWN: Duration = Duration::from_secs(10);
-/// Upper bound on any cool-down, whatever the upstream asks for.
-const MAX_COOLDOWN: Duration = Duration::from_secs(300);
+/// Per-model cool-downs kept per key; past it the one ending soonest is forgotten (model names
+/// come from clients, so their number must be bounded).
+const MAX_COOLING_MODELS: usize = 64;
 
 static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
 
@@ -18,17 +30,62 @@ fn now_ms() -> u64 {
     EPOCH.elapsed().as_millis() as u64
 }
 
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A model's tag in the cool-down table (a hash: no allocation per request).
+pub fn model_tag(model: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    model.hash(&mut h);
+    h.finish()
+}
+
 pub struct PoolKey {
     /// For logs and metrics: the configured name or `k-<hash prefix>`.
     pub id: String,
     secret: String,
-    /// Rejected by the upstream (401/403): out of rotation until restart or reload.
+    /// Out of the rotation: only probes use it.
     disabled: AtomicBool,
-    /// Throttled (429): skipped until this time (ms since `EPOCH`).
+    /// When a disabled key may be probed next (ms since `EPOCH`).
+    probe_at: AtomicU64,
+    /// The current wait between probes (ms).
+    probe_backoff: AtomicU64,
+    /// A probe was handed out and has not been answered.
+    probing: AtomicBool,
+    /// Throttled for every model (a 429 to a request without one) until then.
     cool_until: AtomicU64,
+    /// The latest end of any per-model cool-down: before it, `cooling` must be looked at.
+    models_cool_until: AtomicU64,
+    /// Per-model cool-downs: (model tag, until).
+    cooling: Mutex<Vec<(u64, u64)>>,
+    /// Recent refusals: (client, when), one entry per client.
+    refusals: Mutex<Vec<(u64, u64)>>,
+    /// `refusals` may be non-empty (an accepted answer skips the lock otherwise).
+    refused: AtomicBool,
 }
 
 impl PoolKey {
+    fn new(id: String, secret: String) -> Self {
+        PoolKey {
+            id,
+            secret,
+            disabled: AtomicBool::new(false),
+            probe_at: AtomicU64::new(0),
+            probe_backoff: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            cool_until: AtomicU64::new(0),
+            models_cool_until: AtomicU64::new(0),
+            cooling: Mutex::new(Vec::new()),
+            refusals: Mutex::new(Vec::new()),
+            refused: AtomicBool::new(false),
+        }
+    }
+
     /// The key as the upstream expects it, sensitive so that Pingora's header dumps hide it.
     pub fn header_value(&self, placement: &KeyPlacement) -> Option<http::HeaderValue> {
         let text = match placement {
@@ -43,13 +100,38 @@ impl PoolKey {
     pub fn secret(&self) -> &str {
         &self.secret
     }
+
+    /// How long until this key may serve `model` (zero: now).
+    fn cooling_for(&self, model: Option<u64>, now: u64) -> u64 {
+        let whole = self.cool_until.load(Ordering::Relaxed).saturating_sub(now);
+        let Some(tag) = model else {
+            return whole;
+        };
+        if self.models_cool_until.load(Ordering::Relaxed) <= now {
+            return whole;
+        }
+        let this = lock(&self.cooling)
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .map_or(0, |(_, until)| until.saturating_sub(now));
+        whole.max(this)
+    }
 }
 
 /// What the upstream said about a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyVerdict {
-    Rejected,
-    Throttled(Option<Duration>),
+    /// A 2xx: the key works (a probe brings it back; recent refusals are forgotten).
+    Accepted,
+    /// 401/403 to a request from `client` (an opaque id: forward key and address).
+    Refused { client: u64 },
+    /// A 401 whose body says the key itself is invalid.
+    Invalid,
+    /// 429 for `model` (a [`model_tag`]; `None`: the whole key), with the upstream's wait.
+    Throttled {
+        model: Option<u64>,
+        retry_after: Option<Duration>,
+    },
 }
 
 pub struct KeyPool {
@@ -58,18 +140,23 @@ pub struct KeyPool {
     /// Key indices in smooth weighted round-robin order (one cycle).
     schedule: Vec<usize>,
     cursor: AtomicUsize,
+    /// Keys out of the rotation (when zero, no probe can be due).
+    disabled: AtomicUsize,
+    health: KeyHealthConfig,
 }
 
 impl KeyPool {
     pub fn new(config: &KeyPoolConfig) -> Self {
+        Self::with_health(config, KeyHealthConfig::default())
+    }
+
+    pub fn with_health(config: &KeyPoolConfig, health: KeyHealthConfig) -> Self {
         let keys = config
             .keys
             .iter()
-            .map(|k| PoolKey {
-                id: k.name.clone().unwrap_or_else(|| super::key_id(&k.key.0)),
-                secret: k.key.0.clone(),
-                disabled: AtomicBool::new(false),
-                cool_until: AtomicU64::new(0),
+            .map(|k| {
+                let id = k.name.clone().unwrap_or_else(|| super::key_id(&k.key.0));
+                PoolKey::new(id, k.key.0.clone())
             })
             .collect();
         let weights: Vec<u32> = config.keys.iter().map(|k| k.weight.max(1)).collect();
@@ -78,22 +165,38 @@ impl KeyPool {
             keys,
             schedule: smooth_schedule(&weights),
             cursor: AtomicUsize::new(0),
+            disabled: AtomicUsize::new(0),
+            health,
         }
     }
 
-    /// The next healthy key, or `None` when every key is disabled or cooling down (then the
-    /// time until the first one is back, if any is only cooling).
-    pub fn pick(&self) -> Result<usize, Option<Duration>> {
+    /// The key for the next attempt at `model` (a [`model_tag`]), never `avoid` (the key this
+    /// request was just refused with): a disabled key whose probe is due, else the next usable
+    /// key in the rotation. `Err`: none is usable now (with the time until the first cooling one
+    /// is back, if any is only cooling).
+    pub fn pick(
+        &self,
+        model: Option<u64>,
+        avoid: Option<usize>,
+    ) -> Result<usize, Option<Duration>> {
         let n = self.schedule.len();
         if n == 0 {
             return Err(None);
         }
         let now = now_ms();
+        if self.disabled.load(Ordering::Relaxed) > 0 {
+            if let Some(i) = self.claim_probe(model, avoid, now) {
+                return Ok(i);
+            }
+        }
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         for step in 0..n {
             let i = self.schedule[(start + step) % n];
             let k = &self.keys[i];
-            if !k.disabled.load(Ordering::Relaxed) && k.cool_until.load(Ordering::Relaxed) <= now {
+            if Some(i) != avoid
+                && !k.disabled.load(Ordering::Relaxed)
+                && k.cooling_for(model, now) == 0
+            {
                 return Ok(i);
             }
         }
@@ -101,18 +204,41 @@ impl KeyPool {
             .keys
             .iter()
             .filter(|k| !k.disabled.load(Ordering::Relaxed))
-            .map(|k| k.cool_until.load(Ordering::Relaxed).saturating_sub(now))
+            .map(|k| k.cooling_for(model, now))
             .min();
         Err(soonest.map(Duration::from_millis))
     }
 
-    /// Whether some key other than `except` could be picked now.
-    pub fn has_other_healthy(&self, except: usize) -> bool {
+    /// A disabled key whose probe is due, taken by this request alone: until the probe's answer
+    /// (or, if none comes, for one more backoff) no other request gets it.
+    fn claim_probe(&self, model: Option<u64>, avoid: Option<usize>, now: u64) -> Option<usize> {
+        self.keys.iter().enumerate().find_map(|(i, k)| {
+            if Some(i) == avoid || !k.disabled.load(Ordering::Relaxed) {
+                return None;
+            }
+            let due = k.probe_at.load(Ordering::Relaxed);
+            if due > now || k.cooling_for(model, now) > 0 {
+                return None;
+            }
+            let lease = now.saturating_add(k.probe_backoff.load(Ordering::Relaxed));
+            k.probe_at
+                .compare_exchange(due, lease, Ordering::AcqRel, Ordering::Relaxed)
+                .ok()?;
+            k.probing.store(true, Ordering::Relaxed);
+            log::info!(
+                "key {} of pool {}: probing it with a live request",
+                k.id,
+                self.name
+            );
+            Some(i)
+        })
+    }
+
+    /// Whether some key other than `except` could serve `model` now.
+    pub fn has_other_usable(&self, except: usize, model: Option<u64>) -> bool {
         let now = now_ms();
         self.keys.iter().enumerate().any(|(i, k)| {
-            i != except
-                && !k.disabled.load(Ordering::Relaxed)
-                && k.cool_until.load(Ordering::Relaxed) <= now
+            i != except && !k.disabled.load(Ordering::Relaxed) && k.cooling_for(model, now) == 0
         })
     }
 
@@ -120,28 +246,125 @@ impl KeyPool {
         let Some(k) = self.keys.get(index) else {
             return;
         };
+        let now = now_ms();
         match verdict {
-            KeyVerdict::Rejected => {
-                if !k.disabled.swap(true, Ordering::Relaxed) {
+            KeyVerdict::Accepted => {
+                if k.refused.swap(false, Ordering::Relaxed) {
+                    lock(&k.refusals).clear();
+                }
+                if k.disabled.load(Ordering::Relaxed) && k.disabled.swap(false, Ordering::AcqRel) {
+                    k.probing.store(false, Ordering::Relaxed);
+                    self.disabled.fetch_sub(1, Ordering::Relaxed);
                     log::warn!(
-                        "upstream rejected key {} of pool {}: removed from rotation",
+                        "key {} of pool {}: accepted again, back in rotation",
                         k.id,
                         self.name
                     );
                 }
             }
-            KeyVerdict::Throttled(retry_after) => {
-                let wait = retry_after.unwrap_or(DEFAULT_COOLDOWN).min(MAX_COOLDOWN);
-                k.cool_until
-                    .fetch_max(now_ms() + wait.as_millis() as u64, Ordering::Relaxed);
+            KeyVerdict::Invalid => self.disable(k, now, "the upstream says it is invalid"),
+            KeyVerdict::Refused { client } => {
+                if k.disabled.load(Ordering::Relaxed) {
+                    self.probe_refused(k, now);
+                    return;
+                }
+                let window = ms(self.health.refusal_window);
+                let distinct = {
+                    let mut seen = lock(&k.refusals);
+                    seen.retain(|(_, at)| now.saturating_sub(*at) < window);
+                    match seen.iter_mut().find(|(c, _)| *c == client) {
+                        Some(entry) => entry.1 = now,
+                        None => seen.push((client, now)),
+                    }
+                    k.refused.store(true, Ordering::Relaxed);
+                    seen.len()
+                };
+                if distinct >= self.health.refusals as usize {
+                    lock(&k.refusals).clear();
+                    self.disable(k, now, "refused for several clients in a row");
+                }
+            }
+            KeyVerdict::Throttled { model, retry_after } => {
+                let wait = retry_after
+                    .unwrap_or(self.health.cooldown)
+                    .min(self.health.cooldown_max);
+                let until = now.saturating_add(ms(wait));
+                match model {
+                    None => {
+                        k.cool_until.fetch_max(until, Ordering::Relaxed);
+                    }
+                    Some(tag) => {
+                        let mut cooling = lock(&k.cooling);
+                        cooling.retain(|(_, u)| *u > now);
+                        match cooling.iter_mut().find(|(t, _)| *t == tag) {
+                            Some(entry) => entry.1 = entry.1.max(until),
+                            None => {
+                                if cooling.len() >= MAX_COOLING_MODELS {
+                                    if let Some(first) =
+                                        (0..cooling.len()).min_by_key(|&i| cooling[i].1)
+                                    {
+                                        cooling.swap_remove(first);
+                                    }
+                                }
+                                cooling.push((tag, until));
+                            }
+                        }
+                        k.models_cool_until.fetch_max(until, Ordering::Relaxed);
+                    }
+                }
                 log::info!(
-                    "upstream throttled key {} of pool {}: cooling down for {:?}",
+                    "upstream throttled key {} of pool {}: cooling down for {:?}{}",
                     k.id,
                     self.name,
-                    wait
+                    wait,
+                    if model.is_some() {
+                        " for that model"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
+    }
+
+    /// Take a key out of the rotation; its first probe comes after `probe_after`.
+    fn disable(&self, k: &PoolKey, now: u64, why: &str) {
+        if k.disabled.load(Ordering::Relaxed) {
+            self.probe_refused(k, now);
+            return;
+        }
+        let backoff = ms(self.health.probe_after);
+        k.probe_backoff.store(backoff, Ordering::Relaxed);
+        k.probe_at
+            .store(now.saturating_add(backoff), Ordering::Relaxed);
+        k.probing.store(false, Ordering::Relaxed);
+        if !k.disabled.swap(true, Ordering::AcqRel) {
+            self.disabled.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "key {} of pool {}: {why}; out of rotation, probed again in {:?}",
+                k.id,
+                self.name,
+                self.health.probe_after
+            );
+        }
+    }
+
+    /// A probe was refused: the next one waits twice as long (up to `probe_max`).
+    fn probe_refused(&self, k: &PoolKey, now: u64) {
+        if !k.probing.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let doubled = k.probe_backoff.load(Ordering::Relaxed).saturating_mul(2);
+        let backoff = doubled.clamp(ms(self.health.probe_after), ms(self.health.probe_max));
+        k.probe_backoff.store(backoff, Ordering::Relaxed);
+        k.probe_at
+            .store(now.saturating_add(backoff), Ordering::Relaxed);
+        log::warn!(
+            "key {} of pool {}: probe refused; next probe in {:?}",
+            k.id,
+            self.name,
+            Duration::from_millis(backoff)
+        );
     }
 }
 
@@ -209,8 +432,8 @@ mod tests {
     use super::*;
     use crate::config::{Secret, UpstreamKeyConfig};
 
-    fn pool(weights: &[u32]) -> KeyPool {
-        KeyPool::new(&KeyPoolConfig {
+    fn pool_with(weights: &[u32], health: KeyHealthConfig) -> KeyPool {
+        let config = KeyPoolConfig {
             name: "p".into(),
             keys: weights
                 .iter()
@@ -221,29 +444,130 @@ mod tests {
                     weight: *w,
                 })
                 .collect(),
-        })
+        };
+        KeyPool::with_health(&config, health)
+    }
+
+    fn pool(weights: &[u32]) -> KeyPool {
+        pool_with(weights, KeyHealthConfig::default())
     }
 
     #[test]
     fn weighted_round_robin_is_smooth() {
         assert_eq!(smooth_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
         let p = pool(&[1, 1]);
-        let picks: Vec<usize> = (0..4).map(|_| p.pick().unwrap()).collect();
+        let picks: Vec<usize> = (0..4).map(|_| p.pick(None, None).unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 0, 1]);
+        // The key a request was just refused with is never its next one.
+        let p = pool(&[1, 1, 1]);
+        for _ in 0..6 {
+            assert_ne!(p.pick(None, Some(1)), Ok(1));
+        }
     }
 
     #[test]
-    fn rejected_keys_leave_and_throttled_keys_cool_down() {
+    fn invalid_keys_leave_and_throttled_keys_cool_down() {
         let p = pool(&[1, 1, 1]);
-        p.report(0, KeyVerdict::Rejected);
-        p.report(1, KeyVerdict::Throttled(Some(Duration::from_secs(60))));
+        p.report(0, KeyVerdict::Invalid);
+        let throttle = |s| KeyVerdict::Throttled {
+            model: None,
+            retry_after: Some(Duration::from_secs(s)),
+        };
+        p.report(1, throttle(60));
         for _ in 0..6 {
-            assert_eq!(p.pick(), Ok(2));
+            assert_eq!(p.pick(None, None), Ok(2));
         }
-        assert!(!p.has_other_healthy(2));
-        p.report(2, KeyVerdict::Throttled(None));
-        let wait = p.pick().unwrap_err().unwrap();
-        assert!(wait <= DEFAULT_COOLDOWN && wait > Duration::from_secs(5));
+        assert!(!p.has_other_usable(2, None));
+        p.report(
+            2,
+            KeyVerdict::Throttled {
+                model: None,
+                retry_after: None,
+            },
+        );
+        let wait = p.pick(None, None).unwrap_err().unwrap();
+        let cooldown = KeyHealthConfig::default().cooldown;
+        assert!(wait <= cooldown && wait > cooldown / 2);
+        // Retry-After is capped.
+        p.report(2, throttle(100_000));
+        let wait = p.pick(None, None).unwrap_err().unwrap();
+        assert!(wait <= KeyHealthConfig::default().cooldown_max);
+    }
+
+    #[test]
+    fn a_429_cools_a_key_for_its_model_only() {
+        let p = pool(&[1, 1]);
+        let (a, b) = (Some(model_tag("model-a")), Some(model_tag("model-b")));
+        p.report(
+            0,
+            KeyVerdict::Throttled {
+                model: a,
+                retry_after: Some(Duration::from_secs(60)),
+            },
+        );
+        for _ in 0..4 {
+            assert_eq!(p.pick(a, None), Ok(1));
+        }
+        let picks: Vec<usize> = (0..4).map(|_| p.pick(b, None).unwrap()).collect();
+        assert!(picks.contains(&0) && picks.contains(&1));
+        assert!(!p.has_other_usable(1, a));
+        assert!(p.has_other_usable(1, b));
+    }
+
+    #[test]
+    fn refusals_take_a_key_out_only_from_distinct_clients_in_a_row() {
+        let p = pool(&[1, 1]);
+        let refused = |c| KeyVerdict::Refused { client: c };
+        for _ in 0..10 {
+            p.report(0, refused(7));
+        }
+        p.report(0, refused(8));
+        assert!(!p.keys[0].disabled.load(Ordering::Relaxed), "two clients");
+        // An accepted answer in between: the evidence starts over.
+        p.report(0, KeyVerdict::Accepted);
+        p.report(0, refused(9));
+        assert!(!p.keys[0].disabled.load(Ordering::Relaxed));
+        p.report(0, refused(7));
+        p.report(0, refused(8));
+        assert!(p.keys[0].disabled.load(Ordering::Relaxed), "three clients");
+        for _ in 0..4 {
+            assert_eq!(p.pick(None, None), Ok(1));
+        }
+    }
+
+    #[test]
+    fn a_disabled_key_is_probed_with_a_growing_backoff_and_comes_back() {
+        let health = KeyHealthConfig {
+            probe_after: Duration::from_millis(200),
+            probe_max: Duration::from_millis(500),
+            ..KeyHealthConfig::default()
+        };
+        let p = pool_with(&[1, 1], health);
+        p.report(0, KeyVerdict::Invalid);
+        assert_eq!(p.pick(None, None), Ok(1));
+        std::thread::sleep(Duration::from_millis(300));
+        // One probe, for one request only.
+        assert_eq!(p.pick(None, None), Ok(0));
+        assert_eq!(p.pick(None, None), Ok(1));
+        assert_eq!(p.pick(None, None), Ok(1));
+        p.report(0, KeyVerdict::Refused { client: 1 });
+        assert_eq!(p.keys[0].probe_backoff.load(Ordering::Relaxed), 400);
+        p.report(0, KeyVerdict::Invalid);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(p.pick(None, None), Ok(1), "the doubled backoff is not over");
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(p.pick(None, None), Ok(0));
+        p.report(0, KeyVerdict::Refused { client: 1 });
+        assert_eq!(
+            p.keys[0].probe_backoff.load(Ordering::Relaxed),
+            500,
+            "capped"
+        );
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(p.pick(None, None), Ok(0));
+        p.report(0, KeyVerdict::Accepted);
+        let picks: Vec<usize> = (0..4).map(|_| p.pick(None, None).unwrap()).collect();
+        assert!(picks.contains(&0) && picks.contains(&1));
     }
 
     #[test]

@@ -77,6 +77,18 @@ pub struct RequestCtx {
     pub swap_credentials: bool,
     /// Attempts repeated with another key of the same pool (response phase).
     pub key_rotations: u32,
+    /// A 401/403 already moved this request to another key: the only such change it gets, so
+    /// one request can never walk (and discredit) the whole pool (response phase).
+    pub refusal_moved: bool,
+    /// The key the last attempt was refused or throttled with: the next pick avoids it
+    /// (response phase → upstream phase).
+    pub avoid_key: Option<(Arc<KeyPool>, usize)>,
+    /// The current attempt's 401/403 (its status), held until its body shows whether the key
+    /// itself is invalid (response phase).
+    pub refusal: Option<u16>,
+    /// Masks the pool key out of an error answer, when this attempt sent it in the query
+    /// (response phase).
+    pub mask: Option<super::mask::Masker>,
     /// A failure on a stale pooled connection was retried (once per request; retry phase).
     pub reuse_retried: bool,
     /// The current attempt got a response head (upstream phase).
@@ -132,6 +144,10 @@ impl RequestCtx {
             link: None,
             swap_credentials: false,
             key_rotations: 0,
+            refusal_moved: false,
+            avoid_key: None,
+            refusal: None,
+            mask: None,
             reuse_retried: false,
             head_seen: false,
             error_body: None,

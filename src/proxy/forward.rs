@@ -83,6 +83,8 @@ pub async fn upstream_peer(
     ctx.error_body = None;
     ctx.response = None;
     ctx.pool_key = None;
+    ctx.refusal = None;
+    ctx.mask = None;
     let target = &candidate.target;
     if let Some(link) = &ctx.link {
         let stream = ctx.request_info.as_ref().is_some_and(|i| i.stream);
@@ -161,6 +163,18 @@ pub fn attempt_pool(ctx: &RequestCtx) -> Option<Arc<KeyPool>> {
         .or_else(|| ctx.pool.clone())
 }
 
+/// The model this attempt asks the upstream for, as a key-pool cool-down tag (`None`: unknown,
+/// so a 429 cools the whole key).
+pub fn attempt_model(ctx: &RequestCtx) -> Option<u64> {
+    let c = ctx.candidate()?;
+    let model = c.sent_model.as_deref().or(c.model.as_deref())?;
+    Some(crate::keys::pool::model_tag(model))
+}
+
+/// Headers that pick the OpenAI organization and project a key bills to. A pool key belongs to
+/// the gateway's organization: a client's value would only get the key refused.
+const ORG_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
+
 /// Rewrite the request head for the upstream: target, `Host`, hop-by-hop headers, and the
 /// credential: with a pool, every place a client key could travel is cleared and this attempt's
 /// pool key is set where the upstream expects it.
@@ -186,13 +200,27 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
         query = clear_credentials(&route, req, query.as_deref());
     }
     if let Some(pool) = pool {
-        let Ok(index) = pool.pick() else {
+        if !route.config.auth.forward_org_headers {
+            for name in ORG_HEADERS {
+                req.remove_header(name);
+            }
+        }
+        let model = attempt_model(ctx);
+        let avoid = ctx
+            .avoid_key
+            .as_ref()
+            .filter(|(p, _)| Arc::ptr_eq(p, &pool))
+            .map(|(_, i)| *i);
+        let Ok(index) = pool.pick(model, avoid) else {
             return Err(ctx.fail(GatewayError::NoUpstreamKey));
         };
         ctx.pool_key = Some(index);
         let key = &pool.keys[index];
         match &upstream.key_placement {
             KeyPlacement::Query(param) => {
+                // An error answer may echo the URL: it must arrive uncompressed for the key to
+                // be masked out of it (see `mask.rs`).
+                req.remove_header(&header::ACCEPT_ENCODING);
                 let q = query.get_or_insert_with(String::new);
                 if !q.is_empty() {
                     q.push('&');

@@ -15,6 +15,7 @@ mod forward;
 mod keepalive;
 mod limits;
 mod link;
+mod mask;
 mod preread;
 mod record;
 mod retry;
@@ -152,6 +153,7 @@ impl ProxyHttp for LlmProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         verdict::judge_head(ctx, session, upstream_response)?;
+        mask::prepare(ctx, upstream_response)?;
         forward::upstream_response(upstream_response, ctx)?;
         finish::tap_response(ctx, upstream_response);
         Ok(())
@@ -165,6 +167,7 @@ impl ProxyHttp for LlmProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         verdict::judge_error_body(ctx, session, body, end_of_stream)?;
+        mask::apply(ctx, body, end_of_stream);
         Ok(None)
     }
 

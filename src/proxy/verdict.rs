@@ -1,19 +1,22 @@
 //! Response phase (`upstream_response_filter`, `upstream_response_body_filter`): what the
-//! upstream's answer means before any of it reaches the client. A refused or throttled pool key
-//! is reported and, while another key can serve, the attempt is repeated with it; a retryable
+//! upstream's answer means before any of it reaches the client. What it says about the pool key
+//! is reported (see `keys::pool` for what that evidence does); a refused key (401/403) moves the
+//! request to another key once at most, a throttled one (429) while another key can serve; a retryable
 //! status (429/5xx) or `context_length_exceeded` is abandoned for the next attempt the plan
 //! (`attempts.rs`) allows; anything else is the client's answer. The last attempt's error is
 //! handed to the client unchanged, never replaced by a gateway error.
 
 use super::attempts::{Failure, Next};
 use super::ctx::RequestCtx;
-use crate::keys::pool::{parse_retry_after, KeyVerdict};
+use crate::keys::pool::{parse_retry_after, KeyPool, KeyVerdict};
 use crate::state::UpstreamTarget;
 use crate::upstream::breaker::Transition;
 use bytes::Bytes;
 use pingora_core::{Error, ErrorType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// An error answer is held (to look for `context_length_exceeded`) only up to this size.
@@ -39,32 +42,52 @@ pub fn judge_head(
         .map(|ms| Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0))
         .or_else(|| header("retry-after").and_then(parse_retry_after));
     let mut failure = None;
-    if let Some(verdict) = key_verdict(status, retry_after) {
-        if let (Some(pool), Some(index)) = (super::forward::attempt_pool(ctx), ctx.pool_key) {
-            pool.report(index, verdict);
-            let rotations = ctx.key_rotations;
-            let within_plan = ctx
-                .attempts
-                .as_ref()
-                .is_some_and(|a| a.made < a.max_attempts());
-            if pool.has_other_healthy(index)
-                && rotations < pool.keys.len() as u32
-                && within_plan
-                && replayable(ctx, session)
-            {
-                // The same upstream with another key, at once: this key said nothing about it.
-                ctx.key_rotations += 1;
-                return Err(retry(ctx, status, Duration::ZERO));
+    if let Some((pool, index)) = attempt_key(ctx) {
+        let model = super::forward::attempt_model(ctx);
+        match status {
+            401 | 403 if ctx.link.is_some() => {
+                // Whether the key itself is invalid is in the body: judged at its end.
+                ctx.refusal = Some(status);
+                ctx.error_body = Some(Vec::new());
+                return Ok(());
             }
-            // No other key: a 429 whose wait is short is retried with this key once cooled;
-            // anything else cannot succeed here.
-            let max_wait = ctx
-                .route
-                .as_ref()
-                .map_or(Duration::ZERO, |r| r.config.retry.retry_after_max);
-            if !(status == 429 && retry_after.is_some_and(|ra| ra <= max_wait)) {
+            401 | 403 => {
+                let client = client_of(ctx);
+                pool.report(index, KeyVerdict::Refused { client });
+                if let Some(e) = move_on_refusal(ctx, session, &pool, index, model, status) {
+                    return Err(e);
+                }
                 failure = Some(Failure::NoKey);
             }
+            429 => {
+                pool.report(index, KeyVerdict::Throttled { model, retry_after });
+                let within_plan = ctx
+                    .attempts
+                    .as_ref()
+                    .is_some_and(|a| a.made < a.max_attempts());
+                if pool.has_other_usable(index, model)
+                    && ctx.key_rotations < pool.keys.len() as u32
+                    && within_plan
+                    && replayable(ctx, session)
+                {
+                    // The same upstream with another key, at once: this key said nothing
+                    // about it.
+                    ctx.key_rotations += 1;
+                    ctx.avoid_key = Some((Arc::clone(&pool), index));
+                    return Err(retry(ctx, status, Duration::ZERO));
+                }
+                // No other key: a 429 whose wait is short is retried with this key once
+                // cooled; anything else cannot succeed here.
+                let max_wait = ctx
+                    .route
+                    .as_ref()
+                    .map_or(Duration::ZERO, |r| r.config.retry.retry_after_max);
+                if !retry_after.is_some_and(|ra| ra <= max_wait) {
+                    failure = Some(Failure::NoKey);
+                }
+            }
+            200..=299 => pool.report(index, KeyVerdict::Accepted),
+            _ => {}
         }
     }
     let failure = failure.or(match status {
@@ -92,8 +115,10 @@ pub fn judge_head(
     decide(ctx, session, failure, status, now)
 }
 
-/// Hold a 400's body until its end; if it says `context_length_exceeded` and a larger-context
-/// fallback exists, the attempt is abandoned for it. Otherwise the body goes on unchanged.
+/// Hold an error answer's body until its end: a 400 that says `context_length_exceeded` is
+/// abandoned for a larger-context fallback, and a 401/403 to a pool key is judged (a key the
+/// body calls invalid leaves the rotation at once) and may move on to another key. Otherwise
+/// the body goes on unchanged.
 pub fn judge_error_body(
     ctx: &mut RequestCtx,
     session: &Session,
@@ -107,6 +132,13 @@ pub fn judge_error_body(
         held.extend_from_slice(&chunk);
     }
     if held.len() > MAX_HELD_ERROR {
+        // Too large to judge: a refusal counts as one, and the answer goes on as it is.
+        if ctx.refusal.take().is_some() {
+            if let Some((pool, index)) = attempt_key(ctx) {
+                let client = client_of(ctx);
+                pool.report(index, KeyVerdict::Refused { client });
+            }
+        }
         *body = ctx.error_body.take().map(Bytes::from);
         return Ok(());
     }
@@ -114,11 +146,84 @@ pub fn judge_error_body(
         return Ok(());
     }
     let held = ctx.error_body.take().unwrap_or_default();
-    if memchr::memmem::find(&held, b"context_length_exceeded").is_some() {
+    if let Some(status) = ctx.refusal.take() {
+        if let Some((pool, index)) = attempt_key(ctx) {
+            let verdict = match status == 401 && says_key_invalid(&held) {
+                true => KeyVerdict::Invalid,
+                false => KeyVerdict::Refused {
+                    client: client_of(ctx),
+                },
+            };
+            pool.report(index, verdict);
+            let model = super::forward::attempt_model(ctx);
+            if let Some(e) = move_on_refusal(ctx, session, &pool, index, model, status) {
+                return Err(e);
+            }
+            decide(ctx, session, Failure::NoKey, status, Instant::now())?;
+        }
+    } else if memchr::memmem::find(&held, b"context_length_exceeded").is_some() {
         decide(ctx, session, Failure::ContextLength, 400, Instant::now())?;
     }
     *body = Some(Bytes::from(held));
     Ok(())
+}
+
+/// The pool and key the current attempt sent, when the gateway placed one.
+fn attempt_key(ctx: &RequestCtx) -> Option<(Arc<KeyPool>, usize)> {
+    super::forward::attempt_pool(ctx).zip(ctx.pool_key)
+}
+
+/// Who a refusal came from, as far as key health is concerned: the forward key and the
+/// client's address (an opaque hash; compared only within this process).
+fn client_of(ctx: &RequestCtx) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ctx.key_id.hash(&mut h);
+    ctx.client_ip.hash(&mut h);
+    h.finish()
+}
+
+/// A 401/403 moves the request to another key once at most: a client the upstream refuses
+/// whatever the key (its own header, an endpoint out of the keys' scope) must not walk the
+/// pool, and one key change is enough to get past a single bad key.
+fn move_on_refusal(
+    ctx: &mut RequestCtx,
+    session: &Session,
+    pool: &Arc<KeyPool>,
+    index: usize,
+    model: Option<u64>,
+    status: u16,
+) -> Option<Box<Error>> {
+    let within_plan = ctx
+        .attempts
+        .as_ref()
+        .is_some_and(|a| a.made < a.max_attempts());
+    if ctx.refusal_moved
+        || !within_plan
+        || !pool.has_other_usable(index, model)
+        || ctx.client_has_bytes(session)
+        || !replayable(ctx, session)
+    {
+        return None;
+    }
+    ctx.refusal_moved = true;
+    ctx.key_rotations += 1;
+    ctx.avoid_key = Some((Arc::clone(pool), index));
+    Some(retry(ctx, status, Duration::ZERO))
+}
+
+/// Does a 401's body say the key itself is invalid? Conservative: only OpenAI's own words for
+/// it (`"code": "invalid_api_key"`, or its "Incorrect API key provided" message), never a
+/// refusal that could be about the request (organization, project, scope).
+fn says_key_invalid(body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let e = &v["error"];
+    e["code"].as_str() == Some("invalid_api_key")
+        || (e["type"].as_str() == Some("invalid_request_error")
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Incorrect API key provided")))
 }
 
 /// Retry if the plan allows, else let the answer through.
@@ -141,14 +246,6 @@ fn decide(
     match plan.after(failure, now) {
         Next::Retry(wait) => Err(retry(ctx, status, wait)),
         Next::GiveUp => Ok(()),
-    }
-}
-
-fn key_verdict(status: u16, retry_after: Option<Duration>) -> Option<KeyVerdict> {
-    match status {
-        401 | 403 => Some(KeyVerdict::Rejected),
-        429 => Some(KeyVerdict::Throttled(retry_after)),
-        _ => None,
     }
 }
 

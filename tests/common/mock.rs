@@ -97,6 +97,19 @@ pub enum Behavior {
     StallMidStream { events_before_stall: usize },
     /// Wait `delay` before the response headers, then answer as [`Behavior::OpenAi`].
     SlowHeaders { delay: Duration },
+    /// Answer `status` with the JSON `body` when `field` contains `contains`, else answer as
+    /// [`Behavior::OpenAi`]. `field` is a request header name (case-insensitive) or `:path`
+    /// (the request target, query included): an upstream that refuses one key, one
+    /// organization header, one endpoint.
+    RefuseIf {
+        field: String,
+        contains: String,
+        status: u16,
+        body: Value,
+    },
+    /// An error page that echoes the request target, query included, as some upstreams do:
+    /// `status` with an OpenAI error whose message is `Invalid URL ({method} {target})`.
+    EchoUrlError { status: u16 },
 }
 
 impl Behavior {
@@ -788,6 +801,26 @@ impl Conn {
                     return Ok(false);
                 }
                 self.send_openai(req).await
+            }
+            Behavior::RefuseIf {
+                field,
+                contains,
+                status,
+                body,
+            } => {
+                let value = match field.as_str() {
+                    ":path" => Some(req.path.as_str()),
+                    name => req.header(name),
+                };
+                if value.is_some_and(|v| v.contains(&contains)) {
+                    let body = serde_json::to_vec(&body).unwrap_or_default();
+                    return self.send_json(status, &[], &body).await;
+                }
+                self.send_openai(req).await
+            }
+            Behavior::EchoUrlError { status } => {
+                let message = format!("Invalid URL ({} {})", req.method, req.path);
+                self.send_json(status, &[], &error_json(&message)).await
             }
         }
     }
