@@ -305,3 +305,38 @@ limits:
     assert!(!err.contains("limits.rules[0].requests"), "{err}");
     assert!(!err.contains("limits.rules[1]"), "{err}");
 }
+
+#[test]
+fn key_health_problems_are_listed_with_paths() {
+    let yaml = [
+        "key_health:",
+        "  refusals: 0",
+        "  refusal_window: 0s",
+        "  probe_after: 10m",
+        "  probe_max: 1m",
+        "  cooldown: later",
+        "  cooldwon: 5s",
+        "routes:",
+        "  - prefix: /",
+        "    upstream: http://127.0.0.1:9",
+        "    auth: {forward_org_headers: maybe}",
+    ]
+    .join("\n");
+    let out = check(yaml.as_bytes());
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for expected in [
+        "key_health.refusals: \"0\": expected a whole number from 1 to 1000",
+        "key_health.refusal_window: \"0s\": must be above zero",
+        "key_health.probe_max: must be at least probe_after (10m)",
+        "key_health.cooldown: \"later\"",
+        "key_health.cooldwon: unknown key",
+        "routes[0].auth.forward_org_headers: \"maybe\"",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    let fine = check(
+        b"key_health: {refusals: 5, refusal_window: 10m, probe_after: 1m, probe_max: 1h, cooldown: 20s, cooldown_max: 2m}\nroutes:\n  - prefix: /\n    upstream: http://127.0.0.1:9\n    auth: {forward_org_headers: true}\n",
+    );
+    assert!(fine.status.success(), "{}", stderr(&fine));
+}

@@ -3,6 +3,7 @@
 
 use super::decode::{Decoder, Node};
 use super::model::*;
+use super::units::format_duration;
 use crate::access::Cidr;
 
 const KEY: &[&str] = &["key", "name", "weight"];
@@ -95,7 +96,7 @@ pub fn decode_key_health(d: &mut Decoder<'_>, node: &Node<'_>) -> KeyHealthConfi
     ];
     for (max, max_v, min, min_v) in pairs {
         if max_v < min_v {
-            let why = format!("must be at least {min} ({min_v:?})");
+            let why = format!("must be at least {min} ({})", format_duration(min_v));
             d.problem(&f.path_of(max), None, why);
         }
     }

@@ -341,7 +341,7 @@ impl KeyPool {
         if !k.disabled.swap(true, Ordering::AcqRel) {
             self.disabled.fetch_add(1, Ordering::Relaxed);
             log::warn!(
-                "key {} of pool {}: {why}; out of rotation, probed again in {:?}",
+                "key {} of pool {}: {why}; removed from rotation, probed again in {:?}",
                 k.id,
                 self.name,
                 self.health.probe_after
