@@ -82,7 +82,7 @@ pub fn judge_head(
                     .route
                     .as_ref()
                     .map_or(Duration::ZERO, |r| r.config.retry.retry_after_max);
-                if !retry_after.is_some_and(|ra| ra <= max_wait) {
+                if retry_after.is_none_or(|ra| ra > max_wait) {
                     failure = Some(Failure::NoKey);
                 }
             }
