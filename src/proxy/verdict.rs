@@ -44,8 +44,10 @@ pub fn judge_head(
     let mut failure = None;
     if let Some((pool, index)) = attempt_key(ctx) {
         let model = super::forward::attempt_model(ctx);
+        // An empty body never reaches the body filter: nothing to wait for.
+        let bodiless = header("content-length").is_some_and(|v| v.trim() == "0");
         match status {
-            401 | 403 if ctx.link.is_some() => {
+            401 | 403 if ctx.link.is_some() && !bodiless => {
                 // Whether the key itself is invalid is in the body: judged at its end.
                 ctx.refusal = Some(status);
                 ctx.error_body = Some(Vec::new());
