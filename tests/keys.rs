@@ -775,3 +775,27 @@ async fn a_query_key_echoed_in_an_upstream_error_page_never_reaches_the_client()
     }
     assert!(up.requests()[0].path.contains("key=sk-upstream-"));
 }
+
+#[tokio::test]
+async fn a_spent_quota_cools_the_key_for_every_model() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    up.push_behavior(Behavior::Json {
+        status: 429,
+        headers: vec![],
+        body: json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details.", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}),
+    });
+    let ask =
+        |model: &'static str| chat(&gw, "/openai/v1/chat/completions", Some("fk-gold"), model);
+    assert_eq!(ask("gpt-4o").await.status(), 200);
+    // Round-robin comes back to key 1: it rests for this model too.
+    assert_eq!(ask("gpt-4o-mini").await.status(), 200);
+    assert_eq!(
+        auths(&up),
+        [
+            "Bearer sk-upstream-1",
+            "Bearer sk-upstream-2",
+            "Bearer sk-upstream-2"
+        ]
+    );
+}

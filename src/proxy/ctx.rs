@@ -83,9 +83,9 @@ pub struct RequestCtx {
     /// The key the last attempt was refused or throttled with: the next pick avoids it
     /// (response phase → upstream phase).
     pub avoid_key: Option<(Arc<KeyPool>, usize)>,
-    /// The current attempt's 401/403 (its status), held until its body shows whether the key
-    /// itself is invalid (response phase).
-    pub refusal: Option<u16>,
+    /// The current attempt's 401/403/429 to a pool key (status, `Retry-After`), held until its
+    /// body shows what it says about the key: invalid, quota spent (response phase).
+    pub held_key_answer: Option<(u16, Option<std::time::Duration>)>,
     /// Masks the pool key out of an error answer, when this attempt sent it in the query
     /// (response phase).
     pub mask: Option<super::mask::Masker>,
@@ -146,7 +146,7 @@ impl RequestCtx {
             key_rotations: 0,
             refusal_moved: false,
             avoid_key: None,
-            refusal: None,
+            held_key_answer: None,
             mask: None,
             reuse_retried: false,
             head_seen: false,

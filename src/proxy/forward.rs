@@ -83,7 +83,7 @@ pub async fn upstream_peer(
     ctx.error_body = None;
     ctx.response = None;
     ctx.pool_key = None;
-    ctx.refusal = None;
+    ctx.held_key_answer = None;
     ctx.mask = None;
     let target = &candidate.target;
     if let Some(link) = &ctx.link {

@@ -19,7 +19,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// An error answer is held (to look for `context_length_exceeded`) only up to this size.
+/// An error answer is held (to look for `context_length_exceeded`, or what it says about a pool
+/// key) only up to this size.
 const MAX_HELD_ERROR: usize = 64 * 1024;
 
 /// Judge the response head of the current attempt. `Err` (retryable): drop it and try again.
@@ -47,9 +48,10 @@ pub fn judge_head(
         // An empty body never reaches the body filter: nothing to wait for.
         let bodiless = header("content-length").is_some_and(|v| v.trim() == "0");
         match status {
-            401 | 403 if ctx.link.is_some() && !bodiless => {
-                // Whether the key itself is invalid is in the body: judged at its end.
-                ctx.refusal = Some(status);
+            401 | 403 | 429 if ctx.link.is_some() && !bodiless => {
+                // What the answer says about the key is in its body (an invalid key, a spent
+                // quota): judged at its end.
+                ctx.held_key_answer = Some((status, retry_after));
                 ctx.error_body = Some(Vec::new());
                 return Ok(());
             }
@@ -61,33 +63,7 @@ pub fn judge_head(
                 }
                 failure = Some(Failure::NoKey);
             }
-            429 => {
-                pool.report(index, KeyVerdict::Throttled { model, retry_after });
-                let within_plan = ctx
-                    .attempts
-                    .as_ref()
-                    .is_some_and(|a| a.made < a.max_attempts());
-                if pool.has_other_usable(index, model)
-                    && ctx.key_rotations < pool.keys.len() as u32
-                    && within_plan
-                    && replayable(ctx, session)
-                {
-                    // The same upstream with another key, at once: this key said nothing
-                    // about it.
-                    ctx.key_rotations += 1;
-                    ctx.avoid_key = Some((Arc::clone(&pool), index));
-                    return Err(retry(ctx, status, Duration::ZERO));
-                }
-                // No other key: a 429 whose wait is short is retried with this key once
-                // cooled; anything else cannot succeed here.
-                let max_wait = ctx
-                    .route
-                    .as_ref()
-                    .map_or(Duration::ZERO, |r| r.config.retry.retry_after_max);
-                if retry_after.is_none_or(|ra| ra > max_wait) {
-                    failure = Some(Failure::NoKey);
-                }
-            }
+            429 => failure = throttled(ctx, session, &pool, index, model, retry_after)?,
             200..=299 => pool.report(index, KeyVerdict::Accepted),
             _ => {}
         }
@@ -118,9 +94,9 @@ pub fn judge_head(
 }
 
 /// Hold an error answer's body until its end: a 400 that says `context_length_exceeded` is
-/// abandoned for a larger-context fallback, and a 401/403 to a pool key is judged (a key the
-/// body calls invalid leaves the rotation at once) and may move on to another key. Otherwise
-/// the body goes on unchanged.
+/// abandoned for a larger-context fallback, and a 401/403/429 to a pool key is judged (a key the
+/// body calls invalid leaves the rotation at once; a spent quota cools the whole key) and may
+/// move on to another key. Otherwise the body goes on unchanged.
 pub fn judge_error_body(
     ctx: &mut RequestCtx,
     session: &Session,
@@ -134,11 +110,19 @@ pub fn judge_error_body(
         held.extend_from_slice(&chunk);
     }
     if held.len() > MAX_HELD_ERROR {
-        // Too large to judge: a refusal counts as one, and the answer goes on as it is.
-        if ctx.refusal.take().is_some() {
+        // Too large to judge: it counts as a plain refusal or throttle, and goes on as it is.
+        if let Some((status, retry_after)) = ctx.held_key_answer.take() {
             if let Some((pool, index)) = attempt_key(ctx) {
-                let client = client_of(ctx);
-                pool.report(index, KeyVerdict::Refused { client });
+                let verdict = match status {
+                    429 => KeyVerdict::Throttled {
+                        model: super::forward::attempt_model(ctx),
+                        retry_after,
+                    },
+                    _ => KeyVerdict::Refused {
+                        client: client_of(ctx),
+                    },
+                };
+                pool.report(index, verdict);
             }
         }
         *body = ctx.error_body.take().map(Bytes::from);
@@ -148,26 +132,83 @@ pub fn judge_error_body(
         return Ok(());
     }
     let held = ctx.error_body.take().unwrap_or_default();
-    if let Some(status) = ctx.refusal.take() {
+    let now = Instant::now();
+    if let Some((status, retry_after)) = ctx.held_key_answer.take() {
         if let Some((pool, index)) = attempt_key(ctx) {
-            let verdict = match status == 401 && says_key_invalid(&held) {
-                true => KeyVerdict::Invalid,
-                false => KeyVerdict::Refused {
-                    client: client_of(ctx),
-                },
-            };
-            pool.report(index, verdict);
             let model = super::forward::attempt_model(ctx);
-            if let Some(e) = move_on_refusal(ctx, session, &pool, index, model, status) {
-                return Err(e);
+            if status == 429 {
+                // A spent quota is the whole key's, not one model's.
+                let model = model.filter(|_| !says_quota_spent(&held));
+                let failure = throttled(ctx, session, &pool, index, model, retry_after)?
+                    .unwrap_or(Failure::Status(429, retry_after));
+                if failure.is_upstream_fault() {
+                    if let Some(target) = ctx.candidate().map(|c| c.target.clone()) {
+                        record(&target, false, now);
+                    }
+                }
+                decide(ctx, session, failure, status, now)?;
+            } else {
+                let verdict = match status == 401 && says_key_invalid(&held) {
+                    true => KeyVerdict::Invalid,
+                    false => KeyVerdict::Refused {
+                        client: client_of(ctx),
+                    },
+                };
+                pool.report(index, verdict);
+                if let Some(e) = move_on_refusal(ctx, session, &pool, index, model, status) {
+                    return Err(e);
+                }
+                decide(ctx, session, Failure::NoKey, status, now)?;
             }
-            decide(ctx, session, Failure::NoKey, status, Instant::now())?;
         }
     } else if memchr::memmem::find(&held, b"context_length_exceeded").is_some() {
-        decide(ctx, session, Failure::ContextLength, 400, Instant::now())?;
+        decide(ctx, session, Failure::ContextLength, 400, now)?;
     }
     *body = Some(Bytes::from(held));
     Ok(())
+}
+
+/// A 429 to a pool key: the key cools for `model` (`None`: for all), and the request moves on
+/// at once to another key that can serve it. Without one, `Some(NoKey)` unless the wait is
+/// short enough for the plan to retry this key once cooled (`None`).
+fn throttled(
+    ctx: &mut RequestCtx,
+    session: &Session,
+    pool: &Arc<KeyPool>,
+    index: usize,
+    model: Option<u64>,
+    retry_after: Option<Duration>,
+) -> pingora_core::Result<Option<Failure>> {
+    pool.report(index, KeyVerdict::Throttled { model, retry_after });
+    let within_plan = ctx
+        .attempts
+        .as_ref()
+        .is_some_and(|a| a.made < a.max_attempts());
+    if pool.has_other_usable(index, model)
+        && ctx.key_rotations < pool.keys.len() as u32
+        && within_plan
+        && !ctx.client_has_bytes(session)
+        && replayable(ctx, session)
+    {
+        // The same upstream with another key, at once: this key said nothing about it.
+        ctx.key_rotations += 1;
+        ctx.avoid_key = Some((Arc::clone(pool), index));
+        return Err(retry(ctx, 429, Duration::ZERO));
+    }
+    let max_wait = ctx
+        .route
+        .as_ref()
+        .map_or(Duration::ZERO, |r| r.config.retry.retry_after_max);
+    Ok(retry_after
+        .is_none_or(|ra| ra > max_wait)
+        .then_some(Failure::NoKey))
+}
+
+/// Does a 429's body say the key's quota is spent (OpenAI's `insufficient_quota`)? Then no model
+/// can use it, not only the one asked for.
+fn says_quota_spent(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v["error"]["code"].as_str() == Some("insufficient_quota"))
 }
 
 /// The pool and key the current attempt sent, when the gateway placed one.
