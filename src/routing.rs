@@ -1,6 +1,12 @@
 //! Route matching: segment-aware longest prefix over normalised paths, and the rewrite of the
 //! matched path onto the upstream's base path. Pure and allocation-free on the common path (a
-//! request path without `//`), so it is unit-tested and benchmarked alone.
+//! request path without `//`, `%`, `\` or dot segments), so it is unit-tested and benchmarked
+//! alone.
+//!
+//! A request path is normalised once, before routing ([`normalize_path`]), and every later phase
+//! (limits, cache, logs, the upstream target) sees only that form: what was matched is what is
+//! forwarded, so no spelling of a path (`/v1/./chat`, `/v1/%63hat`, `/route/%2e%2e/x`) can reach
+//! another route, another path-scoped limit, or anything above the upstream's base path.
 
 use std::borrow::Cow;
 
@@ -34,6 +40,90 @@ pub fn collapse_slashes(path: &str) -> Cow<'_, str> {
         out.push(c);
     }
     Cow::Owned(out)
+}
+
+/// A request path the gateway refuses rather than guess how the upstream reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRefused {
+    /// An encoded slash or backslash (`%2F`, `%5C`) or a raw backslash: upstreams differ on
+    /// whether these separate segments, so one could hide a `..` from the gateway.
+    EncodedSeparator,
+}
+
+/// The canonical form of a request path (`/`-rooted; anything else is returned as is):
+/// percent-encoded unreserved characters decoded (RFC 3986 §6.2.2.2: `%2e` is `.`, `%41` is
+/// `A`), runs of `/` collapsed, then dot segments removed (RFC 3986 §5.2.4; `..` at the root
+/// stays at the root). Other percent-encodings are kept as sent. Borrows when there is nothing
+/// to change.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathRefused> {
+    if !path.starts_with('/') {
+        return Ok(Cow::Borrowed(path));
+    }
+    let plain = !path.contains(['%', '\\'])
+        && !path.contains("//")
+        && !path.split('/').any(|s| s == "." || s == "..");
+    if plain {
+        return Ok(Cow::Borrowed(path));
+    }
+    let decoded = decode_unreserved(path)?;
+    let pieces: Vec<&str> = decoded.split('/').collect();
+    let mut kept: Vec<&str> = Vec::with_capacity(pieces.len());
+    for piece in &pieces {
+        match *piece {
+            "" | "." => {}
+            ".." => {
+                kept.pop();
+            }
+            segment => kept.push(segment),
+        }
+    }
+    // `/a/b/`, `/a/b/.` and `/a/b/c/..` all end in a directory: `/a/b/`.
+    let trailing = matches!(pieces.last(), Some(&("" | "." | "..")));
+    let mut out = String::with_capacity(decoded.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Decode `%XX` where it stands for an unreserved character; refuse encoded separators and
+/// backslashes; keep every other byte as sent.
+fn decode_unreserved(path: &str) -> Result<String, PathRefused> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\\' {
+            return Err(PathRefused::EncodedSeparator);
+        }
+        if b == b'%' {
+            let hex = |j: usize| bytes.get(j).and_then(|c| (*c as char).to_digit(16));
+            if let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) {
+                let value = (hi * 16 + lo) as u8;
+                if value == b'/' || value == b'\\' {
+                    return Err(PathRefused::EncodedSeparator);
+                }
+                if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+                    out.push(value as char);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        // Runs of ASCII are copied whole; a multi-byte character is copied with its lead byte.
+        let end = path[i..]
+            .char_indices()
+            .nth(1)
+            .map_or(path.len(), |(n, _)| i + n);
+        out.push_str(&path[i..end]);
+        i = end;
+    }
+    Ok(out)
 }
 
 /// Prefixes sorted so that the first match is the longest one.
@@ -136,6 +226,29 @@ mod tests {
     fn slashes_collapse() {
         assert_eq!(collapse_slashes("//gen//x///"), "/gen/x/");
         assert!(matches!(collapse_slashes("/v1/chat"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn paths_normalise() {
+        let n = |p| normalize_path(p).map(Cow::into_owned);
+        assert!(matches!(normalize_path("/v1/chat"), Ok(Cow::Borrowed(_))));
+        assert_eq!(n("/v1/./chat/completions").unwrap(), "/v1/chat/completions");
+        assert_eq!(n("/route/../secret").unwrap(), "/secret");
+        assert_eq!(n("/route/%2e%2E/secret").unwrap(), "/secret");
+        assert_eq!(n("/route/.%2e/.%2E/x").unwrap(), "/x");
+        assert_eq!(n("/../../x").unwrap(), "/x");
+        assert_eq!(n("/a/b/..").unwrap(), "/a/");
+        assert_eq!(n("/a/b/.").unwrap(), "/a/b/");
+        assert_eq!(n("/..").unwrap(), "/");
+        assert_eq!(n("//gen//x///").unwrap(), "/gen/x/");
+        assert_eq!(n("/v1/%6Dodels").unwrap(), "/v1/models");
+        assert_eq!(n("/a%20b/%C3%A9/%zz/%").unwrap(), "/a%20b/%C3%A9/%zz/%");
+        assert_eq!(n("/é/./x").unwrap(), "/é/x");
+        assert_eq!(n("/a/...").unwrap(), "/a/...");
+        assert_eq!(n("*").unwrap(), "*");
+        for refused in ["/a/..%2Fb", "/a/%2f", "/a/%5C..", "/a/%5c", "/a\\..\\b"] {
+            assert_eq!(normalize_path(refused), Err(PathRefused::EncodedSeparator));
+        }
     }
 
     #[test]

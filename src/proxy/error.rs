@@ -11,6 +11,14 @@ use pingora_proxy::Session;
 pub enum GatewayError {
     /// No route prefix matches the path.
     RouteNotFound,
+    /// The path has an encoded slash or a backslash (`routing::normalize_path`).
+    InvalidPath,
+    /// The request names its model twice, or in a way parsers disagree on (case variants of a
+    /// JSON key, a multipart body that does not parse cleanly).
+    AmbiguousModel,
+    /// A tenant with a model list sent a body that names no model, on a route without a
+    /// `default_model`.
+    ModelRequired,
     /// The client's address is not allowed (global, route, tenant or key rules).
     IpForbidden,
     /// No valid forward key where one is required.
@@ -59,7 +67,10 @@ impl GatewayError {
             | GatewayError::ModelNotAllowed => 403,
             GatewayError::InvalidApiKey => 401,
             GatewayError::BodyTooLarge => 413,
-            GatewayError::InvalidJson => 400,
+            GatewayError::InvalidJson
+            | GatewayError::InvalidPath
+            | GatewayError::AmbiguousModel
+            | GatewayError::ModelRequired => 400,
             GatewayError::NoUpstreamKey | GatewayError::LimiterUnavailable => 503,
             GatewayError::RateLimited
             | GatewayError::ConcurrencyLimited
@@ -82,6 +93,9 @@ impl GatewayError {
             | GatewayError::ModelNotAllowed
             | GatewayError::BodyTooLarge
             | GatewayError::InvalidJson
+            | GatewayError::InvalidPath
+            | GatewayError::AmbiguousModel
+            | GatewayError::ModelRequired
             | GatewayError::ModelNotServed => "invalid_request_error",
             GatewayError::IpForbidden => "permission_error",
             // OpenAI's own type for rate-limit errors.
@@ -102,6 +116,9 @@ impl GatewayError {
             GatewayError::ModelNotAllowed => "model_not_allowed",
             GatewayError::BodyTooLarge => "request_too_large",
             GatewayError::InvalidJson => "invalid_json",
+            GatewayError::InvalidPath => "invalid_path",
+            GatewayError::AmbiguousModel => "ambiguous_model",
+            GatewayError::ModelRequired => "model_required",
             GatewayError::NoUpstreamKey => "no_upstream_key_available",
             GatewayError::RateLimited => "rate_limit_exceeded",
             GatewayError::ConcurrencyLimited => "concurrency_limit_exceeded",
@@ -126,6 +143,13 @@ impl GatewayError {
             GatewayError::ModelNotAllowed => "This API key may not use the requested model.",
             GatewayError::BodyTooLarge => "The request body is too large.",
             GatewayError::InvalidJson => "The request body is not a valid JSON object.",
+            GatewayError::InvalidPath => {
+                "The request path may not contain encoded slashes or backslashes."
+            }
+            GatewayError::AmbiguousModel => {
+                "The request names its model more than once or in a form that cannot be read unambiguously."
+            }
+            GatewayError::ModelRequired => "This API key must name an allowed `model` in the request.",
             GatewayError::NoUpstreamKey => "No upstream key is available right now; retry later.",
             GatewayError::RateLimited => "Rate limit reached; retry after the time in Retry-After.",
             GatewayError::ConcurrencyLimited => {

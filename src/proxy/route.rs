@@ -1,12 +1,15 @@
 //! Route phase (`request_filter`): local endpoints (`/healthz`), then the longest matching route
-//! prefix; the path after the prefix goes onto the base path of each attempt's upstream.
+//! prefix; the path after the prefix goes onto the base path of each attempt's upstream. The
+//! path is normalised first (`routing::normalize_path`) and the request head rewritten to it, so
+//! that every later phase (limits, cache, logs) sees the path that was routed and forwarded.
 
 use super::ctx::RequestCtx;
 use super::error::{respond, GatewayError};
-use crate::routing::collapse_slashes;
+use crate::routing::normalize_path;
 use crate::state::Gateway;
 use bytes::Bytes;
 use pingora_proxy::Session;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Answer local endpoints or pick the route. `Ok(true)`: a response was sent, stop here.
@@ -15,16 +18,31 @@ pub async fn route_request(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> pingora_core::Result<bool> {
-    let uri = &session.req_header().uri;
-    let path = collapse_slashes(uri.path());
-    if path == "/healthz" && session.req_header().method == http::Method::GET {
+    let normalised = match normalize_path(session.req_header().uri.path()) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(path)) => Some(path),
+        Err(_) => return Err(ctx.fail(GatewayError::InvalidPath)),
+    };
+    if let Some(mut target) = normalised {
+        if let Some(q) = session.req_header().uri.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let Ok(uri) = http::Uri::try_from(target) else {
+            return Err(ctx.fail(GatewayError::InvalidPath));
+        };
+        session.req_header_mut().set_uri(uri);
+    }
+    let req = session.req_header();
+    if req.uri.path() == "/healthz" && req.method == http::Method::GET {
         ctx.status = 200;
         // openai-forward answers the JSON string "OK"; health checkers rely on it.
         let cors = ctx.cors.take().unwrap_or_default();
         respond(session, 200, Some(Bytes::from_static(b"\"OK\"")), &cors).await?;
         return Ok(true);
     }
-    let Some(found) = gateway.table.find(&path) else {
+    let uri = &session.req_header().uri;
+    let Some(found) = gateway.table.find(uri.path()) else {
         return Err(ctx.fail(GatewayError::RouteNotFound));
     };
     let route = Arc::clone(&gateway.routes[found.index]);
