@@ -15,6 +15,8 @@ pub mod convert;
 pub mod cors;
 pub mod keys;
 pub mod limits;
+pub mod model_names;
+pub mod multipart;
 pub mod openai;
 pub mod proxy;
 pub mod redis_conn;

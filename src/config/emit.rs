@@ -240,6 +240,9 @@ pub fn to_yaml(config: &Config) -> String {
         if r.max_body != DEFAULT_MAX_BODY {
             let _ = writeln!(y, "    max_body: {}", r.max_body);
         }
+        if let Some(m) = &r.default_model {
+            let _ = writeln!(y, "    default_model: {}", q(m));
+        }
     }
     cache(&mut y, config);
     y

@@ -365,6 +365,10 @@ pub struct RouteConfig {
     pub access: IpRulesConfig,
     /// Largest JSON body the gateway reads before forwarding (model checks, later caching).
     pub max_body: u64,
+    /// The model this route's upstream serves when a request names none (`model` missing or
+    /// null). A tenant with a model list must either name a model or use a route with one, and
+    /// the list is checked against it; the request is forwarded unchanged.
+    pub default_model: Option<String>,
     /// Every upstream of the route, the one `upstream` names first; never empty.
     pub upstreams: Vec<UpstreamConfig>,
     pub resilience: Resilience,
@@ -384,6 +388,7 @@ impl RouteConfig {
             auth: RouteAuth::default(),
             access: IpRulesConfig::default(),
             max_body: DEFAULT_MAX_BODY,
+            default_model: None,
         }
     }
 }

@@ -46,6 +46,7 @@ const ROUTE: &[&str] = &[
     "auth",
     "access",
     "max_body",
+    "default_model",
     "fallbacks",
     "breaker",
     "stream_errors",
@@ -236,6 +237,14 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         .get("max_body")
         .and_then(|n| d.size(&n))
         .unwrap_or(DEFAULT_MAX_BODY);
+    let default_model = f.get("default_model").and_then(|n| {
+        let model = d.string(&n)?;
+        if model.trim().is_empty() {
+            d.problem(&n.path, Some(n.value), "a model name, e.g. gpt-4o-mini");
+            return None;
+        }
+        Some(model)
+    });
     let proxy = f
         .get("proxy")
         .and_then(|n| schema_upstreams::proxy_url(d, &n));
@@ -290,6 +299,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         auth,
         access,
         max_body,
+        default_model,
     })
 }
 

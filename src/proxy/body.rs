@@ -1,7 +1,9 @@
 //! Body phase (`request_filter`, after auth): read the JSON body before the upstream is chosen,
 //! bounded by the route's `max_body` (413 above it), check it is a JSON object (400 if not),
 //! take the fields later phases need (model, stream, usage request, conversation), and enforce
-//! the tenant's model list (403). The body then goes upstream from the pre-read session
+//! the tenant's model list (403; `model_list.rs`). A model named ambiguously — case variants of
+//! the JSON key, a multipart form that parsers could read differently (`multipart.rs`), two
+//! `Content-Type` headers — is refused (400) rather than guessed. The body then goes upstream from the pre-read session
 //! (`preread.rs`), whatever its size, on the first attempt and on every retry — byte for byte,
 //! except that a stream which did not ask for usage is made to (`stream_options.include_usage`)
 //! so that it can be accounted (the stream phase removes that extra chunk again), and that the
@@ -11,8 +13,10 @@
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
 use super::link::Link;
+use super::model_list;
 use super::preread;
 use crate::config::RouteKind;
+use crate::model_names::json_model_key_is_clear;
 use crate::openai::{with_include_usage, RequestInfo};
 use crate::state::Gateway;
 use bytes::BytesMut;
@@ -27,7 +31,12 @@ pub async fn read_body(
     let Some(route) = ctx.route.clone() else {
         return Ok(());
     };
-    let restricted = ctx.tenant.as_ref().is_some_and(|t| t.restricts_models());
+    let tenant = ctx.tenant.clone().filter(|t| t.restricts_models());
+    let restricted = tenant.is_some();
+    let path_named = match &tenant {
+        Some(t) => model_list::check_path(&route, ctx, t).map_err(|e| ctx.fail(e))?,
+        None => false,
+    };
     let kind = body_kind(session);
     let openai = route.config.kind == RouteKind::OpenAi;
     // A route that caches needs the body for the key; see `Route::depends_on_the_body` for the
@@ -42,6 +51,16 @@ pub async fn read_body(
     };
     if !wanted {
         return Ok(());
+    }
+    // Which of two content types an upstream honours is anyone's guess.
+    let content_types = session
+        .req_header()
+        .headers
+        .get_all(http::header::CONTENT_TYPE)
+        .iter()
+        .count();
+    if restricted && content_types > 1 {
+        return Err(ctx.fail(GatewayError::AmbiguousModel));
     }
     let max = route.config.max_body;
     let declared = session
@@ -71,9 +90,18 @@ pub async fn read_body(
         }
     }
     let model = match &kind {
-        BodyKind::Multipart(boundary) => multipart_field(&body, boundary, "model"),
+        BodyKind::Multipart(content_type) => {
+            match crate::multipart::model_field(content_type, body.clone()) {
+                Ok(model) => model,
+                Err(_) => return Err(ctx.fail(GatewayError::AmbiguousModel)),
+            }
+        }
         _ => match RequestInfo::parse(&body).filter(|i| i.model.is_some() || !has_odd_model(&body))
         {
+            // `MODEL` next to `model`: a case-insensitive decoder upstream may take either.
+            Some(_) if !json_model_key_is_clear(&body) => {
+                return Err(ctx.fail(GatewayError::AmbiguousModel))
+            }
             Some(info) => {
                 let model = info.model.clone();
                 // Only an openai route reads the usage chunk; a general one passes bytes as sent.
@@ -96,10 +124,9 @@ pub async fn read_body(
             None => return Err(ctx.fail(GatewayError::InvalidJson)),
         },
     };
-    if let (Some(tenant), Some(m)) = (&ctx.tenant, &model) {
-        if !tenant.allows_model(m) {
-            return Err(ctx.fail(GatewayError::ModelNotAllowed));
-        }
+    if let Some(tenant) = &tenant {
+        model_list::check_body(&route, tenant, model.as_deref(), path_named)
+            .map_err(|e| ctx.fail(e))?;
     }
     ctx.model = model;
     ctx.request_body = Some(body.clone());
@@ -135,6 +162,7 @@ fn asks_for_tokens(path: &str) -> bool {
 enum BodyKind {
     None,
     Json,
+    /// `multipart/form-data`, with the whole `Content-Type` (boundary and all).
     Multipart(String),
     Other,
 }
@@ -156,62 +184,17 @@ fn body_kind(session: &mut Session) -> BodyKind {
     if session.as_downstream_mut().is_body_empty() {
         return BodyKind::None;
     }
-    let mut parts = content_type.split(';');
-    let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime == "application/json" || mime.ends_with("+json") {
         return BodyKind::Json;
     }
     if mime == "multipart/form-data" {
-        let boundary = parts
-            .filter_map(|p| p.trim().strip_prefix("boundary="))
-            .map(|b| b.trim_matches('"').to_string())
-            .next();
-        if let Some(b) = boundary {
-            return BodyKind::Multipart(b);
-        }
+        return BodyKind::Multipart(content_type);
     }
     BodyKind::Other
-}
-
-/// The value of a small text field of a multipart/form-data body.
-fn multipart_field(body: &[u8], boundary: &str, name: &str) -> Option<String> {
-    let delimiter = format!("--{boundary}");
-    let wanted = format!("name=\"{name}\"");
-    let text = body;
-    let mut rest = text;
-    while let Some(start) = find(rest, delimiter.as_bytes()) {
-        rest = &rest[start + delimiter.len()..];
-        let head_end = find(rest, b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
-        let value_start = head_end + 4;
-        let value_len = find(&rest[value_start..], delimiter.as_bytes())?;
-        if head.contains(&wanted) && !head.contains("filename=") {
-            let value = &rest[value_start..value_start + value_len];
-            let value = value.strip_suffix(b"\r\n").unwrap_or(value);
-            return std::str::from_utf8(value)
-                .ok()
-                .map(|v| v.trim().to_string());
-        }
-        rest = &rest[value_start..];
-    }
-    None
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::multipart_field;
-
-    #[test]
-    fn reads_a_multipart_text_field() {
-        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF..name=\"model\"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--XyZ--\r\n";
-        assert_eq!(
-            multipart_field(body, "XyZ", "model").as_deref(),
-            Some("whisper-1")
-        );
-        assert_eq!(multipart_field(body, "XyZ", "language"), None);
-    }
 }

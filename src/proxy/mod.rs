@@ -16,6 +16,7 @@ mod keepalive;
 mod limits;
 mod link;
 mod mask;
+mod model_list;
 mod preread;
 mod record;
 mod retry;
