@@ -431,4 +431,24 @@ mod tests {
             assert!(parse_upstream_url(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn default_model() {
+        let yaml = |m: &str| {
+            format!("routes:\n  - {{prefix: /, upstream: 'http://h', default_model: {m}}}\n")
+        };
+        let env = |_: &str| None;
+        let config = crate::config::parse_bytes(yaml("gpt-4o-mini").as_bytes(), &env).unwrap();
+        assert_eq!(
+            config.routes[0].default_model.as_deref(),
+            Some("gpt-4o-mini")
+        );
+        for bad in ["''", "[a]"] {
+            let problems = crate::config::parse_bytes(yaml(bad).as_bytes(), &env).unwrap_err();
+            assert!(
+                problems.to_string().contains("routes[0].default_model"),
+                "{problems}"
+            );
+        }
+    }
 }

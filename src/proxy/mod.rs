@@ -64,6 +64,7 @@ impl ProxyHttp for LlmProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        route::normalize(session, ctx)?;
         if cors::preflight_or_prepare(&self.gateway, session, ctx).await? {
             return Ok(true);
         }

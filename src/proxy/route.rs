@@ -1,7 +1,8 @@
 //! Route phase (`request_filter`): local endpoints (`/healthz`), then the longest matching route
-//! prefix; the path after the prefix goes onto the base path of each attempt's upstream. The
-//! path is normalised first (`routing::normalize_path`) and the request head rewritten to it, so
-//! that every later phase (limits, cache, logs) sees the path that was routed and forwarded.
+//! prefix; the path after the prefix goes onto the base path of each attempt's upstream. Before
+//! anything else in `request_filter`, the path is normalised (`routing::normalize_path`) and
+//! the request head rewritten to it, so that every phase (cache admin, routing, limits, cache,
+//! logs) sees the path that is routed and forwarded.
 
 use super::ctx::RequestCtx;
 use super::error::{respond, GatewayError};
@@ -12,12 +13,10 @@ use pingora_proxy::Session;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-/// Answer local endpoints or pick the route. `Ok(true)`: a response was sent, stop here.
-pub async fn route_request(
-    gateway: &Gateway,
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-) -> pingora_core::Result<bool> {
+/// Rewrite the request head to its normalised path (`routing::normalize_path`), first thing in
+/// `request_filter`, so that every phase — the cache admin endpoints, routing, limits, the
+/// cache, logs — judges the path that is forwarded. 400 for an encoded slash or backslash.
+pub fn normalize(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::Result<()> {
     let normalised = match normalize_path(session.req_header().uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
         Ok(Cow::Owned(path)) => Some(path),
@@ -33,6 +32,16 @@ pub async fn route_request(
         };
         session.req_header_mut().set_uri(uri);
     }
+    Ok(())
+}
+
+/// Answer local endpoints or pick the route (the path is already normalised). `Ok(true)`: a
+/// response was sent, stop here.
+pub async fn route_request(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<bool> {
     let req = session.req_header();
     if req.uri.path() == "/healthz" && req.method == http::Method::GET {
         ctx.status = 200;
