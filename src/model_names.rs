@@ -3,9 +3,10 @@
 //!
 //! - **JSON keys.** serde_json matches `model` exactly; Go's `encoding/json` (Ollama, LocalAI
 //!   and many gateways) matches field names case-insensitively and keeps the *last* match, so
-//!   `{"model":"allowed","MODEL":"denied"}` is two models. [`json_model_key_is_clear`] accepts
-//!   a body only when at most one top-level key is `model` in any ASCII case, spelled exactly
-//!   `model`. (Unicode case folding adds nothing here: only `K` and `S` have non-ASCII folds.)
+//!   `{"model":"allowed","MODEL":"denied"}` is two models, and so is a repeated `model` (serde
+//!   keeps the last, other parsers the first). [`json_model_is_ambiguous`] finds those: more
+//!   than one top-level key that is `model` in any ASCII case, or one spelled otherwise.
+//!   (Unicode case folding adds nothing here: only `K` and `S` have non-ASCII folds.)
 //! - **Paths.** Azure names the deployment (`/openai/deployments/{name}/…`), Gemini and
 //!   Vertex the model (`/v1beta/models/{name}:generateContent`, `…/tunedModels/{name}`), and
 //!   OpenAI's model retrieval `/v1/models/{name}`: [`path_models`] gives those names.
@@ -14,10 +15,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use std::borrow::Cow;
 use std::fmt;
 
-/// Whether the top-level `model` of a JSON object is unambiguous: no second key that equals
-/// `model` ignoring ASCII case, and none spelled other than `model`. Also `false` for what is
-/// not a JSON object.
-pub fn json_model_key_is_clear(body: &[u8]) -> bool {
+/// Whether `body` is a JSON object whose top-level keys name its model ambiguously: a second
+/// key that equals `model` ignoring ASCII case, or one spelled other than `model`. `false` for
+/// what is not a JSON object (that is another error).
+pub fn json_model_is_ambiguous(body: &[u8]) -> bool {
     struct Keys;
     impl<'de> Visitor<'de> for Keys {
         type Value = bool;
@@ -41,7 +42,7 @@ pub fn json_model_key_is_clear(body: &[u8]) -> bool {
     de.deserialize_map(Keys)
         .ok()
         .filter(|_| de.end().is_ok())
-        .unwrap_or(false)
+        .is_some_and(|clear| !clear)
 }
 
 /// A key: `None` when it is not `model` in any case, else whether it is exactly `model`.
@@ -131,9 +132,12 @@ mod tests {
             br#"{"messages":[{"model":"x","MODEL":"y"}]}"#,
             br#"{"modelx":"a","model":"b","xmodel":1}"#,
             br#"{}"#,
+            br#"[{"model":"a","MODEL":"b"}]"#,
+            br#"{"model":"a"} {"model":"b"}"#,
+            b"not json",
         ] {
             assert!(
-                json_model_key_is_clear(clear),
+                !json_model_is_ambiguous(clear),
                 "{}",
                 String::from_utf8_lossy(clear)
             );
@@ -144,12 +148,10 @@ mod tests {
             br#"{"model":"a","model":"b"}"#,
             br#"{"model":"a","mod\u0045l":"b"}"#,
             br#"{"MODEL":"b"}"#,
-            br#"[{"model":"a"}]"#,
-            br#"{"model":"a"} {"model":"b"}"#,
-            b"not json",
+            br#"{"model":"a","x":{"y":1},"MODEL":null}"#,
         ] {
             assert!(
-                !json_model_key_is_clear(ambiguous),
+                json_model_is_ambiguous(ambiguous),
                 "{}",
                 String::from_utf8_lossy(ambiguous)
             );

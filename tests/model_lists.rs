@@ -273,7 +273,11 @@ async fn json_model_keys_that_decoders_merge_are_refused() {
     ] {
         for key in ["fk-free", "fk-gold"] {
             let (status, err) = post(&gw, path, key, "application/json", body).await;
-            assert_eq!(status, 400, "{key} {body}: {err}");
+            assert_eq!(
+                (status, error_code(&err).as_str()),
+                (400, "ambiguous_model"),
+                "{key} {body}"
+            );
         }
     }
     assert_eq!(up.request_count(), 0);

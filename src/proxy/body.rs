@@ -16,7 +16,7 @@ use super::link::Link;
 use super::model_list;
 use super::preread;
 use crate::config::RouteKind;
-use crate::model_names::json_model_key_is_clear;
+use crate::model_names::json_model_is_ambiguous;
 use crate::openai::{with_include_usage, RequestInfo};
 use crate::state::Gateway;
 use bytes::BytesMut;
@@ -99,7 +99,7 @@ pub async fn read_body(
         _ => match RequestInfo::parse(&body).filter(|i| i.model.is_some() || !has_odd_model(&body))
         {
             // `MODEL` next to `model`: a case-insensitive decoder upstream may take either.
-            Some(_) if !json_model_key_is_clear(&body) => {
+            Some(_) if json_model_is_ambiguous(&body) => {
                 return Err(ctx.fail(GatewayError::AmbiguousModel))
             }
             Some(info) => {
@@ -121,6 +121,10 @@ pub async fn read_body(
             }
             // A general route reads JSON only for its cache key; any JSON is fine there.
             None if !openai && !restricted => None,
+            // A repeated `model` makes serde give up too; say why.
+            None if json_model_is_ambiguous(&body) => {
+                return Err(ctx.fail(GatewayError::AmbiguousModel))
+            }
             None => return Err(ctx.fail(GatewayError::InvalidJson)),
         },
     };
