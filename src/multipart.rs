@@ -13,8 +13,9 @@
 //!   unescaping — wherever it sits, inside a file or not.
 //!
 //! Both must count the same, at most one; any `name*` parameter (RFC 2231, which some parsers
-//! decode and others ignore), a second `boundary` in the content type, or a body multer does
-//! not parse is [`Ambiguous`]. The lexical pass over-approximates on purpose: a file or prompt
+//! decode and others ignore), a second `boundary` in the content type, a `model` part with a
+//! `Content-Transfer-Encoding` (Go decodes quoted-printable), or a body multer does not parse
+//! is [`Ambiguous`]. The lexical pass over-approximates on purpose: a file or prompt
 //! that contains the text `name="model"` is refused too, which only costs a tenant with a model
 //! list that rare upload.
 
@@ -62,6 +63,11 @@ fn parsed_model_values(boundary: String, body: Bytes) -> Result<Vec<String>, Amb
         let is_model = field
             .name()
             .is_some_and(|n| n.eq_ignore_ascii_case("model"));
+        // Go's reader decodes a quoted-printable part (`whisper=2D2` is `whisper-2`); multer
+        // does not. A model field has no business being encoded.
+        if is_model && field.headers().contains_key("content-transfer-encoding") {
+            return Err(Ambiguous);
+        }
         let mut value = Vec::new();
         loop {
             let chunk = field.chunk().now_or_never().ok_or(Ambiguous)?;
@@ -269,6 +275,11 @@ mod tests {
         ] {
             assert_eq!(model_field(ct, ok.clone()), Err(Ambiguous), "{ct}");
         }
+        let encoded = form(&[(
+            "Content-Disposition: form-data; name=\"model\"\r\nContent-Transfer-Encoding: quoted-printable",
+            "whisper=2D2",
+        )]);
+        assert_eq!(model_field(CT, encoded), Err(Ambiguous));
         let long = "m".repeat(MAX_MODEL_LEN + 1);
         let body = form(&[("Content-Disposition: form-data; name=\"model\"", &long)]);
         assert_eq!(model_field(CT, body), Err(Ambiguous));
