@@ -32,7 +32,7 @@ const ALLOW_METHODS: HeaderValue =
     HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS");
 /// Response headers the OpenAI-style SDKs read: request ids, processing time, rate limits.
 const EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static(
-    "x-request-id, openai-processing-ms, openai-model, openai-organization, \
+    "x-request-id, x-upstream-request-id, openai-processing-ms, openai-model, openai-organization, \
      x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, \
      x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, \
      retry-after",

@@ -5,6 +5,7 @@
 //! module per Pingora phase; pure logic (config, routing) never sees a Pingora type.
 
 pub mod access;
+pub mod admin;
 pub mod banner;
 pub mod cache_key;
 pub mod cache_store;
@@ -15,11 +16,13 @@ pub mod convert;
 pub mod cors;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod model_names;
 pub mod multipart;
 pub mod openai;
 pub mod proxy;
 pub mod redis_conn;
+pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod sse;

@@ -50,6 +50,9 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let listen = gateway.config.server.listen.clone();
+    if let Some(admin) = admin_listener(&gateway.config, options)? {
+        server.add_service(crate::admin::service(Arc::clone(&gateway), admin));
+    }
     let mut service = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         LlmProxy { gateway },
@@ -164,6 +167,40 @@ fn flush(chat_log: Option<&crate::chatlog::ChatLog>) {
     {
         Ok(rt) => rt.block_on(log.flush_and_stop()),
         Err(e) => log::error!("chat log: cannot flush on exit: {e}"),
+    }
+}
+
+/// The admin service's address, once we know it can be bound. Pingora binds listeners inside
+/// a service task, where a failure is a panic that leaves the service silently absent; trying
+/// the address here turns that into a clear answer: refuse to start when the operator chose the
+/// address, or carry on without metrics (with a warning) when the default port is taken (a
+/// second gateway on the same host). A new process of a graceful upgrade (`-u`) skips the
+/// check: the old process holds the socket and hands it over.
+fn admin_listener(
+    config: &Config,
+    options: &ProcessOptions,
+) -> Result<Option<std::net::SocketAddr>, Problems> {
+    let Some(addr) = config.admin.listen else {
+        return Ok(None);
+    };
+    if options.upgrade {
+        return Ok(Some(addr));
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(Some(addr)),
+        Err(e) if addr == crate::config::DEFAULT_ADMIN_LISTEN => {
+            log::warn!("admin listener: cannot bind {addr} ({e}); /metrics is off. Set admin.listen to another address, or admin.enabled: false");
+            Ok(None)
+        }
+        Err(e) => {
+            let mut p = Problems::default();
+            p.add(
+                "admin.listen",
+                Some(addr.to_string()),
+                format!("cannot listen there: {e}"),
+            );
+            Err(p)
+        }
     }
 }
 

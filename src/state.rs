@@ -86,6 +86,10 @@ pub struct Gateway {
     pub draining: Arc<AtomicBool>,
     /// The response cache, when configured.
     pub cache: Option<crate::cache_store::Cache>,
+    /// Every upstream key pool, in config order (metrics read their keys' health).
+    pub pools: Vec<Arc<KeyPool>>,
+    /// Per-request metrics (recorded in `logging`, rendered by the admin service).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Gateway {
@@ -226,6 +230,12 @@ impl Gateway {
             None => None,
         };
         let table = RouteTable::new(routes.iter().map(|r| r.config.prefix.as_str()));
+        let metrics = metrics_for(&config);
+        let pools = config
+            .upstream_keys
+            .iter()
+            .filter_map(|p| pools.get(p.name.as_str()).cloned())
+            .collect();
         Ok(Arc::new(Gateway {
             config,
             routes,
@@ -239,8 +249,36 @@ impl Gateway {
             in_flight: Arc::new(AtomicUsize::new(0)),
             draining: Arc::new(AtomicBool::new(false)),
             cache,
+            pools,
+            metrics,
         }))
     }
+}
+
+/// The metrics' fixed label values: route prefixes, upstream names, and every model name the
+/// config mentions (upstream model lists, fallbacks, tenants' allow-lists).
+fn metrics_for(config: &Config) -> crate::metrics::Metrics {
+    let routes = config.routes.iter().map(|r| {
+        let ups = r.upstreams.iter().map(|u| u.name.clone()).collect();
+        (r.prefix.clone(), ups)
+    });
+    let mut models: Vec<&str> = Vec::new();
+    for r in &config.routes {
+        for u in &r.upstreams {
+            models.extend(u.models.iter().flatten().map(|(name, _)| name.as_str()));
+        }
+        let fb = &r.resilience.fallbacks;
+        models.extend(fb.models.iter().map(String::as_str));
+        models.extend(fb.context_length.iter().map(String::as_str));
+        for (m, list) in &fb.by_model {
+            models.push(m);
+            models.extend(list.iter().map(String::as_str));
+        }
+    }
+    for t in &config.tenants {
+        models.extend(t.models.iter().flatten().map(String::as_str));
+    }
+    crate::metrics::Metrics::new(routes, models)
 }
 
 /// Rules from validated CIDR strings (validation already rejected anything unparsable).

@@ -86,7 +86,9 @@ async fn upstream_status_headers_and_body_come_back() {
         .unwrap();
     assert_eq!(resp.status(), 429);
     let h = resp.headers();
-    assert_eq!(h["x-request-id"], "req-123");
+    // The upstream's own id comes back renamed; `x-request-id` is the gateway's.
+    assert_eq!(h["x-upstream-request-id"], "req-123");
+    assert_eq!(h["x-request-id"].len(), 32);
     assert_eq!(h["retry-after"], "7");
     assert_eq!(h["x-ratelimit-remaining-requests"], "0");
     assert_eq!(h["openai-processing-ms"], "12");

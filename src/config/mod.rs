@@ -7,6 +7,7 @@ mod model;
 mod model_upstream;
 mod problems;
 mod schema;
+mod schema_admin;
 mod schema_auth;
 mod schema_cache;
 mod schema_limits;

@@ -29,6 +29,28 @@ pub struct Config {
     pub log: LogConfig,
     /// The response cache; `None`: off.
     pub cache: Option<super::CacheConfig>,
+    /// The admin listener (`/metrics`).
+    pub admin: AdminConfig,
+}
+
+/// The admin service: a second listener, apart from the proxy's, for `/metrics` (and, later,
+/// the admin API and console).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// `None`: no admin listener (`admin: {enabled: false}`).
+    pub listen: Option<SocketAddr>,
+}
+
+/// Loopback only by default: metrics name routes, upstreams and models.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8001);
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some(DEFAULT_ADMIN_LISTEN),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -426,6 +448,7 @@ impl Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             cache: None,
+            admin: AdminConfig::default(),
         }
     }
 

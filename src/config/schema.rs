@@ -4,7 +4,7 @@
 use super::decode::{Decoder, Node};
 use super::model::*;
 use super::model_upstream::*;
-use super::{schema_auth, schema_cache, schema_limits, schema_upstreams, validate};
+use super::{schema_admin, schema_auth, schema_cache, schema_limits, schema_upstreams, validate};
 use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ const TOP: &[&str] = &[
     "limits",
     "log",
     "cache",
+    "admin",
 ];
 const SERVER: &[&str] = &[
     "listen",
@@ -102,6 +103,9 @@ pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
     }
     if let Some(n) = top.get("cache") {
         config.cache = Some(schema_cache::decode_cache(d, &n, &config.routes));
+    }
+    if let Some(n) = top.get("admin") {
+        config.admin = schema_admin::decode_admin(d, &n, &config.server.listen);
     }
     if d.problems.is_empty() {
         validate::cross_check(&config, &mut d.problems);
@@ -355,7 +359,7 @@ pub fn parse_key_placement(text: &str) -> Result<KeyPlacement, String> {
         })
 }
 
-fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| {
         "expected IP:PORT, e.g. 0.0.0.0:8000 or [::]:8000 (host names are not resolved here)"
             .to_string()

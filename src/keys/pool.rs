@@ -116,6 +116,23 @@ impl PoolKey {
             .map_or(0, |(_, until)| until.saturating_sub(now));
         whole.max(this)
     }
+
+    /// For metrics: 0 in rotation, 1 cooling down after a 429 (for
+    /// every model or some), 2 rejected (out of rotation).
+    pub fn health(&self) -> u8 {
+        if self.disabled.load(Ordering::Relaxed) {
+            2
+        } else if self
+            .cool_until
+            .load(Ordering::Relaxed)
+            .max(self.models_cool_until.load(Ordering::Relaxed))
+            > now_ms()
+        {
+            1
+        } else {
+            0
+        }
+    }
 }
 
 /// What the upstream said about a key.

@@ -107,6 +107,16 @@ pub enum Slot {
 }
 
 impl Limits {
+    /// Calls to the shared (Redis) backend that failed or timed out so far.
+    pub fn backend_errors(&self) -> Option<u64> {
+        match &self.requests {
+            Limiter::Local(_) => None,
+            Limiter::Redis { redis, .. } => {
+                Some(redis.errors.load(std::sync::atomic::Ordering::Relaxed))
+            }
+        }
+    }
+
     /// Take a slot of `bucket` (cluster-wide with the Redis backend); `None`: all taken. A Redis
     /// that does not answer follows `on_backend_error`.
     pub async fn enter(&self, bucket: &str, max: u32) -> Option<Option<Slot>> {
@@ -119,6 +129,9 @@ impl Limits {
                 Ok(true) => Some(Some(Slot::Shared(bucket.to_string()))),
                 Ok(false) => None,
                 Err(e) => {
+                    redis
+                        .errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log::warn!("concurrency limiter backend unavailable ({e}); policy: {policy:?}");
                     (*policy == OnBackendError::Allow).then_some(None)
                 }
@@ -130,6 +143,9 @@ impl Limits {
     pub async fn leave(&self, slot: Slot) {
         if let (Slot::Shared(bucket), Limiter::Redis { redis, .. }) = (slot, &self.requests) {
             if let Err(e) = redis.leave(&bucket).await {
+                redis
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 log::warn!("concurrency slot not given back (limiter backend: {e}); it expires with its key");
             }
         }
@@ -143,6 +159,9 @@ impl Limiter {
             Limiter::Local(l) => l.adjust(bucket, spec, delta),
             Limiter::Redis { redis, .. } => {
                 if let Err(e) = redis.adjust(bucket, spec, delta).await {
+                    redis
+                        .errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log::warn!("token settlement lost (limiter backend: {e})");
                 }
             }
@@ -169,6 +188,9 @@ impl Limiter {
             Limiter::Redis { redis, policy } => match redis.check(bucket, spec, n).await {
                 Ok(d) => Verdict::Decided(d),
                 Err(e) => {
+                    redis
+                        .errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log::warn!("rate limiter backend unavailable ({e}); policy: {policy:?}");
                     Verdict::BackendDown {
                         allowed: *policy == OnBackendError::Allow,

@@ -91,6 +91,8 @@ pub struct RedisLimiter {
     enter: Script,
     leave: Script,
     prefix: String,
+    /// Calls that failed or timed out (metrics: `llm_forward_redis_errors_total`).
+    pub errors: std::sync::atomic::AtomicU64,
 }
 
 impl RedisLimiter {
@@ -102,6 +104,7 @@ impl RedisLimiter {
             enter: Script::new(ENTER),
             leave: Script::new(LEAVE),
             prefix: "llmf:rl:".into(),
+            errors: Default::default(),
         })
     }
 

@@ -178,6 +178,19 @@ impl Attempts {
         self.candidates.get(self.current)
     }
 
+    /// Whether the current candidate is a fallback (not the plan's first): another model, or
+    /// the same model on another upstream.
+    pub fn fallback(&self) -> Option<crate::metrics::Fallback> {
+        let (first, now) = (self.candidates.first()?, self.current()?);
+        if self.current == 0 {
+            None
+        } else if first.model != now.model {
+            Some(crate::metrics::Fallback::Model)
+        } else {
+            Some(crate::metrics::Fallback::Upstream)
+        }
+    }
+
     /// Time left of the total budget (`None`: unbounded).
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(now))

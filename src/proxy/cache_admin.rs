@@ -64,7 +64,8 @@ pub async fn serve(
     };
     ctx.status = status;
     let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-    respond(session, status, Some(body), &[]).await?;
+    let id: Vec<_> = super::request_id::header(ctx).into_iter().collect();
+    respond(session, status, Some(body), &id).await?;
     Ok(true)
 }
 

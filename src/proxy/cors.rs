@@ -20,10 +20,11 @@ pub async fn preflight_or_prepare(
     };
     let req = session.req_header();
     if CorsPolicy::is_preflight(&req.method, &req.headers) {
-        let (status, headers) = match policy.preflight(&req.headers) {
+        let (status, mut headers) = match policy.preflight(&req.headers) {
             Some(h) => (204, h),
             None => (403, Vec::new()),
         };
+        headers.extend(super::request_id::header(ctx));
         ctx.status = status;
         respond(session, status, None, &headers).await?;
         return Ok(true);

@@ -31,8 +31,9 @@ impl Drop for InFlight {
 pub struct RequestCtx {
     /// When the request head was read (set by `new_ctx`).
     pub started: Instant,
-    /// A random id for logs and chat-log records.
-    pub request_id: u64,
+    /// This request's id: a trusted proxy's `X-Request-Id`, else a random one (request-id
+    /// phase, `early_request_filter`). In logs, chat-log records, headers and error messages.
+    pub request_id: crate::request_id::RequestId,
     /// The client's address, after trusted proxies (access phase, `early_request_filter`).
     pub client_ip: Option<IpAddr>,
     /// The matched route (route phase, `request_filter`).
@@ -114,6 +115,8 @@ pub struct RequestCtx {
     pub status: u16,
     /// The response cache's view of the request (body and cache phases).
     pub cache: super::cache::CacheCtx,
+    /// Holds a place in the streams-in-flight gauge while an SSE answer is sent (`response_filter`).
+    pub stream_guard: Option<crate::metrics::StreamGuard>,
     _in_flight: InFlight,
 }
 
@@ -122,7 +125,7 @@ impl RequestCtx {
         RequestCtx {
             _in_flight: InFlight::enter(in_flight),
             started: Instant::now(),
-            request_id: rand::random(),
+            request_id: crate::request_id::RequestId::generate(),
             client_ip: None,
             route: None,
             tenant: None,
@@ -159,6 +162,7 @@ impl RequestCtx {
             error: None,
             status: 0,
             cache: Default::default(),
+            stream_guard: None,
         }
     }
 }

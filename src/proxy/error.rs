@@ -172,9 +172,20 @@ impl GatewayError {
     }
 
     pub fn body(self) -> Bytes {
+        self.body_with_message(self.message())
+    }
+
+    /// The body of an answer to request `request_id`: OpenAI's shape has no field for it, so
+    /// it ends the message, `… (request id: <id>)`, where people reading errors look (SDKs
+    /// show the message; the `x-request-id` header carries it too).
+    pub fn body_for(self, request_id: &str) -> Bytes {
+        self.body_with_message(&format!("{} (request id: {request_id})", self.message()))
+    }
+
+    fn body_with_message(self, message: &str) -> Bytes {
         let body = serde_json::json!({
             "error": {
-                "message": self.message(),
+                "message": message,
                 "type": self.kind(),
                 "param": null,
                 "code": self.code(),

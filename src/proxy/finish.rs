@@ -48,7 +48,9 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     }
     let mut headers: Vec<_> = ctx.cors.take().unwrap_or_default().into_iter().collect();
     headers.extend(super::limits::headers(ctx));
-    if let Err(write_err) = respond(session, status, Some(error.body()), &headers).await {
+    headers.extend(super::request_id::header(ctx));
+    let body = error.body_for(ctx.request_id.as_str());
+    if let Err(write_err) = respond(session, status, Some(body), &headers).await {
         log::debug!("could not send the error response: {write_err}");
     }
     FailToProxy {
@@ -76,7 +78,7 @@ async fn stream_error_event(session: &mut Session, ctx: &RequestCtx) {
     let error = GatewayError::StreamInterrupted;
     let mut event = Vec::with_capacity(256);
     event.extend_from_slice(b"\n\ndata: ");
-    event.extend_from_slice(&error.body());
+    event.extend_from_slice(&error.body_for(ctx.request_id.as_str()));
     event.extend_from_slice(b"\n\n");
     if let Err(e) = session
         .write_response_body(Some(bytes::Bytes::from(event)), false)
@@ -94,6 +96,7 @@ pub async fn finish(
     ctx: &mut RequestCtx,
 ) {
     restore_session(session, ctx).await;
+    let limit_decisions = super::observe::limit_decisions(ctx);
     // The slot goes back first: nothing after this concerns the client any more.
     super::limits::release(gateway, ctx).await;
     let chat_logged = ctx.route.as_ref().is_some_and(|r| r.chat_log) && gateway.chat_log.is_some();
@@ -129,6 +132,7 @@ pub async fn finish(
     if gateway.config.log.print_chat && ctx.request_info.is_some() {
         super::record::print_chat(ctx, outcome.as_ref());
     }
+    super::observe::record(gateway, session, e, ctx, outcome.as_ref(), limit_decisions);
     access_log(session, e, ctx, outcome.as_ref());
 }
 
@@ -209,6 +213,12 @@ pub fn access_log(
         ),
         None => "-".to_string(),
     };
+    // The upstream's own id, as `request_id::to_client` renamed it (a log field: no spaces).
+    let upstream_id = session
+        .response_written()
+        .and_then(|r| r.headers.get(&super::request_id::X_UPSTREAM_REQUEST_ID))
+        .and_then(|v| crate::request_id::RequestId::accept(v.as_bytes()))
+        .map_or_else(|| "-".to_string(), |id| id.to_string());
     let result = match (ctx.error, e) {
         (Some(err), _) => err.code(),
         (None, Some(_)) => "aborted",
@@ -216,7 +226,7 @@ pub fn access_log(
     };
     log::info!(
         target: "access",
-        "{} {} status={} route={} client={} key={} model={} upstream={} answered_by={} attempts={} sent={} ms={:.1} ttft_ms={} tokens={} cache={} outcome={}",
+        "{} {} status={} route={} client={} key={} model={} upstream={} answered_by={} attempts={} sent={} ms={:.1} ttft_ms={} tokens={} cache={} outcome={} request_id={} upstream_request_id={}",
         req.method,
         req.uri.path(),
         status,
@@ -235,6 +245,8 @@ pub fn access_log(
         tokens,
         super::cache::label(ctx),
         result,
+        ctx.request_id,
+        upstream_id,
     );
 }
 

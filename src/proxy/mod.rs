@@ -17,8 +17,10 @@ mod limits;
 mod link;
 mod mask;
 mod model_list;
+mod observe;
 mod preread;
 mod record;
+mod request_id;
 mod retry;
 mod route;
 mod stream;
@@ -59,6 +61,7 @@ impl ProxyHttp for LlmProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         auth::hide_credentials(session.req_header_mut());
+        request_id::assign(&self.gateway, session, ctx);
         keepalive::close_when_draining(&self.gateway, session);
         access::check_client(&self.gateway, session, ctx)
     }
@@ -145,7 +148,8 @@ impl ProxyHttp for LlmProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forward::upstream_request(ctx, upstream_request)
+        forward::upstream_request(ctx, upstream_request)?;
+        request_id::to_upstream(ctx, upstream_request)
     }
 
     async fn upstream_response_filter(
@@ -185,6 +189,8 @@ impl ProxyHttp for LlmProxy {
         for (name, value) in limits::headers(ctx) {
             response.insert_header(name, value)?;
         }
+        request_id::to_client(ctx, response)?;
+        observe::on_response(&self.gateway, response, ctx);
         Ok(())
     }
 

@@ -29,7 +29,7 @@ pub fn endpoint(path: &str) -> Option<&'static str> {
 #[derive(Serialize)]
 struct ChatRecord<'a> {
     time: String,
-    request_id: String,
+    request_id: &'a str,
     route: &'a str,
     client_ip: Option<String>,
     key_id: Option<&'a str>,
@@ -99,7 +99,7 @@ pub fn chat_record(
     let text = |s: &'_ str| (messages && !s.is_empty()).then_some(());
     let record = ChatRecord {
         time: crate::chatlog::rfc3339_utc(now_ms),
-        request_id: format!("{:016x}", ctx.request_id),
+        request_id: ctx.request_id.as_str(),
         route: &route.config.prefix,
         client_ip: ctx.client_ip.map(|ip| ip.to_string()),
         key_id: ctx.key_id.as_deref(),

@@ -46,8 +46,9 @@ pub async fn route_request(
     if req.uri.path() == "/healthz" && req.method == http::Method::GET {
         ctx.status = 200;
         // openai-forward answers the JSON string "OK"; health checkers rely on it.
-        let cors = ctx.cors.take().unwrap_or_default();
-        respond(session, 200, Some(Bytes::from_static(b"\"OK\"")), &cors).await?;
+        let mut headers: Vec<_> = ctx.cors.take().unwrap_or_default().into_iter().collect();
+        headers.extend(super::request_id::header(ctx));
+        respond(session, 200, Some(Bytes::from_static(b"\"OK\"")), &headers).await?;
         return Ok(true);
     }
     let uri = &session.req_header().uri;

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// A running gateway; dropping it shuts the server down and joins its threads.
 pub struct GatewayGuard {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`), on its own free port unless the test turned it off.
+    pub admin: Option<SocketAddr>,
     _running: RunningGateway,
     _dir: tempfile::TempDir,
 }
@@ -21,6 +23,11 @@ pub struct GatewayGuard {
 impl GatewayGuard {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self.admin.expect("the admin listener is on");
+        format!("http://{admin}{path}")
     }
 }
 
@@ -64,6 +71,12 @@ pub async fn start_gateway_with(mut config: Config) -> GatewayGuard {
     let dir = tempfile::tempdir().expect("tempdir");
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     config.server.listen = vec![addr];
+    // Never the default 127.0.0.1:8001: tests run in parallel.
+    let admin = config
+        .admin
+        .listen
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
+    config.admin.listen = admin;
     config.server.threads = 1;
     // Pingora's per-thread runtimes find their handles through a `thread_local::ThreadLocal`
     // whose slots outlive their threads: a second server started in the same process after a
@@ -78,8 +91,12 @@ pub async fn start_gateway_with(mut config: Config) -> GatewayGuard {
     config.server.upgrade_sock = dir.path().join("upgrade.sock").display().to_string();
     let running = spawn(config).unwrap_or_else(|p| panic!("gateway did not start:\n{p}"));
     wait_listening(addr).await;
+    if let Some(admin) = admin {
+        wait_listening(admin).await;
+    }
     GatewayGuard {
         addr,
+        admin,
         _running: running,
         _dir: dir,
     }

@@ -62,11 +62,13 @@ pub fn gateway_command(cwd: &Path) -> Command {
 }
 
 /// A `server:` section listening on 127.0.0.1:`port`, its pid file and upgrade socket in
-/// `dir` (so parallel tests never share them), plus `extra` lines (indented two spaces).
+/// `dir` (so parallel tests never share them), plus `extra` lines (indented two spaces); then an
+/// `admin:` section on a free port of its own (never the shared default 127.0.0.1:8001).
 pub fn server_yaml(dir: &Path, port: u16, extra: &str) -> String {
     format!(
-        "server:\n  listen: ['127.0.0.1:{port}']\n  pid_file: '{}'\n  upgrade_sock: '{}'\n{extra}",
+        "server:\n  listen: ['127.0.0.1:{port}']\n  pid_file: '{}'\n  upgrade_sock: '{}'\n{extra}admin:\n  listen: '127.0.0.1:{}'\n",
         dir.join("pid").display(),
         dir.join("upgrade.sock").display(),
+        super::free_port(),
     )
 }

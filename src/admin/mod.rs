@@ -1,0 +1,91 @@
+//! The admin service: a second Pingora service on its own listener (`admin.listen`, loopback by
+//! default), apart from the proxy port, so that scraping or administering never competes with
+//! client traffic for a route prefix and is never reachable through the proxy's port.
+//!
+//! A request is routed here by method and exact path, one line per endpoint in [`route`]; each
+//! endpoint lives in its own module and answers a whole [`Response`]. Today: `GET /metrics`
+//! (Prometheus) and `GET /healthz`. There is no authentication: bind it to loopback or a private
+//! network (the README says so).
+
+pub mod metrics;
+
+use crate::state::Gateway;
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use std::sync::Arc;
+
+pub struct AdminApp {
+    pub gateway: Arc<Gateway>,
+}
+
+/// Which endpoint answers `method path`.
+enum Endpoint {
+    Metrics,
+    Health,
+}
+
+fn route(method: &Method, path: &str) -> Result<Endpoint, StatusCode> {
+    let endpoint = match path {
+        "/metrics" => Endpoint::Metrics,
+        "/healthz" => Endpoint::Health,
+        _ => return Err(StatusCode::NOT_FOUND),
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return Err(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    Ok(endpoint)
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let answer = match route(&req.method, req.uri.path()) {
+            Ok(Endpoint::Metrics) => metrics::serve(&self.gateway).await,
+            Ok(Endpoint::Health) => text(StatusCode::OK, "text/plain", b"OK\n".to_vec()),
+            Err(status) => {
+                let body = format!("{}\n", status.canonical_reason().unwrap_or("error"));
+                text(status, "text/plain", body.into_bytes())
+            }
+        };
+        if session.req_header().method == Method::HEAD {
+            let (parts, _) = answer.into_parts();
+            return Response::from_parts(parts, Vec::new());
+        }
+        answer
+    }
+}
+
+/// A complete answer with its length (the app writes the body in one piece).
+pub fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let len = resp.body().len();
+    let headers = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
+    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// The Pingora service for `addr`, ready to add to the server.
+pub fn service(
+    gateway: Arc<Gateway>,
+    addr: std::net::SocketAddr,
+) -> pingora_core::services::listening::Service<AdminApp> {
+    let mut service = pingora_core::services::listening::Service::new(
+        "llm-forward admin".into(),
+        AdminApp { gateway },
+    );
+    // Scrapes are rare and cheap: one thread, whatever the proxy runs with.
+    service.threads = Some(1);
+    service.add_tcp(&addr.to_string());
+    service
+}

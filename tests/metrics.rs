@@ -1,0 +1,337 @@
+//! Prometheus metrics on the admin listener: exact values after known traffic, the listener
+//! apart from the proxy port, and label values that never carry a key or a client address.
+
+mod common;
+
+use common::mock::{Behavior, MockUpstream};
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// `/metrics` once every request has been recorded (`logging` runs after the client has its
+/// answer, so a scrape right after a response could miss it: wait for nothing in flight).
+async fn scrape(gw: &GatewayGuard) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = client().get(gw.admin_url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+        let text = resp.text().await.unwrap();
+        if value(&text, "llm_forward_requests_in_flight") == Some(0.0) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "requests stay in flight:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of the sample written exactly `series` (name and labels).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+fn expect(text: &str, series: &str, want: f64) {
+    assert_eq!(value(text, series), Some(want), "{series} in\n{text}");
+}
+
+#[tokio::test]
+async fn metrics_count_known_traffic_exactly() {
+    let up = MockUpstream::start().await;
+    let broken = MockUpstream::start().await;
+    broken.set_behavior(Behavior::Json {
+        status: 500,
+        headers: vec![],
+        body: json!({"error": {"message": "boom", "type": "server_error", "param": null, "code": null}}),
+    });
+    let yaml = format!(
+        r#"
+routes:
+  - {{prefix: /openai, upstreams: [{{url: '{0}', name: mock}}]}}
+  - {{prefix: /broken, upstreams: [{{url: '{1}', name: bad}}], retry: {{retries: 0, backoff: 1ms}}}}
+  - {{prefix: /cached, upstreams: [{{url: '{0}', name: mock}}]}}
+  - {{prefix: /limited, upstreams: [{{url: '{0}', name: mock}}]}}
+cache:
+  backend: memory
+  default: true
+  routes: [{{route: /cached}}]
+limits:
+  rules:
+    - {{route: /limited, requests: "1/minute"}}
+"#,
+        up.url(),
+        broken.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let c = client();
+    let chat = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        let r = c
+            .post(gw.url("/openai/v1/chat/completions"))
+            .json(&chat)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    // A model nobody configured, answered with an error: never becomes a label.
+    let junk = json!({"model": "junk-model-x", "messages": []});
+    let r = c
+        .post(gw.url("/broken/v1/chat/completions"))
+        .json(&junk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    r.bytes().await.unwrap();
+    let stream =
+        json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = c
+        .post(gw.url("/openai/v1/chat/completions"))
+        .json(&stream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(String::from_utf8_lossy(&r.bytes().await.unwrap()).contains("[DONE]"));
+    let emb = json!({"model": "emb", "input": "x"});
+    for want in ["MISS", "HIT"] {
+        let r = c
+            .post(gw.url("/cached/v1/embeddings"))
+            .json(&emb)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-cache"], want);
+        r.bytes().await.unwrap();
+    }
+    for want in [200, 429] {
+        let r = c.get(gw.url("/limited/v1/models")).send().await.unwrap();
+        assert_eq!(r.status(), want);
+        r.bytes().await.unwrap();
+    }
+    let text = scrape(&gw).await;
+
+    let req = |route: &str, class: &str, outcome: &str| {
+        format!("llm_forward_requests_total{{route=\"{route}\",status_class=\"{class}\",outcome=\"{outcome}\"}}")
+    };
+    expect(&text, &req("/openai", "2xx", "ok"), 4.0);
+    expect(&text, &req("/broken", "5xx", "upstream_error"), 1.0);
+    expect(&text, &req("/cached", "2xx", "ok"), 2.0);
+    expect(&text, &req("/limited", "2xx", "ok"), 1.0);
+    expect(&text, &req("/limited", "4xx", "rate_limit_exceeded"), 1.0);
+    assert_eq!(
+        text.matches("llm_forward_requests_total{").count(),
+        5,
+        "{text}"
+    );
+    expect(
+        &text,
+        "llm_forward_retries_total{route=\"/broken\"}",
+        broken.request_count() as f64 - 1.0,
+    );
+    expect(&text, "llm_forward_retries_total{route=\"/openai\"}", 0.0);
+
+    let series = "route=\"/openai\",upstream=\"mock\",model=\"gpt-4o\"";
+    expect(
+        &text,
+        &format!("gen_ai_server_request_duration_seconds_count{{{series}}}"),
+        4.0,
+    );
+    // Only the stream has a time to first token (and, with 3 output tokens, a time per token).
+    expect(
+        &text,
+        &format!("gen_ai_server_time_to_first_token_seconds_count{{{series}}}"),
+        1.0,
+    );
+    expect(
+        &text,
+        &format!("gen_ai_server_time_per_output_token_seconds_count{{{series}}}"),
+        1.0,
+    );
+    // The mock reports 10 input and 3 output tokens per answer, the stream included.
+    expect(
+        &text,
+        &format!("llm_forward_tokens_total{{{series},type=\"input\",estimated=\"false\"}}"),
+        40.0,
+    );
+    expect(
+        &text,
+        &format!("llm_forward_tokens_total{{{series},type=\"output\",estimated=\"false\"}}"),
+        12.0,
+    );
+    expect(
+        &text,
+        &format!("gen_ai_client_token_usage_sum{{{series},gen_ai_token_type=\"output\"}}"),
+        12.0,
+    );
+    expect(
+        &text,
+        &format!("gen_ai_client_token_usage_count{{{series},gen_ai_token_type=\"input\"}}"),
+        4.0,
+    );
+    expect(
+        &text,
+        &format!(
+            "gen_ai_client_token_usage_bucket{{{series},gen_ai_token_type=\"input\",le=\"16\"}}"
+        ),
+        4.0,
+    );
+    expect(
+        &text,
+        &format!(
+            "gen_ai_client_token_usage_bucket{{{series},gen_ai_token_type=\"input\",le=\"4\"}}"
+        ),
+        0.0,
+    );
+
+    assert!(!text.contains("junk-model-x"), "{text}");
+    expect(
+        &text,
+        "gen_ai_server_request_duration_seconds_count{route=\"/broken\",upstream=\"bad\",model=\"other\"}",
+        1.0,
+    );
+    // The hit is filed under the cache, the miss under the upstream that answered it.
+    expect(
+        &text,
+        "gen_ai_server_request_duration_seconds_count{route=\"/cached\",upstream=\"cache\",model=\"emb\"}",
+        1.0,
+    );
+    expect(
+        &text,
+        "gen_ai_server_request_duration_seconds_count{route=\"/cached\",upstream=\"mock\",model=\"emb\"}",
+        1.0,
+    );
+    expect(
+        &text,
+        "llm_forward_cache_requests_total{route=\"/cached\",result=\"hit\"}",
+        1.0,
+    );
+    expect(
+        &text,
+        "llm_forward_cache_requests_total{route=\"/cached\",result=\"miss\"}",
+        1.0,
+    );
+    assert!(
+        value(
+            &text,
+            "llm_forward_cache_hit_bytes_total{route=\"/cached\"}"
+        )
+        .unwrap()
+            > 0.0
+    );
+    expect(&text, "llm_forward_cache_stored_total", 1.0);
+    expect(&text, "llm_forward_cache_entries", 1.0);
+    let limited = |d: &str| {
+        format!("llm_forward_limiter_decisions_total{{route=\"/limited\",kind=\"requests\",decision=\"{d}\"}}")
+    };
+    expect(&text, &limited("allowed"), 1.0);
+    expect(&text, &limited("denied"), 1.0);
+    expect(&text, "llm_forward_streams_in_flight", 0.0);
+    expect(
+        &text,
+        "llm_forward_upstream_breaker_state{route=\"/broken\",upstream=\"bad\"}",
+        0.0,
+    );
+}
+
+#[tokio::test]
+async fn the_admin_listener_is_not_the_proxy_port() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&one_route("/openai", &up.url(), "")).await;
+    assert_ne!(gw.admin, Some(gw.addr));
+    let r = client().get(gw.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the proxy port must not serve metrics");
+    let r = client()
+        .get(gw.admin_url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the admin port must not proxy");
+    assert_eq!(up.request_count(), 0);
+    let r = client().get(gw.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .post(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+#[tokio::test]
+async fn the_admin_listener_can_be_turned_off() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&format!(
+        "{}admin: {{enabled: false}}\n",
+        one_route("/", &up.url(), "")
+    ))
+    .await;
+    assert_eq!(gw.admin, None);
+}
+
+#[tokio::test]
+async fn metrics_name_no_key_and_no_client_address() {
+    let up = MockUpstream::start().await;
+    let yaml = format!(
+        r#"
+access: {{trusted_proxies: ['127.0.0.1/32']}}
+upstream_keys:
+  main: [{{key: sk-live-POOLKEY-0001-abcdef, name: primary}}, {{key: sk-live-POOLKEY-0002-fedcba}}]
+tenants: {{t: {{models: [gpt-4o]}}}}
+forward_keys:
+  - {{key: fk-FORWARD-alice-123456, tenant: t, name: alice}}
+routes:
+  - {{prefix: /, upstreams: [{{url: '{}', name: mock}}], auth: {{pool: main}}}}
+"#,
+        up.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let c = client();
+    for (key, model) in [
+        ("fk-FORWARD-alice-123456", "gpt-4o"),
+        ("fk-FORWARD-alice-123456", "sk-live-POOLKEY-0001-abcdef"),
+        ("sk-not-a-forward-key-999", "gpt-4o"),
+    ] {
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-forwarded-for", "203.0.113.77")
+            .json(&json!({"model": model, "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap();
+    }
+    let text = scrape(&gw).await;
+    for secret in [
+        "sk-live-POOLKEY",
+        "fk-FORWARD",
+        "sk-not-a-forward",
+        "203.0.113.77",
+        "alice",
+    ] {
+        assert!(!text.contains(secret), "{secret} in\n{text}");
+    }
+    expect(
+        &text,
+        "llm_forward_upstream_key_state{pool=\"main\",key=\"primary\"}",
+        0.0,
+    );
+    assert_eq!(
+        text.matches("llm_forward_upstream_key_state{pool=\"main\",key=\"k-")
+            .count(),
+        1
+    );
+    expect(
+        &text,
+        "llm_forward_requests_total{route=\"/\",status_class=\"4xx\",outcome=\"invalid_api_key\"}",
+        1.0,
+    );
+}
