@@ -12,6 +12,9 @@ pub fn render(config: &Config) -> String {
     for addr in &config.server.listen {
         let _ = writeln!(out, "  listening   http://{addr}");
     }
+    if let Some(admin) = config.admin.listen {
+        let _ = writeln!(out, "  admin       http://{admin}/metrics");
+    }
     let _ = writeln!(out, "  routes");
     let width = config
         .routes
@@ -84,6 +87,7 @@ mod tests {
     fn banner_names_every_route() {
         let text = super::render(&crate::config::Config::default());
         assert!(text.contains("http://0.0.0.0:8000"));
+        assert!(text.contains("admin       http://127.0.0.1:8001/metrics"));
         assert!(text.contains("/  ->  https://api.openai.com  [openai]  keys: client's own"));
     }
 }

@@ -1,6 +1,6 @@
 //! No key material in anything the gateway writes: its logs at the most verbose level, its
-//! error bodies, its responses, its cache files — across successes, refusals, key rotation,
-//! upstream faults, cache hits and the cache's admin interface.
+//! error bodies, its responses, its metrics, its cache files — across successes, refusals, key
+//! rotation, upstream faults, cache hits and the cache's admin interface.
 
 mod common;
 
@@ -24,12 +24,14 @@ async fn no_secret_appears_in_logs_errors_or_responses() {
     let dead = refused_addr();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let admin = free_port();
     let config = dir.path().join("c.yaml");
     std::fs::write(
         &config,
         format!(
             r#"
 server: {{listen: ['127.0.0.1:{port}'], threads: 1, grace_period: 0s}}
+admin: {{listen: '127.0.0.1:{admin}'}}
 upstream_keys:
   main: [{{key: "${{LF_TEST_UP1}}"}}, {{key: "${{LF_TEST_UP2}}", name: second}}]
   fresh: [{{key: "${{LF_TEST_UP2}}"}}]
@@ -125,6 +127,20 @@ cache:
         seen_by_client.push_str(&format!("{:?}", resp.headers()));
         seen_by_client.push_str(&resp.text().await.unwrap());
     }
+    // The metrics, after all that traffic (key health included).
+    let metrics = c
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("llm_forward_upstream_key_state{pool=\"main\",key=\"second\"}"),
+        "{metrics}"
+    );
+    seen_by_client.push_str(&metrics);
     let child = child.0.take().unwrap();
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

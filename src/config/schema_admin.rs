@@ -38,3 +38,41 @@ pub fn decode_admin(d: &mut Decoder<'_>, node: &Node<'_>, proxy: &[SocketAddr]) 
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse_bytes, DEFAULT_ADMIN_LISTEN};
+
+    fn parse(admin: &str) -> Result<crate::config::Config, String> {
+        let yaml = format!("routes: [{{prefix: /, upstream: 'http://127.0.0.1:9'}}]\n{admin}");
+        parse_bytes(yaml.as_bytes(), &|_| None).map_err(|p| p.to_string())
+    }
+
+    #[test]
+    fn on_by_default_on_loopback() {
+        assert_eq!(parse("").unwrap().admin.listen, Some(DEFAULT_ADMIN_LISTEN));
+        let custom = parse("admin: {listen: '10.0.0.5:9100'}").unwrap();
+        assert_eq!(custom.admin.listen, Some("10.0.0.5:9100".parse().unwrap()));
+        assert_eq!(parse("admin: {enabled: false}").unwrap().admin.listen, None);
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_with_their_path() {
+        for (admin, why) in [
+            ("admin: {listen: '127.0.0.1:0'}", "pick a port"),
+            (
+                "admin: {listen: '127.0.0.1:8000'}",
+                "the proxy listens on 0.0.0.0:8000",
+            ),
+            ("admin: {listen: localhost:9100}", "expected IP:PORT"),
+            ("admin: {listn: '127.0.0.1:9100'}", "did you mean `listen`"),
+            ("admin: {enabled: 'no'}", "expected true or false"),
+        ] {
+            let err = parse(admin).unwrap_err();
+            assert!(
+                err.contains("admin.") && err.contains(why),
+                "{admin}: {err}"
+            );
+        }
+    }
+}
