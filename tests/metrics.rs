@@ -335,3 +335,23 @@ routes:
         1.0,
     );
 }
+
+#[tokio::test]
+async fn redis_errors_are_counted() {
+    let up = MockUpstream::start().await;
+    let dead = free_port();
+    let yaml = format!(
+        "{}limits:\n  backend: 'redis://127.0.0.1:{dead}/0'\n  backend_timeout: 200ms\n  on_backend_error: allow\n  rules:\n    - {{requests: \"10/minute\"}}\n",
+        one_route("/", &up.url(), "")
+    );
+    let gw = start_gateway(&yaml).await;
+    let r = client().get(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the policy admits when Redis is down");
+    r.bytes().await.unwrap();
+    let text = scrape(&gw).await;
+    expect(
+        &text,
+        "llm_forward_redis_errors_total{component=\"limits\"}",
+        1.0,
+    );
+}

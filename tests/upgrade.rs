@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 struct Deployment {
     dir: tempfile::TempDir,
     addr: SocketAddr,
+    admin: SocketAddr,
 }
 
 impl Deployment {
@@ -36,7 +37,8 @@ impl Deployment {
         )
         .unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        Deployment { dir, addr }
+        let admin = common::process::admin_addr(&server);
+        Deployment { dir, addr, admin }
     }
 
     fn start(&self, upgrade: bool) -> Process {
@@ -132,6 +134,13 @@ async fn a_new_process_takes_over_without_dropping_requests_or_streams() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The admin listener was handed over too: the new process answers on it.
+    let metrics = client()
+        .get(format!("http://{}/metrics", deployment.admin))
+        .send()
+        .await
+        .expect("the admin listener was lost in the upgrade");
+    assert_eq!(metrics.status(), 200);
 }
 
 /// Clients reusing keep-alive connections back to back lose no request across an upgrade.

@@ -72,3 +72,13 @@ pub fn server_yaml(dir: &Path, port: u16, extra: &str) -> String {
         super::free_port(),
     )
 }
+
+/// The admin listener's address in a config written with [`server_yaml`].
+pub fn admin_addr(yaml: &str) -> std::net::SocketAddr {
+    let line = yaml
+        .lines()
+        .skip_while(|l| *l != "admin:")
+        .find_map(|l| l.trim().strip_prefix("listen: "))
+        .expect("an admin section from server_yaml");
+    line.trim_matches('\'').parse().expect("IP:PORT")
+}
