@@ -355,3 +355,67 @@ async fn redis_errors_are_counted() {
         1.0,
     );
 }
+
+#[tokio::test]
+async fn an_open_breaker_shows_in_its_gauge() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::Json {
+        status: 503,
+        headers: vec![],
+        body: json!({"error": {"message": "down", "type": "server_error", "param": null, "code": null}}),
+    });
+    let yaml = format!(
+        "routes:\n  - {{prefix: /, upstreams: [{{url: '{}', name: flaky}}], retry: {{retries: 0, backoff: 1ms}}, breaker: {{failures: 1, open_for: 60s}}}}\n",
+        up.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let r = client().get(gw.url("/v1/models")).send().await.unwrap();
+    r.bytes().await.unwrap();
+    let text = scrape(&gw).await;
+    expect(
+        &text,
+        "llm_forward_upstream_breaker_state{route=\"/\",upstream=\"flaky\"}",
+        2.0,
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_key_shows_as_cooling() {
+    let up = MockUpstream::start().await;
+    up.push_behavior(Behavior::Json {
+        status: 429,
+        headers: vec![("retry-after".into(), "60".into())],
+        body: json!({"error": {"message": "slow down", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}),
+    });
+    let yaml = format!(
+        r#"
+upstream_keys:
+  main: [{{key: sk-one-0001, name: one}}, {{key: sk-two-0002, name: two}}]
+tenants: {{t: {{}}}}
+forward_keys: [{{key: fk-metrics-1, tenant: t}}]
+routes:
+  - {{prefix: /, upstreams: [{{url: '{}', name: mock}}], auth: {{pool: main}}}}
+"#,
+        up.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let r = client()
+        .post(gw.url("/v1/embeddings"))
+        .bearer_auth("fk-metrics-1")
+        .json(&json!({"input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the other key answered");
+    r.bytes().await.unwrap();
+    let text = scrape(&gw).await;
+    let state = |k: &str| {
+        value(
+            &text,
+            &format!("llm_forward_upstream_key_state{{pool=\"main\",key=\"{k}\"}}"),
+        )
+    };
+    let mut states = [state("one").unwrap(), state("two").unwrap()];
+    states.sort_by(f64::total_cmp);
+    assert_eq!(states, [0.0, 1.0], "{text}");
+}
