@@ -51,58 +51,16 @@ pub enum Outcome {
 }
 
 /// Every gateway error code, in `requests_total` slot order (after `ok`, `upstream_error`,
-/// `aborted`). The exhaustive match in [`outcome_slot`] keeps it complete.
-const GATEWAY_ERRORS: [GatewayError; 19] = [
-    GatewayError::RouteNotFound,
-    GatewayError::IpForbidden,
-    GatewayError::InvalidApiKey,
-    GatewayError::RouteNotAllowed,
-    GatewayError::ModelNotAllowed,
-    GatewayError::BodyTooLarge,
-    GatewayError::InvalidJson,
-    GatewayError::NoUpstreamKey,
-    GatewayError::RateLimited,
-    GatewayError::ConcurrencyLimited,
-    GatewayError::TokensExhausted,
-    GatewayError::LimiterUnavailable,
-    GatewayError::UpstreamDns,
-    GatewayError::UpstreamConnect,
-    GatewayError::UpstreamTimeout,
-    GatewayError::UpstreamBroken,
-    GatewayError::ModelNotServed,
-    GatewayError::StreamInterrupted,
-    GatewayError::Internal,
-];
+/// `aborted`).
+const GATEWAY_ERRORS: [GatewayError; GatewayError::ALL.len()] = GatewayError::ALL;
 const OUTCOMES: usize = 3 + GATEWAY_ERRORS.len();
 
 fn outcome_slot(o: Outcome) -> usize {
-    use GatewayError::*;
-    let e = match o {
-        Outcome::Ok => return 0,
-        Outcome::UpstreamError => return 1,
-        Outcome::Aborted => return 2,
-        Outcome::Gateway(e) => e,
-    };
-    3 + match e {
-        RouteNotFound => 0,
-        IpForbidden => 1,
-        InvalidApiKey => 2,
-        RouteNotAllowed => 3,
-        ModelNotAllowed => 4,
-        BodyTooLarge => 5,
-        InvalidJson => 6,
-        NoUpstreamKey => 7,
-        RateLimited => 8,
-        ConcurrencyLimited => 9,
-        TokensExhausted => 10,
-        LimiterUnavailable => 11,
-        UpstreamDns => 12,
-        UpstreamConnect => 13,
-        UpstreamTimeout => 14,
-        UpstreamBroken => 15,
-        ModelNotServed => 16,
-        StreamInterrupted => 17,
-        Internal => 18,
+    match o {
+        Outcome::Ok => 0,
+        Outcome::UpstreamError => 1,
+        Outcome::Aborted => 2,
+        Outcome::Gateway(e) => 3 + e as usize,
     }
 }
 

@@ -59,6 +59,35 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// Every decision, in declaration order (`e as usize` is its position): metrics keep one
+    /// counter per decision in an array indexed by it. `Internal` stays last.
+    pub const ALL: [GatewayError; GatewayError::Internal as usize + 1] = [
+        GatewayError::RouteNotFound,
+        GatewayError::InvalidPath,
+        GatewayError::AmbiguousModel,
+        GatewayError::ModelRequired,
+        GatewayError::IpForbidden,
+        GatewayError::InvalidApiKey,
+        GatewayError::RouteNotAllowed,
+        GatewayError::ModelNotAllowed,
+        GatewayError::BodyTooLarge,
+        GatewayError::InvalidJson,
+        GatewayError::NoUpstreamKey,
+        GatewayError::RateLimited,
+        GatewayError::ConcurrencyLimited,
+        GatewayError::TokensExhausted,
+        GatewayError::LimiterUnavailable,
+        GatewayError::UpstreamDns,
+        GatewayError::UpstreamConnect,
+        GatewayError::UpstreamTimeout,
+        GatewayError::UpstreamBroken,
+        GatewayError::ModelNotServed,
+        GatewayError::StreamInterrupted,
+        GatewayError::Internal,
+    ];
+}
+
+impl GatewayError {
     pub fn status(self) -> u16 {
         match self {
             GatewayError::RouteNotFound | GatewayError::ModelNotServed => 404,
@@ -254,6 +283,13 @@ pub async fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_every_decision_at_its_position() {
+        for (i, e) in GatewayError::ALL.into_iter().enumerate() {
+            assert_eq!(e as usize, i, "{e:?}");
+        }
+    }
 
     #[test]
     fn bodies_have_openai_shape() {
