@@ -108,8 +108,9 @@ async fn a_reset_before_headers_is_a_502() {
         up.addr(),
     )
     .await;
-    // A reset before any response byte is retried on the same upstream (twice by default).
-    assert_eq!(up.request_count(), 3);
+    // The upstream read the whole POST before the reset: it may have acted on it, so it is
+    // not sent again (unless the route sets `retry.on_reset`).
+    assert_eq!(up.request_count(), 1);
 }
 
 #[tokio::test]

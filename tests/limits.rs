@@ -189,9 +189,10 @@ async fn concurrency_is_capped_and_released_on_every_exit_path() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // And an upstream failure releases it. A reset is retried twice (plus once for free when it
-    // hit a pooled connection), so up to four of them; a leftover one is absorbed below.
-    for _ in 0..4 {
+    // And an upstream failure releases it. A reset after the whole POST is not retried (but
+    // once for free when it hit a pooled connection), so up to two of them; a leftover one is
+    // absorbed below.
+    for _ in 0..2 {
         up.push_behavior(Behavior::ResetBeforeHeaders);
     }
     // The slot of the 200 above goes back in `logging`, just after its response: a request

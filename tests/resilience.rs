@@ -185,22 +185,125 @@ async fn a_persistent_503_falls_back() {
 
 // ---- 5. TCP reset, 6. no response at all ------------------------------------------------------
 
+/// `RETRY` with `on_reset: true`: the route accepts that a request the upstream may have acted
+/// on is sent again.
+const RETRY_ON_RESET: &str =
+    "    retry: {retries: 2, backoff: 10ms, backoff_max: 40ms, on_reset: true}\n";
+
+/// A POST the upstream read whole and then reset may have been acted on (a completion billed):
+/// by default it is delivered once, and the client hears of the broken connection.
 #[tokio::test]
-async fn a_reset_before_headers_is_retried() {
+async fn a_post_reset_after_it_was_delivered_whole_is_not_sent_again() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::ResetBeforeHeaders);
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY)).await;
+    for stream in [false, true] {
+        let resp = chat(&gw, ask("gpt-4o", stream)).await;
+        assert_eq!(resp.status(), 502);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(error_code(&body), "upstream_connection_broken");
+    }
+    assert_eq!(primary.request_count(), 2, "one delivery per request");
+    assert_eq!(fallback.request_count(), 0, "no failover either");
+    assert_eq!(primary.requests()[0].json().unwrap(), ask("gpt-4o", false));
+}
+
+#[tokio::test]
+async fn a_post_reset_after_it_was_delivered_is_retried_when_the_route_opts_in() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.push_behavior(Behavior::ResetBeforeHeaders);
-    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY)).await;
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY_ON_RESET)).await;
     let resp = chat(&gw, ask("gpt-4o", false)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(answered_by(&resp), "primary");
     assert_eq!(primary.request_count(), 2);
 }
 
+/// GET is idempotent: a reset before its answer is retried whatever the route says.
+#[tokio::test]
+async fn a_get_reset_before_headers_is_retried() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.push_behavior(Behavior::ResetBeforeHeaders);
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, RETRY)).await;
+    let resp = client().get(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "primary");
+    assert_eq!(primary.request_count(), 2);
+}
+
+/// A refused connect reached nothing: a POST is retried and fails over as before.
+#[tokio::test]
+async fn a_refused_connect_still_fails_over_for_a_post() {
+    let fallback = MockUpstream::start().await;
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"http://{}\", name: gone}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n{RETRY}",
+        common::mock::refused_addr(),
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+    assert_eq!(fallback.request_count(), 1);
+}
+
+/// An upstream that resets after reading only the request head cannot have acted on a POST
+/// whose body it never got: that attempt is retried (here on the fallback) without opting in.
+#[tokio::test]
+async fn a_post_reset_before_its_body_was_written_is_retried() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&heads);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut chunk).await {
+                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            let _ = sock.set_zero_linger();
+            drop(sock);
+        }
+    });
+    let fallback = MockUpstream::start().await;
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    max_body: 64MiB\n    upstreams:\n      - {{url: \"http://{addr}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n{RETRY}",
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    // Far more than socket buffers hold: the upstream cannot have had it whole.
+    let big = "x".repeat(16 << 20);
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": big}]});
+    let resp = chat(&gw, body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+    assert!(heads.load(Ordering::SeqCst) >= 1);
+}
+
+/// A reset after the head (a close mid-body) is after delivery too.
+#[tokio::test]
+async fn a_head_followed_by_a_close_is_not_retried_for_a_post_by_default() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::HeadThenClose);
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(up.request_count(), 1);
+}
+
 #[tokio::test]
 async fn a_head_followed_by_a_close_is_retried_without_a_trace_on_the_client() {
     let up = MockUpstream::start().await;
     up.push_behavior(Behavior::HeadThenClose);
-    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY_ON_RESET)).await;
     for stream in [false, true] {
         let resp = chat(&gw, ask("gpt-4o", stream)).await;
         assert_eq!(resp.status(), 200);
@@ -236,7 +339,7 @@ async fn an_upstream_that_does_not_resolve_fails_over() {
 async fn a_silent_upstream_is_not_retried_and_the_fallback_answers_within_the_budget() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(Behavior::Stall);
-    let extra = format!("{RETRY}    timeouts: {{read: 700ms}}\n");
+    let extra = format!("{RETRY_ON_RESET}    timeouts: {{read: 700ms}}\n");
     let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
     let start = Instant::now();
     let resp = chat(&gw, ask("gpt-4o", false)).await;
@@ -252,6 +355,21 @@ async fn a_silent_upstream_is_not_retried_and_the_fallback_answers_within_the_bu
         1,
         "a silent upstream is not retried"
     );
+}
+
+/// A silent upstream had the whole POST: by default its timeout is the client's answer, not a
+/// second delivery elsewhere.
+#[tokio::test]
+async fn a_silent_upstream_is_not_failed_over_for_a_post_by_default() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::Stall);
+    let extra = format!("{RETRY}    timeouts: {{read: 700ms}}\n");
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 504);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "upstream_timeout");
+    assert_eq!(primary.request_count(), 1);
+    assert_eq!(fallback.request_count(), 0);
 }
 
 #[tokio::test]
@@ -283,7 +401,7 @@ async fn slow_first_token_fails_over(kind: &str) -> Value {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     // Headers at once, the first event only after 20 s.
     primary.set_behavior(Behavior::chat_stream(3, Duration::from_secs(20)));
-    let extra = format!("    type: {kind}\n{RETRY}    timeouts: {{first_token: 800ms}}\n");
+    let extra = format!("    type: {kind}\n{RETRY_ON_RESET}    timeouts: {{first_token: 800ms}}\n");
     let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
     let start = Instant::now();
     let resp = chat(&gw, ask("gpt-4o", true)).await;
@@ -315,6 +433,25 @@ async fn slow_first_token_fails_over(kind: &str) -> Value {
 #[tokio::test]
 async fn a_slow_first_token_fails_over_before_the_client_sees_a_byte() {
     slow_first_token_fails_over("openai").await;
+}
+
+/// Without `on_reset`, a missed first-token deadline is the client's answer (504): the primary
+/// had the request and may still be generating (and billing) it.
+#[tokio::test]
+async fn a_slow_first_token_is_a_504_without_failover_by_default() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::chat_stream(3, Duration::from_secs(20)));
+    let extra = format!("{RETRY}    timeouts: {{first_token: 800ms}}\n");
+    let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
+    let resp = chat(&gw, ask("gpt-4o", true)).await;
+    assert_eq!(resp.status(), 504);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "upstream_timeout");
+    assert_eq!(primary.request_count(), 1);
+    assert_eq!(fallback.request_count(), 0);
+    assert!(primary
+        .wait_for_peer_close(Duration::from_secs(2))
+        .await
+        .is_some());
 }
 
 /// A `general` route reads no body for itself, but a first-token deadline needs the attempt
@@ -775,7 +912,7 @@ const CACHE: &str = "cache:\n  backend: memory\n  default: true\n";
 async fn a_stream_failed_over_after_its_head_is_served_but_not_stored() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(Behavior::chat_stream(3, Duration::from_secs(20)));
-    let extra = format!("{RETRY}    timeouts: {{first_token: 500ms}}\n{CACHE}");
+    let extra = format!("{RETRY_ON_RESET}    timeouts: {{first_token: 500ms}}\n{CACHE}");
     let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
     for _ in 0..2 {
         let resp = chat(&gw, ask("gpt-4o", true)).await;

@@ -122,6 +122,10 @@ pub struct RetryPolicy {
     pub total: Option<Duration>,
     /// Upper bound on upstream attempts for one request, whatever else allows.
     pub max_attempts: u32,
+    /// Try a non-idempotent request (POST…) again after it was delivered whole and then met a
+    /// reset, a close or a timeout before its answer. Off by default: the upstream may have
+    /// acted on it (a chat completion billed twice). GET/HEAD/OPTIONS are retried regardless.
+    pub on_reset: bool,
 }
 
 impl Default for RetryPolicy {
@@ -134,6 +138,7 @@ impl Default for RetryPolicy {
             retry_after_max: Duration::from_secs(10),
             total: None,
             max_attempts: 8,
+            on_reset: false,
         }
     }
 }

@@ -28,6 +28,7 @@ const RETRY: &[&str] = &[
     "retry_after_max",
     "total",
     "max_attempts",
+    "on_reset",
 ];
 const FALLBACKS: &[&str] = &["models", "by_model", "context_length", "from_request"];
 const BREAKER: &[&str] = &[
@@ -201,6 +202,9 @@ pub fn decode_retry(d: &mut Decoder<'_>, node: &Node<'_>) -> RetryPolicy {
     }
     if let Some(v) = f.get("max_attempts").and_then(|n| d.uint(&n, 1, 50)) {
         retry.max_attempts = v as u32;
+    }
+    if let Some(v) = f.get("on_reset").and_then(|n| d.boolean(&n)) {
+        retry.on_reset = v;
     }
     for (key, slot) in [
         ("backoff", &mut retry.backoff),

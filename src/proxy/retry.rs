@@ -3,6 +3,12 @@
 //! no usable key) and the attempt plan (`attempts.rs`) decides whether and where to try again;
 //! the next attempt waits out the chosen backoff in the upstream phase. Once the client has
 //! bytes, nothing is retried: the stream ends abnormally (see `finish.rs`).
+//!
+//! A request the upstream received whole and then answered with a reset, a close or silence
+//! may have been acted on: a POST is then delivered at most once unless its route opts in
+//! (`retry.on_reset`). What is known not to have been processed is still retried: a failed
+//! connect, a request whose writing failed, a stale pooled connection on its first use (once,
+//! Pingora's rule), and the status answers `verdict.rs` judges.
 
 use super::attempts::{Failure, Next};
 use super::ctx::RequestCtx;
@@ -86,6 +92,15 @@ pub fn on_proxy_error(
         // Whatever happens next, this attempt timed out.
         ctx.error = Some(GatewayError::UpstreamTimeout);
     }
+    if matches!(failure, Failure::Reset | Failure::Silent)
+        && delivered_whole(&e, session, ctx)
+        && !may_deliver_again(session, ctx)
+    {
+        // The upstream had the whole request and may be acting on it (a completion being
+        // generated and billed): sending it again could do it twice.
+        e.set_retry(false);
+        return e;
+    }
     let retry = plan_next(ctx, failure);
     if retry && ctx.head_seen && session.cache.enabled() {
         // pingora-cache took this attempt's head as the start of a fill and cannot start
@@ -96,6 +111,39 @@ pub fn on_proxy_error(
     }
     e.set_retry(retry);
     e
+}
+
+/// Did the attempt's request reach the upstream whole? Only a failed write, or a body the
+/// writer did not take in full, says no. A complete write may still sit unread in a socket
+/// buffer, but nothing tells that apart from a request being worked on, so it counts as
+/// delivered. (An upstream that never got the whole body cannot have acted on it.)
+fn delivered_whole(e: &Error, session: &Session, ctx: &RequestCtx) -> bool {
+    if matches!(e.etype(), ErrorType::WriteError | ErrorType::WriteTimedout) {
+        return false;
+    }
+    let expected = match &ctx.link {
+        Some(link) => Some(link.body().len()),
+        None => session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok()),
+    };
+    match (session.upstream_body_bytes_sent(), expected) {
+        (Some(sent), Some(len)) => sent >= len,
+        _ => true,
+    }
+}
+
+/// May a request that was delivered be sent again? Idempotent methods may (RFC 9110 §9.2.2);
+/// anything else only on a route that accepts duplicates (`retry.on_reset`).
+fn may_deliver_again(session: &Session, ctx: &RequestCtx) -> bool {
+    use http::Method;
+    let method = &session.req_header().method;
+    *method == Method::GET
+        || *method == Method::HEAD
+        || *method == Method::OPTIONS
+        || ctx.route.as_ref().is_some_and(|r| r.config.retry.on_reset)
 }
 
 /// Upstream errors by what they say about the upstream; `None` for the client's side.
