@@ -13,6 +13,7 @@ use pingora_core::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, Shut
 use pingora_core::services::background::{background_service, BackgroundService};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Process-level switches from the command line (Pingora's own flags).
@@ -40,6 +41,11 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
     let gateway = Gateway::build(config)?;
     let in_flight = Arc::clone(&gateway.in_flight);
     let draining = Arc::clone(&gateway.draining);
+    let cutoff = Arc::clone(&gateway.cutoff);
+    let (grace, after_grace) = (
+        gateway.config.server.grace_period,
+        gateway.config.server.shutdown_timeout,
+    );
     let chat_log = gateway.chat_log.clone();
     let conf = server_conf(&gateway.config);
     let opt = Opt {
@@ -67,6 +73,9 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
         chat_log: chat_log.clone(),
         in_flight: Arc::clone(&in_flight),
         draining,
+        cutoff,
+        grace,
+        after_grace,
         phases: std::sync::Mutex::new(Some(server.watch_execution_phase())),
         exit_when_drained: Arc::clone(&exit_when_drained),
     };
@@ -98,14 +107,22 @@ impl GatewayServer {
 /// - the drain flag: raised as a graceful upgrade or stop begins, so answers from then on close
 ///   their connections (`proxy/keepalive.rs`);
 /// - the drain watch: Pingora's grace period is a fixed sleep after which running requests are
-///   dropped. We keep it as the upper bound but, once it starts, exit as soon as the last
+///   dropped, unlogged. The watch runs the grace period instead: it exits as soon as the last
 ///   request in flight has finished (after flushing the chat log), so a stop or an upgrade
-///   takes as long as the longest stream, not always the whole grace period.
+///   takes as long as the longest stream, not always the whole grace period; and when the
+///   grace period ends with requests still running, it raises the cutoff (`cutoff.rs`) and
+///   gives them `shutdown_timeout` to end as cut and log before the process exits. Pingora's
+///   own grace period is set past both (see `server_conf`), so it never drops them first.
 struct PostFork {
     chat_log: Option<crate::chatlog::ChatLog>,
     in_flight: Arc<AtomicUsize>,
     /// Raised when a graceful upgrade or stop begins (see `proxy/keepalive.rs`).
     draining: Arc<AtomicBool>,
+    /// Raised when the grace period ends with requests still in flight.
+    cutoff: Arc<crate::cutoff::Cutoff>,
+    /// `server.grace_period`, then `server.shutdown_timeout` for cut requests to log.
+    grace: Duration,
+    after_grace: Duration,
     phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
     /// Set by `run_forever`; tests running the server in a thread never exit the process.
     exit_when_drained: Arc<AtomicBool>,
@@ -121,12 +138,14 @@ impl BackgroundService for PostFork {
         let Some(mut phases) = phases else {
             return;
         };
-        let (in_flight, chat_log, exit, draining) = (
+        let (in_flight, chat_log, exit, draining, cutoff) = (
             Arc::clone(&self.in_flight),
             self.chat_log.clone(),
             Arc::clone(&self.exit_when_drained),
             Arc::clone(&self.draining),
+            Arc::clone(&self.cutoff),
         );
+        let (grace, after_grace) = (self.grace, self.after_grace);
         let _ = std::thread::Builder::new()
             .name("drain-watch".into())
             .spawn(move || {
@@ -141,15 +160,38 @@ impl BackgroundService for PostFork {
                     ) {
                         draining.store(true, Ordering::Relaxed);
                     }
-                    if matches!(phase, ExecutionPhase::ShutdownGracePeriod)
-                        && exit.load(Ordering::Acquire)
-                    {
-                        while in_flight.load(Ordering::Acquire) > 0 {
-                            std::thread::sleep(std::time::Duration::from_millis(20));
+                    if matches!(phase, ExecutionPhase::ShutdownGracePeriod) {
+                        let idle = |within: Duration| {
+                            let end = Instant::now() + within;
+                            while in_flight.load(Ordering::Acquire) > 0 {
+                                if Instant::now() >= end {
+                                    return false;
+                                }
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            true
+                        };
+                        if idle(grace) {
+                            log::info!(
+                                "all requests finished; exiting before the grace period ends"
+                            );
+                        } else {
+                            let left = in_flight.load(Ordering::Acquire);
+                            log::warn!(
+                                "grace period over: cutting {left} request(s) still running"
+                            );
+                            cutoff.raise();
+                            if !idle(after_grace) {
+                                log::warn!(
+                                    "{} request(s) did not end within shutdown_timeout",
+                                    in_flight.load(Ordering::Acquire)
+                                );
+                            }
                         }
-                        log::info!("all requests finished; exiting before the grace period ends");
-                        flush(chat_log.as_ref());
-                        std::process::exit(0);
+                        if exit.load(Ordering::Acquire) {
+                            flush(chat_log.as_ref());
+                            std::process::exit(0);
+                        }
                     }
                 }
             });
@@ -210,7 +252,11 @@ fn server_conf(config: &Config) -> ServerConf {
         threads: s.threads,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
-        grace_period_seconds: Some(s.grace_period.as_secs()),
+        // Past our own grace period and the time cut requests get to log (the drain watch in
+        // `PostFork` runs both and exits first): Pingora's drops requests unlogged.
+        grace_period_seconds: Some(
+            (s.grace_period + s.shutdown_timeout).as_secs_f64().ceil() as u64 + 1,
+        ),
         graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs()),
         // The attempt plan decides per route (`retry.max_attempts` is at most 50); this is only
         // Pingora's outer bound.

@@ -84,6 +84,9 @@ pub struct Gateway {
     /// connection (`Connection: close`), so clients move to the new process instead of reusing a
     /// connection Pingora will drop (see `proxy::keepalive`).
     pub draining: Arc<AtomicBool>,
+    /// Raised when a graceful stop's grace period ends: streams still running end as cut, and
+    /// log (see `cutoff.rs`).
+    pub cutoff: Arc<crate::cutoff::Cutoff>,
     /// The response cache, when configured.
     pub cache: Option<crate::cache_store::Cache>,
     /// Every upstream key pool, in config order (metrics read their keys' health).
@@ -248,6 +251,7 @@ impl Gateway {
             chat_log,
             in_flight: Arc::new(AtomicUsize::new(0)),
             draining: Arc::new(AtomicBool::new(false)),
+            cutoff: Arc::default(),
             cache,
             pools,
             metrics,

@@ -134,7 +134,7 @@ pub async fn read_body(
     }
     ctx.model = model;
     ctx.request_body = Some(body.clone());
-    let link = Arc::new(Link::new(body));
+    let link = Arc::new(Link::new(body).with_cutoff(Arc::clone(&gateway.cutoff)));
     ctx.link = Some(Arc::clone(&link));
     ctx.preread = Some(preread::install(
         &mut session.downstream_session,

@@ -54,6 +54,8 @@ pub enum GatewayError {
     /// The stream stopped (no chunk within the idle timeout, or the upstream broke it) after
     /// part of it reached the client.
     StreamInterrupted,
+    /// The gateway stopped (the grace period of a graceful stop ended) while the request ran.
+    CutByShutdown,
     /// A bug or an unexpected state inside the gateway.
     Internal,
 }
@@ -100,7 +102,9 @@ impl GatewayError {
             | GatewayError::InvalidPath
             | GatewayError::AmbiguousModel
             | GatewayError::ModelRequired => 400,
-            GatewayError::NoUpstreamKey | GatewayError::LimiterUnavailable => 503,
+            GatewayError::NoUpstreamKey
+            | GatewayError::LimiterUnavailable
+            | GatewayError::CutByShutdown => 503,
             GatewayError::RateLimited
             | GatewayError::ConcurrencyLimited
             | GatewayError::TokensExhausted => 429,
@@ -130,7 +134,7 @@ impl GatewayError {
             // OpenAI's own type for rate-limit errors.
             GatewayError::RateLimited | GatewayError::ConcurrencyLimited => "requests",
             GatewayError::TokensExhausted => "tokens",
-            GatewayError::Internal => "server_error",
+            GatewayError::Internal | GatewayError::CutByShutdown => "server_error",
             _ => "upstream_error",
         }
     }
@@ -159,6 +163,7 @@ impl GatewayError {
             GatewayError::UpstreamBroken => "upstream_connection_broken",
             GatewayError::ModelNotServed => "model_not_found",
             GatewayError::StreamInterrupted => "stream_interrupted",
+            GatewayError::CutByShutdown => "cut_by_shutdown",
             GatewayError::Internal => "internal_error",
         }
     }
@@ -195,6 +200,9 @@ impl GatewayError {
             GatewayError::ModelNotServed => "No upstream of this route serves the requested model.",
             GatewayError::StreamInterrupted => {
                 "The upstream stream broke off before its end; the answer is incomplete."
+            }
+            GatewayError::CutByShutdown => {
+                "The gateway is shutting down; the answer is incomplete. Retry the request."
             }
             GatewayError::Internal => "The gateway failed to handle the request.",
         }

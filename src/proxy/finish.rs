@@ -3,6 +3,7 @@
 
 use super::ctx::RequestCtx;
 use super::error::{respond, GatewayError};
+use crate::logfmt::Field;
 use crate::state::Gateway;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_proxy::{FailToProxy, Session};
@@ -75,7 +76,10 @@ async fn stream_error_event(session: &mut Session, ctx: &RequestCtx) {
     if !(wanted && is_sse) {
         return;
     }
-    let error = GatewayError::StreamInterrupted;
+    let error = match ctx.error {
+        Some(GatewayError::CutByShutdown) => GatewayError::CutByShutdown,
+        _ => GatewayError::StreamInterrupted,
+    };
     let mut event = Vec::with_capacity(256);
     event.extend_from_slice(b"\n\ndata: ");
     event.extend_from_slice(&error.body_for(ctx.request_id.as_str()));
@@ -224,20 +228,22 @@ pub fn access_log(
         (None, Some(_)) => "aborted",
         (None, None) => "ok",
     };
+    // Every text field may come from the client (the method and path too: Pingora passes what
+    // the request line held, and a model is renamed only through config): one token each.
     log::info!(
         target: "access",
         "{} {} status={} route={} client={} key={} model={} upstream={} answered_by={} attempts={} sent={} ms={:.1} ttft_ms={} tokens={} cache={} outcome={} request_id={} upstream_request_id={}",
-        req.method,
-        req.uri.path(),
+        Field(req.method.as_str()),
+        Field(req.uri.path()),
         status,
-        route,
+        Field(route),
         ctx.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-        ctx.key_id.as_deref().unwrap_or("-"),
-        ctx.model.as_deref().unwrap_or("-"),
-        ctx.candidate().map_or("-", |c| c.target.config.name.as_str()),
-        ctx.candidate()
+        Field(ctx.key_id.as_deref().unwrap_or("-")),
+        Field(ctx.model.as_deref().unwrap_or("-")),
+        Field(ctx.candidate().map_or("-", |c| c.target.config.name.as_str())),
+        Field(ctx.candidate()
             .and_then(|c| c.sent_model.as_deref())
-            .unwrap_or("-"),
+            .unwrap_or("-")),
         ctx.attempts_made(),
         session.body_bytes_sent(),
         ctx.started.elapsed().as_secs_f64() * 1000.0,
@@ -259,5 +265,9 @@ pub fn is_quiet(ctx: &RequestCtx, e: &Error) -> bool {
             e.etype(),
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
         );
-    client_left || ctx.error.is_some_and(|g| g.status() < 500)
+    // A stream cut by a stop was the operator's decision, already logged as a warning.
+    client_left
+        || ctx
+            .error
+            .is_some_and(|g| g.status() < 500 || g == GatewayError::CutByShutdown)
 }

@@ -11,8 +11,9 @@
 //! the response head is held back too, so such an attempt fails over with the client having
 //! seen nothing.
 
+use crate::cutoff::Cutoff;
 use bytes::Bytes;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which deadline fired.
@@ -24,6 +25,8 @@ pub enum Deadline {
     Idle,
     /// The request's total budget ran out.
     Total,
+    /// The grace period of a graceful stop ended (see `cutoff.rs`).
+    Shutdown,
 }
 
 impl Deadline {
@@ -32,6 +35,7 @@ impl Deadline {
             Deadline::FirstToken => "no first token within the first_token deadline",
             Deadline::Idle => "the stream was idle longer than the idle timeout",
             Deadline::Total => "the request's total time budget ran out",
+            Deadline::Shutdown => "the grace period of a graceful stop ended",
         }
     }
 }
@@ -50,6 +54,8 @@ struct State {
 
 pub struct Link {
     state: Mutex<State>,
+    /// The end of a stop's grace period, watched with the deadlines.
+    cutoff: Option<Arc<Cutoff>>,
 }
 
 impl Link {
@@ -64,7 +70,18 @@ impl Link {
                 next: None,
                 fired: None,
             }),
+            cutoff: None,
         }
+    }
+
+    /// Also end the attempt when `cutoff` is raised.
+    pub fn with_cutoff(mut self, cutoff: Arc<Cutoff>) -> Self {
+        self.cutoff = Some(cutoff);
+        self
+    }
+
+    pub fn cutoff(&self) -> Option<&Arc<Cutoff>> {
+        self.cutoff.as_ref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

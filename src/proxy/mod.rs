@@ -221,7 +221,8 @@ impl ProxyHttp for LlmProxy {
     /// (Gemini-style clients put keys there).
     fn request_summary(&self, session: &Session, _: &RequestCtx) -> String {
         let req = session.req_header();
-        format!("{} {}", req.method, req.uri.path())
+        use crate::logfmt::Field;
+        format!("{} {}", Field(req.method.as_str()), Field(req.uri.path()))
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

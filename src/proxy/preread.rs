@@ -17,7 +17,7 @@
 //! is finished, so there the wrapper gives the real session back (`restore`) and keep-alive
 //! works as for any other request.
 
-use super::link::Link;
+use super::link::{Deadline, Link};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -280,17 +280,30 @@ impl CustomSession for PrereadSession {
     async fn read_body_or_idle(&mut self, no_body_expected: bool) -> Result<Option<Bytes>> {
         let deadline = self.link.next_deadline();
         let inner = self.inner.as_mut().ok_or_else(detached)?;
-        let Some((at, which)) = deadline else {
+        let cutoff = self.link.cutoff().cloned();
+        if deadline.is_none() && cutoff.is_none() {
             return inner.read_body_or_idle(no_body_expected).await;
-        };
-        tokio::select! {
-            read = inner.read_body_or_idle(no_body_expected) => read,
-            () = tokio::time::sleep_until(at.into()) => {
-                self.link.fire(which);
-                self.held = None;
-                Err(Error::explain(ErrorType::ReadTimedout, which.as_str()))
-            }
         }
+        let timer = async {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cut = async {
+            match &cutoff {
+                Some(c) => c.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        let which = tokio::select! {
+            read = inner.read_body_or_idle(no_body_expected) => return read,
+            () = timer => deadline.map_or(Deadline::Total, |(_, which)| which),
+            () = cut => Deadline::Shutdown,
+        };
+        self.link.fire(which);
+        self.held = None;
+        Err(Error::explain(ErrorType::ReadTimedout, which.as_str()))
     }
     fn body_bytes_sent(&self) -> usize {
         self.inner.as_ref().map_or(0, |s| s.body_bytes_sent())

@@ -47,6 +47,9 @@ struct ChatRecord<'a> {
     ttft_ms: Option<f64>,
     stream: bool,
     complete: bool,
+    /// Why the gateway ended it, when it did (`stream_interrupted`, `cut_by_shutdown` …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
 }
 
 #[derive(Serialize, Default)]
@@ -133,6 +136,7 @@ pub fn chat_record(
             .map(|t| t.duration_since(ctx.started).as_secs_f64() * 1000.0),
         stream: outcome.is_some_and(|o| o.stream),
         complete: outcome.is_some_and(|o| o.complete),
+        error: ctx.error.map(|e| e.code()),
     };
     serde_json::to_vec(&record).ok()
 }

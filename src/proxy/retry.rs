@@ -43,6 +43,12 @@ pub fn on_proxy_error(
         return e;
     }
     let fired = ctx.link.as_ref().and_then(|l| l.take_fired());
+    if fired == Some(Deadline::Shutdown) {
+        // The process is stopping: no next attempt, the request ends (and logs) as cut.
+        ctx.error = Some(GatewayError::CutByShutdown);
+        e.set_retry(false);
+        return e;
+    }
     if ctx.client_has_bytes(session) {
         // Too late for another attempt: the stream is cut (never a clean end).
         if fired.is_some() || *e.esource() == ErrorSource::Upstream {
@@ -58,7 +64,7 @@ pub fn on_proxy_error(
             e.set_retry(false);
             return e;
         }
-        Some(Deadline::FirstToken | Deadline::Idle) => Failure::Silent,
+        Some(Deadline::FirstToken | Deadline::Idle | Deadline::Shutdown) => Failure::Silent,
         None if ctx.error == Some(GatewayError::NoUpstreamKey) => Failure::NoKey,
         None => match classify(&e) {
             Some(f) => f,
