@@ -107,7 +107,7 @@ routes:
     upstreams:
       - {url: "http://127.0.0.1:1", wieght: 2, pool: nope}
       - {name: x, proxy: "socks5://127.0.0.1:1080"}
-    retry: {retries: 99, total: 0s, retry_after: 5s}
+    retry: {retries: 99, total: 0s, retry_after: 5s, on_reset: maybe}
     breaker: {error_ratio: 2, open_for: 0s}
     fallbacks: {models: gpt-4o}
     stream_errors: silent
@@ -123,6 +123,7 @@ routes:
         "routes[1].upstreams[1].proxy: expected http://[user:password@]host:port",
         r#"routes[1].retry.retries: "99": expected a whole number from 0 to 10"#,
         r#"routes[1].retry.total: "0s": must be above 0"#,
+        r#"routes[1].retry.on_reset: "maybe": expected true or false"#,
         "routes[1].retry.retry_after: unknown key; expected one of: connect_retries, retries,",
         r#"routes[1].breaker.error_ratio: "2": expected a ratio from 0 to 1"#,
         r#"routes[1].breaker.open_for: "0s": must be above 0"#,

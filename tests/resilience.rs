@@ -231,6 +231,31 @@ async fn a_get_reset_before_headers_is_retried() {
     assert_eq!(primary.request_count(), 2);
 }
 
+/// A pooled connection that breaks on its first use is most likely one the upstream had
+/// already closed: Pingora's rule (one immediate retry on a fresh connection, not counted
+/// against `retries`) stays, for a POST too. The only delivered request sent twice by default.
+#[tokio::test]
+async fn a_pooled_connection_that_breaks_on_first_use_is_retried_once() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&one_route("/", &up.url(), RETRY)).await;
+    assert_eq!(chat(&gw, ask("gpt-4o", false)).await.status(), 200);
+    up.push_behavior(Behavior::ResetBeforeHeaders);
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.request_count(), 3);
+    assert_eq!(
+        up.connection_count(),
+        2,
+        "the second attempt on a fresh connection"
+    );
+    // Once only: the pooled connection breaks, then the fresh one, which is not retried.
+    up.set_behavior(Behavior::ResetBeforeHeaders);
+    let resp = chat(&gw, ask("gpt-4o", false)).await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(up.request_count(), 5);
+    assert_eq!(up.connection_count(), 3);
+}
+
 /// A refused connect reached nothing: a POST is retried and fails over as before.
 #[tokio::test]
 async fn a_refused_connect_still_fails_over_for_a_post() {

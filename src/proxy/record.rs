@@ -160,8 +160,8 @@ pub fn print_chat(ctx: &RequestCtx, outcome: Option<&Outcome>) {
     eprintln!(
         "[chat] {} {} {}\n  > {}\n  < {}",
         ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str()),
-        ctx.key_id.as_deref().unwrap_or("-"),
-        ctx.model.as_deref().unwrap_or("-"),
+        crate::logfmt::Field(ctx.key_id.as_deref().unwrap_or("-")),
+        crate::logfmt::Field(ctx.model.as_deref().unwrap_or("-")),
         question,
         answer
     );
