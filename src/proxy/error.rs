@@ -85,6 +85,7 @@ impl GatewayError {
         GatewayError::UpstreamBroken,
         GatewayError::ModelNotServed,
         GatewayError::StreamInterrupted,
+        GatewayError::CutByShutdown,
         GatewayError::Internal,
     ];
 }
