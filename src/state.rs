@@ -209,13 +209,14 @@ impl Gateway {
             .cors
             .as_ref()
             .and_then(|c| CorsPolicy::new(&c.allow_origins, c.allow_credentials, c.max_age).ok());
-        let limits = match crate::limits::Limits::new(&config.limits) {
-            Ok(l) => l,
-            Err(why) => {
-                problems.add("limits.backend", None, why);
-                return Err(problems);
-            }
-        };
+        let limits =
+            match crate::limits::Limits::new(&config.limits, config.redis.ca_file.as_deref()) {
+                Ok(l) => l,
+                Err(why) => {
+                    problems.add("limits.backend", None, why);
+                    return Err(problems);
+                }
+            };
         let chat_log = config.log.chat.as_ref().map(|c| {
             crate::chatlog::ChatLog::deferred(crate::chatlog::ChatLogConfig {
                 dir: c.dir.clone(),
@@ -224,7 +225,11 @@ impl Gateway {
                 ..Default::default()
             })
         });
-        let cache = match config.cache.as_ref().map(crate::cache_store::Cache::build) {
+        let cache = match config
+            .cache
+            .as_ref()
+            .map(|c| crate::cache_store::Cache::build(c, config.redis.ca_file.as_deref()))
+        {
             Some(Err(why)) => {
                 problems.add("cache.backend", None, why);
                 return Err(problems);

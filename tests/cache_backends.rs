@@ -214,6 +214,38 @@ async fn redis_down_means_misses_not_errors() {
 }
 
 #[tokio::test]
+async fn the_cache_uses_redis_again_once_it_is_back_under_steady_traffic() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::OpenAi);
+    let redis = RedisServer::start().await;
+    let port = redis.port;
+    let yaml = config(
+        &up.url(),
+        &format!("  backend: \"{}\"\n  backend_timeout: 200ms\n", redis.url()),
+    );
+    let gw = start_gateway(&yaml).await;
+    assert_eq!(ask(gw.addr, &chat("z")).await.1, "MISS");
+    drop(redis);
+    assert_eq!(ask(gw.addr, &chat("z")).await.1, "MISS");
+    let _redis = RedisServer::start_on(port).await;
+    // Lookups keep coming faster than the one-second back-off: each skipped one must not
+    // extend it, or Redis is never tried again. Back and empty, it stores the next answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, cache, _) = ask(gw.addr, &chat("z")).await;
+        assert_eq!(status, 200);
+        if cache == "HIT" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache never used Redis again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_client_that_leaves_before_the_end_stores_nothing() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::chat_stream(20, Duration::from_millis(50)));

@@ -6,6 +6,7 @@
 mod common;
 
 use common::mock::{Behavior, MockUpstream};
+use common::process::{gateway_command, server_yaml, Process};
 use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -471,5 +472,203 @@ async fn a_stream_that_runs_past_a_hard_token_budget_is_cut() {
     assert!(
         text.contains("t20 ") && !text.contains("t40 "),
         "cut near 30 tokens: {text}"
+    );
+}
+
+/// `limits:` on a shared Redis with the given backend timeout, lease, policy and one rule.
+fn shared(redis: &str, timeout: &str, lease: &str, policy: &str, rule: &str) -> String {
+    format!("  backend: \"{redis}\"\n  backend_timeout: {timeout}\n  concurrency_lease: {lease}\n  on_backend_error: {policy}\n  rules:\n    - {rule}\n")
+}
+
+/// Every upstream answer is a stream that stays open until the client leaves: a request holds
+/// its slot exactly as long as the test keeps its response.
+fn held_streams() -> Behavior {
+    Behavior::SseGated {
+        events: vec!["{\"n\":0}".into(), "{\"n\":1}".into()],
+    }
+}
+
+async fn stream_as(gw: &GatewayGuard, key: &str) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "m", "stream": true, "messages": []}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Whether, within `within`, the shared limiter is seen live with `key`'s single slot free:
+/// one stream is admitted and, while it runs, a second request is refused. (Admitted without
+/// Redis, during a back-off, both pass: try again.)
+async fn one_slot_free_within(gw: &GatewayGuard, key: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let held = stream_as(gw, key).await;
+        if held.status() == 200 && get(gw, key).await.status() == 429 {
+            return true;
+        }
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_redis_pause_leaks_no_concurrency_slot() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    up.set_behavior(held_streams());
+    let limits = shared(
+        &redis.url(),
+        "300ms",
+        "1s",
+        "allow",
+        "{concurrency: 1, per: key}",
+    );
+    let gw = start_gateway(&keyed(&up.url(), &limits)).await;
+    let held = stream_as(&gw, "fk-alice").await;
+    assert_eq!(held.status(), 200);
+    assert_eq!(get(&gw, "fk-alice").await.status(), 429, "limiter live");
+    redis.pause();
+    // Bob's slot request times out (allowed) but stays queued in Redis, which runs it once it
+    // resumes: a slot taken for nobody. Alice's stream ends meanwhile; giving her slot back
+    // fails.
+    let started = Instant::now();
+    assert_eq!(get(&gw, "fk-bob").await.status(), 200, "allow: admitted");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "Redis held a request"
+    );
+    drop(held);
+    assert!(up
+        .wait_for_peer_close(Duration::from_secs(5))
+        .await
+        .is_some());
+    redis.resume();
+    // Both come back within the lease (1 s) plus the back-off; before leases a counter stayed
+    // at its limit for ten minutes.
+    for key in ["fk-bob", "fk-alice"] {
+        assert!(
+            one_slot_free_within(&gw, key, Duration::from_secs(10)).await,
+            "{key}'s slot leaked after a Redis pause"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slot_is_renewed_while_its_answer_runs_and_freed_when_its_node_dies() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    up.set_behavior(held_streams());
+    let limits = shared(
+        &redis.url(),
+        "200ms",
+        "1s",
+        "deny",
+        "{concurrency: 1, per: key}",
+    );
+    let survivor = start_gateway(&keyed(&up.url(), &limits)).await;
+    // The node that dies is a real process, killed with SIGKILL: nothing gives its slot back.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = server_yaml(dir.path(), port, "") + &keyed(&up.url(), &limits);
+    std::fs::write(dir.path().join("c.yaml"), yaml).unwrap();
+    let mut doomed = Process::spawn(
+        gateway_command(dir.path())
+            .args(["run", "-c", "c.yaml"])
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_listening(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let held = client()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .bearer_auth("fk-alice")
+        .json(&json!({"model": "m", "stream": true, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    // For three leases the slot stays taken: its node renews it while the answer runs.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(
+            get(&survivor, "fk-alice").await.status(),
+            429,
+            "a slot in use expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = doomed.0.kill();
+    let _ = doomed.0.wait();
+    drop(held);
+    assert!(
+        one_slot_free_within(&survivor, "fk-alice", Duration::from_secs(10)).await,
+        "a dead node's slot was never freed"
+    );
+}
+
+#[tokio::test]
+async fn without_redis_a_concurrency_rule_under_deny_answers_503() {
+    let up = MockUpstream::start().await;
+    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    let limits = shared(
+        &nowhere,
+        "200ms",
+        "1s",
+        "deny",
+        "{concurrency: 1, per: key}",
+    );
+    let gw = start_gateway(&keyed(&up.url(), &limits)).await;
+    for _ in 0..3 {
+        let resp = get(&gw, "fk-alice").await;
+        assert_eq!(resp.status(), 503);
+        assert_eq!(
+            error_code(&resp.json().await.unwrap()),
+            "rate_limiter_unavailable"
+        );
+    }
+    assert_eq!(up.request_count(), 0);
+}
+
+#[tokio::test]
+async fn an_unresponsive_redis_costs_one_timeout_then_is_skipped() {
+    let redis = RedisServer::start().await;
+    let up = MockUpstream::start().await;
+    // Concurrency, request rate and token budget: three Redis calls before the upstream.
+    let limits = shared(
+        &redis.url(),
+        "500ms",
+        "2s",
+        "allow",
+        "{concurrency: 10, requests: \"100/minute\", tokens: \"100000/minute\", per: key}",
+    );
+    let gw = start_gateway(&keyed(&up.url(), &limits)).await;
+    let call = || async {
+        let started = Instant::now();
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth("fk-alice")
+            .json(&json!({"model": "m", "max_tokens": 5, "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap();
+        started.elapsed()
+    };
+    call().await; // connected
+    redis.pause();
+    let first = call().await;
+    let second = call().await;
+    redis.resume();
+    // One timeout (500 ms) and no more: three in a row would be 1.5 s.
+    assert!(
+        first < Duration::from_millis(1200),
+        "{first:?}: more than one backend_timeout"
+    );
+    // Redis is skipped for a moment after a failure.
+    assert!(
+        second < Duration::from_millis(250),
+        "{second:?}: Redis not skipped after a failure"
     );
 }

@@ -410,13 +410,20 @@ pub struct Cache {
 impl Cache {
     /// Open the configured backend (a directory is created and indexed now; Redis is connected
     /// on first use).
-    pub fn build(config: &crate::config::CacheConfig) -> Result<Cache, String> {
+    pub fn build(
+        config: &crate::config::CacheConfig,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Cache, String> {
         use crate::config::CacheBackendConfig as B;
         let budget = config.max_size as usize;
         let backend: Box<dyn Backend> = match &config.backend {
             B::Memory => Box::new(memory::MemoryBackend::new(budget)),
             B::Disk(dir) => Box::new(disk::DiskBackend::open(dir, budget)?),
-            B::Redis(url) => Box::new(redis::RedisBackend::new(url, config.backend_timeout)?),
+            B::Redis(url) => Box::new(redis::RedisBackend::new(
+                url,
+                config.backend_timeout,
+                ca_file,
+            )?),
         };
         let store: &'static CacheStore = Box::leak(Box::new(CacheStore::new(
             backend,

@@ -5,8 +5,8 @@
 //! with Redis expiring it at the entry's TTL; `llmf:cache:r:<route>` is the set of ids stored
 //! for a route (purge by route). Key names carry digests and route prefixes only, never key
 //! material. Each call is bounded by `timeout`; after a failure Redis is left alone for a
-//! second (every lookup in that second is a plain miss, without waiting), and the connection
-//! manager reconnects by itself.
+//! second (every lookup in that second is a plain miss, without waiting; `redis_conn.rs`), and
+//! the connection manager reconnects by itself.
 
 use super::entry::Entry;
 use super::{bounded, now_ms, Backend, BackendResult, Usage};
@@ -15,46 +15,30 @@ use crate::redis_conn::LazyRedis;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 const PREFIX: &str = "llmf:cache:";
-/// How long Redis is skipped after a failed call.
-const BACKOFF_MS: u64 = 1000;
 
 pub struct RedisBackend {
     redis: LazyRedis,
-    /// Until when (unix ms) calls fail at once, after a failure.
-    down_until: AtomicU64,
 }
 
 impl RedisBackend {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn new(url: &str, timeout: Duration, ca_file: Option<&Path>) -> Result<Self, String> {
         Ok(RedisBackend {
-            redis: LazyRedis::open(url, timeout)?,
-            down_until: AtomicU64::new(0),
+            redis: LazyRedis::open(url, timeout, ca_file)?,
         })
     }
 
+    /// The connection for an admin operation; an error at once while Redis is skipped after
+    /// a failure.
     async fn connection(&self) -> BackendResult<ConnectionManager> {
-        if self.down_until.load(Ordering::Relaxed) > now_ms() {
-            return Err("Redis was unreachable a moment ago".into());
+        if self.redis.backing_off() {
+            return Err(crate::redis_conn::SKIPPED.into());
         }
         self.redis.get().await
-    }
-
-    /// Run one bounded call; a failure starts the back-off.
-    async fn call<T>(
-        &self,
-        f: impl std::future::Future<Output = BackendResult<T>>,
-    ) -> BackendResult<T> {
-        let r = bounded(self.redis.timeout(), f).await;
-        if r.is_err() {
-            self.down_until
-                .store(now_ms() + BACKOFF_MS, Ordering::Relaxed);
-        }
-        r
     }
 
     async fn scan(&self, pattern: String) -> BackendResult<Vec<String>> {
@@ -112,8 +96,9 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 impl Backend for RedisBackend {
     async fn get(&self, id: &Digest) -> BackendResult<Option<Arc<Entry>>> {
         let blob: Option<Vec<u8>> = self
+            .redis
             .call(async {
-                let mut conn = self.connection().await?;
+                let mut conn = self.redis.get().await?;
                 redis::cmd("GET")
                     .arg(entry_key(id))
                     .query_async(&mut conn)
@@ -133,32 +118,33 @@ impl Backend for RedisBackend {
         }
         let blob = entry.encode();
         let rkey = route_key(&entry.route);
-        self.call(async {
-            let mut conn = self.connection().await?;
-            let hex_id = hex(&id);
-            redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(entry_key(&id))
-                .arg(blob)
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore()
-                .cmd("SADD")
-                .arg(&rkey)
-                .arg(&hex_id)
-                .ignore()
-                // A route's entries share its TTL, so the index outlives its newest entry a
-                // little; ids of entries that expired meanwhile are harmless there.
-                .cmd("PEXPIRE")
-                .arg(&rkey)
-                .arg(ttl_ms + 60_000)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await
+        self.redis
+            .call(async {
+                let mut conn = self.redis.get().await?;
+                let hex_id = hex(&id);
+                redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(entry_key(&id))
+                    .arg(blob)
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .ignore()
+                    .cmd("SADD")
+                    .arg(&rkey)
+                    .arg(&hex_id)
+                    .ignore()
+                    // A route's entries share its TTL, so the index outlives its newest entry a
+                    // little; ids of entries that expired meanwhile are harmless there.
+                    .cmd("PEXPIRE")
+                    .arg(&rkey)
+                    .arg(ttl_ms + 60_000)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
     }
 
     async fn remove(&self, id: &Digest) -> BackendResult<bool> {

@@ -11,6 +11,7 @@ mod schema_admin;
 mod schema_auth;
 mod schema_cache;
 mod schema_limits;
+mod schema_redis;
 mod schema_upstreams;
 pub mod units;
 mod validate;

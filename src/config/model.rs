@@ -31,6 +31,8 @@ pub struct Config {
     pub cache: Option<super::CacheConfig>,
     /// The admin listener (`/metrics`).
     pub admin: AdminConfig,
+    /// What every Redis backend shares.
+    pub redis: RedisConfig,
 }
 
 /// The admin service: a second listener, apart from the proxy's, for `/metrics` (and, later,
@@ -72,6 +74,14 @@ pub struct ChatLogSettings {
     pub keep_files: usize,
 }
 
+/// `redis:`: settings of every Redis connection (limits and cache).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RedisConfig {
+    /// PEM CA bundle a `rediss://` server's certificate must chain to, instead of the system
+    /// store.
+    pub ca_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum LimitBackendConfig {
     /// This process's memory (pingora-limits estimators).
@@ -87,6 +97,10 @@ pub struct LimitsConfig {
     pub on_backend_error: crate::limits::OnBackendError,
     /// Bound on one Redis round trip.
     pub backend_timeout: Duration,
+    /// How long a concurrency slot in Redis outlives its holder's last renewal (renewed three
+    /// times per lease while the answer runs): the longest a lost release or a dead node's
+    /// slot stays taken.
+    pub concurrency_lease: Duration,
     /// The completion tokens a token budget reserves when the request sets no `max_tokens`.
     pub default_max_tokens: u64,
     pub rules: Vec<crate::limits::rules::LimitRule>,
@@ -98,6 +112,7 @@ impl Default for LimitsConfig {
             backend: LimitBackendConfig::Memory,
             on_backend_error: crate::limits::OnBackendError::Allow,
             backend_timeout: Duration::from_millis(50),
+            concurrency_lease: Duration::from_secs(30),
             default_max_tokens: 256,
             rules: Vec::new(),
         }
@@ -449,6 +464,7 @@ impl Config {
             log: LogConfig::default(),
             cache: None,
             admin: AdminConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 

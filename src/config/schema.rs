@@ -4,7 +4,10 @@
 use super::decode::{Decoder, Node};
 use super::model::*;
 use super::model_upstream::*;
-use super::{schema_admin, schema_auth, schema_cache, schema_limits, schema_upstreams, validate};
+use super::{
+    schema_admin, schema_auth, schema_cache, schema_limits, schema_redis, schema_upstreams,
+    validate,
+};
 use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ const TOP: &[&str] = &[
     "log",
     "cache",
     "admin",
+    "redis",
 ];
 const SERVER: &[&str] = &[
     "listen",
@@ -107,10 +111,26 @@ pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
     if let Some(n) = top.get("admin") {
         config.admin = schema_admin::decode_admin(d, &n, &config.server.listen);
     }
+    if let Some(n) = top.get("redis") {
+        config.redis = schema_redis::decode_redis(d, &n);
+        if config.redis.ca_file.is_some() && !uses_tls_redis(&config) {
+            let why = "no `limits.backend` or `cache.backend` is a rediss:// URL";
+            d.problem("redis.ca_file", None, why);
+        }
+    }
     if d.problems.is_empty() {
         validate::cross_check(&config, &mut d.problems);
     }
     d.problems.is_empty().then_some(config)
+}
+
+/// Whether the limiter or the cache talks to Redis over TLS.
+fn uses_tls_redis(config: &Config) -> bool {
+    let limits = matches!(&config.limits.backend, LimitBackendConfig::Redis(u) if u.starts_with("rediss://"));
+    let cache = config.cache.as_ref().is_some_and(
+        |c| matches!(&c.backend, super::CacheBackendConfig::Redis(u) if u.starts_with("rediss://")),
+    );
+    limits || cache
 }
 
 fn decode_server(d: &mut Decoder<'_>, node: &Node<'_>) -> ServerConfig {

@@ -5,6 +5,7 @@
 
 use super::decode::{Decoder, Node};
 use super::model::{RouteConfig, Secret};
+use super::schema_redis::{is_redis_url, redis_url};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,14 +104,7 @@ pub fn decode_cache(d: &mut Decoder<'_>, node: &Node<'_>, routes: &[RouteConfig]
         let parsed = d.parsed(&n, |s| match s {
             "memory" => Ok(CacheBackendConfig::Memory),
             "disk" => Ok(CacheBackendConfig::Disk(PathBuf::new())),
-            url if url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("redis+unix://") =>
-            {
-                redis::Client::open(url)
-                    .map(|_| CacheBackendConfig::Redis(url.to_string()))
-                    .map_err(|e| format!("not a Redis URL: {e}"))
-            }
+            url if is_redis_url(url) => redis_url(url).map(CacheBackendConfig::Redis),
             _ => Err("expected `memory`, `disk` or a redis:// URL".into()),
         });
         match parsed {

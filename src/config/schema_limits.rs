@@ -4,6 +4,7 @@
 
 use super::decode::{Decoder, Node};
 use super::model::{ChatLogSettings, LimitBackendConfig, LimitsConfig, LogConfig};
+use super::schema_redis::{is_redis_url, redis_url};
 use crate::limits::rules::{LimitRule, Per};
 use crate::limits::spec::parse_limit;
 use crate::limits::OnBackendError;
@@ -56,6 +57,7 @@ const LIMITS: &[&str] = &[
     "backend",
     "on_backend_error",
     "backend_timeout",
+    "concurrency_lease",
     "default_max_tokens",
     "rules",
 ];
@@ -80,14 +82,7 @@ pub fn decode_limits(d: &mut Decoder<'_>, node: &Node<'_>) -> LimitsConfig {
     if let Some(n) = f.get("backend") {
         if let Some(b) = d.parsed(&n, |s| match s {
             "memory" => Ok(LimitBackendConfig::Memory),
-            url if url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("redis+unix://") =>
-            {
-                redis::Client::open(url)
-                    .map(|_| LimitBackendConfig::Redis(url.to_string()))
-                    .map_err(|e| format!("not a Redis URL: {e}"))
-            }
+            url if is_redis_url(url) => redis_url(url).map(LimitBackendConfig::Redis),
             _ => Err("expected `memory` or a redis:// URL".into()),
         }) {
             limits.backend = b;
@@ -104,6 +99,22 @@ pub fn decode_limits(d: &mut Decoder<'_>, node: &Node<'_>) -> LimitsConfig {
     }
     if let Some(t) = f.get("backend_timeout").and_then(|n| d.duration(&n)) {
         limits.backend_timeout = t;
+    }
+    let lease = f.get("concurrency_lease");
+    if let Some(v) = lease.as_ref().and_then(|n| d.duration(n)) {
+        limits.concurrency_lease = v;
+    }
+    // Leases are renewed every third of a lease, each renewal bounded by the timeout: a lease
+    // shorter than three timeouts could lapse while its answer still runs.
+    if limits.concurrency_lease < limits.backend_timeout * 3 {
+        let why = format!(
+            "{:?}: must be at least 3 × limits.backend_timeout ({:?}), as leases are renewed every third of a lease",
+            limits.concurrency_lease, limits.backend_timeout
+        );
+        match &lease {
+            Some(n) => d.problem(&n.path, Some(n.value), why),
+            None => d.problem(&f.path_of("concurrency_lease"), None, why),
+        }
     }
     if let Some(n) = f
         .get("default_max_tokens")

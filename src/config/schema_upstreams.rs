@@ -151,7 +151,7 @@ fn decode_models(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<Vec<(String, St
     Some(out)
 }
 
-fn ca_file(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<PathBuf> {
+pub fn ca_file(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<PathBuf> {
     let path = PathBuf::from(d.string(n)?);
     if !path.is_file() {
         d.problem(&n.path, Some(n.value), "no such file (a PEM CA bundle)");

@@ -64,7 +64,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(config: &crate::config::LimitsConfig) -> Result<Self, String> {
+    /// `ca_file`: the CA bundle a `rediss://` backend's certificate must chain to.
+    pub fn new(
+        config: &crate::config::LimitsConfig,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
         let windows: Vec<Duration> = config
             .rules
             .iter()
@@ -80,7 +84,12 @@ impl Limits {
                 Limiter::Local(local::LocalLimiter::new(windows))
             }
             crate::config::LimitBackendConfig::Redis(url) => Limiter::Redis {
-                redis: Box::new(redis::RedisLimiter::new(url, config.backend_timeout)?),
+                redis: Box::new(redis::RedisLimiter::new(
+                    url,
+                    config.backend_timeout,
+                    config.concurrency_lease,
+                    ca_file,
+                )?),
                 policy: config.on_backend_error,
             },
         };
@@ -100,10 +109,22 @@ pub enum Limiter {
     },
 }
 
-/// A concurrency slot: held in this process's counters, or in Redis (given back in `logging`).
+/// A concurrency slot: held in this process's counters, or a lease in Redis (given back in
+/// `logging`; renewed until then).
 pub enum Slot {
     Local(pingora_limits::inflight::Guard),
-    Shared(String),
+    Shared(redis::SharedSlot),
+}
+
+/// The answer to a request for a concurrency slot.
+pub enum Admission {
+    /// Go ahead, holding this slot (none when the shared backend is down and the policy
+    /// admits anyway).
+    Admitted(Option<Slot>),
+    /// Every slot is taken.
+    Full,
+    /// The shared backend did not answer and the policy is `deny`.
+    Unavailable,
 }
 
 impl Limits {
@@ -111,29 +132,27 @@ impl Limits {
     pub fn backend_errors(&self) -> Option<u64> {
         match &self.requests {
             Limiter::Local(_) => None,
-            Limiter::Redis { redis, .. } => {
-                Some(redis.errors.load(std::sync::atomic::Ordering::Relaxed))
-            }
+            Limiter::Redis { redis, .. } => Some(redis.errors()),
         }
     }
 
-    /// Take a slot of `bucket` (cluster-wide with the Redis backend); `None`: all taken. A Redis
-    /// that does not answer follows `on_backend_error`.
-    pub async fn enter(&self, bucket: &str, max: u32) -> Option<Option<Slot>> {
+    /// Take a slot of `bucket` (cluster-wide with the Redis backend). A Redis that does not
+    /// answer follows `on_backend_error`.
+    pub async fn enter(&self, bucket: &str, max: u32) -> Admission {
         match &self.requests {
-            Limiter::Local(_) => self
-                .inflight
-                .enter(bucket, max)
-                .map(|g| Some(Slot::Local(g))),
+            Limiter::Local(_) => match self.inflight.enter(bucket, max) {
+                Some(g) => Admission::Admitted(Some(Slot::Local(g))),
+                None => Admission::Full,
+            },
             Limiter::Redis { redis, policy } => match redis.enter(bucket, max).await {
-                Ok(true) => Some(Some(Slot::Shared(bucket.to_string()))),
-                Ok(false) => None,
+                Ok(Some(slot)) => Admission::Admitted(Some(Slot::Shared(slot))),
+                Ok(None) => Admission::Full,
                 Err(e) => {
-                    redis
-                        .errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log::warn!("concurrency limiter backend unavailable ({e}); policy: {policy:?}");
-                    (*policy == OnBackendError::Allow).then_some(None)
+                    match policy {
+                        OnBackendError::Allow => Admission::Admitted(None),
+                        OnBackendError::Deny => Admission::Unavailable,
+                    }
                 }
             },
         }
@@ -141,12 +160,9 @@ impl Limits {
 
     /// Give a slot back (local slots go back when dropped).
     pub async fn leave(&self, slot: Slot) {
-        if let (Slot::Shared(bucket), Limiter::Redis { redis, .. }) = (slot, &self.requests) {
-            if let Err(e) = redis.leave(&bucket).await {
-                redis
-                    .errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log::warn!("concurrency slot not given back (limiter backend: {e}); it expires with its key");
+        if let (Slot::Shared(slot), Limiter::Redis { redis, .. }) = (slot, &self.requests) {
+            if let Err(e) = redis.leave(slot).await {
+                log::warn!("concurrency slot not given back (limiter backend: {e}); it expires with its lease");
             }
         }
     }
@@ -159,9 +175,6 @@ impl Limiter {
             Limiter::Local(l) => l.adjust(bucket, spec, delta),
             Limiter::Redis { redis, .. } => {
                 if let Err(e) = redis.adjust(bucket, spec, delta).await {
-                    redis
-                        .errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log::warn!("token settlement lost (limiter backend: {e})");
                 }
             }
@@ -188,9 +201,6 @@ impl Limiter {
             Limiter::Redis { redis, policy } => match redis.check(bucket, spec, n).await {
                 Ok(d) => Verdict::Decided(d),
                 Err(e) => {
-                    redis
-                        .errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log::warn!("rate limiter backend unavailable ({e}); policy: {policy:?}");
                     Verdict::BackendDown {
                         allowed: *policy == OnBackendError::Allow,

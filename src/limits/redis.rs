@@ -4,15 +4,25 @@
 //! pass per window across the cluster. Keys hold bucket names (route, tenant, key *ids*, client
 //! IPs), never key material, and expire with their window.
 //!
-//! Each call is bounded by a short timeout; a slow or dead Redis yields `Err`, and the caller
-//! applies the configured `on_backend_error` policy. The connection manager reconnects by
-//! itself once Redis is back.
+//! Concurrency slots are leases: per limit key a sorted set of holder ids (this process's random
+//! id and a counter) scored by their deadline on Redis's clock. Taking a slot reaps expired
+//! leases in the same script; a task renews this process's leases while their answers run;
+//! giving a slot back removes its holder. A reply lost to a timeout (the script ran after we
+//! stopped waiting), a release that failed, or a node that died leaves a lease nobody renews,
+//! and it frees itself within `limits.concurrency_lease`.
+//!
+//! Each call is bounded by a short timeout and a failure makes every call skip Redis for a
+//! moment (`redis_conn.rs`); the caller applies the configured `on_backend_error` policy. The
+//! connection manager reconnects by itself once Redis is back.
 
 use super::spec::LimitSpec;
 use super::Decision;
 use crate::redis_conn::LazyRedis;
-use redis::aio::ConnectionManager;
 use redis::Script;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 const SCRIPT: &str = r#"
@@ -45,30 +55,41 @@ end
 return {1, best_limit, best_remaining, best_reset}
 "#;
 
-/// Take a concurrency slot: admit while fewer than `ARGV[1]` are held. The key's TTL
-/// (`ARGV[2]` ms, renewed on every entry) bounds how long a slot of a node that died can linger.
+/// Take a concurrency slot: a lease in the sorted set `KEYS[1]` (holder id → deadline, ms on
+/// Redis's clock). Expired leases are dropped first, then the holder `ARGV[3]` is admitted for
+/// `ARGV[2]` ms while fewer than `ARGV[1]` are held. The key itself expires with its newest lease.
 const ENTER: &str = r#"
-local held = tonumber(redis.call('GET', KEYS[1]) or '0')
-if held >= tonumber(ARGV[1]) then
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
-redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-return 1
-"#;
-
-/// Release a slot (never below zero: a key that expired meanwhile stays absent).
-const LEAVE: &str = r#"
-local held = tonumber(redis.call('GET', KEYS[1]) or '0')
-if held > 0 then
-  redis.call('DECR', KEYS[1])
+local lease = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+if redis.call('PTTL', KEYS[1]) < lease then
+  redis.call('PEXPIRE', KEYS[1], lease)
 end
 return 1
 "#;
 
-/// How long a concurrency counter outlives its last entry: a node that dies holding slots
-/// gives them back after this.
-const SLOT_TTL_MS: u64 = 10 * 60 * 1000;
+/// Renew leases: holder `ARGV[i + 1]` of `KEYS[i]` gets `ARGV[1]` ms from now. `XX`: a lease
+/// that was given back (or already reaped) is not taken again.
+const RENEW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', now + lease, ARGV[i + 1])
+  if redis.call('PTTL', KEYS[i]) < lease then
+    redis.call('PEXPIRE', KEYS[i], lease)
+  end
+end
+return 1
+"#;
+
+/// Leases renewed per script call (one round trip each).
+const RENEW_BATCH: usize = 500;
 
 /// Settle a reservation: add `ARGV[#ARGV]` (possibly negative) to the current windows.
 const ADJUST: &str = r#"
@@ -85,115 +106,251 @@ return 1
 "#;
 
 pub struct RedisLimiter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     redis: LazyRedis,
     script: Script,
     adjust: Script,
     enter: Script,
-    leave: Script,
+    renew: Script,
     prefix: String,
-    /// Calls that failed or timed out (metrics: `llm_forward_redis_errors_total`).
-    pub errors: std::sync::atomic::AtomicU64,
+    lease: Duration,
+    /// This process's part of holder ids (random), so nodes never share one.
+    node: u64,
+    next_id: AtomicU64,
+    held: Mutex<Held>,
+}
+
+/// The leases this process holds, renewed by one task while there are any.
+struct Held {
+    /// Holder number → its slot key.
+    slots: HashMap<u64, Arc<str>>,
+    renewing: bool,
+}
+
+/// A concurrency slot held in Redis. [`RedisLimiter::leave`] gives it back; dropped without
+/// that (a lost release), it is no longer renewed and expires with its lease.
+pub struct SharedSlot {
+    id: u64,
+    key: Arc<str>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for SharedSlot {
+    fn drop(&mut self) {
+        lock(&self.shared.held).slots.remove(&self.id);
+    }
+}
+
+fn lock(m: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RedisLimiter {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        Ok(RedisLimiter {
-            redis: LazyRedis::open(url, timeout)?,
-            script: Script::new(SCRIPT),
-            adjust: Script::new(ADJUST),
-            enter: Script::new(ENTER),
-            leave: Script::new(LEAVE),
-            prefix: "llmf:rl:".into(),
-            errors: Default::default(),
-        })
+    /// Calls to Redis that failed or timed out so far (metrics).
+    pub fn errors(&self) -> u64 {
+        self.shared.redis.errors()
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
-        self.redis.get().await
+    /// `lease`: how long a concurrency slot outlives its holder's last renewal.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        lease: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
+        Ok(RedisLimiter {
+            shared: Arc::new(Shared {
+                redis: LazyRedis::open(url, timeout, ca_file)?,
+                script: Script::new(SCRIPT),
+                adjust: Script::new(ADJUST),
+                enter: Script::new(ENTER),
+                renew: Script::new(RENEW),
+                prefix: "llmf:rl:".into(),
+                lease,
+                node: rand::random(),
+                next_id: AtomicU64::new(0),
+                held: Mutex::new(Held {
+                    slots: HashMap::new(),
+                    renewing: false,
+                }),
+            }),
+        })
     }
 
     /// Count `n` events in every window if all have room (one round trip).
     pub async fn check(&self, bucket: &str, spec: &LimitSpec, n: u64) -> Result<Decision, String> {
-        let call = async {
-            let mut conn = self.connection().await?;
-            let mut invocation = self.script.prepare_invoke();
-            for w in &spec.0 {
-                let ms = w.window.as_millis() as u64;
-                invocation.key(format!("{}{bucket}:{ms}", self.prefix));
-                invocation.arg(w.count).arg(ms);
-            }
-            invocation.arg(n);
-            let (allowed, limit, remaining, reset): (u8, u64, u64, u64) = invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            let reset = Duration::from_millis(reset);
-            Ok(if allowed == 1 {
-                let mut d = Decision::unlimited();
-                d.tighten(limit, remaining, reset);
-                d
-            } else {
-                Decision::refused(limit, reset)
+        let s = &*self.shared;
+        s.redis
+            .call(async {
+                let mut conn = s.redis.get().await?;
+                let mut invocation = s.script.prepare_invoke();
+                for w in &spec.0 {
+                    let ms = w.window.as_millis() as u64;
+                    invocation.key(format!("{}{bucket}:{ms}", s.prefix));
+                    invocation.arg(w.count).arg(ms);
+                }
+                invocation.arg(n);
+                let (allowed, limit, remaining, reset): (u8, u64, u64, u64) = invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let reset = Duration::from_millis(reset);
+                Ok(if allowed == 1 {
+                    let mut d = Decision::unlimited();
+                    d.tighten(limit, remaining, reset);
+                    d
+                } else {
+                    Decision::refused(limit, reset)
+                })
             })
-        };
-        tokio::time::timeout(self.redis.timeout(), call)
             .await
-            .map_err(|_| "timed out".to_string())?
     }
 
-    /// Take a slot of `bucket` if fewer than `max` are held cluster-wide.
-    pub async fn enter(&self, bucket: &str, max: u32) -> Result<bool, String> {
-        let call = async {
-            let mut conn = self.connection().await?;
-            self.enter
-                .key(format!("llmf:cc:{bucket}"))
-                .arg(max)
-                .arg(SLOT_TTL_MS)
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .map(|admitted| admitted == 1)
-                .map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(self.redis.timeout(), call)
-            .await
-            .map_err(|_| "timed out".to_string())?
+    /// Take a slot of `bucket` if fewer than `max` are held cluster-wide; `None`: all taken.
+    pub async fn enter(&self, bucket: &str, max: u32) -> Result<Option<SharedSlot>, String> {
+        let s = &*self.shared;
+        let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+        let key: Arc<str> = format!("llmf:slots:{bucket}").into();
+        let admitted = s
+            .redis
+            .call(async {
+                let mut conn = s.redis.get().await?;
+                s.enter
+                    .key(&*key)
+                    .arg(max)
+                    .arg(s.lease.as_millis() as u64)
+                    .arg(s.holder(id))
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        if admitted != 1 {
+            return Ok(None);
+        }
+        self.hold(id, Arc::clone(&key));
+        Ok(Some(SharedSlot {
+            id,
+            key,
+            shared: Arc::clone(&self.shared),
+        }))
     }
 
-    /// Give a slot of `bucket` back.
-    pub async fn leave(&self, bucket: &str) -> Result<(), String> {
-        let call = async {
-            let mut conn = self.connection().await?;
-            self.leave
-                .key(format!("llmf:cc:{bucket}"))
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(self.redis.timeout(), call)
+    /// Give a slot back. If this fails, the slot expires with its lease (it is no longer
+    /// renewed either way).
+    pub async fn leave(&self, slot: SharedSlot) -> Result<(), String> {
+        let s = &*self.shared;
+        let (key, holder) = (Arc::clone(&slot.key), s.holder(slot.id));
+        drop(slot);
+        s.redis
+            .call(async {
+                let mut conn = s.redis.get().await?;
+                redis::cmd("ZREM")
+                    .arg(&*key)
+                    .arg(holder)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
             .await
-            .map_err(|_| "timed out".to_string())?
+    }
+
+    /// Register a lease for renewal, starting the renewal task if none runs.
+    fn hold(&self, id: u64, key: Arc<str>) {
+        let mut held = lock(&self.shared.held);
+        held.slots.insert(id, key);
+        if held.renewing {
+            return;
+        }
+        // Requests run inside a runtime; without one the lease simply expires (never a leak).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            held.renewing = true;
+            rt.spawn(renew_while_held(Arc::downgrade(&self.shared)));
+        }
     }
 
     /// Add `delta` (possibly negative) to the current windows: a reservation settled.
     pub async fn adjust(&self, bucket: &str, spec: &LimitSpec, delta: i64) -> Result<(), String> {
-        let call = async {
-            let mut conn = self.connection().await?;
-            let mut invocation = self.adjust.prepare_invoke();
-            for w in &spec.0 {
-                let ms = w.window.as_millis() as u64;
-                invocation.key(format!("{}{bucket}:{ms}", self.prefix));
-                invocation.arg(ms);
-            }
-            invocation.arg(delta);
-            invocation
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(self.redis.timeout(), call)
+        let s = &*self.shared;
+        s.redis
+            .call(async {
+                let mut conn = s.redis.get().await?;
+                let mut invocation = s.adjust.prepare_invoke();
+                for w in &spec.0 {
+                    let ms = w.window.as_millis() as u64;
+                    invocation.key(format!("{}{bucket}:{ms}", s.prefix));
+                    invocation.arg(ms);
+                }
+                invocation.arg(delta);
+                invocation
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
             .await
-            .map_err(|_| "timed out".to_string())?
+    }
+}
+
+impl Shared {
+    fn holder(&self, id: u64) -> String {
+        format!("{:016x}:{id}", self.node)
+    }
+
+    /// Extend every lease in `slots` by a full lease from now.
+    async fn renew(&self, slots: &[(u64, Arc<str>)]) -> Result<(), String> {
+        for batch in slots.chunks(RENEW_BATCH) {
+            self.redis
+                .call(async {
+                    let mut conn = self.redis.get().await?;
+                    let mut invocation = self.renew.prepare_invoke();
+                    invocation.arg(self.lease.as_millis() as u64);
+                    for (id, key) in batch {
+                        invocation.key(&**key).arg(self.holder(*id));
+                    }
+                    invocation
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Renew this process's leases three times per lease (so two renewals may fail before one
+/// expires); stop once none is held (the next slot starts a new task) or the limiter is gone.
+async fn renew_while_held(shared: Weak<Shared>) {
+    loop {
+        let Some(period) = shared.upgrade().map(|s| s.lease / 3) else {
+            return;
+        };
+        tokio::time::sleep(period).await;
+        let Some(s) = shared.upgrade() else {
+            return;
+        };
+        let slots: Vec<(u64, Arc<str>)> = {
+            let mut held = lock(&s.held);
+            if held.slots.is_empty() {
+                held.renewing = false;
+                return;
+            }
+            held.slots
+                .iter()
+                .map(|(id, key)| (*id, Arc::clone(key)))
+                .collect()
+        };
+        if let Err(e) = s.renew(&slots).await {
+            log::warn!(
+                "concurrency leases not renewed (limiter backend: {e}); they expire in {:?} unless a renewal succeeds",
+                s.lease
+            );
+        }
     }
 }

@@ -7,8 +7,8 @@ use super::ctx::RequestCtx;
 use super::error::GatewayError;
 use crate::limits::rules::{select, select_pacing, select_tokens, Subject};
 use crate::limits::spec::LimitSpec;
-use crate::limits::Decision;
 use crate::limits::Verdict;
+use crate::limits::{Admission, Decision};
 use crate::state::Gateway;
 use http::{HeaderName, HeaderValue};
 use pingora_proxy::Session;
@@ -34,8 +34,9 @@ pub async fn enforce(
     if let Some((i, rule)) = concurrency_rule {
         let max = rule.concurrency.unwrap_or(u32::MAX);
         match limits.enter(&rule.bucket(i, &subject), max).await {
-            Some(slot) => ctx.concurrency = slot,
-            None => return Err(ctx.fail(GatewayError::ConcurrencyLimited)),
+            Admission::Admitted(slot) => ctx.concurrency = slot,
+            Admission::Full => return Err(ctx.fail(GatewayError::ConcurrencyLimited)),
+            Admission::Unavailable => return Err(ctx.fail(GatewayError::LimiterUnavailable)),
         }
     }
     if let Some((i, rule)) = rate_rule {

@@ -182,6 +182,26 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
+
+    /// Freeze the server (SIGSTOP): connections stay open, commands queue unanswered and run
+    /// after [`resume`](Self::resume) — a GC pause, a slow disk, a saturated network.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Let a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} redis-server failed");
+    }
 }
 
 impl Drop for RedisServer {
