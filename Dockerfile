@@ -42,7 +42,7 @@ routes:
     type: openai
 EOF
 USER 10001:10001
-# pid_file and upgrade_sock default to /tmp, which this user can write.
+# pid_file and upgrade_sock default to a private directory this user creates (/tmp/llm-forward-10001).
 WORKDIR /tmp
 EXPOSE 8000
 ENV RUST_LOG=info HEALTH_PORT=8000

@@ -1,6 +1,7 @@
 //! The start-up banner on stderr: what is listening, where each route goes and who may use it,
 //! so an operator sees at a glance what this process will do (openai-forward prints a similar
-//! table). Names keys by count and id, never by value.
+//! table). Names keys by count and id, never by value, and masks `${VAR}` values expanded
+//! into URLs (`config/redact.rs`).
 
 use crate::config::units::format_duration;
 use crate::config::{AuthMode, Config};
@@ -78,7 +79,7 @@ pub fn render(config: &Config) -> String {
     if let Some(c) = &config.cors {
         let _ = writeln!(out, "  cors        {}", c.allow_origins.join(", "));
     }
-    out
+    config.secrets.mask(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -89,5 +90,15 @@ mod tests {
         assert!(text.contains("http://0.0.0.0:8000"));
         assert!(text.contains("admin       http://127.0.0.1:8001/metrics"));
         assert!(text.contains("/  ->  https://api.openai.com  [openai]  keys: client's own"));
+    }
+
+    #[test]
+    fn banner_masks_secrets_expanded_into_urls() {
+        let env = |k: &str| (k == "TOKEN").then(|| "t0ken-123456".to_string());
+        let yaml = "routes: [{prefix: /, upstream: 'https://api.example.com/bot${TOKEN}/v1'}]";
+        let config = crate::config::parse_bytes(yaml.as_bytes(), &env).unwrap();
+        let text = super::render(&config);
+        assert!(text.contains("https://api.example.com/bot***/v1"), "{text}");
+        assert!(!text.contains("t0ken-123456"), "{text}");
     }
 }

@@ -2,7 +2,7 @@
 //! failure, 2 bad configuration or usage.
 
 use crate::config::{self, Config, ConfigError};
-use crate::server::{build_server, ProcessOptions};
+use crate::server::{build_server, ProcessOptions, StartError};
 use clap::{Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -135,10 +135,14 @@ fn run(args: RunArgs) -> ExitCode {
     };
     match build_server(cfg, &options) {
         Ok(built) => built.run_forever(),
-        Err(list) => report(&ConfigError::Invalid {
+        Err(StartError::Config(list)) => report(&ConfigError::Invalid {
             path: args.config.unwrap_or_else(|| "config".into()),
             list,
         }),
+        Err(StartError::Failed(why)) => {
+            eprintln!("llm-forward: {why}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -2,6 +2,16 @@
 //! section (passed at construction, as graceful upgrade requires), the proxy service with a
 //! listener per address, and two ways to run it: in the foreground until a signal (the binary),
 //! or in a background thread until a handle is dropped (tests, embedding).
+//!
+//! Everything that can fail at start — the runtime directory, taking the listeners over
+//! (`-u`), binding the ports — happens here, in the foreground, before `-d` forks: the command
+//! systemd runs fails when the start fails (see the README, Deployment).
+
+mod listen;
+mod runtime_dir;
+mod signals;
+
+pub use runtime_dir::RuntimePaths;
 
 use crate::config::{Config, Problems};
 use crate::proxy::LlmProxy;
@@ -33,12 +43,37 @@ pub struct GatewayServer {
     /// Flushed before the process exits, so a stop or an upgrade loses no record.
     pub chat_log: Option<crate::chatlog::ChatLog>,
     exit_when_drained: Arc<AtomicBool>,
+    /// Raised on SIGINT (see `signals.rs`).
+    fast_stop: Arc<AtomicBool>,
 }
 
-/// Build the Pingora server for `config`. Fails only on config-level problems found while
-/// building runtime state (unreadable CA files).
-pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayServer, Problems> {
-    let gateway = Gateway::build(config)?;
+/// Why a server could not be built.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration (or the directory it names) is unusable: exit 2.
+    Config(Problems),
+    /// The machine said no (a port in use, another upgrade under way): exit 1.
+    Failed(String),
+}
+
+impl From<StartError> for Problems {
+    fn from(e: StartError) -> Problems {
+        match e {
+            StartError::Config(p) => p,
+            StartError::Failed(why) => {
+                let mut p = Problems::default();
+                p.add("server", None, why);
+                p
+            }
+        }
+    }
+}
+
+/// Build the Pingora server for `config`: runtime state, the private runtime directory, the
+/// listeners (received from the old process with `-u`, else bound here).
+pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayServer, StartError> {
+    let gateway = Gateway::build(config).map_err(StartError::Config)?;
+    let paths = runtime_dir::prepare(&gateway.config.server).map_err(StartError::Config)?;
     let in_flight = Arc::clone(&gateway.in_flight);
     let draining = Arc::clone(&gateway.draining);
     let cutoff = Arc::clone(&gateway.cutoff);
@@ -47,17 +82,27 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
         gateway.config.server.shutdown_timeout,
     );
     let chat_log = gateway.chat_log.clone();
-    let conf = server_conf(&gateway.config);
+    let conf = server_conf(&gateway.config, &paths);
     let opt = Opt {
         upgrade: options.upgrade,
         daemon: options.daemon,
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // Receives the listeners with `-u` (exits 1 when none come); one such process at a time.
+    let lock = match options.upgrade {
+        true => {
+            Some(runtime_dir::UpgradeLock::take(&paths.upgrade_sock).map_err(StartError::Failed)?)
+        }
+        false => None,
+    };
     server.bootstrap();
+    drop(lock);
     let listen = gateway.config.server.listen.clone();
-    if let Some(admin) = admin_listener(&gateway.config, options)? {
-        server.add_service(crate::admin::service(Arc::clone(&gateway), admin));
+    let bound = listen::bind_all(&listen, options.upgrade).map_err(StartError::Failed)?;
+    if let Some((addr, socket)) = admin_listener(&gateway.config, options)? {
+        let admin = crate::admin::service(Arc::clone(&gateway), addr);
+        server.add_service(listen::PreBound::new(admin, socket));
     }
     let mut service = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -67,8 +112,9 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
     for addr in &listen {
         service.add_tcp(&addr.to_string());
     }
-    server.add_service(service);
+    server.add_service(listen::PreBound::new(service, bound));
     let exit_when_drained = Arc::new(AtomicBool::new(false));
+    let fast_stop = Arc::new(AtomicBool::new(false));
     let post_fork = PostFork {
         chat_log: chat_log.clone(),
         in_flight: Arc::clone(&in_flight),
@@ -78,6 +124,7 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
         after_grace,
         phases: std::sync::Mutex::new(Some(server.watch_execution_phase())),
         exit_when_drained: Arc::clone(&exit_when_drained),
+        fast_stop: Arc::clone(&fast_stop),
     };
     server.add_service(background_service("post-fork", post_fork));
     Ok(GatewayServer {
@@ -85,16 +132,22 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
         in_flight,
         chat_log,
         exit_when_drained,
+        fast_stop,
     })
 }
 
 impl GatewayServer {
     /// Run until a signal, then exit the process: SIGTERM stops gracefully, SIGQUIT hands the
-    /// listeners to a new process started with `-u`, SIGINT stops at once. With `exit_when_drained`
-    /// set (see [`PostFork`]), a graceful stop exits as soon as no request is in flight.
+    /// listeners to a new process started with `-u`, SIGINT stops at once (`signals.rs`). With
+    /// `exit_when_drained` set (see [`PostFork`]), a graceful stop exits as soon as no request
+    /// is in flight.
     pub fn run_forever(self) -> ! {
         self.exit_when_drained.store(true, Ordering::Release);
-        self.server.run(RunArgs::default());
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(signals::ProcessSignals {
+                fast_stop: Arc::clone(&self.fast_stop),
+            }),
+        });
         flush(self.chat_log.as_ref());
         std::process::exit(0)
     }
@@ -109,10 +162,11 @@ impl GatewayServer {
 /// - the drain watch: Pingora's grace period is a fixed sleep after which running requests are
 ///   dropped, unlogged. The watch runs the grace period instead: it exits as soon as the last
 ///   request in flight has finished (after flushing the chat log), so a stop or an upgrade
-///   takes as long as the longest stream, not always the whole grace period; and when the
-///   grace period ends with requests still running, it raises the cutoff (`cutoff.rs`) and
-///   gives them `shutdown_timeout` to end as cut and log before the process exits. Pingora's
-///   own grace period is set past both (see `server_conf`), so it never drops them first.
+///   takes as long as the longest stream, not always the whole grace period; when the grace
+///   period ends with requests still running, it raises the cutoff (`cutoff.rs`) and gives
+///   them `shutdown_timeout` to end as cut and log before the process exits (Pingora's own
+///   grace period is set past both, see `server_conf`, so it never drops them first); after
+///   SIGINT it exits at once.
 struct PostFork {
     chat_log: Option<crate::chatlog::ChatLog>,
     in_flight: Arc<AtomicUsize>,
@@ -126,6 +180,7 @@ struct PostFork {
     phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
     /// Set by `run_forever`; tests running the server in a thread never exit the process.
     exit_when_drained: Arc<AtomicBool>,
+    fast_stop: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -138,12 +193,13 @@ impl BackgroundService for PostFork {
         let Some(mut phases) = phases else {
             return;
         };
-        let (in_flight, chat_log, exit, draining, cutoff) = (
+        let (in_flight, chat_log, exit, draining, cutoff, fast) = (
             Arc::clone(&self.in_flight),
             self.chat_log.clone(),
             Arc::clone(&self.exit_when_drained),
             Arc::clone(&self.draining),
             Arc::clone(&self.cutoff),
+            Arc::clone(&self.fast_stop),
         );
         let (grace, after_grace) = (self.grace, self.after_grace);
         let _ = std::thread::Builder::new()
@@ -161,6 +217,10 @@ impl BackgroundService for PostFork {
                         draining.store(true, Ordering::Relaxed);
                     }
                     if matches!(phase, ExecutionPhase::ShutdownGracePeriod) {
+                        if fast.load(Ordering::Acquire) && exit.load(Ordering::Acquire) {
+                            flush(chat_log.as_ref());
+                            std::process::exit(0);
+                        }
                         let idle = |within: Duration| {
                             let end = Instant::now() + within;
                             while in_flight.load(Ordering::Acquire) > 0 {
@@ -212,46 +272,40 @@ fn flush(chat_log: Option<&crate::chatlog::ChatLog>) {
     }
 }
 
-/// The admin service's address, once we know it can be bound. Pingora binds listeners inside
-/// a service task, where a failure is a panic that leaves the service silently absent; trying
-/// the address here turns that into a clear answer: refuse to start when the operator chose the
-/// address, or carry on without metrics (with a warning) when the default port is taken (a
-/// second gateway on the same host). A new process of a graceful upgrade (`-u`) skips the
-/// check: the old process holds the socket and hands it over.
+/// The admin service's address and its socket, bound here in the foreground like the proxy's
+/// (`listen.rs`): refuse to start when the operator chose the address and it cannot be bound,
+/// or carry on without metrics (with a warning) when the default port is taken (a second
+/// gateway on the same host). During a graceful upgrade (`-u`) the old process hands the
+/// socket over, so an address in use is left to Pingora's table.
 fn admin_listener(
     config: &Config,
     options: &ProcessOptions,
-) -> Result<Option<std::net::SocketAddr>, Problems> {
+) -> Result<Option<AdminSocket>, StartError> {
     let Some(addr) = config.admin.listen else {
         return Ok(None);
     };
-    if options.upgrade {
-        return Ok(Some(addr));
-    }
-    match std::net::TcpListener::bind(addr) {
-        Ok(_) => Ok(Some(addr)),
+    match listen::bind_all(&[addr], options.upgrade) {
+        Ok(socket) => Ok(Some((addr, socket))),
         Err(e) if addr == crate::config::DEFAULT_ADMIN_LISTEN => {
-            log::warn!("admin listener: cannot bind {addr} ({e}); /metrics is off. Set admin.listen to another address, or admin.enabled: false");
+            log::warn!("admin listener: {e}; /metrics is off. Set admin.listen to another address, or admin.enabled: false");
             Ok(None)
         }
         Err(e) => {
             let mut p = Problems::default();
-            p.add(
-                "admin.listen",
-                Some(addr.to_string()),
-                format!("cannot listen there: {e}"),
-            );
-            Err(p)
+            p.add("admin.listen", Some(addr.to_string()), e);
+            Err(StartError::Config(p))
         }
     }
 }
 
-fn server_conf(config: &Config) -> ServerConf {
+type AdminSocket = (std::net::SocketAddr, Vec<(String, std::net::TcpListener)>);
+
+fn server_conf(config: &Config, paths: &RuntimePaths) -> ServerConf {
     let s = &config.server;
     ServerConf {
         threads: s.threads,
-        pid_file: s.pid_file.clone(),
-        upgrade_sock: s.upgrade_sock.clone(),
+        pid_file: paths.pid_file.clone(),
+        upgrade_sock: paths.upgrade_sock.clone(),
         // Past our own grace period and the time cut requests get to log (the drain watch in
         // `PostFork` runs both and exits first): Pingora's drops requests unlogged.
         grace_period_seconds: Some(
@@ -278,7 +332,9 @@ pub struct RunningGateway {
 /// Start `config` in the background (tests and embedding). Listeners are bound asynchronously:
 /// callers that need readiness poll a connection to the listen address.
 pub fn spawn(config: Config) -> Result<RunningGateway, Problems> {
-    let server = build_server(config, &ProcessOptions::default())?.server;
+    let server = build_server(config, &ProcessOptions::default())
+        .map_err(Problems::from)?
+        .server;
     let stop = Arc::new(Notify::new());
     let signal = StopSignal(Arc::clone(&stop));
     let thread = std::thread::Builder::new()

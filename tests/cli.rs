@@ -185,3 +185,125 @@ async fn a_client_that_leaves_is_logged_but_not_as_an_error() {
     );
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// Wait up to `bound` for `proc` to exit; its exit code (`None`: still running, then killed).
+fn exit_within(proc: &mut Process, bound: Duration) -> Option<i32> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < bound {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            return Some(status.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A port that is taken fails the start at once, with the address in the message, instead of
+/// retrying for 30 s and then running without a listener — in the foreground and with `-d`,
+/// whose foreground process is what systemd (Type=forking) judges the start by.
+#[test]
+fn a_port_in_use_fails_the_start_quickly_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let config = format!(
+        "{}routes:\n  - {{prefix: /, upstream: 'http://127.0.0.1:9'}}\n",
+        server_yaml(dir.path(), port, "")
+    );
+    std::fs::write(dir.path().join("gw.yaml"), config).unwrap();
+    for daemon in [false, true] {
+        let mut cmd = gateway_command(dir.path());
+        cmd.args(["run", "-c", "gw.yaml"]);
+        if daemon {
+            cmd.arg("-d");
+        }
+        let mut proc = Process::spawn(&mut cmd);
+        let code = exit_within(&mut proc, Duration::from_secs(5));
+        let err = proc.kill_for_stderr();
+        // A daemon forked before failing would have written its pid file.
+        if let Ok(pid) = std::fs::read_to_string(dir.path().join("pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "daemon={daemon}: exit {code:?}:\n{err}"
+        );
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}")) && err.contains("in use"),
+            "daemon={daemon}:\n{err}"
+        );
+    }
+}
+
+/// Two listen addresses that would claim the same socket (Pingora panics on an exact
+/// duplicate; a wildcard and a specific address on one port cannot both be bound) are a
+/// config problem that `check` names.
+#[test]
+fn check_refuses_duplicate_and_overlapping_listen_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    for listen in [
+        "['127.0.0.1:8000', '127.0.0.1:8000']",
+        "['0.0.0.0:8000', '127.0.0.1:8000']",
+        "['127.0.0.1:8000', '[::]:8000']",
+    ] {
+        std::fs::write(
+            dir.path().join("gw.yaml"),
+            format!("server: {{listen: {listen}}}\nroutes: [{{prefix: /, upstream: 'http://127.0.0.1:9'}}]\n"),
+        )
+        .unwrap();
+        let out = gateway_command(dir.path())
+            .args(["check", "-c", "gw.yaml"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{listen}: {err}");
+        assert!(err.contains("server.listen[1]"), "{listen}: {err}");
+    }
+    // Different ports, or loopback addresses of the two families, are fine.
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        "server: {listen: ['127.0.0.1:8000', '127.0.0.1:8001', '[::1]:8000']}\nroutes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]\n",
+    )
+    .unwrap();
+    let out = gateway_command(dir.path())
+        .args(["check", "-c", "gw.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The upgrade socket hands the listening sockets to whoever is at its path: in a directory
+/// others may write to (like /tmp), a local user could put a socket there and receive them at
+/// the next reload. `run` refuses such a directory.
+#[test]
+fn an_upgrade_socket_in_a_shared_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "server:\n  listen: ['127.0.0.1:{port}']\n  pid_file: '{}'\n  upgrade_sock: '{}'\nroutes: [{{prefix: /, upstream: 'http://127.0.0.1:9'}}]\n",
+            dir.path().join("pid").display(),
+            shared.join("upgrade.sock").display()
+        ),
+    )
+    .unwrap();
+    let mut proc = Process::spawn(gateway_command(dir.path()).args(["run", "-c", "gw.yaml"]));
+    let code = exit_within(&mut proc, Duration::from_secs(5));
+    let err = proc.kill_for_stderr();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("server.upgrade_sock") && err.contains(&shared.display().to_string()),
+        "{err}"
+    );
+}

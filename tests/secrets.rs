@@ -208,3 +208,72 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// `check` and the start-up of `run` print where a config is wrong and what the gateway will
+/// do, never a secret: not a `${VAR}` expanded into a URL (query, credentials, path), not a
+/// Redis password, whether the value is accepted or refused.
+#[tokio::test]
+async fn check_and_start_up_never_print_secrets_from_urls() {
+    const SECRET: &str = "Zq9-URL-SECRET-7c1d";
+    const LITERAL: &str = "lit3ral-redis-pass";
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], yaml: &str| {
+        std::fs::write(dir.path().join("c.yaml"), yaml).unwrap();
+        let out = common::process::gateway_command(dir.path())
+            .args(args)
+            .arg("c.yaml")
+            .env("LF_URL_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let refused = [
+        ("routes[0].upstream", "routes: [{prefix: /, upstream: 'https://api.example.com/?key=${LF_URL_SECRET}'}]"),
+        ("routes[0].upstream", "routes: [{prefix: /, upstream: 'https://user:${LF_URL_SECRET}@api.example.com'}]"),
+        ("routes[0].upstream", "routes: [{prefix: /, upstream: 'https://api.example.com:${LF_URL_SECRET}'}]"),
+        ("limits.backend", "routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]\nlimits: {backend: 'redis://:${LF_URL_SECRET}@127.0.0.1:99999/0'}"),
+        ("cache.backend", "routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]\ncache: {backend: 'redis://u:${LF_URL_SECRET}@/0', routes: [{route: /}]}"),
+        ("limits.backend", "routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]\nlimits: {backend: 'redis://:lit3ral-redis-pass@127.0.0.1:99999/0'}"),
+        ("routes[0].proxy", "routes: [{prefix: /, upstream: 'http://127.0.0.1:9', proxy: 'http://u:${LF_URL_SECRET}@h:1/path'}]"),
+    ];
+    for (path, yaml) in refused {
+        for args in [&["check", "-c"][..], &["run", "-c"][..]] {
+            let (code, text) = run(args, yaml);
+            assert_eq!(code, Some(2), "{args:?} {yaml}:\n{text}");
+            assert!(text.contains(path), "{args:?} {yaml}: no {path}:\n{text}");
+            assert!(
+                !text.contains(SECRET) && !text.contains(LITERAL),
+                "{args:?} printed a secret:\n{text}"
+            );
+        }
+    }
+
+    // Accepted: `check` says ok, and the banner of a running gateway shows the route.
+    let port = free_port();
+    let yaml = format!(
+        "{}routes: [{{prefix: /, upstream: 'http://127.0.0.1:9/bot${{LF_URL_SECRET}}/v1'}}]\nlimits: {{backend: 'redis://:${{LF_URL_SECRET}}@127.0.0.1:1/0'}}\ncache: {{backend: 'redis://:lit3ral-redis-pass@127.0.0.1:1/0', routes: [{{route: /}}]}}\n",
+        common::process::server_yaml(dir.path(), port, "")
+    );
+    let (code, text) = run(&["check", "-c"], &yaml);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains(SECRET) && !text.contains(LITERAL), "{text}");
+    std::fs::write(dir.path().join("c.yaml"), &yaml).unwrap();
+    let mut proc = common::process::Process::spawn(
+        common::process::gateway_command(dir.path())
+            .args(["run", "-c", "c.yaml"])
+            .env("LF_URL_SECRET", SECRET),
+    );
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let text = proc.kill_for_stderr();
+    assert!(text.contains("http://127.0.0.1:9/"), "{text}");
+    assert!(
+        !text.contains(SECRET) && !text.contains(LITERAL),
+        "the start-up printed a secret:\n{text}"
+    );
+}

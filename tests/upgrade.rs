@@ -230,3 +230,63 @@ async fn keep_alive_clients_lose_no_request_across_an_upgrade() {
     assert!(ok > 500, "{ok}");
     assert!(closing > 0, "the old process never said Connection: close");
 }
+
+/// A second `-u` while a hand-over is under way (a double `systemctl reload`) is refused at
+/// once with a clear message instead of racing the first one for the upgrade socket; the first
+/// one takes the listeners over and the service never stops answering.
+#[tokio::test]
+async fn a_second_upgrade_during_a_hand_over_is_refused() {
+    let up = MockUpstream::start().await;
+    let deployment = Deployment::new(&format!("{{prefix: /, upstream: '{}'}}", up.url()));
+    let addr = deployment.addr;
+    let mut old = deployment.start(false);
+    wait_listening(addr).await;
+
+    let mut first = deployment.start(true);
+    let sock = deployment.dir.path().join("upgrade.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first -u never opened the socket"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut second = Process::spawn(gateway_command(deployment.dir.path()).args([
+        "run",
+        "-c",
+        "llm-forward.yaml",
+        "-u",
+    ]));
+    let started = Instant::now();
+    while second.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the second -u did not give up at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let code = second.0.wait().unwrap().code();
+    let err = second.wait_for_stderr();
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    assert!(err.contains("upgrade"), "{err}");
+
+    // The first one still gets the listeners; requests are answered throughout.
+    old.signal("QUIT");
+    let c = client();
+    let swap_ends = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < swap_ends {
+        let resp = c
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .expect("refused during the upgrade");
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        first.0.try_wait().unwrap().is_none(),
+        "the first -u process exited"
+    );
+    let _ = old.0.wait();
+}

@@ -3,9 +3,11 @@
 //! deserves the whole list, each with its YAML path, the value and a suggestion for typos.
 //!
 //! Strings may reference the environment as `${NAME}` (secrets stay out of the file); an unset
-//! variable is a problem at that path.
+//! variable is a problem at that path. Problems echo such a string as written, never expanded,
+//! and values expanded into URLs are recorded so printed output can mask them.
 
 use super::problems::Problems;
+use super::redact::Secrets;
 use super::units;
 use serde_yaml::{Mapping, Value};
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub type EnvLookup<'e> = &'e dyn Fn(&str) -> Option<String>;
 /// The decoding context: where problems go and how `${VAR}` is resolved.
 pub struct Decoder<'e> {
     pub problems: Problems,
+    /// `${VAR}` values expanded into URLs (`redact.rs`).
+    pub secrets: Secrets,
     env: EnvLookup<'e>,
 }
 
@@ -36,6 +40,7 @@ impl<'e> Decoder<'e> {
     pub fn new(env: EnvLookup<'e>) -> Self {
         Decoder {
             problems: Problems::default(),
+            secrets: Secrets::default(),
             env,
         }
     }
@@ -158,7 +163,12 @@ impl<'e> Decoder<'e> {
         match parse(&text) {
             Ok(v) => Some(v),
             Err(why) => {
-                self.problems.add(node.path.clone(), Some(text), why);
+                // As written: `${VAR}` rather than the secret it stands for.
+                let shown = match node.value {
+                    Value::String(raw) if raw.contains("${") => raw.clone(),
+                    _ => text,
+                };
+                self.problems.add(node.path.clone(), Some(shown), why);
                 None
             }
         }
@@ -196,7 +206,12 @@ impl<'e> Decoder<'e> {
             };
             let name = &after[..end];
             match (self.env)(name) {
-                Some(v) => out.push_str(&v),
+                Some(v) => {
+                    if s.contains("://") {
+                        self.secrets.add(&v);
+                    }
+                    out.push_str(&v)
+                }
                 None => {
                     // The value is not echoed: it names a secret's variable, which is fine, but the
                     // surrounding string might be a secret itself.
@@ -318,5 +333,25 @@ mod tests {
         let v = Value::String("${MISSING}".into());
         assert_eq!(d.string(&Node::root(&v)), None);
         assert_eq!(d.problems.len(), 1);
+        assert!(d.secrets.is_empty());
+    }
+
+    #[test]
+    fn problems_echo_urls_as_written_and_record_their_secrets() {
+        let env = |k: &str| (k == "KEY").then(|| "s3cret".to_string());
+        let mut d = Decoder::new(&env);
+        let v = Value::String("https://h/?key=${KEY}".into());
+        assert_eq!(
+            d.parsed(&Node::root(&v), |_| Err::<(), _>("bad".into())),
+            None
+        );
+        assert_eq!(d.problems.0[0].value.as_deref(), Some("https://h/?key=***"));
+        assert_eq!(d.secrets.mask("a s3cret"), "a ***");
+        let v = Value::String("http://user:${KEY}@h".into());
+        assert_eq!(
+            d.parsed(&Node::root(&v), |_| Err::<(), _>("bad".into())),
+            None
+        );
+        assert_eq!(d.problems.0[1].value.as_deref(), Some("http://***@h"));
     }
 }

@@ -71,7 +71,13 @@ pub fn parse_bytes(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config, Problems>
     };
     let mut decoder = Decoder::new(env);
     match decode_config(&mut decoder, &Node::root(&value)) {
-        Some(config) => Ok(config),
-        None => Err(decoder.problems),
+        Some(mut config) => {
+            config.secrets = decoder.secrets;
+            Ok(config)
+        }
+        None => {
+            decoder.problems.mask(&decoder.secrets);
+            Err(decoder.problems)
+        }
     }
 }

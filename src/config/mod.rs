@@ -6,6 +6,7 @@ mod load;
 mod model;
 mod model_upstream;
 mod problems;
+pub mod redact;
 mod schema;
 mod schema_admin;
 mod schema_auth;

@@ -33,6 +33,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// What every Redis backend shares.
     pub redis: RedisConfig,
+    /// `${VAR}` values expanded into URLs, masked wherever the config is printed.
+    pub secrets: super::redact::Secrets,
 }
 
 /// The admin service: a second listener, apart from the proxy's, for `/metrics` (and, later,
@@ -291,9 +293,12 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// After that, how long the runtime may take to wind down; whatever still runs is cut.
     pub shutdown_timeout: Duration,
-    pub pid_file: String,
-    /// Unix socket through which a new process (`run -u`) takes over the listeners.
-    pub upgrade_sock: String,
+    /// `None`: `llm-forward.pid` in the private runtime directory (`server/runtime_dir.rs`).
+    pub pid_file: Option<String>,
+    /// Unix socket through which a new process (`run -u`) takes over the listeners. `None`:
+    /// `upgrade.sock` in the private runtime directory. Its directory must not be writable by
+    /// group or others.
+    pub upgrade_sock: Option<String>,
     /// Upstream host names are resolved at most this long ago (stale answers are served while a
     /// refresh runs in the background).
     pub dns_ttl: Duration,
@@ -439,8 +444,8 @@ impl Default for ServerConfig {
                 .unwrap_or(1),
             grace_period: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
-            pid_file: "/tmp/llm-forward.pid".into(),
-            upgrade_sock: "/tmp/llm-forward-upgrade.sock".into(),
+            pid_file: None,
+            upgrade_sock: None,
             dns_ttl: Duration::from_secs(60),
             dns_timeout: Duration::from_secs(5),
             work_stealing: false,
@@ -465,6 +470,7 @@ impl Config {
             cache: None,
             admin: AdminConfig::default(),
             redis: RedisConfig::default(),
+            secrets: Default::default(),
         }
     }
 

@@ -33,12 +33,27 @@ impl fmt::Display for Problem {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
+    /// Record a problem. A URL in `value` loses its credentials and query values: a problem is
+    /// printed, and those are where URLs carry passwords and keys.
     pub fn add(&mut self, path: impl Into<String>, value: Option<String>, why: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
-            value,
+            value: value.map(|v| super::redact::redact_url(&v).into_owned()),
             why: why.into(),
         });
+    }
+
+    /// Mask `secrets` in every value and reason.
+    pub fn mask(&mut self, secrets: &super::redact::Secrets) {
+        if secrets.is_empty() {
+            return;
+        }
+        for p in &mut self.0 {
+            p.why = secrets.mask(&p.why).into_owned();
+            if let Some(v) = &mut p.value {
+                *v = secrets.mask(v).into_owned();
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {

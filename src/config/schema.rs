@@ -143,10 +143,24 @@ fn decode_server(d: &mut Decoder<'_>, node: &Node<'_>) -> ServerConfig {
             serde_yaml::Value::Sequence(_) => d.seq(&n),
             _ => vec![n.clone()],
         };
-        let listen: Vec<SocketAddr> = items
-            .iter()
-            .filter_map(|n| d.parsed(n, parse_listen))
-            .collect();
+        let mut listen: Vec<SocketAddr> = Vec::with_capacity(items.len());
+        let mut paths: Vec<&str> = Vec::with_capacity(items.len());
+        for item in &items {
+            let Some(addr) = d.parsed(item, parse_listen) else {
+                continue;
+            };
+            if let Some(i) = listen.iter().position(|a| listen_overlap(*a, addr)) {
+                let why = format!(
+                    "overlaps {} ({}): one socket cannot be bound twice; list each address once",
+                    paths[i], listen[i]
+                );
+                d.problems
+                    .add(item.path.clone(), Some(addr.to_string()), why);
+                continue;
+            }
+            listen.push(addr);
+            paths.push(&item.path);
+        }
         if items.is_empty() {
             d.problem(
                 &n.path,
@@ -178,7 +192,7 @@ fn decode_server(d: &mut Decoder<'_>, node: &Node<'_>) -> ServerConfig {
         ("upgrade_sock", &mut s.upgrade_sock),
     ] {
         if let Some(v) = f.get(key).and_then(|n| d.string(&n)) {
-            *slot = v;
+            *slot = Some(v);
         }
     }
     s
@@ -379,6 +393,19 @@ pub fn parse_key_placement(text: &str) -> Result<KeyPlacement, String> {
         })
 }
 
+/// Whether two listen addresses claim the same socket: the same port on the same address, or
+/// on a wildcard (`0.0.0.0`, or `[::]`, which also takes IPv4 where the system is dual-stack,
+/// the Linux default) that covers the other.
+pub(super) fn listen_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() {
+        return false;
+    }
+    let (x, y) = (a.ip(), b.ip());
+    x == y
+        || (x.is_unspecified() && (x.is_ipv6() || y.is_ipv4()))
+        || (y.is_unspecified() && (y.is_ipv6() || x.is_ipv4()))
+}
+
 pub(super) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| {
         "expected IP:PORT, e.g. 0.0.0.0:8000 or [::]:8000 (host names are not resolved here)"
@@ -414,6 +441,14 @@ pub fn parse_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
         .trim_end_matches(']');
     if host.is_empty() {
         return Err("missing host".into());
+    }
+    // `http::Uri` takes `host:abc` and drops the port; a typo must not silently mean 80/443.
+    let after_host = authority
+        .as_str()
+        .rsplit_once(']')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    if after_host.contains(':') && authority.port_u16().is_none() {
+        return Err("the port is not a number from 1 to 65535".into());
     }
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     if port == 0 {
@@ -451,6 +486,7 @@ mod tests {
             "https://",
             "http://a/b?c=d",
             "http://u:p@h",
+            "http://h:port",
         ] {
             assert!(parse_upstream_url(bad).is_err(), "{bad}");
         }
@@ -473,6 +509,29 @@ mod tests {
                 problems.to_string().contains("routes[0].default_model"),
                 "{problems}"
             );
+        }
+    }
+
+    #[test]
+    fn overlapping_listen_addresses() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for (x, y) in [
+            ("127.0.0.1:1", "127.0.0.1:1"),
+            ("0.0.0.0:1", "127.0.0.1:1"),
+            ("127.0.0.1:1", "0.0.0.0:1"),
+            ("[::]:1", "0.0.0.0:1"),
+            ("[::]:1", "[::1]:1"),
+            ("127.0.0.1:1", "[::]:1"),
+        ] {
+            assert!(listen_overlap(a(x), a(y)), "{x} {y}");
+        }
+        for (x, y) in [
+            ("127.0.0.1:1", "127.0.0.1:2"),
+            ("127.0.0.1:1", "127.0.0.2:1"),
+            ("127.0.0.1:1", "[::1]:1"),
+            ("0.0.0.0:1", "[::1]:1"),
+        ] {
+            assert!(!listen_overlap(a(x), a(y)), "{x} {y}");
         }
     }
 }

@@ -21,7 +21,10 @@ pub fn decode_admin(d: &mut Decoder<'_>, node: &Node<'_>, proxy: &[SocketAddr]) 
                 Some(n.value),
                 "pick a port; 0 would bind one nobody can find",
             );
-        } else if let Some(p) = proxy.iter().find(|p| overlaps(**p, addr)) {
+        } else if let Some(p) = proxy
+            .iter()
+            .find(|p| super::schema::listen_overlap(**p, addr))
+        {
             let why =
                 format!("the proxy listens on {p} already; the admin service needs its own port");
             d.problem(&n.path, Some(n.value), why);
@@ -32,11 +35,6 @@ pub fn decode_admin(d: &mut Decoder<'_>, node: &Node<'_>, proxy: &[SocketAddr]) 
         admin.listen = None;
     }
     admin
-}
-
-/// Two listen addresses that cannot both be bound: same port, and the same IP or a wildcard.
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 #[cfg(test)]

@@ -87,8 +87,8 @@ pub async fn start_gateway_with(mut config: Config) -> GatewayGuard {
     config.server.work_stealing = true;
     config.server.grace_period = Duration::ZERO;
     config.server.shutdown_timeout = Duration::ZERO;
-    config.server.pid_file = dir.path().join("pid").display().to_string();
-    config.server.upgrade_sock = dir.path().join("upgrade.sock").display().to_string();
+    config.server.pid_file = Some(dir.path().join("pid").display().to_string());
+    config.server.upgrade_sock = Some(dir.path().join("upgrade.sock").display().to_string());
     let running = spawn(config).unwrap_or_else(|p| panic!("gateway did not start:\n{p}"));
     wait_listening(addr).await;
     if let Some(admin) = admin {
