@@ -132,6 +132,7 @@ fn run(args: RunArgs) -> ExitCode {
     let options = ProcessOptions {
         daemon: args.daemon,
         upgrade: args.upgrade,
+        hold_signals: true,
     };
     match build_server(cfg, &options) {
         Ok(built) => built.run_forever(),

@@ -33,6 +33,9 @@ pub struct ProcessOptions {
     pub daemon: bool,
     /// Take the listeners over from a running instance (`-u`, graceful upgrade).
     pub upgrade: bool,
+    /// The binary, which will [`GatewayServer::run_forever`]: hold stop signals from the bind
+    /// on until its handlers listen (`server/signals.rs`). Not for servers in a thread.
+    pub hold_signals: bool,
 }
 
 /// A built, not yet running, gateway server.
@@ -98,6 +101,9 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
     };
     server.bootstrap();
     drop(lock);
+    if options.hold_signals {
+        signals::hold_stop_signals();
+    }
     let listen = gateway.config.server.listen.clone();
     let bound = listen::bind_all(&listen, options.upgrade).map_err(StartError::Failed)?;
     if let Some((addr, socket)) = admin_listener(&gateway.config, options)? {

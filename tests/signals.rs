@@ -44,7 +44,12 @@ async fn sigint_stops_the_gateway_every_time() {
             }
             (total, String::from_utf8_lossy(&head).into_owned())
         });
-        wait_listening(addr).await;
+        // Serving, not only bound (the port is bound before the server starts).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !healthz(addr).await {
+            assert!(Instant::now() < deadline, "round {round}: never served");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         proc.signal("INT");
         let sent = Instant::now();
         let status = loop {
@@ -65,6 +70,12 @@ async fn sigint_stops_the_gateway_every_time() {
             status.is_some(),
             "round {round}: still running 5 s after SIGINT ({bytes} bytes on stderr):\n{head}"
         );
+        // 0: our handler ran (the default action would end it by the signal).
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "round {round}:\n{head}"
+        );
         assert!(
             bytes < 64 << 10,
             "round {round}: {bytes} bytes on stderr:\n{head}"
@@ -73,5 +84,36 @@ async fn sigint_stops_the_gateway_every_time() {
             TcpListener::bind(addr).is_ok(),
             "round {round}: the port is still bound after exit"
         );
+    }
+}
+
+async fn healthz(addr: SocketAddr) -> bool {
+    let resp = client().get(format!("http://{addr}/healthz")).send().await;
+    resp.is_ok_and(|r| r.status() == 200)
+}
+
+/// A stop signal sent once the port is bound but before the server has installed its
+/// handlers still takes the usual path (here: SIGTERM, a graceful stop, exit 0) instead of
+/// killing the process outright.
+#[tokio::test]
+async fn a_stop_signal_right_after_the_bind_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "{}routes:\n  - {{prefix: /, upstream: 'http://127.0.0.1:9'}}\n",
+            server_yaml(dir.path(), port, "  grace_period: 0s\n")
+        ),
+    )
+    .unwrap();
+    for round in 0..10 {
+        let mut proc = Process::spawn(gateway_command(dir.path()).args(["run", "-c", "gw.yaml"]));
+        wait_listening(addr).await;
+        proc.signal("TERM");
+        let err = proc.wait_for_stderr();
+        let status = proc.0.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "round {round}: {status:?}\n{err}");
     }
 }

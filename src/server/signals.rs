@@ -9,6 +9,12 @@
 //! So SIGINT takes the graceful path, which tells the accept loops to close first, and
 //! raises `fast_stop`: the drain watch (`server.rs`) then exits at once instead of waiting
 //! for requests in flight, which is what Ctrl-C means.
+//!
+//! The ports are bound before Pingora runs (`listen.rs`), so a client or a supervisor can see
+//! the gateway up before these handlers exist; a stop signal then would kill the process
+//! outright (or vanish, where a shell started it with SIGINT ignored). So the binary holds the
+//! three signals blocked from the bind on — every thread inherits the mask — and the watch
+//! unblocks them once it listens: a signal sent in between waits, then takes its usual path.
 
 use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
@@ -27,6 +33,7 @@ impl ShutdownSignalWatch for ProcessSignals {
         let mut quit = listen(SignalKind::quit(), "SIGQUIT");
         let mut term = listen(SignalKind::terminate(), "SIGTERM");
         let mut int = listen(SignalKind::interrupt(), "SIGINT");
+        mask_stop_signals(libc::SIG_UNBLOCK);
         tokio::select! {
             _ = next(&mut quit) => ShutdownSignal::GracefulUpgrade,
             _ = next(&mut term) => ShutdownSignal::GracefulTerminate,
@@ -36,6 +43,30 @@ impl ShutdownSignalWatch for ProcessSignals {
                 ShutdownSignal::GracefulTerminate
             }
         }
+    }
+}
+
+/// Block SIGINT, SIGTERM and SIGQUIT in this thread and the threads it starts from now on,
+/// until [`ProcessSignals`] listens.
+pub fn hold_stop_signals() {
+    mask_stop_signals(libc::SIG_BLOCK);
+}
+
+fn mask_stop_signals(how: libc::c_int) {
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only reads it.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        log::warn!(
+            "cannot change the signal mask: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
     }
 }
 
