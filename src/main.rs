@@ -5,10 +5,13 @@ use log::LevelFilter;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let mut logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let env = || env_logger::Env::default().default_filter_or("info");
+    let mut logger = env_logger::Builder::from_env(env());
+    // What RUST_LOG alone would let through, to cap only what it makes more verbose than info.
+    let asked = env_logger::Builder::from_env(env()).build();
     // Pingora's debug and trace output prints request heads and URLs, where client keys travel
-    // (`Authorization`, `?key=`). Whatever RUST_LOG says, its crates stay at info or quieter.
+    // (`Authorization`, `?key=`). Whatever RUST_LOG says, its crates stay at info or quieter
+    // (and as quiet as RUST_LOG asks: `warn` hides their info lines).
     for module in [
         "pingora",
         "pingora_core",
@@ -17,7 +20,13 @@ fn main() -> ExitCode {
         "h2",
         "hyper",
     ] {
-        logger.filter_module(module, LevelFilter::Info);
+        let debug = log::Metadata::builder()
+            .level(log::Level::Debug)
+            .target(module)
+            .build();
+        if log::Log::enabled(&asked, &debug) {
+            logger.filter_module(module, LevelFilter::Info);
+        }
     }
     logger.init();
     llm_forward::cli::main_with(llm_forward::cli::Cli::parse())

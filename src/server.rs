@@ -11,8 +11,6 @@ mod listen;
 mod runtime_dir;
 mod signals;
 
-pub use runtime_dir::RuntimePaths;
-
 use crate::config::{Config, Problems};
 use crate::proxy::LlmProxy;
 use crate::state::Gateway;
@@ -93,11 +91,10 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // Receives the listeners with `-u` (exits 1 when none come); one such process at a time.
-    let lock = match options.upgrade {
-        true => {
-            Some(runtime_dir::UpgradeLock::take(&paths.upgrade_sock).map_err(StartError::Failed)?)
-        }
-        false => None,
+    let lock = if options.upgrade {
+        Some(runtime_dir::UpgradeLock::take(&paths.upgrade_sock).map_err(StartError::Failed)?)
+    } else {
+        None
     };
     server.bootstrap();
     drop(lock);
@@ -306,7 +303,7 @@ fn admin_listener(
 
 type AdminSocket = (std::net::SocketAddr, Vec<(String, std::net::TcpListener)>);
 
-fn server_conf(config: &Config, paths: &RuntimePaths) -> ServerConf {
+fn server_conf(config: &Config, paths: &runtime_dir::RuntimePaths) -> ServerConf {
     let s = &config.server;
     ServerConf {
         threads: s.threads,

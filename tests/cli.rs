@@ -307,3 +307,30 @@ fn an_upgrade_socket_in_a_shared_directory_is_refused() {
         "{err}"
     );
 }
+
+/// `RUST_LOG=warn` means warnings and errors, Pingora's crates included: their info lines
+/// (start-up, shutdown) stay out. (They are capped at info whatever RUST_LOG says, never raised.)
+#[test]
+fn rust_log_warn_quiets_pingora_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "{}routes:\n  - {{prefix: /, upstream: 'http://127.0.0.1:9'}}\n",
+            server_yaml(dir.path(), port, "  grace_period: 0s\n")
+        ),
+    )
+    .unwrap();
+    let mut proc = Process::spawn(gateway_command(dir.path()).args(["run", "-c", "gw.yaml"]));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    proc.signal("TERM");
+    let err = proc.wait_for_stderr();
+    assert!(err.contains("listening"), "{err}");
+    assert!(!err.contains(" INFO "), "{err}");
+}
