@@ -454,3 +454,46 @@ async fn entries_expire_after_their_routes_ttl() {
     assert_eq!(header(&ask().await, "x-cache").as_deref(), Some("MISS"));
     assert_eq!(up.request_count(), 2);
 }
+
+/// An upstream that sends its stream with a Content-Length (not chunked): when the gateway cuts
+/// the usage event it asked for, the length it declares must be the one it sends, on the miss
+/// and on the hit. A stale length leaves every client waiting for bytes that never come.
+#[tokio::test]
+async fn a_stream_with_a_content_length_arrives_whole_after_the_usage_event_is_cut() {
+    let up = MockUpstream::start().await;
+    let word = |w: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{w}\"}},\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    let expected = format!(
+        "{}{}data: [DONE]\n\n",
+        word("Hi", "null"),
+        word("!", "\"stop\"")
+    );
+    let usage = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
+    let sent = format!(
+        "{}{}{usage}data: [DONE]\n\n",
+        word("Hi", "null"),
+        word("!", "\"stop\"")
+    );
+    up.set_behavior(Behavior::Raw {
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        body: sent.into(),
+    });
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    let body =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    for expect_cache in ["MISS", "HIT"] {
+        let resp = post(&gw, "/v1/chat/completions", &body).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "x-cache").as_deref(), Some(expect_cache));
+        let text = tokio::time::timeout(Duration::from_secs(10), resp.text())
+            .await
+            .unwrap_or_else(|_| panic!("{expect_cache}: the stream never ended"))
+            .unwrap_or_else(|e| panic!("{expect_cache}: the stream broke: {e}"));
+        assert_eq!(text, expected, "{expect_cache}");
+    }
+    assert_eq!(up.request_count(), 1);
+}

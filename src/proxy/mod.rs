@@ -186,6 +186,7 @@ impl ProxyHttp for LlmProxy {
         keepalive::close_when_draining(&self.gateway, session);
         cors::decorate(response, ctx)?;
         cache::decorate(response, ctx)?;
+        stream::reframe(session, response, ctx)?;
         for (name, value) in limits::headers(ctx) {
             response.insert_header(name, value)?;
         }

@@ -71,6 +71,37 @@ pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
     };
 }
 
+/// `response_filter`: a body the gateway changes (the usage event cut out) cannot keep the
+/// upstream's `Content-Length`, on a miss or on a hit replaying the stored head: the client
+/// would wait for bytes that never come. It goes out chunked instead (HTTP/2 frames it by
+/// itself); an HTTP/1.0 client, which knows no chunking, gets it delimited by the close.
+pub fn reframe(
+    session: &mut pingora_proxy::Session,
+    resp: &mut ResponseHeader,
+    ctx: &RequestCtx,
+) -> pingora_core::Result<()> {
+    let changes = matches!(
+        ctx.response,
+        Some(ResponseTap::Sse {
+            strip_usage: true,
+            ..
+        })
+    );
+    if !changes || !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
+        return Ok(());
+    }
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    if resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return Ok(());
+    }
+    if session.req_header().version == http::Version::HTTP_10 {
+        session.set_keepalive(None);
+        return Ok(());
+    }
+    resp.set_version(http::Version::HTTP_11);
+    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
+}
+
 /// Output pacing (openai-forward's `TOKEN_RATE_LIMIT`): each chunk is released no sooner than
 /// the tokens before it allow at `rate` tokens a second. The delay goes back to Pingora, which
 /// waits before writing the chunk: no thread is held.

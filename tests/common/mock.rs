@@ -66,6 +66,13 @@ pub enum Behavior {
         headers: Vec<(String, String)>,
         body: Value,
     },
+    /// Answer with this status, extra headers and raw body, framed by Content-Length (e.g. an
+    /// SSE stream sent with a length, as some upstreams do).
+    Raw {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    },
     /// 200 JSON `{"method","path","headers":{name: value},"trailers":{..},"body_len",
     /// "body_fnv1a64": 16 hex digits of [`fnv1a64`],"body_utf8"}`: repeated headers joined with
     /// ", ", `body_utf8` the body if it is UTF-8 and under 64 KiB, else null.
@@ -721,6 +728,11 @@ impl Conn {
                 let body = serde_json::to_vec(&body).unwrap_or_default();
                 self.send_json(status, &headers, &body).await
             }
+            Behavior::Raw {
+                status,
+                headers,
+                body,
+            } => self.send_json(status, &headers, &body).await,
             Behavior::Echo => self.send_json(200, &[], &echo(req)).await,
             Behavior::Sse {
                 chunks,
