@@ -15,6 +15,7 @@ pub mod config;
 pub mod convert;
 pub mod cors;
 pub mod cutoff;
+pub mod head_deadline;
 pub mod keys;
 pub mod limits;
 pub mod logfmt;

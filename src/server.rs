@@ -107,10 +107,11 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
         let admin = crate::admin::service(Arc::clone(&gateway), addr);
         server.add_service(listen::PreBound::new(admin, socket));
     }
-    let mut service = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        LlmProxy { gateway },
-        "llm-forward",
+    let header_timeout = gateway.config.server.header_timeout;
+    let proxy = pingora_proxy::http_proxy(&server.configuration, LlmProxy { gateway });
+    let mut service = pingora_core::services::listening::Service::new(
+        "llm-forward".to_string(),
+        crate::head_deadline::HeadDeadlineApp::new(proxy, header_timeout),
     );
     for addr in &listen {
         service.add_tcp(&addr.to_string());

@@ -307,6 +307,10 @@ pub struct ServerConfig {
     /// One work-stealing runtime for all worker threads instead of one single-threaded runtime
     /// per thread (the default, ~10 % less CPU per request).
     pub work_stealing: bool,
+    /// A request head must arrive whole within this long (slow-loris clients are cut).
+    pub header_timeout: Duration,
+    /// A request body may pause this long between bytes; past it the request gets a 408.
+    pub body_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,6 +453,8 @@ impl Default for ServerConfig {
             dns_ttl: Duration::from_secs(60),
             dns_timeout: Duration::from_secs(5),
             work_stealing: false,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -38,6 +38,8 @@ const SERVER: &[&str] = &[
     "dns_ttl",
     "dns_timeout",
     "work_stealing",
+    "header_timeout",
+    "body_timeout",
 ];
 const ROUTE: &[&str] = &[
     "prefix",
@@ -185,6 +187,19 @@ fn decode_server(d: &mut Decoder<'_>, node: &Node<'_>) -> ServerConfig {
     for (key, slot) in durations {
         if let Some(v) = f.get(key).and_then(|n| d.duration(&n)) {
             *slot = v;
+        }
+    }
+    // Client read deadlines: zero would refuse every request.
+    for (key, slot) in [
+        ("header_timeout", &mut s.header_timeout),
+        ("body_timeout", &mut s.body_timeout),
+    ] {
+        if let Some(n) = f.get(key) {
+            match d.duration(&n) {
+                Some(v) if v.is_zero() => d.problem(&n.path, Some(n.value), "must be above 0"),
+                Some(v) => *slot = v,
+                None => {}
+            }
         }
     }
     for (key, slot) in [

@@ -50,7 +50,7 @@ pub async fn read_body(
         BodyKind::Multipart(_) | BodyKind::Other => restricted,
     };
     if !wanted {
-        return Ok(());
+        return super::client::go_ahead(session).await;
     }
     // Which of two content types an upstream honours is anyone's guess.
     let content_types = session
@@ -72,8 +72,9 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > max) {
         return Err(ctx.fail(GatewayError::BodyTooLarge));
     }
+    super::client::go_ahead(session).await?;
     let mut body = BytesMut::with_capacity(declared.unwrap_or(8192).min(max) as usize);
-    while let Some(chunk) = session.read_request_body().await? {
+    while let Some(chunk) = read_chunk(session, ctx).await? {
         if (body.len() + chunk.len()) as u64 > max {
             return Err(ctx.fail(GatewayError::BodyTooLarge));
         }
@@ -142,6 +143,21 @@ pub async fn read_body(
         &gateway.draining,
     ));
     Ok(())
+}
+
+/// The next piece of the client's body. A body that stalls past `server.body_timeout` is a 408,
+/// one with broken chunking a 400; any other failure means the client is gone (no answer).
+async fn read_chunk(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<Option<bytes::Bytes>> {
+    match session.read_request_body().await {
+        Ok(chunk) => Ok(chunk),
+        Err(e) => match GatewayError::from_client_body(&e) {
+            Some(error) => Err(ctx.fail(error)),
+            None => Err(e.into_down()),
+        },
+    }
 }
 
 /// A `model` that is there but not a string: refused, so a model list cannot be slipped past

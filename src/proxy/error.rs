@@ -31,6 +31,10 @@ pub enum GatewayError {
     BodyTooLarge,
     /// The body of a JSON API request is not a JSON object.
     InvalidJson,
+    /// The request body's framing is broken (a bad chunk size, a malformed trailer).
+    InvalidBody,
+    /// The client stopped sending its body for longer than `server.body_timeout`.
+    RequestTimeout,
     /// Every key of the pool is rejected or cooling down.
     NoUpstreamKey,
     /// Over a request-rate limit.
@@ -74,6 +78,8 @@ impl GatewayError {
         GatewayError::ModelNotAllowed,
         GatewayError::BodyTooLarge,
         GatewayError::InvalidJson,
+        GatewayError::InvalidBody,
+        GatewayError::RequestTimeout,
         GatewayError::NoUpstreamKey,
         GatewayError::RateLimited,
         GatewayError::ConcurrencyLimited,
@@ -102,7 +108,9 @@ impl GatewayError {
             GatewayError::InvalidJson
             | GatewayError::InvalidPath
             | GatewayError::AmbiguousModel
-            | GatewayError::ModelRequired => 400,
+            | GatewayError::ModelRequired
+            | GatewayError::InvalidBody => 400,
+            GatewayError::RequestTimeout => 408,
             GatewayError::NoUpstreamKey
             | GatewayError::LimiterUnavailable
             | GatewayError::CutByShutdown => 503,
@@ -130,6 +138,8 @@ impl GatewayError {
             | GatewayError::InvalidPath
             | GatewayError::AmbiguousModel
             | GatewayError::ModelRequired
+            | GatewayError::InvalidBody
+            | GatewayError::RequestTimeout
             | GatewayError::ModelNotServed => "invalid_request_error",
             GatewayError::IpForbidden => "permission_error",
             // OpenAI's own type for rate-limit errors.
@@ -153,6 +163,8 @@ impl GatewayError {
             GatewayError::InvalidPath => "invalid_path",
             GatewayError::AmbiguousModel => "ambiguous_model",
             GatewayError::ModelRequired => "model_required",
+            GatewayError::InvalidBody => "invalid_body",
+            GatewayError::RequestTimeout => "request_timeout",
             GatewayError::NoUpstreamKey => "no_upstream_key_available",
             GatewayError::RateLimited => "rate_limit_exceeded",
             GatewayError::ConcurrencyLimited => "concurrency_limit_exceeded",
@@ -185,6 +197,8 @@ impl GatewayError {
                 "The request names its model more than once or in a form that cannot be read unambiguously."
             }
             GatewayError::ModelRequired => "This API key must name an allowed `model` in the request.",
+            GatewayError::InvalidBody => "The request body is not validly framed.",
+            GatewayError::RequestTimeout => "The request body stopped arriving; send it again.",
             GatewayError::NoUpstreamKey => "No upstream key is available right now; retry later.",
             GatewayError::RateLimited => "Rate limit reached; retry after the time in Retry-After.",
             GatewayError::ConcurrencyLimited => {
@@ -252,6 +266,28 @@ impl GatewayError {
                 _ => GatewayError::UpstreamBroken,
             }),
             ErrorSource::Internal | ErrorSource::Unset => Some(GatewayError::Internal),
+        }
+    }
+
+    /// How reading the client's body failed, when the client is still there to be told:
+    /// it stalled past the body timeout (408) or its chunking is invalid (400).
+    pub fn from_client_body(e: &Error) -> Option<GatewayError> {
+        // Pingora's chunked-body reader's error types (its `body` module is private).
+        const INVALID_CHUNK: ErrorType = ErrorType::Custom("InvalidChunk");
+        const INVALID_TRAILER_END: ErrorType = ErrorType::Custom("InvalidTrailerEnd");
+        let etype = e.etype();
+        if *etype == ErrorType::ReadTimedout {
+            Some(GatewayError::RequestTimeout)
+        } else if [
+            INVALID_CHUNK,
+            INVALID_TRAILER_END,
+            ErrorType::InvalidHTTPHeader,
+        ]
+        .contains(etype)
+        {
+            Some(GatewayError::InvalidBody)
+        } else {
+            None
         }
     }
 

@@ -16,7 +16,12 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     // Answer on the real session: only it can say `Connection: close`.
     restore_session(session, ctx).await;
-    let decided = ctx.error.or_else(|| GatewayError::from_pingora(e));
+    // A client whose body stalled or is badly framed is still there to be told (408, 400).
+    let body_unread = !session.as_downstream_mut().is_body_done();
+    let decided = ctx
+        .error
+        .or_else(|| GatewayError::from_pingora(e))
+        .or_else(|| body_unread.then(|| GatewayError::from_client_body(e))?);
     let Some(error) = decided else {
         // The client went away; there is no one to answer.
         return FailToProxy {
@@ -37,7 +42,12 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     // Refusals decided before any upstream work keep the connection. The unread rest of the
     // body is read and discarded first (for at most `LINGER`): answering and closing while the
     // client is still sending resets the connection, and the client loses the answer with it.
-    let mut reusable = ctx.attempts_made() == 0;
+    // A body that stalled or is badly framed cannot be drained: the connection closes.
+    let body_broken = matches!(
+        error,
+        GatewayError::RequestTimeout | GatewayError::InvalidBody
+    );
+    let mut reusable = ctx.attempts_made() == 0 && !body_broken;
     if reusable && !session.as_downstream_mut().is_body_done() {
         let drain = session.as_downstream_mut().drain_request_body();
         reusable = matches!(tokio::time::timeout(LINGER, drain).await, Ok(Ok(())));
@@ -100,6 +110,7 @@ pub async fn finish(
     ctx: &mut RequestCtx,
 ) {
     restore_session(session, ctx).await;
+    super::client::request_done(session);
     let limit_decisions = super::observe::limit_decisions(ctx);
     // The slot goes back first: nothing after this concerns the client any more.
     super::limits::release(gateway, ctx).await;

@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod cache;
 mod cache_admin;
+mod client;
 mod cors;
 mod ctx;
 pub mod error;
@@ -60,6 +61,7 @@ impl ProxyHttp for LlmProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        client::head_received(&self.gateway, session);
         auth::hide_credentials(session.req_header_mut());
         request_id::assign(&self.gateway, session, ctx);
         keepalive::close_when_draining(&self.gateway, session);
