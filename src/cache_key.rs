@@ -12,6 +12,7 @@
 //! The per-request switch `caching` is read here too, and removed from the body sent upstream
 //! (the other members keep their bytes and order).
 
+use pingora_core::tls::hash::{Hasher as OpenSslHasher, MessageDigest};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -37,10 +38,15 @@ pub struct KeyParts<'a> {
     pub body: Option<&'a [u8]>,
 }
 
-/// The key of a request.
+/// The key of a request. Hashed as it is written: the canonical body goes into the hasher
+/// piece by piece (twice: once to learn its length for the prefix, once for the bytes), never
+/// into a buffer of its own, so a 30 MiB body costs its parse and no copies.
 pub fn key(parts: &KeyParts<'_>) -> Digest {
-    let mut material = Vec::with_capacity(256 + parts.body.map_or(0, |b| b.len()));
-    material.extend_from_slice(b"llmf-cache-v1");
+    let Ok(sha) = OpenSslHasher::new(MessageDigest::sha256()) else {
+        return [0; 32];
+    };
+    let mut hasher = Hasher(sha);
+    hasher.put(b"llmf-cache-v1");
     for part in [
         parts.scope,
         parts.route,
@@ -49,26 +55,71 @@ pub fn key(parts: &KeyParts<'_>) -> Digest {
         parts.path_and_query,
         parts.vary,
     ] {
-        push_part(&mut material, part.as_bytes());
+        push_part(&mut hasher, part.as_bytes());
     }
     match parts.body {
-        None => material.push(0),
-        Some(body) if body.iter().all(u8::is_ascii_whitespace) => material.push(0),
+        None => hasher.put(&[0]),
+        Some(body) if body.iter().all(u8::is_ascii_whitespace) => hasher.put(&[0]),
         Some(body) => {
-            material.push(1);
+            hasher.put(&[1]);
             match serde_json::from_slice::<Value>(body) {
                 Ok(Value::Object(map)) => {
-                    let mut canonical = Vec::with_capacity(body.len());
-                    write_object(&mut canonical, &map, true);
-                    push_part(&mut material, &canonical);
+                    let mut counter = Counter(0);
+                    write_object(&mut counter, &map, true);
+                    hasher.put(&counter.0.to_be_bytes());
+                    write_object(&mut hasher, &map, true);
                 }
                 // Not a JSON object (general routes): the bytes themselves.
-                Ok(_) | Err(_) => push_part(&mut material, body),
+                Ok(_) | Err(_) => push_part(&mut hasher, body),
             }
         }
     }
-    sha256(&material)
+    let mut out = [0u8; 32];
+    if let Ok(d) = hasher.0.finish() {
+        out.copy_from_slice(&d);
+    }
+    out
 }
+
+/// Where key material goes: bytes in, nothing kept.
+trait Sink: std::io::Write {
+    fn put(&mut self, bytes: &[u8]) {
+        // Neither sink can fail.
+        let _ = self.write_all(bytes);
+    }
+}
+
+struct Hasher(OpenSslHasher);
+
+impl std::io::Write for Hasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for Hasher {}
+
+/// Counts the bytes written (the length prefix of the canonical body).
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for Counter {}
+
+#[cfg(test)]
+impl Sink for Vec<u8> {}
 
 /// The scope of a request's cache entries: the tenant, else the client's own credential (each
 /// client of a pass-through route is its own tenant), else anonymous. Hashed, never raw.
@@ -120,15 +171,15 @@ pub fn parse_hex(text: &str) -> Option<Digest> {
     Some(out)
 }
 
-fn push_part(out: &mut Vec<u8>, part: &[u8]) {
-    out.extend_from_slice(&(part.len() as u64).to_be_bytes());
-    out.extend_from_slice(part);
+fn push_part(out: &mut impl Sink, part: &[u8]) {
+    out.put(&(part.len() as u64).to_be_bytes());
+    out.put(part);
 }
 
 /// Fields that never change the answer, left out of the key (top level only).
 const IGNORED: [&str; 2] = ["caching", "user"];
 
-fn write_object(out: &mut Vec<u8>, map: &serde_json::Map<String, Value>, top: bool) {
+fn write_object(out: &mut impl Sink, map: &serde_json::Map<String, Value>, top: bool) {
     // Sorted explicitly: serde_json's map keeps insertion order when any crate in the build
     // turns on its `preserve_order` feature.
     let mut entries: Vec<(&String, &Value)> = map
@@ -136,35 +187,34 @@ fn write_object(out: &mut Vec<u8>, map: &serde_json::Map<String, Value>, top: bo
         .filter(|(k, _)| !(top && IGNORED.contains(&k.as_str())))
         .collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    out.push(b'{');
+    out.put(b"{");
     for (i, (k, v)) in entries.into_iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.put(b",");
         }
-        write_value(out, &Value::String(k.clone()));
-        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, k.as_str());
+        out.put(b":");
         write_value(out, v);
     }
-    out.push(b'}');
+    out.put(b"}");
 }
 
-fn write_value(out: &mut Vec<u8>, value: &Value) {
+fn write_value(out: &mut impl Sink, value: &Value) {
     match value {
         Value::Object(map) => write_object(out, map, false),
         Value::Array(items) => {
-            out.push(b'[');
+            out.put(b"[");
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.put(b",");
                 }
                 write_value(out, item);
             }
-            out.push(b']');
+            out.put(b"]");
         }
+        // Written straight into the sink: a long string is escaped as it goes, not copied.
         scalar => {
-            if let Ok(text) = serde_json::to_vec(scalar) {
-                out.extend_from_slice(&text);
-            }
+            let _ = serde_json::to_writer(&mut *out, scalar);
         }
     }
 }
@@ -331,6 +381,59 @@ mod tests {
         assert_eq!(take_caching_flag(nested), (None, None));
         let (flag, body) = take_caching_flag(br#"{"caching":"yes","a":1}"#);
         assert_eq!((flag, body.unwrap()), (None, br#"{"a":1}"#.to_vec()));
+    }
+
+    /// The key as it was built before hashing became incremental (material in one buffer):
+    /// stored entries of persistent caches must keep their keys.
+    fn buffered_key(parts: &KeyParts<'_>) -> Digest {
+        let mut material: Vec<u8> = b"llmf-cache-v1".to_vec();
+        for part in [
+            parts.scope,
+            parts.route,
+            parts.upstream,
+            parts.method,
+            parts.path_and_query,
+            parts.vary,
+        ] {
+            push_part(&mut material, part.as_bytes());
+        }
+        match parts.body.map(serde_json::from_slice::<Value>) {
+            None => material.push(0),
+            Some(Ok(Value::Object(map))) => {
+                material.push(1);
+                let mut canonical = Vec::new();
+                write_object(&mut canonical, &map, true);
+                push_part(&mut material, &canonical);
+            }
+            Some(_) => {
+                material.push(1);
+                push_part(&mut material, parts.body.unwrap_or_default());
+            }
+        }
+        sha256(&material)
+    }
+
+    #[test]
+    fn incremental_hashing_gives_the_same_keys() {
+        let long = "é\"\\\n".repeat(10_000);
+        let bodies = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.5,"n":1,"x":null,"b":true}"#.to_string(),
+            format!(r#"{{"z":{{"b":[1,2.5,"{long}"],"a":{{}}}},"caching":true,"user":"u"}}"#),
+            "[1,2,3]".to_string(),
+            "not json".to_string(),
+        ];
+        for body in &bodies {
+            let p = KeyParts {
+                scope: "s",
+                route: "/r",
+                upstream: "http://u",
+                method: "POST",
+                path_and_query: "/v1/chat/completions",
+                vary: "",
+                body: Some(body.as_bytes()),
+            };
+            assert_eq!(key(&p), buffered_key(&p), "{}", &body[..20.min(body.len())]);
+        }
     }
 
     #[test]

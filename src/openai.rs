@@ -426,11 +426,17 @@ pub struct StreamAccumulator {
     delta_events: u64,
     done: bool,
     error: bool,
+    /// Most bytes of text (content, reasoning, tool arguments) kept in `Full` mode; past it the
+    /// accumulator only counts, and `truncated` says so.
+    keep_cap: usize,
+    truncated: bool,
 }
 
 impl StreamAccumulator {
     pub fn new(mode: AccumulateMode) -> Self {
         StreamAccumulator {
+            keep_cap: usize::MAX,
+            truncated: false,
             mode,
             model: None,
             usage: None,
@@ -444,9 +450,35 @@ impl StreamAccumulator {
         }
     }
 
+    /// Keep at most `cap` bytes of text; the rest of the stream is counted, not copied (a
+    /// long answer must not be held whole in memory).
+    pub fn with_text_cap(mut self, cap: usize) -> Self {
+        self.keep_cap = cap;
+        self
+    }
+
+    /// The text kept was cut at the cap.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
     /// Reads one event's data (the SSE `data`, joined). Never panics; unreadable data is
     /// counted in [`StreamAccumulator::malformed_events`].
     pub fn observe(&mut self, data: &[u8]) -> ChunkKind {
+        let kind = self.observe_event(data);
+        if self.mode == AccumulateMode::Full && self.keep_cap != usize::MAX {
+            let kept: usize = self.choices.iter().map(ChoiceOutput::text_bytes).sum();
+            if kept > self.keep_cap {
+                // From here on only counts; what is kept is cut back to the cap.
+                self.mode = AccumulateMode::CountOnly;
+                self.truncated = true;
+                cap_choices(&mut self.choices, self.keep_cap);
+            }
+        }
+        kind
+    }
+
+    fn observe_event(&mut self, data: &[u8]) -> ChunkKind {
         self.events += 1;
         let data = data.trim_ascii();
         if data.is_empty() {
@@ -704,6 +736,46 @@ impl StreamAccumulator {
             usage: self.usage,
         }
     }
+}
+
+impl ChoiceOutput {
+    /// Bytes of text held: content, reasoning and tool-call arguments.
+    pub fn text_bytes(&self) -> usize {
+        self.text.len()
+            + self.reasoning.len()
+            + self
+                .tool_calls
+                .iter()
+                .map(|t| t.name.len() + t.arguments.len())
+                .sum::<usize>()
+    }
+}
+
+/// Cut the choices' text to `cap` bytes in all (in order: content, reasoning, tool arguments;
+/// at character boundaries). Returns whether anything was cut.
+pub fn cap_choices(choices: &mut [ChoiceOutput], cap: usize) -> bool {
+    let mut left = cap;
+    let mut cut = false;
+    let mut keep = |s: &mut String| {
+        if s.len() > left {
+            let mut at = left;
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            s.truncate(at);
+            cut = true;
+        }
+        left -= s.len();
+    };
+    for c in choices.iter_mut() {
+        keep(&mut c.text);
+        keep(&mut c.reasoning);
+        for t in &mut c.tool_calls {
+            keep(&mut t.name);
+            keep(&mut t.arguments);
+        }
+    }
+    cut
 }
 
 /// The choice with this index, created if new. A linear search: there are few choices.

@@ -160,10 +160,13 @@ async fn count_tokens(ctx: &RequestCtx, outcome: &mut super::stream::Outcome) {
         .and_then(|i| i.model.clone())
         .or_else(|| ctx.model.clone())
         .unwrap_or_default();
+    // The body is shared, not copied: only the conversation's range is read from it.
     let input = match (&ctx.request_info, &ctx.request_body) {
-        (Some(info), Some(body)) => info.input_json(body).map(str::to_string),
+        (Some(info), Some(body)) => info.input.as_ref().map(|(_, r)| (body.clone(), r.clone())),
         _ => None,
     };
+    // The answer kept is already capped (`stream::MAX_ANSWER_KEPT`); the tokenizer reads at
+    // most `tokens::TOKENIZE_CAP` of it.
     let mut answer = String::new();
     for c in outcome.info.iter().flat_map(|i| i.choices.iter()) {
         answer.push_str(&c.reasoning);
@@ -173,15 +176,30 @@ async fn count_tokens(ctx: &RequestCtx, outcome: &mut super::stream::Outcome) {
             answer.push_str(&t.arguments);
         }
     }
+    // Past the kept text, the rest of the answer counts by size.
+    let uncounted = usage_bytes(outcome).saturating_sub(answer.len() as u64);
     let counted = tokio::task::spawn_blocking(move || {
-        let prompt = input.map(|i| crate::tokens::count_input(&model, &i));
-        (prompt, crate::tokens::count(&model, &answer))
+        let prompt = input.and_then(|(body, range)| {
+            let raw = std::str::from_utf8(body.get(range)?).ok()?;
+            Some(crate::tokens::count_input(&model, raw))
+        });
+        let completion = crate::tokens::count(&model, &answer) + uncounted.div_ceil(4);
+        (prompt, completion)
     })
     .await;
     if let (Ok((prompt, completion)), Some(usage)) = (counted, outcome.usage.as_mut()) {
         usage.prompt_tokens = prompt.unwrap_or(usage.prompt_tokens);
         usage.completion_tokens = completion;
         usage.total_tokens = usage.prompt_tokens + completion;
+    }
+}
+
+/// Bytes of answer the byte estimate was made from (4 bytes a token), for the part of a
+/// truncated answer that was not kept.
+fn usage_bytes(outcome: &super::stream::Outcome) -> u64 {
+    match (outcome.truncated, outcome.usage) {
+        (true, Some(u)) => u.completion_tokens * 4,
+        _ => 0,
     }
 }
 

@@ -50,6 +50,10 @@ struct ChatRecord<'a> {
     /// Why the gateway ended it, when it did (`stream_interrupted`, `cut_by_shutdown` …).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
+    /// The answer (text, reasoning, tool calls) was longer than the gateway keeps; what is
+    /// recorded is its beginning.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -137,6 +141,7 @@ pub fn chat_record(
         stream: outcome.is_some_and(|o| o.stream),
         complete: outcome.is_some_and(|o| o.complete),
         error: ctx.error.map(|e| e.code()),
+        truncated: outcome.is_some_and(|o| o.truncated),
     };
     serde_json::to_vec(&record).ok()
 }

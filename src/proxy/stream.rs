@@ -6,7 +6,7 @@
 
 use super::ctx::RequestCtx;
 use crate::openai::{
-    parse_response, parse_response_usage, AccumulateMode, ChunkKind, ResponseInfo,
+    cap_choices, parse_response, parse_response_usage, AccumulateMode, ChunkKind, ResponseInfo,
     StreamAccumulator, Usage,
 };
 use crate::sse::SseParser;
@@ -17,6 +17,10 @@ use std::time::Instant;
 
 /// A non-streamed JSON answer larger than this is passed on but not parsed.
 const MAX_JSON_COPY: usize = 16 << 20;
+
+/// Most bytes of answer text kept for a record (chat log, token count): a longer answer is
+/// passed on whole but kept cut, and the record says `truncated`.
+pub const MAX_ANSWER_KEPT: usize = 1 << 20;
 
 /// What the gateway learns from one response as it passes.
 pub enum ResponseTap {
@@ -42,6 +46,8 @@ pub struct Outcome {
     pub stream: bool,
     /// The response ended as its protocol says a complete one ends.
     pub complete: bool,
+    /// The answer text in `info` was cut at [`MAX_ANSWER_KEPT`].
+    pub truncated: bool,
 }
 
 /// Set up the tap for a successful response of an `openai` route.
@@ -57,7 +63,9 @@ pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
     ctx.response = if content_type.starts_with("text/event-stream") {
         Some(ResponseTap::Sse {
             parser: SseParser::new(),
-            acc: Box::new(StreamAccumulator::new(AccumulateMode::Full)),
+            acc: Box::new(
+                StreamAccumulator::new(AccumulateMode::Full).with_text_cap(MAX_ANSWER_KEPT),
+            ),
             offset: 0,
             strip_usage: ctx.strip_usage_chunk,
         })
@@ -240,6 +248,7 @@ pub fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option
             let clean = parser.finish().clean;
             let done = acc.is_done();
             let output_bytes = acc.output_bytes();
+            let truncated = acc.truncated();
             let info = acc.into_response();
             Outcome {
                 usage: info.usage,
@@ -247,24 +256,30 @@ pub fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option
                 complete: finished && clean && done,
                 stream: true,
                 info: Some(info),
+                truncated,
             }
             .or_estimate(prompt_estimate(), output_bytes)
         }
         ResponseTap::Json { copy, overflow } => {
-            let info = match overflow {
+            let mut info = match overflow {
                 true => None,
                 false if wants_text => parse_response(&copy),
                 false => parse_response_usage(&copy).or_else(|| parse_response(&copy)),
             };
+            drop(copy);
             let answer_bytes = info
                 .as_ref()
                 .map_or(0, |i| i.choices.iter().map(|c| c.text.len() as u64).sum());
+            let truncated = info
+                .as_mut()
+                .is_some_and(|i| cap_choices(&mut i.choices, MAX_ANSWER_KEPT));
             Outcome {
                 usage: info.as_ref().and_then(|i| i.usage),
                 estimated: false,
                 complete: finished && !overflow,
                 stream: false,
                 info,
+                truncated,
             }
             .or_estimate(prompt_estimate(), answer_bytes)
         }
@@ -320,6 +335,34 @@ mod tests {
         );
         assert!(answer.estimated);
         assert_eq!(answer.usage.map(|u| u.completion_tokens), Some(3));
+    }
+
+    #[test]
+    fn a_long_stream_keeps_at_most_the_cap_of_its_text() {
+        use super::MAX_ANSWER_KEPT;
+        use crate::openai::{AccumulateMode, StreamAccumulator};
+        let mut acc = StreamAccumulator::new(AccumulateMode::Full).with_text_cap(MAX_ANSWER_KEPT);
+        let piece = "é".repeat(2000);
+        let event = format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"content":"{piece}"}},"finish_reason":null}}]}}"#
+        );
+        let events = 3 * MAX_ANSWER_KEPT / piece.len();
+        for _ in 0..events {
+            acc.observe(event.as_bytes());
+        }
+        acc.observe(br#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#);
+        assert!(acc.truncated());
+        // Everything was counted, only the cap was kept.
+        assert_eq!(acc.output_bytes(), (events * piece.len()) as u64);
+        let info = acc.into_response();
+        let kept = &info.choices[0].text;
+        assert!(kept.len() <= MAX_ANSWER_KEPT && kept.len() > MAX_ANSWER_KEPT - 4);
+        assert!(
+            kept.capacity() < 2 * MAX_ANSWER_KEPT + 4096,
+            "{}",
+            kept.capacity()
+        );
+        assert_eq!(info.choices[0].finish_reason.as_deref(), Some("stop"));
     }
 
     #[test]
