@@ -12,7 +12,7 @@
 //! The per-request switch `caching` is read here too, and removed from the body sent upstream
 //! (the other members keep their bytes and order).
 
-use pingora_core::tls::hash::{Hasher as OpenSslHasher, MessageDigest};
+use sha2::{Digest as _, Sha256};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -42,10 +42,7 @@ pub struct KeyParts<'a> {
 /// piece by piece (twice: once to learn its length for the prefix, once for the bytes), never
 /// into a buffer of its own, so a 30 MiB body costs its parse and no copies.
 pub fn key(parts: &KeyParts<'_>) -> Digest {
-    let Ok(sha) = OpenSslHasher::new(MessageDigest::sha256()) else {
-        return [0; 32];
-    };
-    let mut hasher = Hasher(sha);
+    let mut hasher = Hasher(Sha256::new());
     hasher.put(b"llmf-cache-v1");
     for part in [
         parts.scope,
@@ -74,11 +71,7 @@ pub fn key(parts: &KeyParts<'_>) -> Digest {
             }
         }
     }
-    let mut out = [0u8; 32];
-    if let Ok(d) = hasher.0.finish() {
-        out.copy_from_slice(&d);
-    }
-    out
+    hasher.0.finalize().into()
 }
 
 /// Where key material goes: bytes in, nothing kept.
@@ -89,11 +82,11 @@ trait Sink: std::io::Write {
     }
 }
 
-struct Hasher(OpenSslHasher);
+struct Hasher(Sha256);
 
 impl std::io::Write for Hasher {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf).map_err(std::io::Error::other)?;
+        self.0.update(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
