@@ -12,10 +12,10 @@
 //! The per-request switch `caching` is read here too, and removed from the body sent upstream
 //! (the other members keep their bytes and order).
 
-use sha2::{Digest as _, Sha256};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use std::borrow::Cow;
 use std::fmt;
 

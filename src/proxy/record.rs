@@ -143,7 +143,23 @@ pub fn chat_record(
         error: ctx.error.map(|e| e.code()),
         truncated: outcome.is_some_and(|o| o.truncated),
     };
-    serde_json::to_vec(&record).ok()
+    // Sized up front: a long conversation is serialised once, not through a doubling buffer
+    // (which briefly holds two copies of it).
+    let size = request_len(&record.request)
+        + record.answer.map_or(0, str::len)
+        + record.reasoning.map_or(0, str::len)
+        + 1024;
+    let mut line = Vec::with_capacity(size + size / 8);
+    serde_json::to_writer(&mut line, &record).ok()?;
+    Some(line)
+}
+
+fn request_len(r: &RequestPart<'_>) -> usize {
+    [r.messages, r.prompt, r.input]
+        .iter()
+        .flatten()
+        .map(|v| v.get().len())
+        .sum()
 }
 
 /// openai-forward's `PRINT_CHAT`: a readable line per chat on stderr.
