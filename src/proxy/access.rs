@@ -1,6 +1,8 @@
 //! Access phase (`early_request_filter`): who is the client (the socket peer, or the right-most
 //! untrusted hop when the peer is a trusted proxy), and may that address use the gateway at all.
 //! Runs before anything else reads the request, so a blocked client costs nothing more.
+//! `GET /healthz` is the exception: it reveals nothing, and monitors probe it from addresses no
+//! list names (openai-forward never filtered it either), so the lists do not apply to it.
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
@@ -21,9 +23,15 @@ pub fn check_client(
         .client_ip
         .resolve(peer, &session.req_header().headers);
     ctx.client_ip = Some(ip);
-    if gateway.access.permits(ip) {
+    if gateway.access.permits(ip) || is_health_check(session.req_header()) {
         Ok(())
     } else {
         Err(ctx.fail(GatewayError::IpForbidden))
     }
+}
+
+/// `GET /healthz` (answered by the route phase, before any limit or key check).
+fn is_health_check(req: &pingora_http::RequestHeader) -> bool {
+    req.method == http::Method::GET
+        && crate::routing::collapse_slashes(req.uri.path()) == "/healthz"
 }
