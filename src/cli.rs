@@ -24,10 +24,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (the default when no command is given).
     Run(RunArgs),
-    /// Validate a config file and print every problem; exit 2 if there are any.
+    /// Validate a config file (without one: openai-forward's environment and `.env`, as `run`
+    /// reads them) and print every problem; exit 2 if there are any. Warnings are logged.
     Check {
         #[arg(short, long, value_name = "FILE")]
-        config: String,
+        config: Option<String>,
     },
     /// Turn chat logs (JSONL) into openai-forward's `chat_<route>.json` files (`aifd convert`).
     Convert {
@@ -69,14 +70,19 @@ pub fn main_with(cli: Cli) -> ExitCode {
     match cli.command {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
-        Some(Command::Check { config }) => check(&config),
+        Some(Command::Check { config }) => check(config.as_deref()),
         Some(Command::ImportEnv { file }) => import_env(file.as_deref()),
         Some(Command::Convert { log_dir, out_dir }) => convert(&log_dir, &out_dir),
     }
 }
 
-fn check(path: &str) -> ExitCode {
-    match config::load_file(path) {
+fn check(file: Option<&str>) -> ExitCode {
+    let path = file.unwrap_or("environment");
+    let loaded = match file {
+        Some(f) => config::load_file(f),
+        None => config::openai_forward::from_process_env().map(Option::unwrap_or_default),
+    };
+    match loaded {
         Ok(cfg) => match crate::state::Gateway::build(cfg) {
             Ok(_) => {
                 println!("{path}: ok");

@@ -81,3 +81,62 @@ async fn healthz_ignores_the_deny_list_in_yaml_mode_too() {
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/v1/models").await.unwrap().status(), 403);
 }
+
+/// openai-forward serves a level without upstream keys (by leaking the forward key upstream)
+/// and a limit for a level no key has (it never applies). A YAML config refuses both; from the
+/// environment the gateway starts with a warning, and such keys get a 403 of their own.
+#[tokio::test]
+async fn a_level_without_upstream_keys_starts_with_a_warning_and_its_keys_get_a_403() {
+    let up = MockUpstream::start().await;
+    let forward = forward_config(&up, "/", "openai");
+    let vars = [
+        ("FORWARD_CONFIG", forward.as_str()),
+        ("OPENAI_API_KEY_CONFIG", r#"{"sk-real-0": [0]}"#),
+        ("FORWARD_KEY_CONFIG", r#"{"fk-zero": 0, "fk-one": 1}"#),
+        (
+            "REQ_RATE_LIMIT",
+            r#"{"/v1/chat/completions": [{"level": 7, "limit": "1/minute"}]}"#,
+        ),
+    ];
+    // `check` without `-c` reads the environment as `run` does and shows the warnings.
+    let dir = tempfile::tempdir().unwrap();
+    let mut check = gateway_command(dir.path());
+    for (k, v) in vars {
+        check.env(k, v);
+    }
+    let out = check
+        .arg("check")
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("environment: ok"));
+    assert!(err.contains("level 1 has no upstream key"), "{err}");
+    assert!(err.contains("level 7"), "{err}");
+    assert!(!err.contains("sk-real-0") && !err.contains("fk-one"), "{err}");
+
+    let (mut proc, addr, _dir) = start_env(&vars).await;
+    let chat = |key: &'static str| {
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": []}))
+            .send()
+    };
+    let resp = chat("fk-one").await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "key_not_provisioned", "{body}");
+    assert_eq!(up.request_count(), 0, "the key never reaches the upstream");
+    // Level 7's limit applies to nobody; level 0 works as configured.
+    for _ in 0..2 {
+        assert_eq!(chat("fk-zero").await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        up.requests()[0].header("authorization"),
+        Some("Bearer sk-real-0")
+    );
+    let log = proc.kill_for_stderr();
+    assert!(log.contains("level 1 has no upstream key"), "{log}");
+}

@@ -39,6 +39,12 @@ impl Tenant {
         matches!(self.routes.get(route), Some(Some(_)))
     }
 
+    /// False for a tenant given no route at all (`routes: []`; from the environment, a level
+    /// without upstream keys): its keys are known but cannot be used anywhere.
+    pub fn allows_any_route(&self) -> bool {
+        self.routes.iter().any(Option::is_some)
+    }
+
     /// The pool this tenant's requests on `route` draw keys from.
     pub fn pool(&self, route: usize) -> Option<&Arc<KeyPool>> {
         self.routes.get(route)?.as_ref()?.as_ref()

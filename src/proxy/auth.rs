@@ -41,7 +41,11 @@ pub fn authenticate(
     ctx.key_id = Some(key.id.clone());
     let tenant = &key.tenant;
     if !tenant.allows_route(route.index) {
-        return Err(ctx.fail(GatewayError::RouteNotAllowed));
+        let why = match tenant.allows_any_route() {
+            true => GatewayError::RouteNotAllowed,
+            false => GatewayError::KeyNotProvisioned,
+        };
+        return Err(ctx.fail(why));
     }
     if let Some(ip) = ctx.client_ip {
         if !key.access.permits(ip) || !tenant.access.permits(ip) {

@@ -25,6 +25,9 @@ pub enum GatewayError {
     InvalidApiKey,
     /// The forward key's tenant may not use this route.
     RouteNotAllowed,
+    /// The forward key's tenant may use no route at all (an openai-forward level without
+    /// upstream keys: refused here rather than sending the forward key upstream).
+    KeyNotProvisioned,
     /// The forward key's tenant may not use this model.
     ModelNotAllowed,
     /// The body is larger than the route reads.
@@ -102,6 +105,7 @@ impl GatewayError {
             GatewayError::RouteNotFound | GatewayError::ModelNotServed => 404,
             GatewayError::IpForbidden
             | GatewayError::RouteNotAllowed
+            | GatewayError::KeyNotProvisioned
             | GatewayError::ModelNotAllowed => 403,
             GatewayError::InvalidApiKey => 401,
             GatewayError::BodyTooLarge => 413,
@@ -132,6 +136,7 @@ impl GatewayError {
             GatewayError::RouteNotFound
             | GatewayError::InvalidApiKey
             | GatewayError::RouteNotAllowed
+            | GatewayError::KeyNotProvisioned
             | GatewayError::ModelNotAllowed
             | GatewayError::BodyTooLarge
             | GatewayError::InvalidJson
@@ -157,6 +162,7 @@ impl GatewayError {
             GatewayError::IpForbidden => "ip_forbidden",
             GatewayError::InvalidApiKey => "invalid_api_key",
             GatewayError::RouteNotAllowed => "route_not_allowed",
+            GatewayError::KeyNotProvisioned => "key_not_provisioned",
             GatewayError::ModelNotAllowed => "model_not_allowed",
             GatewayError::BodyTooLarge => "request_too_large",
             GatewayError::InvalidJson => "invalid_json",
@@ -187,6 +193,9 @@ impl GatewayError {
             GatewayError::IpForbidden => "Requests from this address are not allowed.",
             GatewayError::InvalidApiKey => "Missing or invalid API key.",
             GatewayError::RouteNotAllowed => "This API key may not use this route.",
+            GatewayError::KeyNotProvisioned => {
+                "This API key has no upstream key on this gateway; ask its operator to add one."
+            }
             GatewayError::ModelNotAllowed => "This API key may not use the requested model.",
             GatewayError::BodyTooLarge => "The request body is too large.",
             GatewayError::InvalidJson => "The request body is not a valid JSON object.",
