@@ -45,7 +45,7 @@ pub fn render(config: &Config) -> String {
             .map_or(String::new(), |p| format!("  via {}", p.redacted()));
         let _ = writeln!(
             out,
-            "    {:<width$}  ->  {}{more}{proxy}  [{}]  keys: {}  timeouts: connect {} read {}  retries: {}",
+            "    {:<width$}  ->  {}{more}{proxy}  [{}]  keys: {}  timeouts: connect {} read {}  retries: {}{}",
             r.prefix,
             r.upstream,
             r.kind.as_str(),
@@ -53,6 +53,11 @@ pub fn render(config: &Config) -> String {
             format_duration(t.connect),
             format_duration(t.read),
             r.retry.retries,
+            if r.retry.on_status {
+                ""
+            } else {
+                " (not on status)"
+            },
         );
     }
     if !config.forward_keys.is_empty() || !config.upstream_keys.is_empty() {

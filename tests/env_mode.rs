@@ -114,7 +114,10 @@ async fn a_level_without_upstream_keys_starts_with_a_warning_and_its_keys_get_a_
     assert!(String::from_utf8_lossy(&out.stdout).contains("environment: ok"));
     assert!(err.contains("level 1 has no upstream key"), "{err}");
     assert!(err.contains("level 7"), "{err}");
-    assert!(!err.contains("sk-real-0") && !err.contains("fk-one"), "{err}");
+    assert!(
+        !err.contains("sk-real-0") && !err.contains("fk-one"),
+        "{err}"
+    );
 
     let (mut proc, addr, _dir) = start_env(&vars).await;
     let chat = |key: &'static str| {
@@ -139,4 +142,54 @@ async fn a_level_without_upstream_keys_starts_with_a_warning_and_its_keys_get_a_
     );
     let log = proc.kill_for_stderr();
     assert!(log.contains("level 1 has no upstream key"), "{log}");
+}
+
+/// openai-forward hands an upstream's 429/500/503 to the client as it is, on the first attempt;
+/// a client (or its SDK) that retries on its own would otherwise multiply the calls. Failed
+/// connects and resets are still retried (nothing reached the upstream's model).
+#[tokio::test]
+async fn an_upstream_status_error_is_answered_after_one_attempt() {
+    use common::mock::Behavior;
+    let up = MockUpstream::start().await;
+    let forward = forward_config(&up, "/", "openai");
+    let (_proc, addr, _dir) = start_env(&[
+        ("FORWARD_CONFIG", &forward),
+        ("OPENAI_API_KEY_CONFIG", r#"{"sk-a": [0], "sk-b": [0]}"#),
+        ("FORWARD_KEY_CONFIG", r#"{"fk-zero": 0}"#),
+    ])
+    .await;
+    for status in [429u16, 500, 503] {
+        let before = up.request_count();
+        up.set_behavior(Behavior::Json {
+            status,
+            headers: vec![],
+            body: serde_json::json!({"error": {"message": "busy", "type": "x", "param": null, "code": null}}),
+        });
+        let resp = client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .bearer_auth("fk-zero")
+            .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status);
+        assert_eq!(
+            up.request_count() - before,
+            1,
+            "status {status}: one attempt"
+        );
+    }
+    // A reset before any answer is still retried.
+    up.push_behavior(Behavior::ResetBeforeHeaders);
+    up.set_behavior(Behavior::OpenAi);
+    let before = up.request_count();
+    let resp = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .bearer_auth("fk-zero")
+        .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.request_count() - before, 2);
 }

@@ -215,6 +215,9 @@ pub fn to_yaml(config: &Config) -> String {
                 format_duration(r.retry.backoff),
                 format_duration(r.retry.backoff_max)
             );
+            if !r.retry.on_status {
+                let _ = writeln!(y, "      on_status: false");
+            }
         }
         if r.auth != RouteAuth::default() {
             let mut parts = Vec::new();

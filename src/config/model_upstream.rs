@@ -126,6 +126,10 @@ pub struct RetryPolicy {
     /// reset, a close or a timeout before its answer. Off by default: the upstream may have
     /// acted on it (a chat completion billed twice). GET/HEAD/OPTIONS are retried regardless.
     pub on_reset: bool,
+    /// An upstream's 429/5xx leads to another attempt (same upstream, another key, the next
+    /// upstream). `false`: it is the client's answer at once, as openai-forward did; failed
+    /// connects and resets before any response byte are still retried.
+    pub on_status: bool,
 }
 
 impl Default for RetryPolicy {
@@ -139,6 +143,7 @@ impl Default for RetryPolicy {
             total: None,
             max_attempts: 8,
             on_reset: false,
+            on_status: true,
         }
     }
 }

@@ -126,6 +126,11 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
     if let Some(json) = env.get("FORWARD_CONFIG") {
         config.routes = forward_config(json, &mut problems);
     }
+    // openai-forward hands an upstream's 429/5xx to the client on the first attempt (its
+    // retries cover broken connections only); clients written for it retry on their own.
+    for r in &mut config.routes {
+        r.retry.on_status = false;
+    }
     if let Some(t) = env.get("TIMEOUT") {
         match t.trim().parse::<f64>() {
             // openai-forward's TIMEOUT is the connect timeout only.
@@ -683,6 +688,11 @@ mod tests {
         assert_eq!(cfg.routes[1].kind, RouteKind::General);
         assert_eq!(cfg.routes[0].timeouts.connect, Duration::from_secs(6));
         assert_eq!(cfg.server.listen[0].port(), 8000);
+        assert!(cfg.routes.iter().all(|r| !r.retry.on_status));
+        // The YAML import-env prints keeps it.
+        let yaml = super::super::emit::to_yaml(&cfg);
+        let back = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+        assert_eq!(back.routes[0].retry, cfg.routes[0].retry);
     }
 
     #[test]

@@ -26,6 +26,7 @@ const RETRY: &[&str] = &[
     "backoff",
     "backoff_max",
     "retry_after_max",
+    "on_status",
     "total",
     "max_attempts",
     "on_reset",
@@ -205,6 +206,9 @@ pub fn decode_retry(d: &mut Decoder<'_>, node: &Node<'_>) -> RetryPolicy {
     }
     if let Some(v) = f.get("on_reset").and_then(|n| d.boolean(&n)) {
         retry.on_reset = v;
+    }
+    if let Some(v) = f.get("on_status").and_then(|n| d.boolean(&n)) {
+        retry.on_status = v;
     }
     for (key, slot) in [
         ("backoff", &mut retry.backoff),

@@ -13,6 +13,7 @@
 //!   for this request: it would only time out again;
 //! - `context_length_exceeded` moves on only to the `context_length` fallbacks; any other 4xx
 //!   is the client's answer, unchanged;
+//! - with `on_status: false`, a status (429/5xx) is the client's answer at once;
 //! - nothing is retried once a response byte reached the client (the caller checks that), and
 //!   never beyond `max_attempts` or the total budget.
 
@@ -170,6 +171,11 @@ impl Attempts {
         self.policy.max_attempts
     }
 
+    /// Whether an upstream's 429/5xx may lead to another attempt (`retry.on_status`).
+    pub fn retries_on_status(&self) -> bool {
+        self.policy.on_status
+    }
+
     pub fn is_empty(&self) -> bool {
         self.candidates.is_empty()
     }
@@ -231,6 +237,9 @@ impl Attempts {
     fn step(&mut self, failure: Failure, now: Instant, acquire: bool) -> Next {
         let p = self.policy;
         if self.made >= p.max_attempts || self.remaining(now).is_some_and(|r| r.is_zero()) {
+            return Next::GiveUp;
+        }
+        if !p.on_status && matches!(failure, Failure::Status(..)) {
             return Next::GiveUp;
         }
         let same = match failure {

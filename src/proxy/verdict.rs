@@ -180,10 +180,11 @@ fn throttled(
     retry_after: Option<Duration>,
 ) -> pingora_core::Result<Option<Failure>> {
     pool.report(index, KeyVerdict::Throttled { model, retry_after });
+    // `retry.on_status: false`: a 429 is the client's answer, not a reason for another key.
     let within_plan = ctx
         .attempts
         .as_ref()
-        .is_some_and(|a| a.made < a.max_attempts());
+        .is_some_and(|a| a.made < a.max_attempts() && a.retries_on_status());
     if pool.has_other_usable(index, model)
         && ctx.key_rotations < pool.keys.len() as u32
         && within_plan
