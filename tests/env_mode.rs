@@ -193,3 +193,63 @@ async fn an_upstream_status_error_is_answered_after_one_attempt() {
     assert_eq!(resp.status(), 200);
     assert_eq!(up.request_count() - before, 2);
 }
+
+/// A browser's cookies for the gateway's host must not reach a third party: `Cookie` is
+/// dropped on every route (openai-forward dropped it too) unless a route opts in.
+/// `Accept-Language` is forwarded on purpose (no credential, and localised APIs use it), and a
+/// trailing slash is kept (for general APIs `/x/` and `/x` may differ; openai-forward stripped
+/// it).
+#[tokio::test]
+async fn cookies_stay_at_the_gateway_while_language_and_trailing_slash_go_through() {
+    use common::mock::Behavior;
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::Echo);
+    let forward = format!(
+        r#"[{{"base_url":"{0}","route":"/gemini","type":"general"}},{{"base_url":"{0}","route":"/","type":"openai"}}]"#,
+        up.url()
+    );
+    let (_proc, addr, _dir) = start_env(&[("FORWARD_CONFIG", &forward)]).await;
+    for path in ["/gemini/v1beta/models/", "/v1/models/"] {
+        let resp = client()
+            .get(format!("http://{addr}{path}"))
+            .header("cookie", "session=gateway-secret")
+            .header("accept-language", "de-DE")
+            .header("x-custom", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let echo: serde_json::Value = resp.json().await.unwrap();
+        let headers = &echo["headers"];
+        assert!(headers.get("cookie").is_none(), "{path}: {echo}");
+        assert_eq!(headers["accept-language"], "de-DE", "{path}");
+        assert!(
+            echo["path"].as_str().unwrap().ends_with("/models/"),
+            "{echo}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_route_may_opt_in_to_forward_cookies() {
+    use common::mock::Behavior;
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::Echo);
+    let gw = start_gateway(&format!(
+        "routes:\n  - {{prefix: /app, upstream: '{0}', type: general, forward_cookies: true}}\n  - {{prefix: /, upstream: '{0}', type: general}}\n",
+        up.url()
+    ))
+    .await;
+    for (path, forwarded) in [("/app/x", true), ("/x", false)] {
+        let echo: serde_json::Value = client()
+            .get(gw.url(path))
+            .header("cookie", "a=1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(echo["headers"].get("cookie").is_some(), forwarded, "{path}");
+    }
+}

@@ -246,6 +246,9 @@ pub fn to_yaml(config: &Config) -> String {
         if let Some(m) = &r.default_model {
             let _ = writeln!(y, "    default_model: {}", q(m));
         }
+        if r.forward_cookies {
+            let _ = writeln!(y, "    forward_cookies: true");
+        }
     }
     cache(&mut y, config);
     y

@@ -418,6 +418,9 @@ pub struct RouteConfig {
     /// Every upstream of the route, the one `upstream` names first; never empty.
     pub upstreams: Vec<UpstreamConfig>,
     pub resilience: Resilience,
+    /// Send the client's `Cookie` header upstream. Off by default: a browser's cookies for the
+    /// gateway's host are not for a third party.
+    pub forward_cookies: bool,
 }
 
 impl RouteConfig {
@@ -435,6 +438,7 @@ impl RouteConfig {
             access: IpRulesConfig::default(),
             max_body: DEFAULT_MAX_BODY,
             default_model: None,
+            forward_cookies: false,
         }
     }
 }

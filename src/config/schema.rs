@@ -57,6 +57,7 @@ const ROUTE: &[&str] = &[
     "fallbacks",
     "breaker",
     "stream_errors",
+    "forward_cookies",
 ];
 const AUTH: &[&str] = &["mode", "pool", "key_header", "forward_org_headers"];
 
@@ -353,6 +354,10 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         access,
         max_body,
         default_model,
+        forward_cookies: f
+            .get("forward_cookies")
+            .and_then(|n| d.boolean(&n))
+            .unwrap_or(false),
     })
 }
 

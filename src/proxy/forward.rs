@@ -191,6 +191,9 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
     };
     strip_hop_by_hop_request(req);
     req.remove_header(FALLBACK_HEADER);
+    if !route.config.forward_cookies {
+        req.remove_header(&header::COOKIE);
+    }
     req.insert_header(header::HOST, upstream.upstream.host_header.clone())?;
     let takes_no_key = upstream.key_placement == KeyPlacement::None;
     let pool = attempt_pool(ctx).filter(|_| !takes_no_key);
