@@ -253,3 +253,58 @@ async fn a_route_may_opt_in_to_forward_cookies() {
         assert_eq!(echo["headers"].get("cookie").is_some(), forwarded, "{path}");
     }
 }
+
+/// Browser clients: openai-forward allows any origin with credentials and answers preflights
+/// itself. Env mode does the same through the CORS policy a YAML config would set.
+#[tokio::test]
+async fn preflights_are_answered_locally_and_responses_carry_cors_headers() {
+    let up = MockUpstream::start().await;
+    let forward = forward_config(&up, "/", "openai");
+    let (_proc, addr, _dir) = start_env(&[
+        ("FORWARD_CONFIG", &forward),
+        ("OPENAI_API_KEY_CONFIG", r#"{"sk-real-0": [0]}"#),
+        ("FORWARD_KEY_CONFIG", r#"{"fk-zero": 0}"#),
+    ])
+    .await;
+    let origin = "https://chat.example.org";
+    let resp = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{addr}/v1/chat/completions"),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], origin);
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    assert_eq!(up.request_count(), 0, "a preflight never goes upstream");
+
+    let resp = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("origin", origin)
+        .bearer_auth("fk-zero")
+        .json(&serde_json::json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["access-control-allow-origin"], origin);
+    assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
+}

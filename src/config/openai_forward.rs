@@ -123,6 +123,14 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
         return Ok(None);
     }
     let mut config = Config::default();
+    // openai-forward lets any web page call it, credentials included, and answers preflights
+    // itself. Keys are bearer tokens a page must hold itself and `Cookie` is never forwarded,
+    // so no ambient credential rides along.
+    config.cors = Some(super::model::CorsConfig {
+        allow_origins: vec!["*".into()],
+        allow_credentials: true,
+        max_age: Duration::from_secs(600),
+    });
     if let Some(json) = env.get("FORWARD_CONFIG") {
         config.routes = forward_config(json, &mut problems);
     }
