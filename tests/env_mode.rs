@@ -308,3 +308,38 @@ async fn preflights_are_answered_locally_and_responses_carry_cors_headers() {
     assert_eq!(resp.headers()["access-control-allow-origin"], origin);
     assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
 }
+
+/// A variable that does nothing must not pass for one in force: misspelt names get a "did you
+/// mean", ignored ones their reason, unknown `.env` entries a mention.
+#[tokio::test]
+async fn unknown_and_ignored_variables_are_warned_about_at_start() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!(
+            "FORWARD_CONFIG='{}'\nFORWARD_CONFG=x\nITER_CHUNK_TYPE=one-by-one\nMY_SETTING=1\n",
+            forward_config(&up, "/", "openai")
+        ),
+    )
+    .unwrap();
+    let mut proc = Process::spawn(gateway_command(dir.path()).env("LOG_OPENIA", "true").args([
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ]));
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let log = proc.kill_for_stderr();
+    for expected in [
+        "FORWARD_CONFG is not an openai-forward variable; did you mean FORWARD_CONFIG?",
+        "LOG_OPENIA is not an openai-forward variable; did you mean LOG_OPENAI?",
+        "ITER_CHUNK_TYPE is set but not used",
+        "MY_SETTING (in .env) is not an openai-forward variable",
+    ] {
+        assert!(log.contains(expected), "{expected}\n{log}");
+    }
+    assert!(!log.contains("PATH"), "{log}");
+}

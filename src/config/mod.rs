@@ -27,3 +27,4 @@ pub use schema_cache::{CacheBackendConfig, CacheConfig, CacheRouteConfig};
 mod dotenv;
 mod emit;
 pub mod openai_forward;
+mod openai_forward_vars;

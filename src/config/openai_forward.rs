@@ -17,9 +17,6 @@ use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Variables that only change observability; ignored with a warning.
-const NOT_YET_USED: &[&str] = &["ITER_CHUNK_TYPE", "BENCHMARK_MODE"];
-
 /// Variables that make the environment a config (any one of them set).
 pub const MARKERS: &[&str] = &[
     "FORWARD_CONFIG",
@@ -44,6 +41,8 @@ pub const MARKERS: &[&str] = &[
 /// The environment a config is read from: process variables over `.env` entries.
 pub struct Env {
     vars: HashMap<String, String>,
+    /// The names the `.env` file set (all meant for the gateway).
+    from_dotenv: Vec<String>,
 }
 
 impl Env {
@@ -53,9 +52,10 @@ impl Env {
         dotenv_pairs: Vec<(String, String)>,
         process: impl Iterator<Item = (String, String)>,
     ) -> Self {
+        let from_dotenv = dotenv_pairs.iter().map(|(k, _)| k.clone()).collect();
         let mut vars: HashMap<String, String> = dotenv_pairs.into_iter().collect();
         vars.extend(process);
-        Env { vars }
+        Env { vars, from_dotenv }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
@@ -114,10 +114,13 @@ fn load_env(file: Option<&str>) -> Result<Env, ConfigError> {
 /// Map the variables onto a config. `Ok(None)`: nothing openai-forward-specific is set.
 pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
     let mut problems = Problems::default();
-    for key in NOT_YET_USED {
-        if env.get(key).is_some() {
-            log::warn!("{key} is set but not used by this version of llm-forward; ignored");
-        }
+    let names = env
+        .vars
+        .iter()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(k, _)| (k.as_str(), env.from_dotenv.contains(k)));
+    for warning in super::openai_forward_vars::warnings(names) {
+        log::warn!("{warning}");
     }
     if !MARKERS.iter().any(|k| env.get(k).is_some()) && problems.is_empty() {
         return Ok(None);
