@@ -43,6 +43,14 @@ pub fn render(config: &Config) -> String {
             .iter()
             .find_map(|u| u.proxy.as_ref())
             .map_or(String::new(), |p| format!("  via {}", p.redacted()));
+        if r.kind == crate::config::RouteKind::Benchmark {
+            let _ = writeln!(
+                out,
+                "    {:<width$}  ->  canned answers, no upstream  [benchmark]  keys: {keys}",
+                r.prefix
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "    {:<width$}  ->  {}{more}{proxy}  [{}]  keys: {}  timeouts: connect {} read {}  retries: {}{}",

@@ -75,7 +75,7 @@ routes:
         "server.threds: unknown key; did you mean `threads`?",
         "routes[0].timeouts.connect: \"fast\"",
         "routes[1].upstream: \"ftp://example.com\"",
-        "routes[1].type: \"grpc\": expected `openai` or `general`",
+        "routes[1].type: \"grpc\": expected `openai`, `general` or `benchmark`",
         "routes[2].prefx: unknown key; did you mean `prefix`?",
         "routes[2].prefix: missing",
         "routes[3].upstream: environment variable CONFIG_TEST_SECRET is not set",

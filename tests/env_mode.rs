@@ -343,3 +343,112 @@ async fn unknown_and_ignored_variables_are_warned_about_at_start() {
     }
     assert!(!log.contains("PATH"), "{log}");
 }
+
+/// `BENCHMARK_MODE=true`: openai-forward's canned chat completions at
+/// `/benchmark/v1/chat/completions`, streamed or not, without any upstream call.
+#[tokio::test]
+async fn benchmark_mode_answers_canned_chat_completions_without_an_upstream() {
+    let up = MockUpstream::start().await;
+    let forward = forward_config(&up, "/", "openai");
+    let (_proc, addr, _dir) = start_env(&[
+        ("FORWARD_CONFIG", &forward),
+        ("BENCHMARK_MODE", "true"),
+        ("OPENAI_API_KEY_CONFIG", r#"{"sk-real-0": [0]}"#),
+        ("FORWARD_KEY_CONFIG", r#"{"fk-zero": 0}"#),
+    ])
+    .await;
+    let url = format!("http://{addr}/benchmark/v1/chat/completions");
+    let body = |stream: bool| {
+        serde_json::json!({"model": "gpt-3.5-turbo", "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}]})
+    };
+    let resp = client().post(&url).json(&body(false)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "gpt-3.5-turbo");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let answer = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!answer.is_empty());
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(v["system_fingerprint"], "fp_0123456789");
+
+    let text = client()
+        .post(&url)
+        .json(&body(true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{text}");
+    let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(!content.is_empty() && chunks.len() > 4, "{text}");
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    // The next answer in turn.
+    assert_ne!(content, answer);
+    assert_eq!(up.request_count(), 0, "nothing went upstream");
+}
+
+/// In YAML the same answers come from a `type: benchmark` route, paced like a live stream.
+#[tokio::test]
+async fn a_yaml_benchmark_route_streams_paced_events() {
+    use futures_util::StreamExt;
+    let gw = start_gateway(
+        "routes:\n  - {prefix: /bench, type: benchmark}\nlimits:\n  rules:\n    - {route: /bench, output_tokens_per_second: 50}\n",
+    )
+    .await;
+    let start = std::time::Instant::now();
+    let resp = client()
+        .post(gw.url("/bench/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "m", "stream": true, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let (mut events, mut first) = (0usize, None);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        events += chunk.windows(5).filter(|w| w == b"data:").count();
+        first.get_or_insert(start.elapsed());
+    }
+    let spread = start.elapsed() - first.unwrap();
+    // One token per event at 50/s: 20 ms apart (generous for a loaded machine).
+    assert!(events > 10, "{events}");
+    let expected = Duration::from_millis(20 * (events as u64 - 2));
+    assert!(
+        spread >= expected * 8 / 10,
+        "{spread:?} for {events} events"
+    );
+    let resp = client()
+        .get(gw.url("/bench/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}

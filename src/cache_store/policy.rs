@@ -24,6 +24,9 @@ pub struct RoutePolicy {
 impl RoutePolicy {
     /// The route's policy; `None`: the route never caches.
     pub fn of(cache: &CacheConfig, route: &RouteConfig) -> Option<RoutePolicy> {
+        if route.kind == RouteKind::Benchmark {
+            return None;
+        }
         let entry = match &cache.routes {
             None if route.kind == RouteKind::OpenAi => None,
             None => return None,
@@ -47,6 +50,7 @@ impl RoutePolicy {
                     method == http::Method::POST && OPENAI_DEFAULT.iter().any(|p| path.ends_with(p))
                 }
                 RouteKind::General => true,
+                RouteKind::Benchmark => false,
             },
         }
     }

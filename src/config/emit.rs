@@ -185,7 +185,9 @@ pub fn to_yaml(config: &Config) -> String {
     let _ = writeln!(y, "routes:");
     for r in &config.routes {
         let _ = writeln!(y, "  - prefix: {}", q(&r.prefix));
-        let _ = writeln!(y, "    upstream: {}", q(&r.upstream.to_string()));
+        if r.kind != RouteKind::Benchmark {
+            let _ = writeln!(y, "    upstream: {}", q(&r.upstream.to_string()));
+        }
         let _ = writeln!(y, "    type: {}", r.kind.as_str());
         let (t, d) = (r.timeouts, Timeouts::default());
         if t != d {

@@ -319,6 +319,9 @@ pub enum RouteKind {
     OpenAi,
     /// Any HTTP API: bytes pass through untouched.
     General,
+    /// No upstream: `POST …/v1/chat/completions` gets canned answers (openai-forward's
+    /// `BENCHMARK_MODE`), to load-test clients and the gateway itself at no cost.
+    Benchmark,
 }
 
 impl RouteKind {
@@ -326,7 +329,29 @@ impl RouteKind {
         match self {
             RouteKind::OpenAi => "openai",
             RouteKind::General => "general",
+            RouteKind::Benchmark => "benchmark",
         }
+    }
+}
+
+impl UpstreamUrl {
+    /// What a benchmark route holds where an upstream would be: never connected to.
+    pub fn none() -> UpstreamUrl {
+        UpstreamUrl {
+            tls: false,
+            host: "benchmark.invalid".into(),
+            port: 80,
+            base_path: String::new(),
+        }
+    }
+}
+
+impl RouteConfig {
+    /// A benchmark route at `prefix`: canned answers, no upstream, no key to send anywhere.
+    pub fn benchmark(prefix: &str) -> RouteConfig {
+        let mut r = RouteConfig::new(prefix, UpstreamUrl::none(), RouteKind::Benchmark);
+        r.auth.key_placement = KeyPlacement::None;
+        r
     }
 }
 

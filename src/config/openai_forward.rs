@@ -36,6 +36,7 @@ pub const MARKERS: &[&str] = &[
     "PROXY",
     "CACHE_OPENAI",
     "CACHE_GENERAL",
+    "BENCHMARK_MODE",
 ];
 
 /// The environment a config is read from: process variables over `.env` entries.
@@ -125,15 +126,21 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
     if !MARKERS.iter().any(|k| env.get(k).is_some()) && problems.is_empty() {
         return Ok(None);
     }
-    let mut config = Config::default();
-    // openai-forward lets any web page call it, credentials included, and answers preflights
-    // itself. Keys are bearer tokens a page must hold itself and `Cookie` is never forwarded,
-    // so no ambient credential rides along.
-    config.cors = Some(super::model::CorsConfig {
-        allow_origins: vec!["*".into()],
-        allow_credentials: true,
-        max_age: Duration::from_secs(600),
-    });
+    let flag = |k: &str| {
+        env.get(k)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
+    let mut config = Config {
+        // openai-forward lets any web page call it, credentials included, and answers
+        // preflights itself. Keys are bearer tokens a page must hold itself and `Cookie` is
+        // never forwarded, so no ambient credential rides along.
+        cors: Some(super::model::CorsConfig {
+            allow_origins: vec!["*".into()],
+            allow_credentials: true,
+            max_age: Duration::from_secs(600),
+        }),
+        ..Config::default()
+    };
     if let Some(json) = env.get("FORWARD_CONFIG") {
         config.routes = forward_config(json, &mut problems);
     }
@@ -172,6 +179,21 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
             Err(why) => problems.add("PROXY", None, why),
         }
     }
+    if flag("BENCHMARK_MODE") {
+        // openai-forward's canned answers at /benchmark/v1/chat/completions, for anyone (no
+        // key needed: nothing goes upstream); request limits and pacing still apply.
+        if config.routes.iter().any(|r| r.prefix == "/benchmark") {
+            problems.add(
+                "BENCHMARK_MODE",
+                Some("true".into()),
+                "FORWARD_CONFIG already has the route /benchmark",
+            );
+        } else {
+            let mut bench = RouteConfig::benchmark("/benchmark");
+            bench.auth.mode = Some(super::model::AuthMode::Passthrough);
+            config.routes.push(bench);
+        }
+    }
     keys(env, &mut config, &mut problems);
     for (var, list) in [
         ("IP_WHITELIST", &mut config.access.rules.allow),
@@ -193,10 +215,6 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
     limits(env, &mut config, &mut problems);
     // Chat logs: openai-forward writes them under ./Log/chat for openai routes (LOG_OPENAI) and
     // general ones (LOG_GENERAL).
-    let flag = |k: &str| {
-        env.get(k)
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-    };
     if flag("LOG_OPENAI") || flag("LOG_GENERAL") {
         let routes = config
             .routes
@@ -204,6 +222,7 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
             .filter(|r| match r.kind {
                 RouteKind::OpenAi => flag("LOG_OPENAI"),
                 RouteKind::General => flag("LOG_GENERAL"),
+                RouteKind::Benchmark => false,
             })
             .map(|r| r.prefix.clone())
             .collect();
@@ -315,6 +334,7 @@ fn cache(env: &Env, config: &mut Config, problems: &mut Problems) {
         .filter(|r| match r.kind {
             RouteKind::OpenAi => openai,
             RouteKind::General => general,
+            RouteKind::Benchmark => false,
         })
         .map(|r| CacheRouteConfig {
             route: r.prefix.clone(),

@@ -246,7 +246,26 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
             None
         }
     };
+    let kind = match f.get("type") {
+        Some(n) => d.parsed(&n, |s| match s {
+            "openai" => Ok(RouteKind::OpenAi),
+            "general" => Ok(RouteKind::General),
+            "benchmark" => Ok(RouteKind::Benchmark),
+            _ => Err("expected `openai`, `general` or `benchmark`".into()),
+        }),
+        None => Some(RouteKind::OpenAi),
+    };
+    let benchmark = kind == Some(RouteKind::Benchmark);
+    if benchmark {
+        for key in ["upstream", "upstreams"] {
+            if f.get(key).is_some() {
+                let why = "a benchmark route answers itself; it has no upstream";
+                d.problem(&f.path_of(key), None, why);
+            }
+        }
+    }
     let upstream = match f.get("upstream") {
+        _ if benchmark => Some(UpstreamUrl::none()),
         Some(n) => d.parsed(&n, parse_upstream_url),
         None if f.get("upstreams").is_some() => None,
         None => {
@@ -254,14 +273,6 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
             d.problem(&f.path_of("upstream"), None, why);
             None
         }
-    };
-    let kind = match f.get("type") {
-        Some(n) => d.parsed(&n, |s| match s {
-            "openai" => Ok(RouteKind::OpenAi),
-            "general" => Ok(RouteKind::General),
-            _ => Err("expected `openai` or `general`".into()),
-        }),
-        None => Some(RouteKind::OpenAi),
     };
     let timeouts = match f.get("timeouts") {
         Some(n) => schema_upstreams::decode_timeouts(d, &n, Timeouts::default()),
@@ -279,10 +290,14 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         }
         Some(path)
     });
-    let auth = f
+    let mut auth = f
         .get("auth")
         .map(|n| decode_route_auth(d, &n))
         .unwrap_or_default();
+    if benchmark {
+        // Nothing goes upstream, so there is no key to swap a forward key for.
+        auth.key_placement = KeyPlacement::None;
+    }
     let access = f
         .get("access")
         .map(|n| schema_auth::decode_rules(d, &n))
@@ -307,7 +322,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
         ca_file: ca_file.clone(),
         proxy,
     };
-    let upstreams = match (upstream.clone(), f.get("upstreams")) {
+    let upstreams = match (upstream.clone(), f.get("upstreams").filter(|_| !benchmark)) {
         (Some(_), Some(n)) => {
             let why = "give either `upstream` (one) or `upstreams` (a list), not both";
             d.problem(&n.path, None, why);

@@ -38,7 +38,8 @@ pub async fn read_body(
         None => false,
     };
     let kind = body_kind(session);
-    let openai = route.config.kind == RouteKind::OpenAi;
+    // A benchmark route answers from the body's `model` and `stream` like an openai one.
+    let openai = matches!(route.config.kind, RouteKind::OpenAi | RouteKind::Benchmark);
     // A route that caches needs the body for the key; see `Route::depends_on_the_body` for the
     // rest.
     let cacheable = route.cache.is_some();

@@ -4,6 +4,7 @@
 mod access;
 mod attempts;
 mod auth;
+mod benchmark;
 mod body;
 mod cache;
 mod cache_admin;
@@ -82,6 +83,9 @@ impl ProxyHttp for LlmProxy {
         auth::authenticate(&self.gateway, session.req_header(), ctx)?;
         limits::enforce(&self.gateway, session, ctx).await?;
         body::read_body(&self.gateway, session, ctx).await?;
+        if benchmark::serve(session, ctx).await? {
+            return Ok(true);
+        }
         limits::reserve_tokens(&self.gateway, session, ctx).await?;
         Ok(false)
     }

@@ -128,7 +128,7 @@ impl Pacer {
     }
 
     /// The wait before a chunk carrying `tokens` tokens may be written.
-    fn delay(&mut self, tokens: u64) -> Option<std::time::Duration> {
+    pub fn delay(&mut self, tokens: u64) -> Option<std::time::Duration> {
         let now = Instant::now();
         let release = self.next.map_or(now, |n| n.max(now));
         self.next = Some(
