@@ -452,3 +452,35 @@ async fn a_yaml_benchmark_route_streams_paced_events() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+/// openai-forward promises that identical requests to a general route in `CACHE_ROUTES` are
+/// answered from the cache, with no per-request switch (its 0.8.1 never stored them: a bug).
+#[tokio::test]
+async fn a_general_route_in_cache_routes_caches_identical_posts() {
+    use common::mock::Behavior;
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::Echo);
+    let forward = forward_config(&up, "/g", "general");
+    let (_proc, addr, _dir) = start_env(&[
+        ("FORWARD_CONFIG", &forward),
+        ("CACHE_GENERAL", "true"),
+        ("CACHE_ROUTES", r#"["/v1/generate"]"#),
+    ])
+    .await;
+    let post = |prompt: &'static str| {
+        client()
+            .post(format!("http://{addr}/g/v1/generate"))
+            .json(&serde_json::json!({"prompt": prompt}))
+            .send()
+    };
+    let first = post("hello").await.unwrap().text().await.unwrap();
+    let second = post("hello").await.unwrap().text().await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        up.request_count(),
+        1,
+        "the second answer came from the cache"
+    );
+    post("other").await.unwrap().text().await.unwrap();
+    assert_eq!(up.request_count(), 2);
+}

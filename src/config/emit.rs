@@ -289,6 +289,9 @@ fn cache(y: &mut String, config: &Config) {
             if let Some(p) = &r.paths {
                 let _ = write!(line, "\n      paths: {}", list(p));
             }
+            if let Some(on) = r.default {
+                let _ = write!(line, "\n      default: {on}");
+            }
             let _ = writeln!(y, "{line}");
         }
     }

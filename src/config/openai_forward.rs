@@ -339,7 +339,9 @@ fn cache(env: &Env, config: &mut Config, problems: &mut Problems) {
         .map(|r| CacheRouteConfig {
             route: r.prefix.clone(),
             paths: paths.clone(),
-            default: None,
+            // A general route has no `caching` switch in openai-forward: identical requests
+            // are always answered from the cache.
+            default: (r.kind == RouteKind::General).then_some(true),
             ttl: None,
             shared: false,
         })
@@ -876,12 +878,17 @@ mod tests {
         ]))
         .unwrap()
         .unwrap();
+        let yaml = super::super::emit::to_yaml(&cfg);
+        let back = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+        assert_eq!(back.cache, cfg.cache);
         let c = cfg.cache.unwrap();
         assert_eq!(
             c.backend,
             CacheBackendConfig::Redis("redis://127.0.0.1:6379/1".into())
         );
-        assert_eq!(c.routes.unwrap()[0].route, "/g");
+        let routes = c.routes.unwrap();
+        assert_eq!(routes[0].route, "/g");
+        assert_eq!(routes[0].default, Some(true), "general routes always cache");
         assert!(!c.default);
 
         for bad in [
