@@ -484,3 +484,60 @@ async fn a_general_route_in_cache_routes_caches_identical_posts() {
     post("other").await.unwrap().text().await.unwrap();
     assert_eq!(up.request_count(), 2);
 }
+
+/// When each SSE event (`data:` line) of a streamed chat reached the client, from the request.
+async fn event_times(url: String, key: Option<&str>) -> Vec<Duration> {
+    use futures_util::StreamExt;
+    let start = std::time::Instant::now();
+    let mut req = client()
+        .post(url)
+        .json(&serde_json::json!({"model": "m", "stream": true, "messages": []}));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut times = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        let n = chunk.windows(5).filter(|w| w == b"data:").count();
+        times.extend(std::iter::repeat_n(start.elapsed(), n));
+    }
+    times
+}
+
+/// `TOKEN_RATE_LIMIT` 5/second paces a 6-event answer exactly as the YAML rule
+/// `output_tokens_per_second: 5` on that path does: one event every 200 ms. (Both modes used to
+/// send events bunched, 3 and 4 at a time, because pacing delayed whole upstream reads.)
+#[tokio::test]
+async fn token_rate_limit_paces_streams_as_the_yaml_rule_does() {
+    use common::mock::Behavior;
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::chat_stream(6, Duration::ZERO));
+    let forward = forward_config(&up, "/", "openai");
+    let (_proc, addr, _dir) = start_env(&[
+        ("FORWARD_CONFIG", &forward),
+        (
+            "TOKEN_RATE_LIMIT",
+            r#"{"/v1/chat/completions": [{"level": 0, "limit": "5/second"}]}"#,
+        ),
+    ])
+    .await;
+    let env = event_times(format!("http://{addr}/v1/chat/completions"), None).await;
+    let gw = start_gateway(&format!(
+        "routes:\n  - {{prefix: /, upstream: '{}'}}\nlimits:\n  rules:\n    - {{path: /v1/chat/completions, output_tokens_per_second: 5}}\n",
+        up.url()
+    ))
+    .await;
+    let yaml = event_times(gw.url("/v1/chat/completions"), None).await;
+    assert_eq!(env.len(), yaml.len());
+    // Six one-token events at 5/s, then [DONE]: each ~200 ms after the one before, in both
+    // modes (a loaded machine may only stretch the gaps).
+    for times in [&env, &yaml] {
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= Duration::from_millis(150), "bunched: {times:?}");
+        }
+    }
+}

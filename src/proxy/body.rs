@@ -138,10 +138,12 @@ pub async fn read_body(
     ctx.request_body = Some(body.clone());
     let link = Arc::new(Link::new(body).with_cutoff(Arc::clone(&gateway.cutoff)));
     ctx.link = Some(Arc::clone(&link));
+    // From here the session paces stream events one by one (see `preread.rs`).
     ctx.preread = Some(preread::install(
         &mut session.downstream_session,
         link,
         &gateway.draining,
+        ctx.pacer.take(),
     ));
     Ok(())
 }

@@ -13,11 +13,17 @@
 //! body byte (so an attempt that fails before it can fail over unseen), and its idle watch doubles
 //! as the timer for the stream deadlines.
 //!
+//! It also paces streams (`TOKEN_RATE_LIMIT`, `output_tokens_per_second`) event by event: a body
+//! filter can only delay a whole upstream chunk, and upstreams (or Pingora's reads) often carry
+//! several events in one, which then reached the client bunched. Here each SSE event of a write
+//! goes out on its own, no sooner than the pacer allows.
+//!
 //! Pingora never reuses a connection whose session is custom. `logging` runs before the session
 //! is finished, so there the wrapper gives the real session back (`restore`) and keep-alive
 //! works as for any other request.
 
 use super::link::{Deadline, Link};
+use super::stream::Pacer;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -49,6 +55,10 @@ pub struct PrereadSession {
     /// The gateway's drain flag: `set_keepalive` is a no-op on a custom session, so this one
     /// turns keep-alive off on the real session before it writes a head (see `keepalive.rs`).
     draining: Arc<AtomicBool>,
+    /// Output pacing, applied per SSE event once an event-stream head went out.
+    pacer: Option<Pacer>,
+    /// The response being written is an event stream.
+    sse: bool,
 }
 
 impl PrereadSession {
@@ -66,7 +76,48 @@ impl PrereadSession {
             restore,
             detached_header: header,
             draining,
+            pacer: None,
+            sse: false,
         }
+    }
+
+    /// Note whether the head about to go out starts an event stream.
+    fn note_head(&mut self, resp: &ResponseHeader) {
+        self.sse = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    }
+
+    /// Write body bytes of a paced stream: each complete event after the pacer's wait (one
+    /// token per event, openai-forward's unit), a trailing partial event at once.
+    async fn write_paced(&mut self, data: Bytes, end: bool) -> Result<()> {
+        let mut rest = data;
+        if rest.is_empty() {
+            self.writer()?
+                .response_duplex_vec(vec![HttpTask::Body(Some(rest), end)])
+                .await?;
+            return Ok(());
+        }
+        while !rest.is_empty() {
+            let (cut, complete) = match event_end(&rest) {
+                Some(i) => (i, true),
+                None => (rest.len(), false),
+            };
+            let piece = rest.split_to(cut);
+            if complete {
+                if let Some(wait) = self.pacer.as_mut().and_then(|p| p.delay(1)) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            let last = end && rest.is_empty();
+            self.link.on_write(Instant::now());
+            self.writer()?
+                .response_duplex_vec(vec![HttpTask::Body(Some(piece), last)])
+                .await?;
+        }
+        Ok(())
     }
 
     /// The real session, for a write: with keep-alive off once the process drains.
@@ -86,11 +137,36 @@ fn detached() -> Box<Error> {
     )
 }
 
+impl PrereadSession {
+    /// `response_duplex_vec` for a paced stream: bodies event by event, the rest as they come.
+    async fn write_tasks_paced(&mut self, tasks: Vec<HttpTask>) -> Result<bool> {
+        let mut others = Vec::new();
+        for task in tasks {
+            match task {
+                HttpTask::Body(Some(data), end) => {
+                    if !others.is_empty() {
+                        self.writer()?
+                            .response_duplex_vec(std::mem::take(&mut others))
+                            .await?;
+                    }
+                    self.write_paced(data, end).await?;
+                }
+                other => others.push(other),
+            }
+        }
+        if others.is_empty() {
+            return Ok(false);
+        }
+        self.writer()?.response_duplex_vec(others).await
+    }
+}
+
 /// Replace the proxy's downstream session with the wrapper replaying the link's body.
 pub fn install(
     downstream: &mut Box<ServerSession>,
     link: Arc<Link>,
     draining: &Arc<AtomicBool>,
+    pacer: Option<Pacer>,
 ) -> RestoreSlot {
     let slot: RestoreSlot = Arc::new(Mutex::new(None));
     // A copy of the request head answers `req_header` should anything ask after the hand-back.
@@ -109,14 +185,25 @@ pub fn install(
     );
     let placeholder = ServerSession::new_custom(Box::new(empty));
     let real = std::mem::replace(&mut **downstream, placeholder);
-    **downstream = ServerSession::new_custom(Box::new(PrereadSession::new(
+    let mut session = PrereadSession::new(
         Some(real),
         link,
         Arc::clone(&slot),
         header,
         Arc::clone(draining),
-    )));
+    );
+    session.pacer = pacer;
+    **downstream = ServerSession::new_custom(Box::new(session));
     slot
+}
+
+/// The end of the first SSE event in `data` (just past its blank line), if it ends there.
+fn event_end(data: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', data).find_map(|i| match &data[i + 1..] {
+        [b'\n', ..] => Some(i + 2),
+        [b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
+    })
 }
 
 /// Put the real session back (from `logging`), so the connection can be kept alive.
@@ -154,17 +241,22 @@ impl CustomSession for PrereadSession {
     }
     async fn write_response_header(&mut self, resp: Box<ResponseHeader>, _end: bool) -> Result<()> {
         self.held = None;
+        self.note_head(&resp);
         self.link.on_write(Instant::now());
         self.writer()?.write_response_header(resp).await
     }
     async fn write_response_header_ref(&mut self, resp: &ResponseHeader, _end: bool) -> Result<()> {
         self.held = None;
+        self.note_head(resp);
         self.link.on_write(Instant::now());
         self.writer()?.write_response_header_ref(resp).await
     }
     async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
         if let Some(held) = self.held.take() {
             self.writer()?.response_duplex_vec(vec![held]).await?;
+        }
+        if self.sse && self.pacer.is_some() {
+            return self.write_paced(data, end).await;
         }
         self.link.on_write(Instant::now());
         self.inner
@@ -215,6 +307,14 @@ impl CustomSession for PrereadSession {
                 tasks.insert(0, held);
             }
             self.link.on_write(Instant::now());
+        }
+        for task in &tasks {
+            if let HttpTask::Header(resp, _) = task {
+                self.note_head(resp);
+            }
+        }
+        if self.sse && self.pacer.is_some() {
+            return self.write_tasks_paced(tasks).await;
         }
         self.writer()?.response_duplex_vec(tasks).await
     }
