@@ -30,8 +30,9 @@ pub fn check_client(
     }
 }
 
-/// `GET /healthz` (answered by the route phase, before any limit or key check).
+/// `GET /healthz` (answered by the route phase, before any limit or key check), judged on the
+/// path as that phase will see it.
 fn is_health_check(req: &pingora_http::RequestHeader) -> bool {
     req.method == http::Method::GET
-        && crate::routing::collapse_slashes(req.uri.path()) == "/healthz"
+        && crate::routing::normalize_path(req.uri.path()).is_ok_and(|p| p == "/healthz")
 }
