@@ -67,7 +67,7 @@ pub async fn serve(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core:
     })
     .await
     .unwrap_or(Value::Null);
-    let id = format!("chatcmpl-{:016x}", ctx.request_id);
+    let id = format!("chatcmpl-{:032x}", rand::random::<u128>());
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

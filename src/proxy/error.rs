@@ -78,6 +78,7 @@ impl GatewayError {
         GatewayError::IpForbidden,
         GatewayError::InvalidApiKey,
         GatewayError::RouteNotAllowed,
+        GatewayError::KeyNotProvisioned,
         GatewayError::ModelNotAllowed,
         GatewayError::BodyTooLarge,
         GatewayError::InvalidJson,
