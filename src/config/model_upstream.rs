@@ -128,7 +128,7 @@ pub struct RetryPolicy {
     pub on_reset: bool,
     /// An upstream's 429/5xx leads to another attempt (same upstream, another key, the next
     /// upstream). `false`: it is the client's answer at once, as openai-forward did; failed
-    /// connects and resets before any response byte are still retried.
+    /// connects are still retried.
     pub on_status: bool,
 }
 
