@@ -12,6 +12,7 @@ use crate::keys::pool::KeyPool;
 use crate::keys::tenant::Tenant;
 use crate::routing::RouteTable;
 use crate::upstream::breaker::Breaker;
+use crate::upstream::model_breakers::ModelBreakers;
 use crate::upstream::peer::Upstream;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -28,6 +29,8 @@ pub struct UpstreamTarget {
     pub pool: Option<Arc<KeyPool>>,
     pub key_placement: KeyPlacement,
     pub breaker: Breaker,
+    /// Breakers of the models that failed here (5xx, timeouts) while others may not have.
+    pub model_breakers: ModelBreakers,
 }
 
 /// One configured route, ready to serve.
@@ -62,7 +65,10 @@ impl Route {
         by_model
             || self.upstreams.iter().any(|u| {
                 let t = &u.upstream.timeouts;
-                u.config.models.is_some() || t.first_token.is_some() || t.idle.is_some()
+                u.config.models.is_some()
+                    || t.first_token.is_some()
+                    || t.idle.is_some()
+                    || t.max_duration.is_some()
             })
     }
 }
@@ -133,6 +139,7 @@ impl Gateway {
                         .clone()
                         .unwrap_or_else(|| rc.auth.key_placement.clone()),
                     breaker: Breaker::new(rc.resilience.breaker, now),
+                    model_breakers: ModelBreakers::new(rc.resilience.breaker),
                 }));
             }
             if upstreams.len() != rc.upstreams.len() {

@@ -403,6 +403,10 @@ pub struct Timeouts {
     pub first_token: Option<Duration>,
     /// Streams: the longest gap between two chunks once the first one arrived. `None`: `read`.
     pub idle: Option<Duration>,
+    /// The longest a request may take from its arrival to the end of its answer, streaming
+    /// included; past it an answer still flowing is cut. `None`: no bound (`idle` bounds a
+    /// stream; `retry.total` only bounds the time to the first byte).
+    pub max_duration: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -415,6 +419,7 @@ impl Default for Timeouts {
             write: Duration::from_secs(60),
             first_token: None,
             idle: None,
+            max_duration: None,
         }
     }
 }

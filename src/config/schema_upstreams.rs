@@ -19,7 +19,14 @@ const UPSTREAM: &[&str] = &[
     "models",
     "proxy",
 ];
-const TIMEOUTS: &[&str] = &["connect", "read", "write", "first_token", "idle"];
+const TIMEOUTS: &[&str] = &[
+    "connect",
+    "read",
+    "write",
+    "first_token",
+    "idle",
+    "max_duration",
+];
 const RETRY: &[&str] = &[
     "connect_retries",
     "retries",
@@ -169,12 +176,14 @@ pub fn decode_timeouts(d: &mut Decoder<'_>, node: &Node<'_>, base: Timeouts) -> 
     };
     let mut first_token = t.first_token.unwrap_or_default();
     let mut idle = t.idle.unwrap_or_default();
+    let mut max_duration = t.max_duration.unwrap_or_default();
     let slots = [
         ("connect", &mut t.connect),
         ("read", &mut t.read),
         ("write", &mut t.write),
         ("first_token", &mut first_token),
         ("idle", &mut idle),
+        ("max_duration", &mut max_duration),
     ];
     for (key, slot) in slots {
         if let Some(n) = f.get(key) {
@@ -187,6 +196,7 @@ pub fn decode_timeouts(d: &mut Decoder<'_>, node: &Node<'_>, base: Timeouts) -> 
     }
     t.first_token = (!first_token.is_zero()).then_some(first_token);
     t.idle = (!idle.is_zero()).then_some(idle);
+    t.max_duration = (!max_duration.is_zero()).then_some(max_duration);
     t
 }
 

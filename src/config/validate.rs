@@ -17,14 +17,15 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
     {
         for (i, r) in config.routes.iter().enumerate() {
             let deadlines = r.retry.total.is_some()
-                || r.upstreams
-                    .iter()
-                    .any(|u| u.timeouts.first_token.is_some() || u.timeouts.idle.is_some());
+                || r.upstreams.iter().any(|u| {
+                    let t = &u.timeouts;
+                    t.first_token.is_some() || t.idle.is_some() || t.max_duration.is_some()
+                });
             if deadlines {
                 problems.add(
                     format!("routes[{i}]"),
                     None,
-                    "timeouts.first_token, timeouts.idle and retry.total cannot be combined with cache.fill_after_disconnect yet; use `read` timeouts on this route, or turn live fills off",
+                    "timeouts.first_token, timeouts.idle, timeouts.max_duration and retry.total cannot be combined with cache.fill_after_disconnect yet; use `read` timeouts on this route, or turn live fills off",
                 );
             }
         }

@@ -9,8 +9,12 @@
 //! - a reset before any response byte, 429/503/529: retried `retries` times on the same upstream
 //!   (`Retry-After` honoured up to `retry_after_max`; a longer one moves on at once), 500/502
 //!   once; then the next candidate;
-//! - a silent upstream (read timeout, time-to-first-token deadline, 504) is never tried again
-//!   for this request: it would only time out again;
+//! - a silent model (read timeout, time-to-first-token deadline, 504) is never asked again on
+//!   that upstream for this request: it would only time out again (the upstream's other models,
+//!   a fallback among them, still may be);
+//! - circuit breakers are per upstream and per (upstream, model): connect failures and resets
+//!   say the upstream is unreachable and count on its breaker; statuses and silences say the
+//!   model is failing there and count on the model's (see `upstream::model_breakers`);
 //! - `context_length_exceeded` moves on only to the `context_length` fallbacks; any other 4xx
 //!   is the client's answer, unchanged;
 //! - with `on_status: false`, a status (429/5xx) is the client's answer at once;
@@ -35,6 +39,41 @@ pub struct Candidate {
     pub context_only: bool,
 }
 
+impl Candidate {
+    /// The model its breaker is kept under: the name its upstream knows it by.
+    pub fn breaker_model(&self) -> Option<&str> {
+        self.sent_model.as_deref().or(self.model.as_deref())
+    }
+
+    /// Is the upstream's breaker, or this model's on it, open?
+    fn breaker_open(&self, now: Instant) -> bool {
+        let t = &self.target;
+        t.breaker.state(now) == BreakerState::Open
+            || self
+                .breaker_model()
+                .is_some_and(|m| t.model_breakers.state(m, now) == BreakerState::Open)
+    }
+
+    /// May it be tried now? `acquire`: take a half-open breaker's probe slot (else only look).
+    /// The model's breaker is looked at first, so that an open one spends no upstream probe.
+    fn admits(&self, now: Instant, acquire: bool) -> bool {
+        if !acquire {
+            return !self.breaker_open(now);
+        }
+        let t = &self.target;
+        let model = self.breaker_model();
+        if model.is_some_and(|m| t.model_breakers.state(m, now) == BreakerState::Open) {
+            return false;
+        }
+        t.breaker.try_acquire(now) && model.is_none_or(|m| t.model_breakers.try_acquire(m, now))
+    }
+
+    /// The same model on the same upstream?
+    fn same_as(&self, other: &Candidate) -> bool {
+        self.target.index == other.target.index && self.breaker_model() == other.breaker_model()
+    }
+}
+
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Failure {
@@ -53,10 +92,16 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Does it count against the upstream's circuit breaker? (A full context or a cooling key
-    /// pool says nothing about the upstream's health.)
+    /// Does it count against a circuit breaker? (A full context or a cooling key pool says
+    /// nothing about the upstream's health.)
     pub fn is_upstream_fault(self) -> bool {
         !matches!(self, Failure::ContextLength | Failure::NoKey)
+    }
+
+    /// Does it say the upstream as a whole is unreachable (its breaker), rather than that one
+    /// model fails there (the model's breaker)?
+    pub fn is_whole_upstream(self) -> bool {
+        matches!(self, Failure::Connect | Failure::Reset)
     }
 }
 
@@ -81,7 +126,8 @@ pub struct Attempts {
     pub made: u32,
     /// The context-length fallbacks are open (an upstream said the prompt is too long).
     context_exceeded: bool,
-    /// Upstreams that stayed silent: skipped for the rest of the request.
+    /// Candidates that stayed silent: their model on their upstream is skipped for the rest of
+    /// the request.
     silent: Vec<usize>,
     /// When the whole call must be over (`retry.total`).
     pub deadline: Option<Instant>,
@@ -203,17 +249,15 @@ impl Attempts {
     }
 
     /// The first candidate from `from` that may be tried: not silent, not context-only (unless
-    /// opened), and its breaker not open. `acquire`: take the breaker's probe slot when it is
+    /// opened), and its breakers not open. `acquire`: take a breaker's probe slot when it is
     /// half-open (else only look).
     fn first_usable(&self, from: usize, acquire: bool) -> Option<usize> {
         let now = Instant::now();
         let usable = |c: &Candidate| {
-            (!c.context_only || self.context_exceeded) && !self.silent.contains(&c.target.index)
+            (!c.context_only || self.context_exceeded)
+                && !self.silent.iter().any(|&s| self.candidates[s].same_as(c))
         };
-        let admits = |c: &Candidate| match acquire {
-            true => c.target.breaker.try_acquire(now),
-            false => c.target.breaker.state(now) != BreakerState::Open,
-        };
+        let admits = |c: &Candidate| c.admits(now, acquire);
         let found = (from..self.candidates.len()).find(|&i| {
             let c = &self.candidates[i];
             usable(c) && admits(c)
@@ -269,10 +313,7 @@ impl Attempts {
             }
             Failure::Status(..) | Failure::NoKey => None,
             Failure::Silent => {
-                if let Some(c) = self.current() {
-                    let index = c.target.index;
-                    self.silent.push(index);
-                }
+                self.silent.push(self.current);
                 None
             }
             Failure::ContextLength => {
@@ -283,9 +324,7 @@ impl Attempts {
         if let Some(wait) = same {
             // A wait past the budget is no retry at all, and an upstream whose breaker just
             // opened gets no more calls: move on instead.
-            let open = self
-                .current()
-                .is_some_and(|c| c.target.breaker.state(now) == BreakerState::Open);
+            let open = self.current().is_some_and(|c| c.breaker_open(now));
             if !open && self.remaining(now).is_none_or(|r| r > wait) {
                 return Next::Retry(wait);
             }
@@ -453,14 +492,31 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_upstream_is_skipped_for_every_model() {
-        let r = route("    fallbacks: {models: [m3]}\n");
+    fn a_silent_model_is_skipped_but_its_upstream_still_serves_the_others() {
+        let r = route("    fallbacks: {models: [m2, m3]}\n");
         let mut p = plan(&r, "m1");
         let now = Instant::now();
         assert_eq!(p.after(Failure::Silent, now), Next::Retry(Duration::ZERO));
         assert_eq!(at(&p), ("b".into(), Some("b-m1".into())));
-        // m3 is served by b only, which is now silent too: nothing left.
+        // a stayed silent for m1, not for m2.
+        assert_eq!(p.after(Failure::Silent, now), Next::Retry(Duration::ZERO));
+        assert_eq!(at(&p), ("a".into(), Some("m2".into())));
+        assert_eq!(p.after(Failure::Silent, now), Next::Retry(Duration::ZERO));
+        assert_eq!(at(&p), ("b".into(), Some("b-m3".into())));
         assert_eq!(p.after(Failure::Silent, now), Next::GiveUp);
+    }
+
+    #[test]
+    fn an_open_model_breaker_skips_that_model_only() {
+        let r = route("    fallbacks: {models: [m2]}\n    breaker: {failures: 1}\n");
+        let now = Instant::now();
+        let a = &r.upstreams[0];
+        a.model_breakers.record("m1", false, now);
+        let p = plan(&r, "m1");
+        // m1 on a is open: b's m1 first, then m2 on a.
+        assert_eq!(at(&p), ("b".into(), Some("b-m1".into())));
+        assert!(p.would_retry(Failure::Status(500, None), now));
+        assert_eq!(a.breaker.state(now), BreakerState::Closed);
     }
 
     #[test]

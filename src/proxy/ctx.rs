@@ -94,6 +94,8 @@ pub struct RequestCtx {
     pub reuse_retried: bool,
     /// The current attempt got a response head (upstream phase).
     pub head_seen: bool,
+    /// The deadline that ended the last attempt, if one did (retry phase; for logs).
+    pub deadline: Option<super::link::Deadline>,
     /// An error answer held back until its body shows whether another model could serve
     /// (`context_length_exceeded`; response phase).
     pub error_body: Option<Vec<u8>>,
@@ -153,6 +155,7 @@ impl RequestCtx {
             mask: None,
             reuse_retried: false,
             head_seen: false,
+            deadline: None,
             error_body: None,
             cors: None,
             rate: None,

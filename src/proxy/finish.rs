@@ -30,6 +30,7 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
         };
     };
     ctx.error = Some(error);
+    note_deadline(ctx);
     if session.response_written().is_some() {
         stream_error_event(session, ctx).await;
         return FailToProxy {
@@ -253,6 +254,10 @@ pub fn access_log(
         .and_then(|v| crate::request_id::RequestId::accept(v.as_bytes()))
         .map_or_else(|| "-".to_string(), |id| id.to_string());
     let result = match (ctx.error, e) {
+        // What ended it, when a deadline did: `first_token`, `idle`, `total`, `max_duration`.
+        (Some(_), _) if ctx.deadline.is_some() => ctx.deadline.map_or("-", |d| d.label()),
+        // The upstream broke a stream the client was reading.
+        (Some(GatewayError::StreamInterrupted), _) => "cut",
         (Some(err), _) => err.code(),
         (None, Some(_)) => "aborted",
         (None, None) => "ok",
@@ -287,7 +292,9 @@ pub fn access_log(
 
 /// Refusals of bad requests (4xx decided by the gateway) and clients that left are the access
 /// log's business (its `outcome=`), not error-log lines: every impatient client would otherwise
-/// be an ERROR at any log level.
+/// be an ERROR at any log level. Nor is a deadline that ended the request: Pingora would call
+/// it a "Downstream ReadTimedout" (the pre-read session's timer carries it); `note_deadline`
+/// says what happened instead.
 pub fn is_quiet(ctx: &RequestCtx, e: &Error) -> bool {
     let client_left = *e.esource() == ErrorSource::Downstream
         && matches!(
@@ -299,4 +306,45 @@ pub fn is_quiet(ctx: &RequestCtx, e: &Error) -> bool {
         || ctx
             .error
             .is_some_and(|g| g.status() < 500 || g == GatewayError::CutByShutdown)
+        || ctx.deadline.is_some()
+}
+
+/// The log line of a request a deadline ended: which one, on which upstream and model.
+fn note_deadline(ctx: &RequestCtx) {
+    let Some(deadline) = ctx.deadline else {
+        return;
+    };
+    let c = ctx.candidate();
+    log::warn!(
+        "route {}: upstream {} model {}: {}; {}",
+        ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str()),
+        c.map_or("-", |c| c.target.config.name.as_str()),
+        c.and_then(|c| c.breaker_model()).unwrap_or("-"),
+        deadline.as_str(),
+        match ctx.error {
+            Some(GatewayError::StreamInterrupted) => "the stream was cut",
+            _ => "no attempt left: the client got a 504",
+        },
+    );
+}
+
+/// A failed attempt that the plan retries is no warning: say so at INFO, with where the next
+/// attempt goes (Pingora's own line would be a WARN "Fail to proxy" for a routine retry).
+pub fn note_retry(ctx: &RequestCtx, e: &Error) -> bool {
+    if log::log_enabled!(log::Level::Info) {
+        let c = ctx.candidate();
+        let why = match ctx.deadline {
+            Some(d) => d.as_str().to_string(),
+            None => e.to_string(),
+        };
+        log::info!(
+            "route {}: attempt {} failed ({why}); next: upstream {} model {} in {:?}",
+            ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str()),
+            ctx.attempts_made(),
+            c.map_or("-", |c| c.target.config.name.as_str()),
+            c.and_then(|c| c.breaker_model()).unwrap_or("-"),
+            ctx.wait_next.unwrap_or_default(),
+        );
+    }
+    true
 }

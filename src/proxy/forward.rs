@@ -80,6 +80,7 @@ pub async fn upstream_peer(
     // A fresh attempt: what the last one left behind no longer applies.
     ctx.error = None;
     ctx.head_seen = false;
+    ctx.deadline = None;
     ctx.error_body = None;
     ctx.response = None;
     ctx.pool_key = None;
@@ -93,6 +94,7 @@ pub async fn upstream_peer(
             t.first_token.filter(|_| stream),
             t.idle.filter(|_| stream),
             deadline,
+            t.max_duration.map(|d| ctx.started + d),
             now,
         );
         if let Some(body) = ctx.request_body.as_ref() {
@@ -105,7 +107,10 @@ pub async fn upstream_peer(
             link.set_body(body);
         }
     }
-    match target.upstream.peer(budget).await {
+    // With the pre-read session the budget is kept by its timer, up to the first byte only; the
+    // per-read timeout must not cap a stream's gaps by it.
+    let read_budget = budget.filter(|_| ctx.link.is_none());
+    match target.upstream.peer(budget, read_budget).await {
         Ok(peer) => Ok(peer),
         Err(e) => {
             log::warn!(
@@ -114,7 +119,7 @@ pub async fn upstream_peer(
                 target.config.name
             );
             // Like a failed connect: nothing reached the upstream, so the plan may go on.
-            super::verdict::record(target, false, now);
+            super::verdict::record(&candidate, Some(super::attempts::Failure::Connect), now);
             let mut err = ctx.fail(GatewayError::UpstreamDns);
             err.set_retry(super::retry::plan_next(
                 ctx,

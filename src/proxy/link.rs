@@ -6,10 +6,14 @@
 //! Pingora has one per-read upstream timeout and no hook that runs while it waits. But while an
 //! upstream call is in flight, Pingora keeps polling the downstream session for a client that
 //! leaves (`read_body_or_idle`); the pre-read session answers that poll with a timer as well, so
-//! a missed time-to-first-token deadline, a stream gap longer than `idle`, or the end of the
-//! total budget ends the attempt as an error the retry phase sees. Before the first body byte
-//! the response head is held back too, so such an attempt fails over with the client having
-//! seen nothing.
+//! a missed time-to-first-token deadline, a stream gap longer than `idle`, the end of the
+//! total budget, or `max_duration` ends the attempt as an error the retry phase sees. Before the
+//! first body byte the response head is held back too, so such an attempt fails over with the
+//! client having seen nothing.
+//!
+//! The total budget (`retry.total`) bounds the attempts up to the first byte the client gets:
+//! once an answer flows, it is bounded by `idle` (and `max_duration`, if set), never cut because
+//! a long answer is still streaming when the budget runs out.
 
 use crate::cutoff::Cutoff;
 use bytes::Bytes;
@@ -23,10 +27,12 @@ pub enum Deadline {
     FirstToken,
     /// No chunk within `idle` of the previous one.
     Idle,
-    /// The request's total budget ran out.
+    /// The request's total budget ran out before the first byte reached the client.
     Total,
     /// The grace period of a graceful stop ended (see `cutoff.rs`).
     Shutdown,
+    /// The request ran past `max_duration` (its answer is cut if it was flowing).
+    MaxDuration,
 }
 
 impl Deadline {
@@ -36,6 +42,18 @@ impl Deadline {
             Deadline::Idle => "the stream was idle longer than the idle timeout",
             Deadline::Total => "the request's total time budget ran out",
             Deadline::Shutdown => "the grace period of a graceful stop ended",
+            Deadline::MaxDuration => "the request ran past its max_duration",
+        }
+    }
+
+    /// The access log's `outcome=` for a request this deadline ended.
+    pub fn label(self) -> &'static str {
+        match self {
+            Deadline::FirstToken => "first_token",
+            Deadline::Idle => "idle",
+            Deadline::Total => "total",
+            Deadline::Shutdown => "cut_by_shutdown",
+            Deadline::MaxDuration => "max_duration",
         }
     }
 }
@@ -47,6 +65,8 @@ struct State {
     first_token: Option<Duration>,
     idle: Option<Duration>,
     total: Option<Instant>,
+    /// `max_duration` after the request's start.
+    max_end: Option<Instant>,
     /// The next deadline and which one it is.
     next: Option<(Instant, Deadline)>,
     fired: Option<Deadline>,
@@ -67,6 +87,7 @@ impl Link {
                 first_token: None,
                 idle: None,
                 total: None,
+                max_end: None,
                 next: None,
                 fired: None,
             }),
@@ -100,29 +121,34 @@ impl Link {
         self.lock().flushed
     }
 
-    /// A new attempt starts now: arm its deadlines (`first_token` only for streams).
+    /// A new attempt starts now: arm its deadlines (`first_token` only for streams). `total`
+    /// and `max_end` are instants of the whole request.
     pub fn arm(
         &self,
         first_token: Option<Duration>,
         idle: Option<Duration>,
         total: Option<Instant>,
+        max_end: Option<Instant>,
         now: Instant,
     ) {
         let mut s = self.lock();
         s.first_token = first_token;
         s.idle = idle;
         s.total = total;
+        s.max_end = max_end;
         s.fired = None;
         let first = first_token.map(|d| (now + d, Deadline::FirstToken));
-        s.next = earliest(first, total.map(|t| (t, Deadline::Total)));
+        let first = earliest(first, total.map(|t| (t, Deadline::Total)));
+        s.next = earliest(first, max_end.map(|t| (t, Deadline::MaxDuration)));
     }
 
-    /// Bytes went to the client: from now on the gap to the next chunk is what is watched.
+    /// Bytes went to the client: from now on the gap to the next chunk is what is watched (and
+    /// `max_duration`); the total budget no longer applies, it was for reaching this point.
     pub fn on_write(&self, now: Instant) {
         let mut s = self.lock();
         s.flushed = true;
         let idle = s.idle.map(|d| (now + d, Deadline::Idle));
-        s.next = earliest(idle, s.total.map(|t| (t, Deadline::Total)));
+        s.next = earliest(idle, s.max_end.map(|t| (t, Deadline::MaxDuration)));
     }
 
     /// The deadline to sleep until, if any.
@@ -162,7 +188,7 @@ mod tests {
         let t0 = Instant::now();
         let link = Link::new(Bytes::from_static(b"{}"));
         let s = Duration::from_secs(1);
-        link.arm(Some(5 * s), Some(2 * s), Some(t0 + 60 * s), t0);
+        link.arm(Some(5 * s), Some(2 * s), Some(t0 + 60 * s), None, t0);
         assert_eq!(
             link.next_deadline(),
             Some((t0 + 5 * s, Deadline::FirstToken))
@@ -170,7 +196,19 @@ mod tests {
         link.on_write(t0 + s);
         assert_eq!(link.next_deadline(), Some((t0 + 3 * s, Deadline::Idle)));
         assert!(link.flushed());
-        link.arm(None, None, Some(t0 + 60 * s), t0);
+        // Once bytes flow the total budget is over its job: a stream is bounded by idle only.
+        link.arm(None, None, Some(t0 + 2 * s), None, t0);
+        link.on_write(t0 + s);
+        assert_eq!(link.next_deadline(), None);
+        // ... and by max_duration when set.
+        link.arm(None, Some(9 * s), Some(t0 + 2 * s), Some(t0 + 4 * s), t0);
+        assert_eq!(link.next_deadline(), Some((t0 + 2 * s, Deadline::Total)));
+        link.on_write(t0 + s);
+        assert_eq!(
+            link.next_deadline(),
+            Some((t0 + 4 * s, Deadline::MaxDuration))
+        );
+        link.arm(None, None, Some(t0 + 60 * s), None, t0);
         assert_eq!(link.next_deadline(), Some((t0 + 60 * s, Deadline::Total)));
         link.fire(Deadline::Total);
         assert_eq!(link.take_fired(), Some(Deadline::Total));

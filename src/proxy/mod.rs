@@ -37,7 +37,7 @@ use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::sync::Arc;
 
 pub struct LlmProxy {
@@ -222,6 +222,16 @@ impl ProxyHttp for LlmProxy {
 
     fn suppress_error_log(&self, _: &Session, ctx: &RequestCtx, e: &Error) -> bool {
         finish::is_quiet(ctx, e)
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _: &Session,
+        ctx: &RequestCtx,
+        e: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        context == ProxyWarnLogContext::UpstreamRetry && finish::note_retry(ctx, e)
     }
 
     /// Pingora's error lines name the request with this: method and path, never the query

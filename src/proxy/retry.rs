@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 /// A failed connect reached nothing: safe to retry for any method.
 pub fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
-    if let Some(target) = ctx.candidate().map(|c| c.target.clone()) {
-        super::verdict::record(&target, false, Instant::now());
+    if let Some(c) = ctx.candidate() {
+        super::verdict::record(c, Some(Failure::Connect), Instant::now());
     }
     let retry = plan_next(ctx, Failure::Connect);
     e.set_retry(retry);
@@ -49,6 +49,7 @@ pub fn on_proxy_error(
         e.set_retry(false);
         return e;
     }
+    ctx.deadline = fired;
     if ctx.client_has_bytes(session) {
         // Too late for another attempt: the stream is cut (never a clean end).
         if fired.is_some() || *e.esource() == ErrorSource::Upstream {
@@ -59,7 +60,7 @@ pub fn on_proxy_error(
     }
     let replayable = super::verdict::replayable(ctx, session);
     let failure = match fired {
-        Some(Deadline::Total) => {
+        Some(Deadline::Total | Deadline::MaxDuration) => {
             ctx.error = Some(GatewayError::UpstreamTimeout);
             e.set_retry(false);
             return e;
@@ -90,8 +91,8 @@ pub fn on_proxy_error(
         return e;
     }
     if failure != Failure::NoKey {
-        if let Some(target) = ctx.candidate().map(|c| c.target.clone()) {
-            super::verdict::record(&target, false, Instant::now());
+        if let Some(c) = ctx.candidate() {
+            super::verdict::record(c, Some(failure), Instant::now());
         }
     }
     if fired.is_some() {

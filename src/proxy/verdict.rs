@@ -6,7 +6,7 @@
 //! (`attempts.rs`) allows; anything else is the client's answer. The last attempt's error is
 //! handed to the client unchanged, never replaced by a gateway error.
 
-use super::attempts::{Failure, Next};
+use super::attempts::{Candidate, Failure, Next};
 use super::ctx::RequestCtx;
 use crate::keys::pool::{parse_retry_after, KeyPool, KeyVerdict};
 use crate::state::UpstreamTarget;
@@ -30,9 +30,9 @@ pub fn judge_head(
     resp: &ResponseHeader,
 ) -> pingora_core::Result<()> {
     ctx.head_seen = true;
-    let Some(target) = ctx.candidate().map(|c| c.target.clone()) else {
+    if ctx.candidate().is_none() {
         return Ok(());
-    };
+    }
     let status = resp.status.as_u16();
     let now = Instant::now();
     // OpenAI and Azure also send the wait in milliseconds; it is the more precise one.
@@ -74,7 +74,9 @@ pub fn judge_head(
         _ => None,
     });
     let Some(failure) = failure else {
-        record(&target, true, now);
+        if let Some(c) = ctx.candidate() {
+            record(c, None, now);
+        }
         let context_fallbacks = ctx
             .route
             .as_ref()
@@ -88,7 +90,9 @@ pub fn judge_head(
     // breaker for everyone.
     let own_key_throttled = status == 429 && !ctx.swap_credentials;
     if failure.is_upstream_fault() && !own_key_throttled {
-        record(&target, false, now);
+        if let Some(c) = ctx.candidate() {
+            record(c, Some(failure), now);
+        }
     }
     decide(ctx, session, failure, status, now)
 }
@@ -142,8 +146,8 @@ pub fn judge_error_body(
                 let failure = throttled(ctx, session, &pool, index, model, retry_after)?
                     .unwrap_or(Failure::Status(429, retry_after));
                 if failure.is_upstream_fault() {
-                    if let Some(target) = ctx.candidate().map(|c| c.target.clone()) {
-                        record(&target, false, now);
+                    if let Some(c) = ctx.candidate() {
+                        record(c, Some(failure), now);
                     }
                 }
                 decide(ctx, session, failure, status, now)?;
@@ -311,19 +315,45 @@ fn retry(ctx: &mut RequestCtx, status: u16, wait: Duration) -> Box<Error> {
     e
 }
 
-/// Report an attempt's outcome to the upstream's breaker; log its transitions.
-pub fn record(target: &UpstreamTarget, success: bool, now: Instant) {
-    match target.breaker.record(success, now) {
-        Some(Transition::Opened) => log::warn!(
-            "upstream {}: circuit breaker open for {:?} (failing); requests go to fallbacks",
-            target.config.name,
+/// Report an attempt's outcome (`None`: a success) to the breakers; log their transitions. A
+/// success counts for the upstream and its model; a failure for the upstream as a whole when
+/// it says the upstream is unreachable (connect, reset) or no model is known, else for the
+/// model only: one failing model must not take its upstream's other models down with it.
+pub fn record(c: &Candidate, failure: Option<Failure>, now: Instant) {
+    let target = &c.target;
+    let model = c.breaker_model();
+    match (failure, model) {
+        (None, _) => {
+            log_transition(target, None, target.breaker.record(true, now));
+            if let Some(m) = model {
+                log_transition(target, model, target.model_breakers.record(m, true, now));
+            }
+        }
+        (Some(f), Some(m)) if !f.is_whole_upstream() => {
+            log_transition(target, model, target.model_breakers.record(m, false, now));
+        }
+        (Some(_), _) => log_transition(target, None, target.breaker.record(false, now)),
+    }
+}
+
+fn log_transition(target: &UpstreamTarget, model: Option<&str>, t: Option<Transition>) {
+    let name = &target.config.name;
+    match (t, model) {
+        (Some(Transition::Opened), None) => log::warn!(
+            "upstream {name}: circuit breaker open for {:?} (failing); requests go to fallbacks",
             target.breaker.open_for()
         ),
-        Some(Transition::Closed) => log::info!(
-            "upstream {}: circuit breaker closed (recovered)",
-            target.config.name
+        (Some(Transition::Opened), Some(m)) => log::warn!(
+            "upstream {name}, model {m}: circuit breaker open for {:?} (this model failing there); its requests go to fallbacks",
+            target.model_breakers.open_for()
         ),
-        None => {}
+        (Some(Transition::Closed), None) => {
+            log::info!("upstream {name}: circuit breaker closed (recovered)")
+        }
+        (Some(Transition::Closed), Some(m)) => {
+            log::info!("upstream {name}, model {m}: circuit breaker closed (recovered)")
+        }
+        (None, _) => {}
     }
 }
 

@@ -1,4 +1,5 @@
-//! A circuit breaker per upstream: consecutive failures (or a failure ratio over a window) open
+//! A circuit breaker (one per upstream, and one per failing model of an upstream: see
+//! `model_breakers.rs`): consecutive failures (or a failure ratio over a window) open
 //! it; while open, requests skip the upstream and go to the fallback; after `open_for` one probe
 //! request may try it (half-open), and its success closes the breaker again. A flapping primary
 //! is thus served by the fallback during its outage and is back in use within `open_for` of
@@ -165,6 +166,11 @@ impl Breaker {
             return was_closed.then_some(Transition::Opened);
         }
         None
+    }
+
+    /// Closed with no failure since the last success.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
     }
 
     pub fn open_for(&self) -> Duration {

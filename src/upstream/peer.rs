@@ -82,9 +82,13 @@ impl Upstream {
         })
     }
 
-    /// A fresh peer for one attempt, its timeouts capped at `budget` (what is left of the
-    /// request's total). Only DNS can fail here.
-    pub async fn peer(&self, budget: Option<Duration>) -> Result<Box<HttpPeer>, DnsError> {
+    /// A fresh peer for one attempt, its connect timeouts capped at `budget` (what is left of
+    /// the request's total) and its read timeout at `read_budget`. Only DNS can fail here.
+    pub async fn peer(
+        &self,
+        budget: Option<Duration>,
+        read_budget: Option<Duration>,
+    ) -> Result<Box<HttpPeer>, DnsError> {
         let addr = match &self.target {
             Target::Ip(addr) => *addr,
             Target::Name(host) => host.resolve().await?,
@@ -96,7 +100,10 @@ impl Upstream {
         o.connection_timeout = Some(cap(self.timeouts.connect));
         // For https the handshake counts against the same budget as the TCP connect.
         o.total_connection_timeout = Some(cap(self.timeouts.connect));
-        o.read_timeout = Some(cap(self.timeouts.read));
+        o.read_timeout = Some(match read_budget {
+            Some(b) => self.timeouts.read.min(b.max(Duration::from_millis(1))),
+            None => self.timeouts.read,
+        });
         o.write_timeout = Some(self.timeouts.write);
         o.verify_cert = true;
         o.verify_hostname = true;

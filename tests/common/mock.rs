@@ -117,6 +117,11 @@ pub enum Behavior {
     /// An error page that echoes the request target, query included, as some upstreams do:
     /// `status` with an OpenAI error whose message is `Invalid URL ({method} {target})`.
     EchoUrlError { status: u16 },
+    /// `behavior` for requests whose JSON body names `model`; [`Behavior::OpenAi`] otherwise.
+    ForModel {
+        model: String,
+        behavior: Box<Behavior>,
+    },
 }
 
 impl Behavior {
@@ -718,6 +723,18 @@ impl Conn {
     /// Answers `req` as `behavior` says; Ok(false) if the connection must close afterwards.
     /// Errors are write errors, i.e. the peer went away.
     async fn answer(&mut self, req: &RecordedRequest, behavior: Behavior) -> io::Result<bool> {
+        let behavior = match behavior {
+            Behavior::ForModel { model, behavior } => {
+                let asked = req
+                    .json()
+                    .and_then(|v| v["model"].as_str().map(str::to_string));
+                match asked.as_deref() == Some(model.as_str()) {
+                    true => *behavior,
+                    false => Behavior::OpenAi,
+                }
+            }
+            other => other,
+        };
         match behavior {
             Behavior::OpenAi => self.send_openai(req).await,
             Behavior::Json {
@@ -834,6 +851,8 @@ impl Conn {
                 let message = format!("Invalid URL ({} {})", req.method, req.path);
                 self.send_json(status, &[], &error_json(&message)).await
             }
+            // Nested: not matched again.
+            Behavior::ForModel { .. } => self.send_openai(req).await,
         }
     }
 

@@ -1,0 +1,199 @@
+//! Failover that finishes answers (issue 14): breakers per (upstream, model), the total budget
+//! bounding only the way to the first byte, `max_duration`, model globs in upstream lists, and
+//! resets on reused pooled connections. Over real sockets with the mock upstream.
+
+mod common;
+
+use common::mock::{Behavior, MockUpstream, DONE_EVENT};
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn chat(gw: &GatewayGuard, body: Value) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn ask(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn answered_by(resp: &reqwest::Response) -> String {
+    resp.headers()["x-llm-forward-upstream"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn overloaded() -> Behavior {
+    Behavior::Json {
+        status: 503,
+        headers: Vec::new(),
+        body: json!({"error": {"message": "overloaded", "type": "server_error", "param": null, "code": "overloaded"}}),
+    }
+}
+
+/// The stream's text, and whether it ended cleanly.
+async fn read_stream(resp: reqwest::Response) -> (String, bool) {
+    let mut body = resp.bytes_stream();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => text.extend_from_slice(&c),
+            Err(_) => return (String::from_utf8_lossy(&text).into(), false),
+        }
+    }
+    (String::from_utf8_lossy(&text).into(), true)
+}
+
+/// Calls the mock saw for `model`.
+fn calls_for(up: &MockUpstream, model: &str) -> usize {
+    up.requests()
+        .iter()
+        .filter(|r| r.json().is_some_and(|v| v["model"] == model))
+        .count()
+}
+
+// ---- Item 3: the total budget bounds the way to the first byte, not the stream -----------------
+
+#[tokio::test]
+async fn the_total_budget_does_not_cut_a_healthy_stream() {
+    let up = MockUpstream::start().await;
+    // 13 chunks, one every 200 ms: about 2.6 s, well past the 1 s budget.
+    up.set_behavior(Behavior::chat_stream(13, Duration::from_millis(200)));
+    let extra = "    retry: {total: 1s}\n    timeouts: {idle: 2s}\n";
+    let gw = start_gateway(&one_route("/", &up.url(), extra)).await;
+    let start = Instant::now();
+    let (text, clean) = read_stream(chat(&gw, ask("gpt-4o", true)).await).await;
+    assert!(clean, "{text}");
+    assert!(text.ends_with(DONE_EVENT), "{text}");
+    assert!(start.elapsed() >= Duration::from_millis(2400));
+}
+
+#[tokio::test]
+async fn max_duration_cuts_a_stream_that_runs_past_it() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::chat_stream(13, Duration::from_millis(200)));
+    let extra = "    retry: {total: 5s}\n    timeouts: {idle: 2s, max_duration: 1s}\n";
+    let gw = start_gateway(&one_route("/", &up.url(), extra)).await;
+    let start = Instant::now();
+    let resp = chat(&gw, ask("gpt-4o", true)).await;
+    assert_eq!(resp.status(), 200);
+    let (text, clean) = read_stream(resp).await;
+    let took = start.elapsed();
+    assert!(!clean, "a cut stream must not end cleanly: {text}");
+    assert!(!text.contains("[DONE]"));
+    assert!(text.contains("t0 "), "{text}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2300),
+        "{took:?}"
+    );
+}
+
+// ---- Item 2: breakers per (upstream, model) ----------------------------------------------------
+
+/// One upstream serving every model; `model-a` falls back to `model-b`.
+fn one_upstream_with_fallback(up: &MockUpstream, extra: &str) -> String {
+    format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: u}}\n    fallbacks: {{by_model: {{model-a: [model-b]}}}}\n{extra}",
+        up.url()
+    )
+}
+
+#[tokio::test]
+async fn a_failing_model_opens_its_own_breaker_while_the_fallback_on_the_same_upstream_serves() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::ForModel {
+        model: "model-a".into(),
+        behavior: Box::new(overloaded()),
+    });
+    let extra = "    retry: {retries: 1, backoff: 10ms, backoff_max: 20ms}\n    breaker: {failures: 3, open_for: 30s}\n";
+    let gw = start_gateway(&one_upstream_with_fallback(&up, extra)).await;
+    for i in 0..6 {
+        let resp = chat(&gw, ask("model-a", false)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["model"], "model-b", "request {i}");
+    }
+    // Two calls per request until the third failure opens (u, model-a); from then on requests
+    // go straight to model-b. Counting per upstream, model-b's successes would keep resetting
+    // the count and model-a would get two calls every time (12).
+    let a_calls = calls_for(&up, "model-a");
+    assert!(a_calls <= 4, "{a_calls} calls for model-a");
+    assert_eq!(calls_for(&up, "model-b"), 6);
+    // The upstream itself stays in use: a model of its own goes through.
+    assert_eq!(chat(&gw, ask("model-c", false)).await.status(), 200);
+    assert_eq!(calls_for(&up, "model-c"), 1);
+}
+
+#[tokio::test]
+async fn a_first_token_timeout_for_one_model_does_not_skip_its_upstream_for_the_fallback() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::ForModel {
+        model: "model-a".into(),
+        behavior: Box::new(Behavior::chat_stream(3, Duration::from_secs(20))),
+    });
+    let extra = "    retry: {retries: 1, backoff: 10ms}\n    timeouts: {first_token: 600ms}\n";
+    let gw = start_gateway(&one_upstream_with_fallback(&up, extra)).await;
+    let resp = chat(&gw, ask("model-a", true)).await;
+    assert_eq!(resp.status(), 200);
+    let (text, clean) = read_stream(resp).await;
+    assert!(clean && text.ends_with(DONE_EVENT), "{text}");
+    assert_eq!(
+        calls_for(&up, "model-a"),
+        1,
+        "a silent model is not asked again"
+    );
+    assert_eq!(calls_for(&up, "model-b"), 1);
+}
+
+// ---- Item 6: resets on reused pooled connections ------------------------------------------------
+
+/// A pool of idle connections to an upstream that now resets every request: the first reset on
+/// a reused connection is retried at once (a stale connection is no news about the upstream),
+/// the next ones wait the backoff and count for the breaker, which opens and sends the next
+/// request to the fallback.
+#[tokio::test]
+async fn repeated_resets_on_pooled_connections_back_off_and_open_the_breaker() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n    retry: {{retries: 2, backoff: 300ms, backoff_max: 1s}}\n    breaker: {{failures: 3, open_for: 30s}}\n",
+        primary.url(),
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    // Four connections at once, then idle in the gateway's pool.
+    primary.set_behavior(Behavior::SlowHeaders {
+        delay: Duration::from_millis(300),
+    });
+    let c = client();
+    let warm = (0..4).map(|_| c.get(gw.url("/v1/models")).send());
+    for r in futures_util::future::join_all(warm).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    assert!(primary.connection_count() >= 4);
+    primary.set_behavior(Behavior::ResetBeforeHeaders);
+    let before = primary.request_count();
+    let resp = c.get(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+    let seen: Vec<Instant> = primary.requests()[before..]
+        .iter()
+        .map(|r| r.received_at)
+        .collect();
+    // One free retry, then the plan's three (the first try and two retries).
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] < Duration::from_millis(150), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(140), "{gaps:?}");
+    assert!(gaps[2] >= Duration::from_millis(290), "{gaps:?}");
+    // Three counted failures opened the primary's breaker: the next request skips it.
+    let resp = c.get(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(answered_by(&resp), "fallback");
+    assert_eq!(primary.request_count(), before + 4);
+}
