@@ -152,6 +152,30 @@ async fn a_first_token_timeout_for_one_model_does_not_skip_its_upstream_for_the_
     assert_eq!(calls_for(&up, "model-b"), 1);
 }
 
+// ---- Item 5: globs and exclusions in upstream model lists --------------------------------------
+
+#[tokio::test]
+async fn upstream_model_lists_take_globs_and_exclusions() {
+    let (fb, openai) = (MockUpstream::start().await, MockUpstream::start().await);
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: fb, models: [\"fb-*\"]}}\n      - {{url: \"{}\", name: openai, models: [\"gpt-4o*\", \"!gpt-4o-realtime*\"]}}\n",
+        fb.url(),
+        openai.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let resp = chat(&gw, ask("fb-large", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fb");
+    assert_eq!(fb.requests()[0].json().unwrap()["model"], "fb-large");
+    let resp = chat(&gw, ask("gpt-4o-mini", false)).await;
+    assert_eq!(answered_by(&resp), "openai");
+    // Excluded, and no other upstream serves it: the client's 404, no upstream touched.
+    let resp = chat(&gw, ask("gpt-4o-realtime-preview", false)).await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "model_not_found");
+    assert_eq!(fb.request_count() + openai.request_count(), 2);
+}
+
 // ---- Item 6: resets on reused pooled connections ------------------------------------------------
 
 /// A pool of idle connections to an upstream that now resets every request: the first reset on

@@ -24,7 +24,9 @@ pub struct UpstreamConfig {
     /// Where this upstream takes its key; `None`: the route's `auth.key_header`.
     pub key_placement: Option<KeyPlacement>,
     /// The models it serves, each with the name it knows the model by. `None`: every model,
-    /// under the requested name.
+    /// under the requested name. Names may be globs (`*` any run of characters: `fb-*`, `*`);
+    /// `!pattern` excludes what it matches. A name of `*` (or containing one) sends the
+    /// requested name.
     pub models: Option<Vec<(String, String)>>,
     /// Reach it through this HTTP forward proxy (CONNECT).
     pub proxy: Option<ProxyConfig>,
@@ -56,17 +58,69 @@ impl UpstreamConfig {
         self.pool.is_none() && *placement != KeyPlacement::None
     }
 
-    /// The name this upstream knows `model` by, or `None` when it does not serve it.
+    /// The name this upstream knows `model` by, or `None` when it does not serve it. An
+    /// exclusion wins; then an exact name; then the first glob that matches. A list of
+    /// exclusions only serves everything else.
     pub fn serves<'a>(&'a self, model: Option<&'a str>) -> Option<Option<&'a str>> {
-        match (&self.models, model) {
-            (None, m) => Some(m),
-            (Some(_), None) => Some(None),
-            (Some(list), Some(m)) => list
-                .iter()
-                .find(|(name, _)| name == m || name == "*")
-                .map(|(name, sent)| Some(if name == "*" { m } else { sent.as_str() })),
+        let (list, m) = match (&self.models, model) {
+            (None, m) => return Some(m),
+            (Some(_), None) => return Some(None),
+            (Some(list), Some(m)) => (list, m),
+        };
+        let excluded = |p: &str| p.strip_prefix('!').is_some_and(|p| glob_match(p, m));
+        if list.iter().any(|(p, _)| excluded(p)) {
+            return None;
+        }
+        let sent = |s: &'a String| Some(if s.contains('*') { m } else { s.as_str() });
+        if let Some((_, s)) = list.iter().find(|(p, _)| p == m) {
+            return Some(sent(s));
+        }
+        let positive = |p: &str| !p.starts_with('!');
+        match list.iter().find(|(p, _)| positive(p) && glob_match(p, m)) {
+            Some((_, s)) => Some(sent(s)),
+            None if !list.iter().any(|(p, _)| positive(p)) => Some(Some(m)),
+            None => None,
         }
     }
+}
+
+/// Does `name` match `pattern`, where `*` stands for any run of characters (none included)?
+/// Iterative, with one backtrack point: linear in practice, no allocation.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == n[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == b'*')
+}
+
+/// Why a model pattern of an upstream's `models` list is not valid, if it is not.
+pub fn model_pattern_problem(pattern: &str) -> Option<&'static str> {
+    let body = pattern.strip_prefix('!').unwrap_or(pattern);
+    if body.is_empty() {
+        return Some("an empty model name or pattern");
+    }
+    if body.contains('!') {
+        return Some("`!` only starts an exclusion (`!gpt-4o-realtime*`)");
+    }
+    if body.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("a model name or pattern has no whitespace");
+    }
+    None
 }
 
 /// An HTTP forward proxy: `http://[user:password@]host:port`.

@@ -143,16 +143,36 @@ pub fn decode_upstreams(
     (d.problems.len() == before && !out.is_empty()).then_some(out)
 }
 
-/// `[a, b]` (served under their own names) or `{a: name-upstream-knows, b: b}`; `*` is any.
+/// `[a, b]` (served under their own names) or `{a: name-upstream-knows, b: b}`; names may be
+/// globs (`*` is any, `fb-*`), and `!pattern` (in a list) excludes.
 fn decode_models(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<Vec<(String, String)>> {
     if node.value.is_sequence() {
         let items = d.seq(node);
-        let names: Vec<String> = items.iter().filter_map(|n| d.string(n)).collect();
-        return Some(names.into_iter().map(|n| (n.clone(), n)).collect());
+        let mut out = Vec::with_capacity(items.len());
+        for item in &items {
+            let Some(name) = d.string(item) else {
+                continue;
+            };
+            if let Some(why) = model_pattern_problem(&name) {
+                d.problem(&item.path, Some(item.value), why);
+            }
+            out.push((name.clone(), name));
+        }
+        return Some(out);
     }
     let entries = d.entries(node)?;
     let mut out = Vec::with_capacity(entries.len());
     for (name, value) in entries {
+        let path = format!("{}.{name}", node.path);
+        if let Some(why) = model_pattern_problem(&name) {
+            d.problem(&path, None, why);
+        } else if name.starts_with('!') {
+            d.problem(
+                &path,
+                None,
+                "an exclusion names no model to send; list it: models: [\"gpt-4o*\", \"!gpt-4o-realtime*\"]",
+            );
+        }
         let sent = d.string(&value)?;
         out.push((name, sent));
     }
@@ -372,5 +392,76 @@ mod tests {
         assert_eq!(u.serves(None), Some(None));
         u.models = Some(vec![("*".into(), "*".into())]);
         assert_eq!(u.serves(Some("x")), Some(Some("x")));
+        let list = |names: &[&str]| {
+            Some(
+                names
+                    .iter()
+                    .map(|n| (n.to_string(), n.to_string()))
+                    .collect(),
+            )
+        };
+        u.models = list(&["fb-*", "gpt-4o*", "!gpt-4o-realtime*"]);
+        assert_eq!(u.serves(Some("fb-large")), Some(Some("fb-large")));
+        assert_eq!(u.serves(Some("gpt-4o")), Some(Some("gpt-4o")));
+        assert_eq!(u.serves(Some("gpt-4o-realtime-preview")), None);
+        assert_eq!(u.serves(Some("fb")), None);
+        u.models = list(&["!o1*"]);
+        assert_eq!(u.serves(Some("gpt-4o")), Some(Some("gpt-4o")));
+        assert_eq!(u.serves(Some("o1-mini")), None);
+        // An exact name wins over a glob listed before it; a glob may map to one deployment.
+        u.models = Some(vec![
+            ("gpt-4o*".into(), "*".into()),
+            ("gpt-4o".into(), "deploy".into()),
+            ("claude-*".into(), "claude-proxy".into()),
+        ]);
+        assert_eq!(u.serves(Some("gpt-4o")), Some(Some("deploy")));
+        assert_eq!(u.serves(Some("gpt-4o-mini")), Some(Some("gpt-4o-mini")));
+        assert_eq!(u.serves(Some("claude-3")), Some(Some("claude-proxy")));
+    }
+
+    #[test]
+    fn bad_model_patterns_are_named_with_their_path() {
+        let yaml = "routes:\n  - prefix: /\n    upstreams:\n      - {url: 'http://127.0.0.1:1', models: ['fb-*', '!', 'a!b']}\n      - {url: 'http://127.0.0.1:2', models: {'!x': y}}\n";
+        let problems = crate::config::parse_bytes(yaml.as_bytes(), &|_| None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            problems.contains("routes[0].upstreams[0].models[1]"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("routes[0].upstreams[0].models[2]"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("routes[0].upstreams[1].models.!x"),
+            "{problems}"
+        );
+        assert!(!problems.contains("models[0]"), "{problems}");
+    }
+
+    #[test]
+    fn globs() {
+        for (p, n, m) in [
+            ("*", "", true),
+            ("*", "abc", true),
+            ("a*", "abc", true),
+            ("*c", "abc", true),
+            ("a*c", "abbbc", true),
+            ("a*b*c", "axbyc", true),
+            ("a*b*c", "axbyd", false),
+            ("abc", "abc", true),
+            ("abc", "abcd", false),
+            ("gpt-4o*", "gpt-4", false),
+            ("**", "x", true),
+            ("*aab", "aaaab", true),
+        ] {
+            assert_eq!(glob_match(p, n), m, "{p} {n}");
+        }
+        assert!(model_pattern_problem("!").is_some());
+        assert!(model_pattern_problem("a!b").is_some());
+        assert!(model_pattern_problem("a b").is_some());
+        assert!(model_pattern_problem("!gpt-4o-realtime*").is_none());
     }
 }
