@@ -281,7 +281,9 @@ fn metrics_for(config: &Config) -> crate::metrics::Metrics {
     let mut models: Vec<&str> = Vec::new();
     for r in &config.routes {
         for u in &r.upstreams {
-            models.extend(u.models.iter().flatten().map(|(name, _)| name.as_str()));
+            // Names only: a glob or an exclusion is no model a request can name.
+            let names = u.models.iter().flatten().map(|(name, _)| name.as_str());
+            models.extend(names.filter(|n| !n.contains('*') && !n.starts_with('!')));
         }
         let fb = &r.resilience.fallbacks;
         models.extend(fb.models.iter().map(String::as_str));

@@ -316,7 +316,7 @@ fn note_deadline(ctx: &RequestCtx) {
     };
     let c = ctx.candidate();
     log::warn!(
-        "route {}: upstream {} model {}: {}; {}",
+        "route {}: upstream {} model {}: {}; {} (request_id={})",
         ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str()),
         c.map_or("-", |c| c.target.config.name.as_str()),
         c.and_then(|c| c.breaker_model()).unwrap_or("-"),
@@ -325,6 +325,7 @@ fn note_deadline(ctx: &RequestCtx) {
             Some(GatewayError::StreamInterrupted) => "the stream was cut",
             _ => "no attempt left: the client got a 504",
         },
+        ctx.request_id,
     );
 }
 
@@ -338,12 +339,13 @@ pub fn note_retry(ctx: &RequestCtx, e: &Error) -> bool {
             None => e.to_string(),
         };
         log::info!(
-            "route {}: attempt {} failed ({why}); next: upstream {} model {} in {:?}",
+            "route {}: attempt {} failed ({why}); next: upstream {} model {} in {:?} (request_id={})",
             ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str()),
             ctx.attempts_made(),
             c.map_or("-", |c| c.target.config.name.as_str()),
             c.and_then(|c| c.breaker_model()).unwrap_or("-"),
             ctx.wait_next.unwrap_or_default(),
+            ctx.request_id,
         );
     }
     true
