@@ -221,3 +221,77 @@ async fn repeated_resets_on_pooled_connections_back_off_and_open_the_breaker() {
     assert_eq!(answered_by(&resp), "fallback");
     assert_eq!(primary.request_count(), before + 4);
 }
+
+// ---- Item 4: logs that say what happened ----------------------------------------------------------
+
+/// Through the real binary's log: a stalled first token, an idle stream and a routine retry are
+/// told apart in the access log's `outcome=`, and none of them is Pingora's ERROR "Downstream
+/// ReadTimedout" or a WARN "Fail to proxy" for a retry the plan made.
+#[tokio::test]
+async fn deadlines_and_retries_are_logged_for_what_they_are() {
+    use common::process::{gateway_command, server_yaml, Process};
+    use std::net::SocketAddr;
+    let (slow, stall, flaky) = (
+        MockUpstream::start().await,
+        MockUpstream::start().await,
+        MockUpstream::start().await,
+    );
+    slow.set_behavior(Behavior::chat_stream(3, Duration::from_secs(20)));
+    stall.set_behavior(Behavior::StallMidStream {
+        events_before_stall: 2,
+    });
+    flaky.push_behavior(overloaded());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let route = |prefix: &str, up: &MockUpstream, extra: &str| {
+        format!(
+            "  - prefix: {prefix}\n    upstream: '{}'\n    retry: {{retries: 1, backoff: 10ms}}\n{extra}",
+            up.url()
+        )
+    };
+    let config = format!(
+        "{}routes:\n{}{}{}",
+        server_yaml(dir.path(), port, "  threads: 1\n  grace_period: 5s\n"),
+        route("/slow", &slow, "    timeouts: {first_token: 500ms}\n"),
+        route("/stall", &stall, "    timeouts: {idle: 500ms}\n"),
+        route("/flaky", &flaky, ""),
+    );
+    std::fs::write(dir.path().join("gw.yaml"), config).unwrap();
+    let mut proc = Process::spawn(
+        gateway_command(dir.path())
+            .env("RUST_LOG", "info")
+            .args(["run", "-c", "gw.yaml"]),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await;
+    let post = |path: &str| {
+        client()
+            .post(format!("http://{addr}{path}/v1/chat/completions"))
+            .json(&ask("gpt-4o", true))
+            .send()
+    };
+    let resp = post("/slow").await.unwrap();
+    assert_eq!(resp.status(), 504);
+    let (_, clean) = read_stream(post("/stall").await.unwrap()).await;
+    assert!(!clean);
+    let (_, clean) = read_stream(post("/flaky").await.unwrap()).await;
+    assert!(clean);
+    proc.signal("TERM");
+    let err = proc.wait_for_stderr();
+    let access = |route: &str| {
+        err.lines()
+            .find(|l| l.contains("status=") && l.contains(&format!("route={route} ")))
+            .unwrap_or_else(|| panic!("no access line for {route}:\n{err}"))
+            .to_string()
+    };
+    assert!(access("/slow").contains("outcome=first_token"), "{err}");
+    assert!(access("/stall").contains("outcome=idle"), "{err}");
+    assert!(access("/flaky").contains("outcome=ok"), "{err}");
+    assert!(!err.contains("ReadTimedout"), "{err}");
+    assert!(!err.contains("Fail to proxy"), "{err}");
+    assert!(
+        err.contains("no first token within the first_token deadline"),
+        "{err}"
+    );
+    assert!(err.contains("attempt 1 failed"), "{err}");
+}
