@@ -186,7 +186,7 @@ async fn upstream_model_lists_take_globs_and_exclusions() {
 async fn repeated_resets_on_pooled_connections_back_off_and_open_the_breaker() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n    retry: {{retries: 2, backoff: 300ms, backoff_max: 1s}}\n    breaker: {{failures: 3, open_for: 30s}}\n",
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n    retry: {{retries: 2, backoff: 500ms, backoff_max: 2s}}\n    breaker: {{failures: 3, open_for: 30s}}\n",
         primary.url(),
         fallback.url()
     );
@@ -213,9 +213,10 @@ async fn repeated_resets_on_pooled_connections_back_off_and_open_the_breaker() {
     // One free retry, then the plan's three (the first try and two retries).
     assert_eq!(seen.len(), 4, "{seen:?}");
     let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps[0] < Duration::from_millis(150), "{gaps:?}");
-    assert!(gaps[1] >= Duration::from_millis(140), "{gaps:?}");
-    assert!(gaps[2] >= Duration::from_millis(290), "{gaps:?}");
+    // Backoffs are drawn from [b/2, b]: 250-500 ms, then 500-1000 ms.
+    assert!(gaps[0] < Duration::from_millis(240), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(240), "{gaps:?}");
+    assert!(gaps[2] >= Duration::from_millis(490), "{gaps:?}");
     // Three counted failures opened the primary's breaker: the next request skips it.
     let resp = c.get(gw.url("/v1/models")).send().await.unwrap();
     assert_eq!(answered_by(&resp), "fallback");
