@@ -126,6 +126,19 @@ async fn a_failing_model_opens_its_own_breaker_while_the_fallback_on_the_same_up
     let a_calls = calls_for(&up, "model-a");
     assert!(a_calls <= 4, "{a_calls} calls for model-a");
     assert_eq!(calls_for(&up, "model-b"), 6);
+    // The gauge counts it, without naming the model.
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("llm_forward_upstream_model_breakers_open{route=\"/\",upstream=\"u\"} 1"),
+        "{text}"
+    );
     // The upstream itself stays in use: a model of its own goes through.
     assert_eq!(chat(&gw, ask("model-c", false)).await.status(), 200);
     assert_eq!(calls_for(&up, "model-c"), 1);

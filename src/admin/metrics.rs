@@ -62,6 +62,21 @@ fn live_state(gateway: &Gateway, e: &mut Exposition) {
             e.sample("llm_forward_upstream_breaker_state", &labels, state);
         }
     }
+    e.family(
+        "llm_forward_upstream_model_breakers_open",
+        "gauge",
+        "Models whose own circuit breaker on this upstream is open or half-open (a model failing there while the upstream serves others).",
+    );
+    for route in &gateway.routes {
+        for u in &route.upstreams {
+            let labels = [
+                ("route", route.config.prefix.as_str()),
+                ("upstream", u.config.name.as_str()),
+            ];
+            let n = u.model_breakers.open_count(now);
+            e.sample("llm_forward_upstream_model_breakers_open", &labels, n);
+        }
+    }
 
     e.family(
         "llm_forward_upstream_key_state",

@@ -79,6 +79,18 @@ impl ModelBreakers {
         b.record(false, now)
     }
 
+    /// How many models' breakers are open (half-open ones included) now: a gauge that names no
+    /// model (model names may come from clients).
+    pub fn open_count(&self, now: Instant) -> usize {
+        if !self.any.load(Ordering::Acquire) {
+            return 0;
+        }
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter(|b| b.state(now) != BreakerState::Closed)
+            .count()
+    }
+
     pub fn open_for(&self) -> std::time::Duration {
         self.config.open_for
     }
@@ -113,7 +125,9 @@ mod tests {
         assert_eq!(m.state("a", t0), BreakerState::Open);
         let later = t0 + Duration::from_secs(2);
         assert!(m.try_acquire("a", later), "the probe");
+        assert_eq!(m.open_count(later), 1);
         assert_eq!(m.record("a", true, later), Some(Transition::Closed));
+        assert_eq!(m.open_count(later), 0);
     }
 
     #[test]
