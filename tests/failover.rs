@@ -151,7 +151,9 @@ async fn a_first_token_timeout_for_one_model_does_not_skip_its_upstream_for_the_
         model: "model-a".into(),
         behavior: Box::new(Behavior::chat_stream(3, Duration::from_secs(20))),
     });
-    let extra = "    retry: {retries: 1, backoff: 10ms}\n    timeouts: {first_token: 600ms}\n";
+    // A POST the upstream had whole is failed over only with on_reset (it may be billed twice).
+    let extra =
+        "    retry: {retries: 1, backoff: 10ms, on_reset: true}\n    timeouts: {first_token: 600ms}\n";
     let gw = start_gateway(&one_upstream_with_fallback(&up, extra)).await;
     let resp = chat(&gw, ask("model-a", true)).await;
     assert_eq!(resp.status(), 200);
