@@ -104,6 +104,28 @@ impl CacheStore {
         log::warn!("cache {} {what} failed: {e}", self.backend.name());
     }
 
+    /// The complete, fresh entry stored under `id` and its head (never a fill in progress).
+    /// An expired or unreadable entry is removed; a failing backend is a miss.
+    pub async fn stored(&self, id: &Digest) -> Option<(CacheMeta, Arc<Entry>)> {
+        let entry = match self.backend.get(id).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
+            Err(e) => {
+                self.backend_error("lookup", &e);
+                return None;
+            }
+        };
+        if entry.is_expired(now_ms()) {
+            let _ = self.backend.remove(id).await;
+            return None;
+        }
+        let Ok(meta) = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1) else {
+            let _ = self.backend.remove(id).await;
+            return None;
+        };
+        Some((meta, entry))
+    }
+
     /// Remove one entry by its id (the `x-cache-key` of a response).
     pub async fn purge_key(&self, id: &Digest) -> BackendResult<u64> {
         self.backend.remove(id).await.map(u64::from)
@@ -138,20 +160,7 @@ impl Storage for CacheStore {
         if let Some(hit) = self.live_hit(&id) {
             return Ok(Some(hit));
         }
-        let entry = match self.backend.get(&id).await {
-            Ok(Some(e)) => e,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                self.backend_error("lookup", &e);
-                return Ok(None);
-            }
-        };
-        if entry.is_expired(now_ms()) {
-            let _ = self.backend.remove(&id).await;
-            return Ok(None);
-        }
-        let Ok(meta) = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1) else {
-            let _ = self.backend.remove(&id).await;
+        let Some((meta, entry)) = self.stored(&id).await else {
             return Ok(None);
         };
         Ok(Some((

@@ -90,52 +90,90 @@ pub async fn serve(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core:
         respond(session, 200, Some(Bytes::from(body.to_string())), &cors).await?;
         return Ok(true);
     }
-    let mut head = ResponseHeader::build(200, Some(4 + cors.len()))?;
-    head.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
-    head.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
-    for (name, value) in cors.iter() {
-        head.insert_header(name.clone(), value.clone())?;
-    }
-    session.write_response_header(Box::new(head), false).await?;
-    let chunk = |delta: Value, finish: Option<&str>| {
-        json!({
-            "id": id,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            "object": "chat.completion.chunk",
-            "created": created,
-            "system_fingerprint": FINGERPRINT,
-        })
+    let stream = ChunkStream {
+        id: &id,
+        model: &model,
+        created,
+        fingerprint: Some(FINGERPRINT),
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-    events.extend(pieces(text).map(|p| chunk(json!({ "content": p }), None)));
-    events.push(chunk(json!({}), Some("stop")));
+    let mut events = vec![stream.delta(0, json!({"role": "assistant", "content": ""}), None)];
+    events.extend(
+        pieces(text).map(|p| stream.delta(0, json!({ "content": p }), None)),
+    );
+    events.push(stream.delta(0, json!({}), Some("stop")));
     if include_usage {
-        let mut last = chunk(json!({}), None);
-        last["choices"] = json!([]);
-        last["usage"] = usage;
-        events.push(last);
+        events.push(stream.usage(usage));
     }
-    for event in events {
-        write_paced(session, ctx, format!("data: {event}\n\n")).await?;
-    }
-    session
-        .write_response_body(Some(Bytes::from_static(b"data: [DONE]\n\n")), true)
-        .await?;
+    write_sse(session, ctx, cors.iter(), events).await?;
     Ok(true)
 }
 
-/// One event, after the wait the route's output pacing asks for (one token each).
-async fn write_paced(
+/// The fields every `chat.completion.chunk` of one answer repeats.
+pub struct ChunkStream<'a> {
+    pub id: &'a str,
+    pub model: &'a str,
+    pub created: u64,
+    pub fingerprint: Option<&'a str>,
+}
+
+impl ChunkStream<'_> {
+    fn chunk(&self, choices: Value) -> Value {
+        let mut chunk = json!({
+            "id": self.id,
+            "model": self.model,
+            "choices": choices,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+        });
+        if let Some(fp) = self.fingerprint {
+            chunk["system_fingerprint"] = fp.into();
+        }
+        chunk
+    }
+
+    /// A chunk with one choice's `delta`, and its `finish_reason` when it is the last.
+    pub fn delta(&self, index: u64, delta: Value, finish: Option<&str>) -> Value {
+        self.chunk(json!([{"index": index, "delta": delta, "finish_reason": finish}]))
+    }
+
+    /// The usage chunk (`stream_options.include_usage`): no choices.
+    pub fn usage(&self, usage: Value) -> Value {
+        let mut last = self.chunk(json!([]));
+        last["usage"] = usage;
+        last
+    }
+}
+
+/// Answer with an event stream of `events` and `data: [DONE]`: the head (`text/event-stream`,
+/// no length, plus `headers`), then one write per event. The pre-read session paces them like
+/// a live stream when the route has output pacing, and each goes through the stream phase's tap
+/// (usage accounting, chat logs, token budgets) when the request set one up.
+pub async fn write_sse<'h>(
     session: &mut Session,
     ctx: &mut RequestCtx,
-    event: String,
+    headers: impl Iterator<Item = &'h (http::HeaderName, http::HeaderValue)>,
+    events: Vec<Value>,
 ) -> pingora_core::Result<()> {
-    if let Some(wait) = ctx.pacer.as_mut().and_then(|p| p.delay(1)) {
-        tokio::time::sleep(wait).await;
+    let mut head = ResponseHeader::build(200, Some(8))?;
+    head.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
+    head.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+    for (name, value) in headers {
+        head.append_header(name.clone(), value.clone())?;
     }
+    session.write_response_header(Box::new(head), false).await?;
+    for event in events {
+        let mut body = Some(Bytes::from(format!("data: {event}\n\n")));
+        if super::stream::on_body(ctx, &mut body).is_err() {
+            return Err(ctx.fail(GatewayError::TokensExhausted));
+        }
+        if let Some(bytes) = body.filter(|b| !b.is_empty()) {
+            session.write_response_body(Some(bytes), false).await?;
+        }
+    }
+    let mut done = Some(Bytes::from_static(b"data: [DONE]\n\n"));
+    let _ = super::stream::on_body(ctx, &mut done);
     session
-        .write_response_body(Some(Bytes::from(event)), false)
+        .write_response_body(Some(Bytes::from_static(b"data: [DONE]\n\n")), true)
         .await
 }
 

@@ -48,28 +48,81 @@ const CREDENTIALS: [&str; 4] = ["authorization", "api-key", "x-api-key", "x-goog
 
 /// `request_cache_filter`: enable the cache for this request, or leave it off.
 pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
-    let (Some(cache), Some(route)) = (&gateway.cache, &ctx.route) else {
+    let Some(keying) = keying(gateway, session, ctx) else {
         return;
     };
-    let Some(policy) = &route.cache else {
+    let Some(cache) = &gateway.cache else {
         return;
     };
+    let id = keying.key(session.req_header(), ctx.request_body.as_deref());
+    let mut overrides = pingora_cache::CacheOptionOverrides::default();
+    overrides.wait_timeout = Some(cache.config.lock_timeout);
+    session
+        .cache
+        .enable(cache.store, None, None, Some(cache.lock), Some(overrides));
+    // Ranges make no sense for API answers; replay them whole.
+    session.ignore_downstream_range = true;
+    ctx.cache.plan = Some(keying.plan(id));
+}
+
+/// Everything of a request's cache key but its body, once the request may use the cache.
+pub struct Keying {
+    scope: String,
+    route: String,
+    upstream: String,
+    vary: String,
+    ttl: Duration,
+    refresh: bool,
+}
+
+impl Keying {
+    /// The key of this request with `body` (its own, or another version of it).
+    pub fn key(&self, req: &pingora_http::RequestHeader, body: Option<&[u8]>) -> Digest {
+        cache_key::key(&KeyParts {
+            scope: &self.scope,
+            route: &self.route,
+            upstream: &self.upstream,
+            method: req.method.as_str(),
+            path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            vary: &self.vary,
+            body,
+        })
+    }
+
+    pub fn plan(self, id: Digest) -> Plan {
+        Plan {
+            id,
+            route: self.route,
+            ttl: self.ttl,
+            refresh: self.refresh,
+        }
+    }
+
+    /// The client sent `Cache-Control: no-cache`: no stored answer may be served.
+    pub fn refresh(&self) -> bool {
+        self.refresh
+    }
+}
+
+/// Whether the request may use the cache, and its key parts if so.
+pub fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Option<Keying> {
+    let (Some(_), Some(route)) = (&gateway.cache, &ctx.route) else {
+        return None;
+    };
+    let policy = route.cache.as_ref()?;
     let req = session.req_header();
     let path = crate::routing::collapse_slashes(req.uri.path());
-    let Some(found) = gateway.table.find(&path) else {
-        return;
-    };
+    let found = gateway.table.find(&path)?;
     if !policy.covers(&req.method, found.rest) || !ctx.cache.flag.unwrap_or(policy.default) {
-        return;
+        return None;
     }
     let (no_store, no_cache) = client_directives(req);
     if no_store {
-        return;
+        return None;
     }
     // A body we did not read (an upload) cannot be keyed.
-    let body = ctx.request_body.as_deref();
-    if body.is_none() && !session.as_downstream_mut().is_body_empty() {
-        return;
+    if ctx.request_body.is_none() && !session.as_downstream_mut().is_body_empty() {
+        return None;
     }
     let req = session.req_header();
     let scope = if policy.shared {
@@ -100,7 +153,6 @@ pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
         .map(|u| u.url.to_string())
         .collect::<Vec<_>>()
         .join(" ");
-    let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
     // A general route passes these through, so the stored representation depends on them
     // (a gzip answer must not reach a client that did not accept gzip); an openai route drops
     // Accept-Encoding upstream and answers JSON or SSE whatever they say.
@@ -115,28 +167,14 @@ pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
             }
         }
     }
-    let id = cache_key::key(&KeyParts {
-        scope: &scope,
-        route: &route.config.prefix,
-        upstream: &upstream,
-        method: req.method.as_str(),
-        path_and_query,
-        vary: &vary,
-        body,
-    });
-    let mut overrides = pingora_cache::CacheOptionOverrides::default();
-    overrides.wait_timeout = Some(cache.config.lock_timeout);
-    session
-        .cache
-        .enable(cache.store, None, None, Some(cache.lock), Some(overrides));
-    // Ranges make no sense for API answers; replay them whole.
-    session.ignore_downstream_range = true;
-    ctx.cache.plan = Some(Plan {
-        id,
+    Some(Keying {
+        scope,
         route: route.config.prefix.clone(),
+        upstream,
+        vary,
         ttl: policy.ttl,
         refresh: no_cache,
-    });
+    })
 }
 
 /// `no-store` and `no-cache` in the client's `Cache-Control` (and `Pragma: no-cache`).

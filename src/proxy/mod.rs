@@ -8,6 +8,7 @@ mod benchmark;
 mod body;
 mod cache;
 mod cache_admin;
+mod cache_twin;
 mod client;
 mod cors;
 mod ctx;
@@ -87,7 +88,7 @@ impl ProxyHttp for LlmProxy {
             return Ok(true);
         }
         limits::reserve_tokens(&self.gateway, session, ctx).await?;
-        Ok(false)
+        cache_twin::serve(&self.gateway, session, ctx).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {

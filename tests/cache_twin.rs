@@ -1,0 +1,202 @@
+//! A stream request served from its cached non-stream twin, over real sockets: a synthesized
+//! SSE stream with the cached content, usage only when asked, the twin's scope and switches.
+
+mod common;
+
+use common::mock::{Behavior, MockUpstream};
+use common::*;
+use serde_json::{json, Value};
+
+fn config(upstream: &str, extra: &str) -> String {
+    format!(
+        "routes:\n  - prefix: /\n    upstream: \"{upstream}\"\ncache:\n  backend: memory\n  default: true\n{extra}"
+    )
+}
+
+/// A non-stream answer with a longer text, a fingerprint and a tool call.
+fn answer() -> Value {
+    json!({
+        "id": "chatcmpl-twin", "object": "chat.completion", "created": 1_700_000_123u64,
+        "model": "gpt-4o-mini-2024", "system_fingerprint": "fp_twin",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": null,
+            "message": {"role": "assistant", "content": "Sure, here it is: 千里之行. Done!",
+                "tool_calls": [{"id": "call_1", "type": "function",
+                    "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16}
+    })
+}
+
+fn request(stream: Option<Value>) -> Value {
+    let mut r = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "twin"}]});
+    if let Some(s) = stream {
+        r["stream"] = json!(true);
+        if !s.is_null() {
+            r["stream_options"] = s;
+        }
+    }
+    r
+}
+
+async fn post(gw: &GatewayGuard, key: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The chunks of an SSE body (checked: every event is `data:`, one `[DONE]`, last).
+fn chunks(body: &str) -> Vec<Value> {
+    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{body}");
+    assert_eq!(events.iter().filter(|e| **e == "data: [DONE]").count(), 1);
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect()
+}
+
+async fn gateway_with_cached_twin(extra: &str) -> (MockUpstream, GatewayGuard) {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::Json {
+        status: 200,
+        headers: vec![],
+        body: answer(),
+    });
+    let gw = start_gateway(&config(&up.url(), extra)).await;
+    let first = post(&gw, "sk-client", &request(None)).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-cache").as_deref(), Some("MISS"));
+    first.bytes().await.unwrap();
+    (up, gw)
+}
+
+#[tokio::test]
+async fn a_stream_is_served_from_its_cached_non_stream_twin() {
+    let (up, gw) = gateway_with_cached_twin("").await;
+    let resp = post(&gw, "sk-client", &request(Some(Value::Null))).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.request_count(), 1, "no second upstream call");
+    assert_eq!(header(&resp, "x-cache").as_deref(), Some("HIT"));
+    assert_eq!(
+        header(&resp, "content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    assert!(header(&resp, "content-length").is_none());
+    let chunks = chunks(&resp.text().await.unwrap());
+    assert!(chunks.len() > 6, "content split in pieces: {chunks:?}");
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["id"], "chatcmpl-twin");
+        assert_eq!(c["model"], "gpt-4o-mini-2024");
+        assert_eq!(c["created"], 1_700_000_123u64);
+        assert_eq!(c["system_fingerprint"], "fp_twin");
+        assert!(c.get("usage").is_none(), "usage only when asked: {c}");
+    }
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, answer()["choices"][0]["message"]["content"]);
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0][0]["index"], 0);
+    assert_eq!(calls[0][0]["id"], "call_1");
+    assert_eq!(calls[0][0]["function"]["arguments"], "{\"a\":1}");
+    let finishes: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finishes, [&json!("tool_calls")]);
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
+}
+
+#[tokio::test]
+async fn include_usage_gets_one_usage_chunk_equal_to_the_cached_usage() {
+    let (up, gw) = gateway_with_cached_twin("").await;
+    let body = request(Some(json!({"include_usage": true})));
+    let resp = post(&gw, "sk-client", &body).await;
+    assert_eq!(header(&resp, "x-cache").as_deref(), Some("HIT"));
+    let chunks = chunks(&resp.text().await.unwrap());
+    let usage: Vec<&Value> = chunks.iter().filter_map(|c| c.get("usage")).collect();
+    assert_eq!(usage, [&answer()["usage"]]);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn another_tenant_does_not_get_the_twin() {
+    let (up, gw) = gateway_with_cached_twin("").await;
+    up.set_behavior(Behavior::OpenAi);
+    let resp = post(&gw, "sk-other", &request(Some(Value::Null))).await;
+    assert_eq!(header(&resp, "x-cache").as_deref(), Some("MISS"));
+    resp.bytes().await.unwrap();
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
+async fn caching_off_for_the_request_or_the_route_goes_upstream() {
+    let (up, gw) = gateway_with_cached_twin("").await;
+    up.set_behavior(Behavior::OpenAi);
+    let mut body = request(Some(Value::Null));
+    body["caching"] = json!(false);
+    let resp = post(&gw, "sk-client", &body).await;
+    assert!(header(&resp, "x-cache").is_none());
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("Hello"), "{text}");
+    assert_eq!(up.request_count(), 2);
+
+    // Route default off: the twin was cached by asking, the stream does not ask.
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::Json {
+        status: 200,
+        headers: vec![],
+        body: answer(),
+    });
+    let yaml = format!(
+        "routes:\n  - prefix: /\n    upstream: \"{}\"\ncache:\n  backend: memory\n  default: false\n",
+        up.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let mut twin = request(None);
+    twin["caching"] = json!(true);
+    post(&gw, "sk-client", &twin).await.bytes().await.unwrap();
+    let again = post(&gw, "sk-client", &twin).await;
+    assert_eq!(header(&again, "x-cache").as_deref(), Some("HIT"));
+    again.bytes().await.unwrap();
+    up.set_behavior(Behavior::OpenAi);
+    let resp = post(&gw, "sk-client", &request(Some(Value::Null))).await;
+    assert!(header(&resp, "x-cache").is_none());
+    resp.bytes().await.unwrap();
+    assert_eq!(up.request_count(), 2);
+}
+
+#[tokio::test]
+async fn without_a_twin_the_stream_goes_upstream_and_is_cached_under_its_own_key() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::OpenAi);
+    let gw = start_gateway(&config(&up.url(), "")).await;
+    let body = request(Some(Value::Null));
+    let first = post(&gw, "sk-client", &body).await;
+    assert_eq!(header(&first, "x-cache").as_deref(), Some("MISS"));
+    first.bytes().await.unwrap();
+    let second = post(&gw, "sk-client", &body).await;
+    assert_eq!(header(&second, "x-cache").as_deref(), Some("HIT"));
+    second.bytes().await.unwrap();
+    assert_eq!(up.request_count(), 1);
+}
