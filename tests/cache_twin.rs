@@ -122,7 +122,10 @@ async fn a_stream_is_served_from_its_cached_non_stream_twin() {
         .filter(|f| !f.is_null())
         .collect();
     assert_eq!(finishes, [&json!("tool_calls")]);
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
 }
 
 #[tokio::test]
@@ -199,4 +202,34 @@ async fn without_a_twin_the_stream_goes_upstream_and_is_cached_under_its_own_key
     assert_eq!(header(&second, "x-cache").as_deref(), Some("HIT"));
     second.bytes().await.unwrap();
     assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_twin_sent_with_stream_false_serves_too_and_is_paced_like_a_live_stream() {
+    // 20 events a second: the synthesized stream (a dozen events) takes visibly long.
+    let (up, gw) =
+        gateway_with_cached_twin("limits:\n  rules:\n    - {output_tokens_per_second: 20}\n").await;
+    let mut off = request(None);
+    off["stream"] = json!(false);
+    off["messages"][0]["content"] = json!("other");
+    post(&gw, "sk-client", &off).await.bytes().await.unwrap();
+    assert_eq!(up.request_count(), 2);
+    let mut on = request(Some(Value::Null));
+    on["messages"][0]["content"] = json!("other");
+    let started = std::time::Instant::now();
+    let resp = post(&gw, "sk-client", &on).await;
+    assert_eq!(header(&resp, "x-cache").as_deref(), Some("HIT"));
+    let body = resp.text().await.unwrap();
+    let elapsed = started.elapsed();
+    let n = chunks(&body).len();
+    assert!(n > 10, "{n} chunks");
+    // At least half the paced time (generous: the first events may go out at once).
+    assert!(
+        elapsed >= std::time::Duration::from_millis(n as u64 * 50 / 2),
+        "{n} events in {elapsed:?}"
+    );
+    assert_eq!(up.request_count(), 2);
+    if let Ok(path) = std::env::var("CACHE_TWIN_DUMP") {
+        std::fs::write(path, body).unwrap();
+    }
 }

@@ -97,9 +97,7 @@ pub async fn serve(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core:
         fingerprint: Some(FINGERPRINT),
     };
     let mut events = vec![stream.delta(0, json!({"role": "assistant", "content": ""}), None)];
-    events.extend(
-        pieces(text).map(|p| stream.delta(0, json!({ "content": p }), None)),
-    );
+    events.extend(pieces(text).map(|p| stream.delta(0, json!({ "content": p }), None)));
     events.push(stream.delta(0, json!({}), Some("stop")));
     if include_usage {
         events.push(stream.usage(usage));

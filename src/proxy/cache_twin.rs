@@ -46,12 +46,10 @@ pub async fn serve(
     if !wanted {
         return Ok(false);
     }
-    let Some(keying) = super::cache::keying(gateway, session, ctx).filter(|k| !k.refresh())
-    else {
+    let Some(keying) = super::cache::keying(gateway, session, ctx).filter(|k| !k.refresh()) else {
         return Ok(false);
     };
-    let Some(twins) = twin_keys(&keying, session.req_header(), ctx.request_body.as_deref())
-    else {
+    let Some(twins) = twin_keys(&keying, session.req_header(), ctx.request_body.as_deref()) else {
         return Ok(false);
     };
     for id in twins {
@@ -72,11 +70,8 @@ pub async fn serve(
         let Ok(answer) = serde_json::from_slice::<Value>(&entry.body) else {
             continue;
         };
-        let usage_asked = ctx
-            .request_info
-            .as_ref()
-            .is_some_and(|i| i.include_usage)
-            || ctx.strip_usage_chunk;
+        let usage_asked =
+            ctx.request_info.as_ref().is_some_and(|i| i.include_usage) || ctx.strip_usage_chunk;
         let Some(events) = synthesize(&answer, usage_asked) else {
             continue;
         };
@@ -124,7 +119,10 @@ fn synthesize(answer: &Value, usage_asked: bool) -> Option<Vec<Value>> {
         if choice.get("logprobs").is_some_and(|l| !l.is_null()) {
             return None;
         }
-        let index = choice.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+        let index = choice
+            .get("index")
+            .and_then(Value::as_u64)
+            .unwrap_or(i as u64);
         let message = choice.get("message")?;
         let content = match message.get("content") {
             None | Some(Value::Null) => None,
