@@ -52,8 +52,11 @@ pub async fn serve(
     let Some(twins) = twin_keys(&keying, session.req_header(), ctx.request_body.as_deref()) else {
         return Ok(false);
     };
-    for id in twins {
-        let Some((meta, entry)) = cache.store.stored(&id).await else {
+    // Both looked up at once: one round trip on Redis.
+    let [absent, off] = twins;
+    let found = futures_util::join!(cache.store.stored(&absent), cache.store.stored(&off));
+    for (id, stored) in [(absent, found.0), (off, found.1)] {
+        let Some((meta, entry)) = stored else {
             continue;
         };
         let head = meta.response_header();
