@@ -233,3 +233,40 @@ async fn a_twin_sent_with_stream_false_serves_too_and_is_paced_like_a_live_strea
         std::fs::write(path, body).unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_twin_hit_counts_as_a_hit_and_its_key_purges_the_entry_served() {
+    let (up, gw) = gateway_with_cached_twin("  admin_key: adm-0123456789abcdef\n").await;
+    let resp = post(&gw, "sk-client", &request(Some(Value::Null))).await;
+    let key = header(&resp, "x-cache-key").unwrap();
+    resp.bytes().await.unwrap();
+    let stats: Value = client()
+        .get(gw.url("/_llmf/cache/stats"))
+        .header("authorization", "Bearer adm-0123456789abcdef")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let purged: Value = client()
+        .post(gw.url("/_llmf/cache/purge"))
+        .header("authorization", "Bearer adm-0123456789abcdef")
+        .json(&json!({ "key": key }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(purged["purged"], 1);
+    up.set_behavior(Behavior::OpenAi);
+    let resp = post(&gw, "sk-client", &request(Some(Value::Null))).await;
+    assert_eq!(header(&resp, "x-cache").as_deref(), Some("MISS"));
+    resp.bytes().await.unwrap();
+    assert_eq!(up.request_count(), 2);
+}
