@@ -3,13 +3,15 @@
 //! table). Names keys by count and id, never by value, and masks `${VAR}` values expanded
 //! into URLs (`config/redact.rs`).
 
+use crate::config::redact::redact_url;
 use crate::config::units::format_duration;
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, CacheBackendConfig, Config, ConfigSource, LimitBackendConfig};
 use std::fmt::Write;
 
-pub fn render(config: &Config) -> String {
+pub fn render(config: &Config, source: &ConfigSource) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "llm-forward {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "  config      {source}");
     for addr in &config.server.listen {
         let _ = writeln!(out, "  listening   http://{addr}");
     }
@@ -92,14 +94,74 @@ pub fn render(config: &Config) -> String {
     if let Some(c) = &config.cors {
         let _ = writeln!(out, "  cors        {}", c.allow_origins.join(", "));
     }
+    services(&mut out, config);
     config.secrets.mask(&out).into_owned()
+}
+
+/// Limits, cache, chat logs and Redis: what runs beside the routes. Redis URLs go through
+/// `redact_url` (a password in `redis://:pw@host` never reaches the terminal).
+fn services(out: &mut String, config: &Config) {
+    let l = &config.limits;
+    if !l.rules.is_empty() {
+        let backend = match &l.backend {
+            LimitBackendConfig::Memory => "memory (this process)".to_string(),
+            LimitBackendConfig::Redis(url) => redact_url(url).into_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  limits      {} rules  backend: {backend}",
+            l.rules.len()
+        );
+    }
+    if let Some(c) = &config.cache {
+        let backend = match &c.backend {
+            CacheBackendConfig::Memory => "memory".to_string(),
+            CacheBackendConfig::Disk(p) => format!("disk {}", p.display()),
+            CacheBackendConfig::Redis(url) => redact_url(url).into_owned(),
+        };
+        let routes = c
+            .routes
+            .as_ref()
+            .map_or("every openai route".to_string(), |r| {
+                let names: Vec<&str> = r.iter().map(|r| r.route.as_str()).collect();
+                format!("routes {}", names.join(", "))
+            });
+        let _ = writeln!(
+            out,
+            "  cache       {backend}  {routes}  ttl {}",
+            format_duration(c.ttl)
+        );
+    }
+    let log = &config.log;
+    if let Some(c) = &log.chat {
+        let routes = c
+            .routes
+            .as_ref()
+            .map_or("every openai route".to_string(), |r| {
+                format!("routes {}", r.join(", "))
+            });
+        let _ = writeln!(
+            out,
+            "  chat logs   {}  {routes}{}",
+            c.dir.display(),
+            if c.messages { "" } else { "  (metadata only)" }
+        );
+    }
+    if log.print_chat {
+        let _ = writeln!(out, "  print_chat  on (a line per chat on stderr)");
+    }
+    if let Some(ca) = &config.redis.ca_file {
+        let _ = writeln!(out, "  redis       rediss:// CA {}", ca.display());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn banner_names_every_route() {
-        let text = super::render(&crate::config::Config::default());
+        let source = crate::config::ConfigSource::Default;
+        let text = super::render(&crate::config::Config::default(), &source);
+        assert!(text.contains("config      built-in default"));
         assert!(text.contains("http://0.0.0.0:8000"));
         assert!(text.contains("admin       http://127.0.0.1:8001/metrics"));
         assert!(text.contains("/  ->  https://api.openai.com  [openai]  keys: client's own"));
@@ -110,7 +172,7 @@ mod tests {
         let env = |k: &str| (k == "TOKEN").then(|| "t0ken-123456".to_string());
         let yaml = "routes: [{prefix: /, upstream: 'https://api.example.com/bot${TOKEN}/v1'}]";
         let config = crate::config::parse_bytes(yaml.as_bytes(), &env).unwrap();
-        let text = super::render(&config);
+        let text = super::render(&config, &crate::config::ConfigSource::File("x.yaml".into()));
         assert!(text.contains("https://api.example.com/bot***/v1"), "{text}");
         assert!(!text.contains("t0ken-123456"), "{text}");
     }

@@ -1,7 +1,7 @@
 //! The command line: `run` (the default), `check`, `import-env`. Exit codes: 0 ok, 1 runtime
 //! failure, 2 bad configuration or usage.
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, ConfigSource};
 use crate::server::{build_server, ProcessOptions, StartError};
 use clap::{Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
@@ -77,19 +77,18 @@ pub fn main_with(cli: Cli) -> ExitCode {
 }
 
 fn check(file: Option<&str>) -> ExitCode {
-    let path = file.unwrap_or("environment");
     let loaded = match file {
-        Some(f) => config::load_file(f),
-        None => config::openai_forward::from_process_env().map(Option::unwrap_or_default),
+        Some(f) => config::load_file(f).map(|c| (c, ConfigSource::File(f.into()))),
+        None => config::openai_forward::from_process_env(),
     };
     match loaded {
-        Ok(cfg) => match crate::state::Gateway::build(cfg) {
+        Ok((cfg, source)) => match crate::state::Gateway::build(cfg) {
             Ok(_) => {
-                println!("{path}: ok");
+                println!("{source}: ok");
                 ExitCode::SUCCESS
             }
             Err(list) => report(&ConfigError::Invalid {
-                path: path.into(),
+                path: source.to_string(),
                 list,
             }),
         },
@@ -102,11 +101,12 @@ fn report(e: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The config `run` would use: the file, else openai-forward's environment, else the default.
-pub fn resolve_config(args: &RunArgs) -> Result<Config, ConfigError> {
-    let mut cfg = match &args.config {
-        Some(path) => config::load_file(path)?,
-        None => config::openai_forward::from_process_env()?.unwrap_or_default(),
+/// The config `run` would use: the file, else openai-forward's environment, else the default;
+/// and which one it is.
+pub fn resolve_config(args: &RunArgs) -> Result<(Config, ConfigSource), ConfigError> {
+    let (mut cfg, source) = match &args.config {
+        Some(path) => (config::load_file(path)?, ConfigSource::File(path.clone())),
+        None => config::openai_forward::from_process_env()?,
     };
     if args.host.is_some() || args.port.is_some() {
         let first = cfg.server.listen.first().copied();
@@ -117,17 +117,17 @@ pub fn resolve_config(args: &RunArgs) -> Result<Config, ConfigError> {
         let port = args.port.or(first.map(|a| a.port())).unwrap_or(8000);
         cfg.server.listen = vec![SocketAddr::new(host, port)];
     }
-    Ok(cfg)
+    Ok((cfg, source))
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let cfg = match resolve_config(&args) {
-        Ok(cfg) => cfg,
+    let (cfg, source) = match resolve_config(&args) {
+        Ok(resolved) => resolved,
         Err(e) => return report(&e),
     };
     // Before any thread exists: it sets the environment OpenSSL reads (upstream/trust.rs).
     let trust = crate::upstream::trust::prefer_hashed_directory();
-    eprint!("{}", crate::banner::render(&cfg));
+    eprint!("{}", crate::banner::render(&cfg, &source));
     if cfg
         .routes
         .iter()
@@ -143,7 +143,7 @@ fn run(args: RunArgs) -> ExitCode {
     match build_server(cfg, &options) {
         Ok(built) => built.run_forever(),
         Err(StartError::Config(list)) => report(&ConfigError::Invalid {
-            path: args.config.unwrap_or_else(|| "config".into()),
+            path: source.to_string(),
             list,
         }),
         Err(StartError::Failed(why)) => {

@@ -253,7 +253,34 @@ pub fn to_yaml(config: &Config) -> String {
         }
     }
     cache(&mut y, config);
+    log(&mut y, config);
     y
+}
+
+/// The `log:` section, when chat logs or `print_chat` are on.
+fn log(y: &mut String, config: &Config) {
+    let l = &config.log;
+    if l.chat.is_none() && !l.print_chat {
+        return;
+    }
+    let _ = writeln!(y, "log:");
+    if let Some(c) = &l.chat {
+        let _ = writeln!(y, "  chat:\n    dir: {}", q(&c.dir.display().to_string()));
+        if let Some(r) = &c.routes {
+            let _ = writeln!(y, "    routes: {}", list(r));
+        }
+        if !c.messages {
+            let _ = writeln!(y, "    messages: false");
+        }
+        let _ = writeln!(
+            y,
+            "    max_file_size: {}\n    keep_files: {}",
+            c.max_file_bytes, c.keep_files
+        );
+    }
+    if l.print_chat {
+        let _ = writeln!(y, "  print_chat: true");
+    }
 }
 
 /// The `cache:` section, when the cache is on.

@@ -14,6 +14,7 @@ mod schema_cache;
 mod schema_limits;
 mod schema_redis;
 mod schema_upstreams;
+mod source;
 pub mod units;
 mod validate;
 
@@ -23,6 +24,7 @@ pub use model_upstream::*;
 pub use problems::{ConfigError, Problem, Problems};
 pub use schema::parse_upstream_url;
 pub use schema_cache::{CacheBackendConfig, CacheConfig, CacheRouteConfig};
+pub use source::ConfigSource;
 
 mod dotenv;
 mod emit;

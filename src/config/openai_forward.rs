@@ -13,6 +13,7 @@ use super::model::{
 };
 use super::problems::{ConfigError, Problems};
 use super::schema::parse_upstream_url;
+use super::source::ConfigSource;
 use crate::routing::normalize_prefix;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -37,6 +38,10 @@ pub const MARKERS: &[&str] = &[
     "CACHE_OPENAI",
     "CACHE_GENERAL",
     "BENCHMARK_MODE",
+    // llm-forward's own (README: compatibility table).
+    "CORS_ORIGINS",
+    "TRUSTED_PROXIES",
+    "AUTH_MODE",
 ];
 
 /// The environment a config is read from: process variables over `.env` entries.
@@ -44,6 +49,8 @@ pub struct Env {
     vars: HashMap<String, String>,
     /// The names the `.env` file set (all meant for the gateway).
     from_dotenv: Vec<String>,
+    /// The names the process environment set.
+    from_process: std::collections::HashSet<String>,
 }
 
 impl Env {
@@ -55,8 +62,32 @@ impl Env {
     ) -> Self {
         let from_dotenv = dotenv_pairs.iter().map(|(k, _)| k.clone()).collect();
         let mut vars: HashMap<String, String> = dotenv_pairs.into_iter().collect();
-        vars.extend(process);
-        Env { vars, from_dotenv }
+        let mut from_process = std::collections::HashSet::new();
+        for (k, v) in process {
+            from_process.insert(k.clone());
+            vars.insert(k, v);
+        }
+        Env {
+            vars,
+            from_dotenv,
+            from_process,
+        }
+    }
+
+    /// Which of the process environment and `.env` set a variable that makes a config.
+    pub fn source(&self) -> ConfigSource {
+        let set: Vec<&str> = MARKERS
+            .iter()
+            .copied()
+            .filter(|k| self.get(k).is_some())
+            .collect();
+        if set.is_empty() {
+            return ConfigSource::Default;
+        }
+        // A variable in both comes from the process (it wins).
+        let process = set.iter().any(|k| self.from_process.contains(*k));
+        let dotenv = set.iter().any(|k| !self.from_process.contains(*k));
+        ConfigSource::Environment { process, dotenv }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
@@ -67,14 +98,16 @@ impl Env {
     }
 }
 
-/// The config from the process environment and `./.env`, or `None` when neither sets any
-/// openai-forward variable.
-pub fn from_process_env() -> Result<Option<Config>, ConfigError> {
+/// The config from the process environment and `./.env` (the built-in default when neither
+/// sets any openai-forward variable), and which of them it came from.
+pub fn from_process_env() -> Result<(Config, ConfigSource), ConfigError> {
     let env = load_env(None)?;
-    to_config(&env).map_err(|list| ConfigError::Invalid {
-        path: "environment".into(),
+    let source = env.source();
+    let config = to_config(&env).map_err(|list| ConfigError::Invalid {
+        path: source.to_string(),
         list,
-    })
+    })?;
+    Ok((config.unwrap_or_default(), source))
 }
 
 /// `import-env`: the YAML for openai-forward's environment.
@@ -212,6 +245,7 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
             }
         }
     }
+    extensions(env, &mut config, &mut problems);
     limits(env, &mut config, &mut problems);
     // Chat logs: openai-forward writes them under ./Log/chat for openai routes (LOG_OPENAI) and
     // general ones (LOG_GENERAL).
@@ -243,6 +277,63 @@ pub fn to_config(env: &Env) -> Result<Option<Config>, Problems> {
         Ok(Some(config))
     } else {
         Err(problems)
+    }
+}
+
+/// llm-forward's own variables, for what openai-forward could not express:
+/// `CORS_ORIGINS` (comma-separated origins, or `none` for no CORS at all) replaces its "any
+/// origin"; `TRUSTED_PROXIES` (comma-separated CIDRs) are the proxies whose `X-Forwarded-For`
+/// is believed; `AUTH_MODE` sets every route's `auth.mode`. Without it a route takes
+/// openai-forward's rule once forward keys exist (`mixed`: a key the gateway does not know is
+/// passed through, so clients sending their own `sk-` keys keep working).
+fn extensions(env: &Env, config: &mut Config, problems: &mut Problems) {
+    let items = |var: &str| -> Vec<String> {
+        env.get(var)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    if env.get("CORS_ORIGINS").is_some() {
+        let origins = items("CORS_ORIGINS");
+        if origins.len() == 1 && origins[0].eq_ignore_ascii_case("none") {
+            config.cors = None;
+        } else if let Some(c) = &mut config.cors {
+            match crate::cors::CorsPolicy::new(&origins, c.allow_credentials, c.max_age) {
+                Ok(_) => c.allow_origins = origins,
+                Err(why) => problems.add("CORS_ORIGINS", Some(origins.join(",")), why),
+            }
+        }
+    }
+    for ip in items("TRUSTED_PROXIES") {
+        match ip.parse::<crate::access::Cidr>() {
+            Ok(_) => config.access.trusted_proxies.push(ip),
+            Err(why) => problems.add("TRUSTED_PROXIES", Some(ip), why),
+        }
+    }
+    let mode = match env.get("AUTH_MODE").map(str::trim) {
+        None => (!config.forward_keys.is_empty()).then_some(super::model::AuthMode::Mixed),
+        Some(m) => match m.to_ascii_lowercase().as_str() {
+            "mixed" => Some(super::model::AuthMode::Mixed),
+            "forward_keys" => Some(super::model::AuthMode::ForwardKeys),
+            "passthrough" => Some(super::model::AuthMode::Passthrough),
+            _ => {
+                problems.add(
+                    "AUTH_MODE",
+                    Some(m.to_string()),
+                    "expected mixed, forward_keys or passthrough",
+                );
+                None
+            }
+        },
+    };
+    if let Some(mode) = mode {
+        // The benchmark route needs no key (nothing goes upstream) and keeps its own mode.
+        for r in config.routes.iter_mut().filter(|r| r.auth.mode.is_none()) {
+            r.auth.mode = Some(mode);
+        }
     }
 }
 

@@ -29,6 +29,9 @@ pub const MAPPED: &[&str] = &[
     "CACHE_ROUTES",
     "DEFAULT_REQUEST_CACHING_VALUE",
     "BENCHMARK_MODE",
+    "CORS_ORIGINS",
+    "TRUSTED_PROXIES",
+    "AUTH_MODE",
 ];
 
 /// Variables read but not used, with why.
