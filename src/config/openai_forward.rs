@@ -313,22 +313,32 @@ fn extensions(env: &Env, config: &mut Config, problems: &mut Problems) {
             Err(why) => problems.add("TRUSTED_PROXIES", Some(ip), why),
         }
     }
+    // Only the modes that swap forward keys: `passthrough` would send them upstream as they are.
     let mode = match env.get("AUTH_MODE").map(str::trim) {
-        None => (!config.forward_keys.is_empty()).then_some(super::model::AuthMode::Mixed),
+        None => Some(super::model::AuthMode::Mixed),
         Some(m) => match m.to_ascii_lowercase().as_str() {
             "mixed" => Some(super::model::AuthMode::Mixed),
             "forward_keys" => Some(super::model::AuthMode::ForwardKeys),
-            "passthrough" => Some(super::model::AuthMode::Passthrough),
             _ => {
                 problems.add(
                     "AUTH_MODE",
                     Some(m.to_string()),
-                    "expected mixed, forward_keys or passthrough",
+                    "expected mixed or forward_keys",
                 );
                 None
             }
         },
     };
+    if config.forward_keys.is_empty() {
+        if env.get("AUTH_MODE").is_some() && mode.is_some() {
+            problems.add(
+                "AUTH_MODE",
+                env.get("AUTH_MODE").map(str::to_string),
+                "needs forward keys (FORWARD_KEY_CONFIG); without them clients' own keys pass through",
+            );
+        }
+        return;
+    }
     if let Some(mode) = mode {
         // The benchmark route needs no key (nothing goes upstream) and keeps its own mode.
         for r in config.routes.iter_mut().filter(|r| r.auth.mode.is_none()) {
@@ -792,6 +802,38 @@ mod tests {
                 .collect(),
             std::iter::empty(),
         )
+    }
+
+    #[test]
+    fn auth_mode_is_checked_against_the_forward_keys() {
+        let err = to_config(&env(&[("AUTH_MODE", "forward_keys")])).unwrap_err();
+        assert!(err.to_string().contains("AUTH_MODE"), "{err}");
+        let err = to_config(&env(&[
+            ("FORWARD_KEY_CONFIG", r#"{"fk-a": 0}"#),
+            ("OPENAI_API_KEY_CONFIG", r#"{"sk-a": [0]}"#),
+            ("AUTH_MODE", "passthrough"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("expected mixed or forward_keys"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_source_names_where_the_variables_came_from() {
+        let both = Env::new(
+            vec![("TIMEOUT".into(), "3".into())],
+            [("PROXY".to_string(), "http://p:3128".to_string())].into_iter(),
+        );
+        assert_eq!(
+            both.source(),
+            ConfigSource::Environment {
+                process: true,
+                dotenv: true
+            }
+        );
+        assert_eq!(env(&[("PATH", "/bin")]).source(), ConfigSource::Default);
     }
 
     #[test]
