@@ -17,6 +17,20 @@ pub fn render(config: &Config, source: &ConfigSource) -> String {
     }
     if let Some(admin) = config.admin.listen {
         let _ = writeln!(out, "  admin       http://{admin}/metrics");
+        if config.admin.ui {
+            let _ = writeln!(
+                out,
+                "  console     http://{admin}/ (sign in with the admin key)"
+            );
+        }
+    }
+    if let Some(t) = &config.tracing {
+        let endpoint = crate::config::redact::redact_url(&t.endpoint.to_string()).into_owned();
+        let _ = writeln!(
+            out,
+            "  traces      OTLP/HTTP to {endpoint}/v1/traces (sample {})",
+            t.sample
+        );
     }
     let _ = writeln!(out, "  routes");
     let width = config

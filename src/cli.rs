@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Take over the listeners of a running instance (graceful upgrade; see the README).
     #[arg(short, long)]
     pub upgrade: bool,
+    /// Serve the web console on the admin listener (openai-forward's `--webui`). Without
+    /// `admin.key`, a key is made up for this run and written to the runtime directory.
+    #[arg(long)]
+    pub webui: bool,
 }
 
 pub fn main_with(cli: Cli) -> ExitCode {
@@ -121,10 +125,23 @@ pub fn resolve_config(args: &RunArgs) -> Result<(Config, ConfigSource), ConfigEr
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let (cfg, source) = match resolve_config(&args) {
+    let (mut cfg, source) = match resolve_config(&args) {
         Ok(resolved) => resolved,
         Err(e) => return report(&e),
     };
+    let generated_admin_key = args.webui && cfg.admin.key.is_none();
+    if args.webui {
+        if cfg.admin.listen.is_none() {
+            eprintln!("--webui: the console is served by the admin listener, which is off (admin.enabled: false)");
+            return ExitCode::from(2);
+        }
+        cfg.admin.ui = true;
+        if generated_admin_key {
+            let bytes: [u8; 24] = rand::random();
+            let key = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            cfg.admin.key = Some(config::Secret(key));
+        }
+    }
     // Before any thread exists: it sets the environment OpenSSL reads (upstream/trust.rs).
     let trust = crate::upstream::trust::prefer_hashed_directory();
     eprint!("{}", crate::banner::render(&cfg, &source));
@@ -139,6 +156,8 @@ fn run(args: RunArgs) -> ExitCode {
         daemon: args.daemon,
         upgrade: args.upgrade,
         hold_signals: true,
+        config_file: args.config.clone(),
+        generated_admin_key,
     };
     match build_server(cfg, &options) {
         Ok(built) => built.run_forever(),

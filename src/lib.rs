@@ -30,5 +30,6 @@ pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod telemetry;
 pub mod tokens;
 pub mod upstream;

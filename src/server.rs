@@ -34,6 +34,10 @@ pub struct ProcessOptions {
     /// The binary, which will [`GatewayServer::run_forever`]: hold stop signals from the bind
     /// on until its handlers listen (`server/signals.rs`). Not for servers in a thread.
     pub hold_signals: bool,
+    /// The file the config came from (`-c`): the console shows it (masked).
+    pub config_file: Option<String>,
+    /// `run --webui` made up the admin key: write it where only the operator can read it.
+    pub generated_admin_key: bool,
 }
 
 /// A built, not yet running, gateway server.
@@ -75,6 +79,14 @@ impl From<StartError> for Problems {
 pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayServer, StartError> {
     let gateway = Gateway::build(config).map_err(StartError::Config)?;
     let paths = runtime_dir::prepare(&gateway.config.server).map_err(StartError::Config)?;
+    if let Some(console) = &gateway.console {
+        if let Some(file) = &options.config_file {
+            console.set_config_file(file.into());
+        }
+        if options.generated_admin_key {
+            write_admin_key(&gateway.config, &paths)?;
+        }
+    }
     let in_flight = Arc::clone(&gateway.in_flight);
     let draining = Arc::clone(&gateway.draining);
     let cutoff = Arc::clone(&gateway.cutoff);
@@ -83,6 +95,7 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
         gateway.config.server.shutdown_timeout,
     );
     let chat_log = gateway.chat_log.clone();
+    let tracer = gateway.tracer.clone();
     let conf = server_conf(&gateway.config, &paths);
     let opt = Opt {
         upgrade: options.upgrade,
@@ -131,6 +144,9 @@ pub fn build_server(config: Config, options: &ProcessOptions) -> Result<GatewayS
         fast_stop: Arc::clone(&fast_stop),
     };
     server.add_service(background_service("post-fork", post_fork));
+    if let Some(tracer) = &tracer {
+        server.add_service(background_service("otlp-exporter", tracer.exporter()));
+    }
     Ok(GatewayServer {
         server,
         in_flight,
@@ -303,6 +319,40 @@ fn admin_listener(
 }
 
 type AdminSocket = (std::net::SocketAddr, Vec<(String, std::net::TcpListener)>);
+
+/// `run --webui` without `admin.key`: the key made up for this run goes to `admin.key` in the
+/// private runtime directory (0600), never to the log; the banner names the file.
+fn write_admin_key(config: &Config, paths: &runtime_dir::RuntimePaths) -> Result<(), StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (Some(key), Some(dir)) = (
+        &config.admin.key,
+        std::path::Path::new(&paths.pid_file).parent(),
+    ) else {
+        return Ok(());
+    };
+    let path = dir.join("admin.key");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(key.0.as_bytes()));
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "  console     the admin key for this run is in {} (set admin.key to choose one)",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(StartError::Failed(format!(
+            "cannot write the console's admin key to {}: {e}",
+            path.display()
+        ))),
+    }
+}
 
 fn server_conf(config: &Config, paths: &runtime_dir::RuntimePaths) -> ServerConf {
     let s = &config.server;

@@ -99,6 +99,10 @@ pub struct Gateway {
     pub pools: Vec<Arc<KeyPool>>,
     /// Per-request metrics (recorded in `logging`, rendered by the admin service).
     pub metrics: crate::metrics::Metrics,
+    /// The web console, when `admin.ui` is on.
+    pub console: Option<Arc<crate::admin::console::Console>>,
+    /// The OTLP trace exporter, when `telemetry.otlp` is set.
+    pub tracer: Option<Arc<crate::telemetry::Tracer>>,
 }
 
 impl Gateway {
@@ -251,6 +255,14 @@ impl Gateway {
             .iter()
             .filter_map(|p| pools.get(p.name.as_str()).cloned())
             .collect();
+        let console = match (&config.admin.key, config.admin.ui) {
+            (Some(key), true) => Some(Arc::new(crate::admin::console::Console::new(
+                &key.0,
+                config.admin.ui_messages,
+            ))),
+            _ => None,
+        };
+        let tracer = config.tracing.clone().map(crate::telemetry::Tracer::new);
         Ok(Arc::new(Gateway {
             config,
             routes,
@@ -267,6 +279,8 @@ impl Gateway {
             cache,
             pools,
             metrics,
+            console,
+            tracer,
         }))
     }
 }

@@ -3,17 +3,24 @@
 //! client traffic for a route prefix and is never reachable through the proxy's port.
 //!
 //! A request is routed here by method and exact path, one line per endpoint in [`route`]; each
-//! endpoint lives in its own module and answers a whole [`Response`]. Today: `GET /metrics`
-//! (Prometheus) and `GET /healthz`. There is no authentication: bind it to loopback or a private
-//! network (the README says so).
+//! endpoint lives in its own module and answers a whole [`Response`]: `GET /metrics`
+//! (Prometheus) and `GET /healthz`, which need no key (bind the listener to loopback or a
+//! private network; the README says so), and — with `admin.ui` — the web console
+//! (`console.rs`), which needs the admin key for everything but its login page. The console's
+//! live tail streams, so this is an `HttpServerApp` that writes its own answers.
 
+pub mod board;
+pub mod console;
+mod mask;
 pub mod metrics;
+mod reply;
 
 use crate::state::Gateway;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
-use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
 
 pub struct AdminApp {
@@ -39,9 +46,40 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, StatusCode> {
 }
 
 #[async_trait]
-impl ServeHttp for AdminApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
+impl HttpServerApp for AdminApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if !matches!(http.read_request().await, Ok(true)) {
+            return None;
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let console = self.gateway.console.as_ref();
+        let reusable = match console {
+            Some(c) => match c.serve(&self.gateway, &mut http, shutdown).await {
+                Some(reply) => reply.send(&mut http).await,
+                None => self.answer(&mut http).await,
+            },
+            None => self.answer(&mut http).await,
+        };
+        if !reusable {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        }
+    }
+}
+
+impl AdminApp {
+    /// The endpoints that need no key. `false`: the connection cannot be reused.
+    async fn answer(&self, http: &mut ServerSession) -> bool {
+        let req = http.req_header();
+        let head_only = req.method == Method::HEAD;
         let answer = match route(&req.method, req.uri.path()) {
             Ok(Endpoint::Metrics) => metrics::serve(&self.gateway).await,
             Ok(Endpoint::Health) => text(StatusCode::OK, "text/plain", b"OK\n".to_vec()),
@@ -50,11 +88,12 @@ impl ServeHttp for AdminApp {
                 text(status, "text/plain", body.into_bytes())
             }
         };
-        if session.req_header().method == Method::HEAD {
-            let (parts, _) = answer.into_parts();
-            return Response::from_parts(parts, Vec::new());
+        let (parts, body) = answer.into_parts();
+        let head: pingora_http::ResponseHeader = parts.into();
+        if http.write_response_header(Box::new(head)).await.is_err() {
+            return false;
         }
-        answer
+        head_only || body.is_empty() || http.write_response_body(body.into(), true).await.is_ok()
     }
 }
 

@@ -13,6 +13,7 @@ mod schema_auth;
 mod schema_cache;
 mod schema_limits;
 mod schema_redis;
+mod schema_telemetry;
 mod schema_upstreams;
 mod source;
 pub mod units;
@@ -27,6 +28,6 @@ pub use schema_cache::{CacheBackendConfig, CacheConfig, CacheRouteConfig};
 pub use source::ConfigSource;
 
 mod dotenv;
-mod emit;
+pub mod emit;
 pub mod openai_forward;
 mod openai_forward_vars;

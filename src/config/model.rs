@@ -33,6 +33,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// What every Redis backend shares.
     pub redis: RedisConfig,
+    /// Distributed tracing (`telemetry.otlp`); `None`: off.
+    pub tracing: Option<crate::telemetry::TracingConfig>,
     /// `${VAR}` values expanded into URLs, masked wherever the config is printed.
     pub secrets: super::redact::Secrets,
 }
@@ -43,6 +45,13 @@ pub struct Config {
 pub struct AdminConfig {
     /// `None`: no admin listener (`admin: {enabled: false}`).
     pub listen: Option<SocketAddr>,
+    /// The admin key: signs in to the console (and its API). Without it there is no console.
+    pub key: Option<Secret>,
+    /// Serve the web console (`admin.ui`, or `run --webui`).
+    pub ui: bool,
+    /// The console's live tail may show the conversation (`messages`, answer), not only its
+    /// metadata.
+    pub ui_messages: bool,
 }
 
 /// Loopback only by default: metrics name routes, upstreams and models.
@@ -53,6 +62,9 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: Some(DEFAULT_ADMIN_LISTEN),
+            key: None,
+            ui: false,
+            ui_messages: false,
         }
     }
 }
@@ -510,6 +522,7 @@ impl Config {
             cache: None,
             admin: AdminConfig::default(),
             redis: RedisConfig::default(),
+            tracing: None,
             secrets: Default::default(),
         }
     }

@@ -5,8 +5,8 @@ use super::decode::{Decoder, Node};
 use super::model::*;
 use super::model_upstream::*;
 use super::{
-    schema_admin, schema_auth, schema_cache, schema_limits, schema_redis, schema_upstreams,
-    validate,
+    schema_admin, schema_auth, schema_cache, schema_limits, schema_redis, schema_telemetry,
+    schema_upstreams, validate,
 };
 use crate::routing::normalize_prefix;
 use std::collections::HashMap;
@@ -27,6 +27,7 @@ const TOP: &[&str] = &[
     "cache",
     "admin",
     "redis",
+    "telemetry",
 ];
 const SERVER: &[&str] = &[
     "listen",
@@ -113,6 +114,9 @@ pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
     }
     if let Some(n) = top.get("admin") {
         config.admin = schema_admin::decode_admin(d, &n, &config.server.listen);
+    }
+    if let Some(n) = top.get("telemetry") {
+        config.tracing = schema_telemetry::decode_telemetry(d, &n);
     }
     if let Some(n) = top.get("redis") {
         config.redis = schema_redis::decode_redis(d, &n);

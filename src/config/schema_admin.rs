@@ -1,10 +1,11 @@
-//! The `admin:` section: where the admin service listens (`/metrics`), or `enabled: false`.
+//! The `admin:` section: where the admin service listens (`/metrics`), or `enabled: false`; the
+//! admin key and the web console (`ui`, `ui_messages`).
 
 use super::decode::{Decoder, Node};
 use super::model::AdminConfig;
 use std::net::SocketAddr;
 
-const ADMIN: &[&str] = &["enabled", "listen"];
+const ADMIN: &[&str] = &["enabled", "listen", "key", "ui", "ui_messages"];
 
 pub fn decode_admin(d: &mut Decoder<'_>, node: &Node<'_>, proxy: &[SocketAddr]) -> AdminConfig {
     let mut admin = AdminConfig::default();
@@ -31,8 +32,41 @@ pub fn decode_admin(d: &mut Decoder<'_>, node: &Node<'_>, proxy: &[SocketAddr]) 
         }
         admin.listen = Some(addr);
     }
+    if let Some(n) = f.get("key") {
+        match d.string(&n) {
+            Some(k) if k.len() < 16 => d.problem(
+                &n.path,
+                None,
+                "too short: the admin key opens the console; use at least 16 characters",
+            ),
+            Some(k) => admin.key = Some(super::model::Secret(k)),
+            None => {}
+        }
+    }
+    for (key, slot) in [
+        ("ui", &mut admin.ui),
+        ("ui_messages", &mut admin.ui_messages),
+    ] {
+        if let Some(v) = f.get(key).and_then(|n| d.boolean(&n)) {
+            *slot = v;
+        }
+    }
     if f.get("enabled").and_then(|n| d.boolean(&n)) == Some(false) {
         admin.listen = None;
+    }
+    if admin.ui && admin.key.is_none() {
+        d.problem(
+            &format!("{}.key", node.path),
+            None,
+            "required with `ui: true`: the console shows usage and config only to whoever holds it",
+        );
+    }
+    if admin.ui && admin.listen.is_none() {
+        d.problem(
+            &format!("{}.ui", node.path),
+            None,
+            "the console is served by the admin listener, which is off",
+        );
     }
     admin
 }

@@ -119,6 +119,9 @@ pub struct RequestCtx {
     pub cache: super::cache::CacheCtx,
     /// Holds a place in the streams-in-flight gauge while an SSE answer is sent (`response_filter`).
     pub stream_guard: Option<crate::metrics::StreamGuard>,
+    /// This request's trace, when tracing is on and it is sampled (`early_request_filter`; each
+    /// upstream attempt adds a child span).
+    pub trace: Option<crate::telemetry::request::RequestTrace>,
     _in_flight: InFlight,
 }
 
@@ -166,6 +169,7 @@ impl RequestCtx {
             status: 0,
             cache: Default::default(),
             stream_guard: None,
+            trace: None,
         }
     }
 }

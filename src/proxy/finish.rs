@@ -116,7 +116,8 @@ pub async fn finish(
     // The slot goes back first: nothing after this concerns the client any more.
     super::limits::release(gateway, ctx).await;
     let chat_logged = ctx.route.as_ref().is_some_and(|r| r.chat_log) && gateway.chat_log.is_some();
-    let wants_text = chat_logged || gateway.config.log.print_chat;
+    let wants_text =
+        chat_logged || gateway.config.log.print_chat || super::console::wants_text(gateway);
     let mut outcome = super::stream::outcome(ctx, e.is_none(), wants_text);
     // A byte estimate is replaced by the tokenizer's count only where a count is kept: a token
     // budget to settle, or a chat record. Otherwise (the access log's "~N") it stays as it is:
@@ -149,7 +150,23 @@ pub async fn finish(
         super::record::print_chat(ctx, outcome.as_ref());
     }
     super::observe::record(gateway, session, e, ctx, outcome.as_ref(), limit_decisions);
+    let label = outcome_label(ctx, e);
+    super::console::record(gateway, session, ctx, status, label, outcome.as_ref());
+    super::trace::finish(gateway, session, ctx, status, label, outcome.as_ref());
     access_log(session, e, ctx, outcome.as_ref());
+}
+
+/// How the request ended, as the access log's `outcome=` (and the console and traces) say it.
+fn outcome_label(ctx: &RequestCtx, e: Option<&Error>) -> &'static str {
+    match (ctx.error, e) {
+        // What ended it, when a deadline did: `first_token`, `idle`, `total`, `max_duration`.
+        (Some(_), _) if ctx.deadline.is_some() => ctx.deadline.map_or("-", |d| d.label()),
+        // The upstream broke a stream the client was reading.
+        (Some(GatewayError::StreamInterrupted), _) => "cut",
+        (Some(err), _) => err.code(),
+        (None, Some(_)) => "aborted",
+        (None, None) => "ok",
+    }
 }
 
 /// Replace a byte-count estimate with the model's tokenizer, on the blocking pool (loading a
@@ -253,15 +270,7 @@ pub fn access_log(
         .and_then(|r| r.headers.get(&super::request_id::X_UPSTREAM_REQUEST_ID))
         .and_then(|v| crate::request_id::RequestId::accept(v.as_bytes()))
         .map_or_else(|| "-".to_string(), |id| id.to_string());
-    let result = match (ctx.error, e) {
-        // What ended it, when a deadline did: `first_token`, `idle`, `total`, `max_duration`.
-        (Some(_), _) if ctx.deadline.is_some() => ctx.deadline.map_or("-", |d| d.label()),
-        // The upstream broke a stream the client was reading.
-        (Some(GatewayError::StreamInterrupted), _) => "cut",
-        (Some(err), _) => err.code(),
-        (None, Some(_)) => "aborted",
-        (None, None) => "ok",
-    };
+    let result = outcome_label(ctx, e);
     // Every text field may come from the client (the method and path too: Pingora passes what
     // the request line held, and a model is renamed only through config): one token each.
     log::info!(

@@ -10,6 +10,7 @@ mod cache;
 mod cache_admin;
 mod cache_twin;
 mod client;
+mod console;
 mod cors;
 mod ctx;
 pub mod error;
@@ -27,6 +28,7 @@ mod request_id;
 mod retry;
 mod route;
 mod stream;
+mod trace;
 mod verdict;
 
 pub use ctx::RequestCtx;
@@ -66,6 +68,7 @@ impl ProxyHttp for LlmProxy {
         client::head_received(&self.gateway, session);
         auth::hide_credentials(session.req_header_mut());
         request_id::assign(&self.gateway, session, ctx);
+        trace::begin(&self.gateway, session, ctx);
         keepalive::close_when_draining(&self.gateway, session);
         access::check_client(&self.gateway, session, ctx)
     }
@@ -125,7 +128,9 @@ impl ProxyHttp for LlmProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        forward::upstream_peer(session, ctx).await
+        let peer = forward::upstream_peer(session, ctx).await?;
+        trace::attempt(ctx);
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -135,6 +140,7 @@ impl ProxyHttp for LlmProxy {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
+        trace::attempt_failed(ctx, &e);
         retry::on_connect_failure(ctx, e)
     }
 
@@ -146,6 +152,7 @@ impl ProxyHttp for LlmProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        trace::attempt_failed(ctx, &e);
         retry::on_proxy_error(session, ctx, e, client_reused)
     }
 
@@ -156,6 +163,7 @@ impl ProxyHttp for LlmProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         forward::upstream_request(ctx, upstream_request)?;
+        trace::inject(ctx, upstream_request);
         request_id::to_upstream(ctx, upstream_request)
     }
 
@@ -165,6 +173,7 @@ impl ProxyHttp for LlmProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        trace::attempt_status(ctx, upstream_response.status.as_u16());
         verdict::judge_head(ctx, session, upstream_response)?;
         mask::prepare(ctx, upstream_response)?;
         forward::upstream_response(upstream_response, ctx)?;
