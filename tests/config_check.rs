@@ -128,7 +128,7 @@ routes:
         r#"routes[1].breaker.error_ratio: "2": expected a ratio from 0 to 1"#,
         r#"routes[1].breaker.open_for: "0s": must be above 0"#,
         r#"routes[1].fallbacks.models: "gpt-4o": expected a list"#,
-        r#"routes[1].stream_errors: "silent": expected `abort` or `event`"#,
+        r#"routes[1].stream_errors: "silent": expected `abort`, `event` or `continue`"#,
         r#"routes[1].timeouts.first_token: "0s": must be above 0"#,
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");

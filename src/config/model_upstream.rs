@@ -30,6 +30,9 @@ pub struct UpstreamConfig {
     pub models: Option<Vec<(String, String)>>,
     /// Reach it through this HTTP forward proxy (CONNECT).
     pub proxy: Option<ProxyConfig>,
+    /// Its models accept an assistant message as the last one and continue it (a prefill):
+    /// how a broken stream is continued here (`stream_errors: continue`). Default false.
+    pub prefill: bool,
 }
 
 impl UpstreamConfig {
@@ -45,6 +48,7 @@ impl UpstreamConfig {
             key_placement: None,
             models: None,
             proxy: None,
+            prefill: false,
         }
     }
 
@@ -259,6 +263,9 @@ pub enum StreamErrors {
     Abort,
     /// A `data: {"error": …}` event first, then the abort.
     Event,
+    /// The next candidate continues the answer, spliced into the client's stream (chat
+    /// completions; see `proxy/continuation.rs`); if that fails too, the abort.
+    Continue,
 }
 
 impl StreamErrors {
@@ -266,6 +273,7 @@ impl StreamErrors {
         match self {
             StreamErrors::Abort => "abort",
             StreamErrors::Event => "event",
+            StreamErrors::Continue => "continue",
         }
     }
 }

@@ -355,7 +355,8 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<RouteConfig> {
                 d.parsed(&n, |s| match s {
                     "abort" => Ok(StreamErrors::Abort),
                     "event" => Ok(StreamErrors::Event),
-                    _ => Err("expected `abort` or `event`".into()),
+                    "continue" => Ok(StreamErrors::Continue),
+                    _ => Err("expected `abort`, `event` or `continue`".into()),
                 })
             })
             .unwrap_or_default(),

@@ -18,6 +18,7 @@ const UPSTREAM: &[&str] = &[
     "key_header",
     "models",
     "proxy",
+    "prefill",
 ];
 const TIMEOUTS: &[&str] = &[
     "connect",
@@ -135,6 +136,9 @@ pub fn decode_upstreams(
         }
         if let Some(n) = f.get("proxy") {
             u.proxy = proxy_url(d, &n);
+        }
+        if let Some(v) = f.get("prefill").and_then(|n| d.boolean(&n)) {
+            u.prefill = v;
         }
         if url.is_some() {
             out.push(u);

@@ -230,6 +230,30 @@ impl Attempts {
         self.candidates.get(self.current)
     }
 
+    /// Move to the candidate that continues a broken stream: the next one in the plan that is
+    /// not the model that broke on the same upstream, not only for a full context, and whose
+    /// breakers are closed. `false` (nothing moved) when there is none.
+    pub fn continue_elsewhere(&mut self, now: Instant) -> bool {
+        let Some(broke) = self.current().cloned() else {
+            return false;
+        };
+        let next = self
+            .candidates
+            .iter()
+            .enumerate()
+            .skip(self.current + 1)
+            .find(|(_, c)| !c.context_only && !c.same_as(&broke) && c.admits(now, false))
+            .map(|(i, _)| i);
+        match next {
+            Some(i) => {
+                self.current = i;
+                self.made += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the current candidate is a fallback (not the plan's first): another model, or
     /// the same model on another upstream.
     pub fn fallback(&self) -> Option<crate::metrics::Fallback> {

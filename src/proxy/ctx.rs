@@ -113,6 +113,8 @@ pub struct RequestCtx {
     /// The gateway's own decision that ended the request, if any (any phase). Decides the
     /// status and error body in `fail_to_proxy` and the log line in `logging`.
     pub error: Option<GatewayError>,
+    /// A broken stream was continued by another candidate (`stream_errors: continue`).
+    pub continued: bool,
     /// Status written to the client (`response_filter` or the error responder).
     pub status: u16,
     /// The response cache's view of the request (body and cache phases).
@@ -166,6 +168,7 @@ impl RequestCtx {
             concurrency: None,
             forward_path: None,
             error: None,
+            continued: false,
             status: 0,
             cache: Default::default(),
             stream_guard: None,

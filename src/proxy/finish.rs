@@ -32,6 +32,14 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     ctx.error = Some(error);
     note_deadline(ctx);
     if session.response_written().is_some() {
+        if super::continuation::run(session, ctx).await {
+            // The client got the whole answer and `[DONE]`; the connection still closes (the
+            // broken attempt left Pingora's own response state unfinished).
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         stream_error_event(session, ctx).await;
         return FailToProxy {
             error_code: 0,
@@ -118,7 +126,7 @@ pub async fn finish(
     let chat_logged = ctx.route.as_ref().is_some_and(|r| r.chat_log) && gateway.chat_log.is_some();
     let wants_text =
         chat_logged || gateway.config.log.print_chat || super::console::wants_text(gateway);
-    let mut outcome = super::stream::outcome(ctx, e.is_none(), wants_text);
+    let mut outcome = super::stream::outcome(ctx, e.is_none() || ctx.continued, wants_text);
     // A byte estimate is replaced by the tokenizer's count only where a count is kept: a token
     // budget to settle, or a chat record. Otherwise (the access log's "~N") it stays as it is:
     // loading o200k costs ~45 MiB and a burst of CPU, which a gateway without token features
@@ -159,6 +167,8 @@ pub async fn finish(
 /// How the request ended, as the access log's `outcome=` (and the console and traces) say it.
 fn outcome_label(ctx: &RequestCtx, e: Option<&Error>) -> &'static str {
     match (ctx.error, e) {
+        // Another candidate finished the answer the upstream broke off.
+        _ if ctx.continued => "continued",
         // What ended it, when a deadline did: `first_token`, `idle`, `total`, `max_duration`.
         (Some(_), _) if ctx.deadline.is_some() => ctx.deadline.map_or("-", |d| d.label()),
         // The upstream broke a stream the client was reading.

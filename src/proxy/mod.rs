@@ -11,6 +11,7 @@ mod cache_admin;
 mod cache_twin;
 mod client;
 mod console;
+mod continuation;
 mod cors;
 mod ctx;
 pub mod error;

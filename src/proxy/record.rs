@@ -54,6 +54,16 @@ struct ChatRecord<'a> {
     /// recorded is its beginning.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    /// The upstream broke the stream and another candidate finished the answer (two calls:
+    /// `model` is the first, the answer and usage are both calls').
+    #[serde(skip_serializing_if = "Option::is_none")]
+    continued_by: Option<ContinuedBy<'a>>,
+}
+
+#[derive(Serialize)]
+struct ContinuedBy<'a> {
+    upstream: &'a str,
+    model: Option<&'a str>,
 }
 
 #[derive(Serialize, Default)]
@@ -140,8 +150,15 @@ pub fn chat_record(
             .map(|t| t.duration_since(ctx.started).as_secs_f64() * 1000.0),
         stream: outcome.is_some_and(|o| o.stream),
         complete: outcome.is_some_and(|o| o.complete),
-        error: ctx.error.map(|e| e.code()),
+        error: ctx.error.filter(|_| !ctx.continued).map(|e| e.code()),
         truncated: outcome.is_some_and(|o| o.truncated),
+        continued_by: ctx
+            .candidate()
+            .filter(|_| ctx.continued)
+            .map(|c| ContinuedBy {
+                upstream: &c.target.config.name,
+                model: c.breaker_model(),
+            }),
     };
     // Sized up front: a long conversation is serialised once, not through a doubling buffer
     // (which briefly holds two copies of it).

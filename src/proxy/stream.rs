@@ -25,11 +25,15 @@ pub const MAX_ANSWER_KEPT: usize = 1 << 20;
 /// What the gateway learns from one response as it passes.
 pub enum ResponseTap {
     Sse {
-        parser: SseParser,
+        parser: Box<SseParser>,
         acc: Box<StreamAccumulator>,
         /// Stream bytes before the current chunk.
         offset: u64,
         strip_usage: bool,
+        /// The first JSON event's data, kept on routes that continue broken streams: the
+        /// continuation's chunks carry its `id`, `model` and `created` (`continuation.rs`).
+        first: Option<Box<[u8]>>,
+        keep_first: bool,
     },
     Json {
         copy: Vec<u8>,
@@ -62,12 +66,14 @@ pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
         .unwrap_or("");
     ctx.response = if content_type.starts_with("text/event-stream") {
         Some(ResponseTap::Sse {
-            parser: SseParser::new(),
+            parser: Box::new(SseParser::new()),
             acc: Box::new(
                 StreamAccumulator::new(AccumulateMode::Full).with_text_cap(MAX_ANSWER_KEPT),
             ),
             offset: 0,
             strip_usage: ctx.strip_usage_chunk,
+            first: None,
+            keep_first: super::continuation::enabled(ctx),
         })
     } else if content_type.starts_with("application/json") {
         Some(ResponseTap::Json {
@@ -162,11 +168,16 @@ pub fn on_body(
             acc,
             offset,
             strip_usage,
+            first,
+            keep_first,
         }) => {
             let start = *offset;
             let (bytes_before, events_before) = (acc.output_bytes(), acc.delta_events());
             let mut cut: Vec<Range<u64>> = Vec::new();
             parser.push(chunk, |event| {
+                if *keep_first && first.is_none() && event.data().starts_with(b"{") {
+                    *first = Some(event.data().into());
+                }
                 let kind = acc.observe(event.data());
                 if *strip_usage && kind == ChunkKind::UsageOnly {
                     cut.push(event.span());

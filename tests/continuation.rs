@@ -1,0 +1,262 @@
+//! `stream_errors: continue`: a chat stream the upstream breaks (or lets go idle) after part of
+//! the answer reached the client is finished by the next candidate, spliced into the client's
+//! stream as ordinary chunks. Asserts what the client read and what the continuing mock got.
+
+mod common;
+
+use common::mock::{chat_stream_event, Behavior, MockUpstream, DONE_EVENT};
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const INSTRUCTION_START: &str = "Your previous message was cut off.";
+
+/// `primary` then `fallback` (priority 2, with `prefill`), continuing broken streams.
+fn config(primary: &MockUpstream, fallback: &MockUpstream, prefill: bool, extra: &str) -> String {
+    format!(
+        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2, prefill: {prefill}}}\n    retry: {{retries: 2, backoff: 10ms, backoff_max: 40ms}}\n    stream_errors: continue\n{extra}",
+        primary.url(),
+        fallback.url()
+    )
+}
+
+/// The continuing upstream's answer: its own id, model and created, which the client must not see.
+fn continuation(usage: bool) -> Behavior {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-other", "object": "chat.completion.chunk", "created": 5,
+               "model": "other-model",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    let mut events = vec![
+        chunk(json!({"role": "assistant", "content": "c0 "}), Value::Null),
+        chunk(json!({"content": "c1"}), Value::Null),
+        chunk(json!({}), json!("stop")),
+    ];
+    if usage {
+        events.push(
+            json!({"id": "chatcmpl-other", "object": "chat.completion.chunk", "created": 5,
+                   "model": "other-model", "choices": [],
+                   "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}})
+            .to_string(),
+        );
+    }
+    let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+    Behavior::sse_events(&refs, Duration::ZERO)
+}
+
+async fn chat(gw: &GatewayGuard, body: Value) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn ask() -> Value {
+    json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// The body and whether it ended cleanly.
+async fn read_stream(resp: reqwest::Response) -> (String, bool) {
+    let mut body = resp.bytes_stream();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => text.extend_from_slice(&c),
+            Err(_) => return (String::from_utf8_lossy(&text).into(), false),
+        }
+    }
+    (String::from_utf8_lossy(&text).into(), true)
+}
+
+/// The JSON events of a stream (not `[DONE]`).
+fn events(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+fn answer(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
+/// The messages the continuing upstream was sent.
+fn sent_messages(up: &MockUpstream) -> Vec<Value> {
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1);
+    reqs[0].json().unwrap()["messages"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn assert_one_answer(text: &str, clean: bool, expected: &str) -> Vec<Value> {
+    assert!(clean, "a continued stream ends cleanly: {text}");
+    assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
+    assert!(text.ends_with(DONE_EVENT), "{text}");
+    let evs = events(text);
+    assert_eq!(answer(&evs), expected);
+    for e in &evs {
+        assert_eq!(e["id"], "chatcmpl-mock", "{e}");
+        assert_eq!(e["model"], "mock-model", "{e}");
+        assert_eq!(e["created"], 1_700_000_000u64, "{e}");
+    }
+    evs
+}
+
+#[tokio::test]
+async fn a_cut_stream_is_continued_with_a_prefill_on_the_next_upstream() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
+    fallback.set_behavior(continuation(false));
+    fallback.set_recording(true);
+    let gw = start_gateway(&config(&primary, &fallback, true, "")).await;
+    let (text, clean) = read_stream(chat(&gw, ask()).await).await;
+    assert!(text.starts_with(&chat_stream_event(0)), "{text}");
+    let evs = assert_one_answer(&text, clean, "t0 t1 t2 c0 c1");
+    assert!(evs
+        .iter()
+        .all(|e| e["choices"][0]["delta"]["role"].is_null()));
+    let messages = sent_messages(&fallback);
+    assert_eq!(
+        messages.last().unwrap(),
+        &json!({"role": "assistant", "content": "t0 t1 t2 "})
+    );
+    assert_eq!(messages.len(), 2);
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_idle_midway_is_continued() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::StallMidStream {
+        events_before_stall: 2,
+    });
+    fallback.set_behavior(continuation(false));
+    fallback.set_recording(true);
+    let extra = "    timeouts: {idle: 600ms, read: 60s}\n";
+    let gw = start_gateway(&config(&primary, &fallback, true, extra)).await;
+    let start = Instant::now();
+    let (text, clean) = read_stream(chat(&gw, ask()).await).await;
+    assert_one_answer(&text, clean, "t0 t1 c0 c1");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        sent_messages(&fallback).last().unwrap()["content"],
+        "t0 t1 "
+    );
+}
+
+#[tokio::test]
+async fn a_model_without_prefill_is_asked_to_continue_and_never_sent_a_prefill() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
+    fallback.set_behavior(continuation(false));
+    fallback.set_recording(true);
+    let gw = start_gateway(&config(&primary, &fallback, false, "")).await;
+    let (text, clean) = read_stream(chat(&gw, ask()).await).await;
+    assert_one_answer(&text, clean, "t0 t1 t2 c0 c1");
+    let messages = sent_messages(&fallback);
+    let last = messages.last().unwrap();
+    assert_eq!(last["role"], "user");
+    assert!(last["content"]
+        .as_str()
+        .unwrap()
+        .starts_with(INSTRUCTION_START));
+    assert_eq!(
+        messages[messages.len() - 2],
+        json!({"role": "assistant", "content": "t0 t1 t2 "})
+    );
+}
+
+#[tokio::test]
+async fn a_continuation_that_fails_ends_the_stream_abnormally() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
+    fallback.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 1,
+    });
+    let gw = start_gateway(&config(&primary, &fallback, true, "")).await;
+    let (text, clean) = read_stream(chat(&gw, ask()).await).await;
+    assert!(!clean, "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    // Refused outright: the same.
+    fallback.set_behavior(Behavior::Json {
+        status: 500,
+        headers: vec![],
+        body: json!({"error": {"message": "boom", "type": "server_error", "param": null, "code": null}}),
+    });
+    let (text, clean) = read_stream(chat(&gw, ask()).await).await;
+    assert!(!clean && !text.contains("[DONE]"), "{text}");
+}
+
+async fn records(dir: &Path, slug: &str) -> Vec<Value> {
+    let file = dir.join(slug).join("chat.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<Value> = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if !lines.is_empty() {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "no record in {}", file.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn usage_is_summed_over_both_calls_and_the_record_says_continued() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
+    fallback.set_behavior(continuation(true));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "log:\n  chat: {{dir: '{}'}}\n{}",
+        dir.path().display(),
+        config(&primary, &fallback, true, "").replace("prefix: /", "prefix: /openai")
+    );
+    let gw = start_gateway(&yaml).await;
+    let mut body = ask();
+    body["stream_options"] = json!({"include_usage": true});
+    let resp = client()
+        .post(gw.url("/openai/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (text, clean) = read_stream(resp).await;
+    let evs = assert_one_answer(&text, clean, "t0 t1 t2 c0 c1");
+    // The broken call's part is estimated: the conversation `[{"role":"user","content":"hi"}]`
+    // (32 bytes, 8 tokens) and three deltas.
+    let usage = &evs.last().unwrap()["usage"];
+    assert_eq!(
+        usage,
+        &json!({"prompt_tokens": 18, "completion_tokens": 5, "total_tokens": 23})
+    );
+    assert_eq!(evs.iter().filter(|e| !e["usage"].is_null()).count(), 1);
+    let recs = records(dir.path(), "openai").await;
+    let rec = &recs[0];
+    assert_eq!(rec["answer"], "t0 t1 t2 c0 c1", "{rec}");
+    assert_eq!(rec["usage"]["total_tokens"], 23, "{rec}");
+    assert_eq!(rec["complete"], true, "{rec}");
+    assert!(rec["error"].is_null(), "{rec}");
+    assert_eq!(rec["continued_by"]["upstream"], "fallback", "{rec}");
+}
