@@ -260,3 +260,49 @@ async fn usage_is_summed_over_both_calls_and_the_record_says_continued() {
     assert!(rec["error"].is_null(), "{rec}");
     assert_eq!(rec["continued_by"]["upstream"], "fallback", "{rec}");
 }
+
+/// Through the real binary's log: the access line says `outcome=continued` and names the model
+/// that finished; no ERROR line for an answer the client got whole.
+#[tokio::test]
+async fn the_access_log_says_continued() {
+    use common::process::{gateway_command, server_yaml, Process};
+    use std::net::SocketAddr;
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
+    fallback.set_behavior(continuation(false));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "{}{}",
+        server_yaml(dir.path(), port, "  threads: 1\n  grace_period: 5s\n"),
+        config(&primary, &fallback, true, "")
+    );
+    std::fs::write(dir.path().join("gw.yaml"), config).unwrap();
+    let mut proc = Process::spawn(
+        gateway_command(dir.path())
+            .env("RUST_LOG", "info")
+            .args(["run", "-c", "gw.yaml"]),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr).await;
+    let resp = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .json(&ask())
+        .send()
+        .await
+        .unwrap();
+    let (text, clean) = read_stream(resp).await;
+    assert_one_answer(&text, clean, "t0 t1 t2 c0 c1");
+    proc.signal("TERM");
+    let err = proc.wait_for_stderr();
+    let access = err
+        .lines()
+        .find(|l| l.contains("status=") && l.contains("route=/ "))
+        .unwrap_or_else(|| panic!("no access line:\n{err}"));
+    assert!(access.contains("outcome=continued"), "{access}");
+    assert!(access.contains("upstream=fallback"), "{access}");
+    assert!(!err.contains("ERROR"), "{err}");
+    assert!(!err.contains("Fail to proxy"), "{err}");
+}

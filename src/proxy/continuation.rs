@@ -222,7 +222,7 @@ async fn splice(
     if !done && !parser.finish().clean {
         return Err("the continuation was cut too".into());
     }
-    tap(ctx, b"[DONE]");
+    tap(ctx, b"[DONE]")?;
     write(session, Bytes::from_static(b"data: [DONE]\n\n")).await?;
     session
         .as_downstream_mut()
@@ -243,7 +243,7 @@ async fn write_events(
     }
     let mut out = Vec::with_capacity(events.iter().map(|e| e.len() + 8).sum());
     for data in events {
-        if tap(ctx, &data) {
+        if tap(ctx, &data)? {
             continue;
         }
         out.extend_from_slice(b"data: ");
@@ -256,17 +256,23 @@ async fn write_events(
     write(session, Bytes::from(out)).await
 }
 
-/// Observe one event; `true` when it is a usage-only chunk the gateway asked for itself.
-fn tap(ctx: &mut RequestCtx, data: &[u8]) -> bool {
-    match ctx.response.as_mut() {
-        Some(ResponseTap::Sse {
-            acc, strip_usage, ..
-        }) => {
-            let kind = acc.observe(data);
-            *strip_usage && kind == crate::openai::ChunkKind::UsageOnly
+/// Observe one event; `true` when it is a usage-only chunk the gateway asked for itself. An
+/// error when the answer ran past the request's token budget (cut, as `stream::on_body` cuts).
+fn tap(ctx: &mut RequestCtx, data: &[u8]) -> Result<bool, String> {
+    let Some(ResponseTap::Sse {
+        acc, strip_usage, ..
+    }) = ctx.response.as_mut()
+    else {
+        return Ok(false);
+    };
+    let kind = acc.observe(data);
+    if let Some(t) = &ctx.tokens {
+        let spent = t.prompt + acc.delta_events().max(acc.output_bytes().div_ceil(4));
+        if t.cut_at.is_some_and(|limit| spent > limit) {
+            return Err("the token budget is spent".into());
         }
-        _ => false,
     }
+    Ok(*strip_usage && kind == crate::openai::ChunkKind::UsageOnly)
 }
 
 async fn write(session: &mut Session, data: Bytes) -> Result<(), String> {

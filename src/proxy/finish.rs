@@ -320,8 +320,10 @@ pub fn is_quiet(ctx: &RequestCtx, e: &Error) -> bool {
             e.etype(),
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
         );
-    // A stream cut by a stop was the operator's decision, already logged as a warning.
+    // A stream cut by a stop was the operator's decision, already logged as a warning; a
+    // continued one was served in full (the access log says `continued`).
     client_left
+        || ctx.continued
         || ctx
             .error
             .is_some_and(|g| g.status() < 500 || g == GatewayError::CutByShutdown)
