@@ -105,7 +105,7 @@ routes:
     upstreams: [{url: "http://127.0.0.1:1"}]
   - prefix: /b
     upstreams:
-      - {url: "http://127.0.0.1:1", wieght: 2, pool: nope}
+      - {url: "http://127.0.0.1:1", wieght: 2, pool: nope, prefill: maybe}
       - {name: x, proxy: "socks5://127.0.0.1:1080"}
     retry: {retries: 99, total: 0s, retry_after: 5s, on_reset: maybe}
     breaker: {error_ratio: 2, open_for: 0s}
@@ -120,6 +120,7 @@ routes:
         "routes[0].upstreams: give either `upstream` (one) or `upstreams` (a list), not both",
         "routes[1].upstreams[0].wieght: unknown key; did you mean `weight`?",
         "routes[1].upstreams[1].url: missing",
+        r#"routes[1].upstreams[0].prefill: "maybe": expected true, false or a list of models"#,
         "routes[1].upstreams[1].proxy: expected http://[user:password@]host:port",
         r#"routes[1].retry.retries: "99": expected a whole number from 0 to 10"#,
         r#"routes[1].retry.total: "0s": must be above 0"#,

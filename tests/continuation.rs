@@ -306,3 +306,34 @@ async fn the_access_log_says_continued() {
     assert!(!err.contains("ERROR"), "{err}");
     assert!(!err.contains("Fail to proxy"), "{err}");
 }
+
+/// `prefill` may name models (globs of the names the upstream knows): the continuing model
+/// `gpt-4o` is not among them, so it gets the instruction, never a prefill.
+#[tokio::test]
+async fn prefill_can_be_limited_to_some_models() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
+    fallback.set_behavior(continuation(false));
+    fallback.set_recording(true);
+    let yaml =
+        config(&primary, &fallback, true, "").replace("prefill: true", "prefill: [claude-*]");
+    let gw = start_gateway(&yaml).await;
+    let (text, clean) = read_stream(chat(&gw, ask()).await).await;
+    assert_one_answer(&text, clean, "t0 t1 t2 c0 c1");
+    let messages = sent_messages(&fallback);
+    assert_eq!(messages.last().unwrap()["role"], "user");
+    let yaml = config(&primary, &fallback, true, "").replace("prefill: true", "prefill: [gpt-4*]");
+    let gw = start_gateway(&yaml).await;
+    let (text, clean) = read_stream(chat(&gw, ask()).await).await;
+    assert_one_answer(&text, clean, "t0 t1 t2 c0 c1");
+    let reqs = fallback.requests();
+    let last = reqs.last().unwrap().json().unwrap()["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["role"], "assistant");
+}

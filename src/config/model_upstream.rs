@@ -30,9 +30,10 @@ pub struct UpstreamConfig {
     pub models: Option<Vec<(String, String)>>,
     /// Reach it through this HTTP forward proxy (CONNECT).
     pub proxy: Option<ProxyConfig>,
-    /// Its models accept an assistant message as the last one and continue it (a prefill):
-    /// how a broken stream is continued here (`stream_errors: continue`). Default false.
-    pub prefill: bool,
+    /// The models (globs of the names it knows them by) that accept an assistant message as the
+    /// last one and continue it (a prefill): how a broken stream is continued here
+    /// (`stream_errors: continue`). `prefill: true` is `["*"]`; default none.
+    pub prefill: Vec<String>,
 }
 
 impl UpstreamConfig {
@@ -48,7 +49,7 @@ impl UpstreamConfig {
             key_placement: None,
             models: None,
             proxy: None,
-            prefill: false,
+            prefill: Vec::new(),
         }
     }
 
@@ -85,6 +86,13 @@ impl UpstreamConfig {
             None if !list.iter().any(|(p, _)| positive(p)) => Some(Some(m)),
             None => None,
         }
+    }
+}
+
+impl UpstreamConfig {
+    /// Does `model` (the name this upstream knows it by) take an assistant prefill here?
+    pub fn prefills(&self, model: &str) -> bool {
+        self.prefill.iter().any(|p| glob_match(p, model))
     }
 }
 

@@ -137,14 +137,33 @@ pub fn decode_upstreams(
         if let Some(n) = f.get("proxy") {
             u.proxy = proxy_url(d, &n);
         }
-        if let Some(v) = f.get("prefill").and_then(|n| d.boolean(&n)) {
-            u.prefill = v;
+        if let Some(n) = f.get("prefill") {
+            u.prefill = decode_prefill(d, &n);
         }
         if url.is_some() {
             out.push(u);
         }
     }
     (d.problems.len() == before && !out.is_empty()).then_some(out)
+}
+
+/// `true` (every model), `false`, or a list of model globs (names the upstream knows).
+fn decode_prefill(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<String> {
+    if node.value.is_sequence() {
+        return d.seq(node).iter().filter_map(|n| d.string(n)).collect();
+    }
+    match node.value.as_bool() {
+        Some(true) => vec!["*".to_string()],
+        Some(false) => Vec::new(),
+        None => {
+            d.problem(
+                &node.path,
+                Some(node.value),
+                "expected true, false or a list of models",
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// `[a, b]` (served under their own names) or `{a: name-upstream-knows, b: b}`; names may be

@@ -163,7 +163,7 @@ async fn splice(
         .as_deref()
         .or(candidate.model.as_deref())
         .ok_or("no model")?;
-    let prefill = candidate.target.config.prefill;
+    let prefill = candidate.target.config.prefills(model);
     let req_body =
         body(&link.body(), model, &broken.text, prefill).ok_or("the body is not a chat request")?;
     link.set_body(req_body.clone());
