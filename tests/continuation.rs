@@ -337,3 +337,27 @@ async fn prefill_can_be_limited_to_some_models() {
         .clone();
     assert_eq!(last["role"], "assistant");
 }
+
+/// With no other upstream for the model, a fallback model continues (on the same upstream), and
+/// the client's chunks still name the model it saw.
+#[tokio::test]
+async fn a_fallback_model_continues_when_no_other_upstream_serves_the_model() {
+    let up = MockUpstream::start().await;
+    up.push_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
+    up.set_behavior(continuation(false));
+    up.set_recording(true);
+    let extra = "    stream_errors: continue\n    fallbacks: {models: [gpt-4o-mini]}\n";
+    let gw = start_gateway(&one_route("/", &up.url(), extra)).await;
+    let (text, clean) = read_stream(chat(&gw, ask()).await).await;
+    assert_one_answer(&text, clean, "t0 t1 t2 c0 c1");
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2);
+    let second = reqs[1].json().unwrap();
+    assert_eq!(second["model"], "gpt-4o-mini");
+    assert_eq!(
+        second["messages"].as_array().unwrap().last().unwrap()["role"],
+        "user"
+    );
+}
