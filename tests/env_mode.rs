@@ -528,3 +528,56 @@ async fn token_rate_limit_paces_streams_as_the_yaml_rule_does() {
         }
     }
 }
+
+/// openai-forward replays a cached chat answer as a stream; here too, from the environment
+/// alone: a non-stream answer cached through `CACHE_OPENAI` serves the same chat asked with
+/// `stream: true` as a synthesized stream, with no second upstream call.
+#[tokio::test]
+async fn a_cached_chat_answer_is_replayed_as_a_stream_from_the_environment() {
+    let up = MockUpstream::start().await;
+    let forward = forward_config(&up, "/", "openai");
+    let (_proc, addr, _dir) = start_env(&[
+        ("FORWARD_CONFIG", &forward),
+        ("CACHE_OPENAI", "true"),
+        ("CACHE_ROUTES", r#"["/v1/chat/completions"]"#),
+        ("DEFAULT_REQUEST_CACHING_VALUE", "true"),
+    ])
+    .await;
+    let chat = |stream: bool| {
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&serde_json::json!({
+                "model": "gpt-4o-mini",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "say hello"}]
+            }))
+            .send()
+    };
+    let answer: serde_json::Value = chat(false).await.unwrap().json().await.unwrap();
+    let content = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let streamed = chat(true).await.unwrap();
+    assert_eq!(streamed.status(), 200);
+    assert_eq!(streamed.headers()["x-cache"], "HIT");
+    assert!(streamed.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let body = streamed.text().await.unwrap();
+    let mut joined = String::new();
+    for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let chunk: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        if let Some(d) = chunk["choices"][0]["delta"]["content"].as_str() {
+            joined.push_str(d);
+        }
+    }
+    assert_eq!(joined, content);
+    assert_eq!(body.matches("data: [DONE]").count(), 1);
+    assert_eq!(up.request_count(), 1, "the stream came from the cache");
+}
