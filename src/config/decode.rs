@@ -295,7 +295,8 @@ fn suggest<'k>(typo: &str, allowed: &[&'k str]) -> Option<&'k str> {
         .map(|(_, k)| k)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance (the config's and the env variables' "did you mean").
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

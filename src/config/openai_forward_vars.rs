@@ -129,26 +129,15 @@ fn suggest(name: &str) -> Option<&'static str> {
         .iter()
         .copied()
         .chain(IGNORED.iter().map(|(n, _)| *n))
-        .map(|k| (distance(&upper, &k.to_ascii_uppercase()), k))
+        .map(|k| {
+            (
+                super::decode::edit_distance(&upper, &k.to_ascii_uppercase()),
+                k,
+            )
+        })
         .filter(|(d, k)| *d <= 2.max(k.len() / 6))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
-}
-
-/// Levenshtein distance.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
