@@ -47,15 +47,6 @@ fn continuation(usage: bool) -> Behavior {
     Behavior::sse_events(&refs, Duration::ZERO)
 }
 
-async fn chat(gw: &GatewayGuard, body: Value) -> reqwest::Response {
-    client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 fn ask() -> Value {
     json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
 }

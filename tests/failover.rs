@@ -10,26 +10,6 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-async fn chat(gw: &GatewayGuard, body: Value) -> reqwest::Response {
-    client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn ask(model: &str, stream: bool) -> Value {
-    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
-}
-
-fn answered_by(resp: &reqwest::Response) -> String {
-    resp.headers()["x-llm-forward-upstream"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 fn overloaded() -> Behavior {
     Behavior::Json {
         status: 503,

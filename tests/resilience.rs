@@ -23,26 +23,6 @@ fn two_upstreams(primary: &MockUpstream, fallback: &MockUpstream, extra: &str) -
     )
 }
 
-async fn chat(gw: &GatewayGuard, body: Value) -> reqwest::Response {
-    client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn ask(model: &str, stream: bool) -> Value {
-    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
-}
-
-fn answered_by(resp: &reqwest::Response) -> String {
-    resp.headers()["x-llm-forward-upstream"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 fn json_error(status: u16, code: &str, headers: &[(&str, &str)]) -> Behavior {
     Behavior::Json {
         status,

@@ -210,3 +210,26 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// POST a chat-completions body to the gateway's `/v1/chat/completions`.
+pub async fn chat(gw: &GatewayGuard, body: serde_json::Value) -> reqwest::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A one-message chat for `model`, streamed or not.
+pub fn ask(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Which upstream answered (`x-llm-forward-upstream`, on routes with several).
+pub fn answered_by(resp: &reqwest::Response) -> String {
+    resp.headers()["x-llm-forward-upstream"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
