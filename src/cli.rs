@@ -138,7 +138,7 @@ fn run(args: RunArgs) -> ExitCode {
         cfg.admin.ui = true;
         if generated_admin_key {
             let bytes: [u8; 24] = rand::random();
-            let key = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let key = crate::cache_key::hex(&bytes);
             cfg.admin.key = Some(config::Secret(key));
         }
     }

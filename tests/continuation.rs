@@ -6,7 +6,6 @@ mod common;
 
 use common::mock::{chat_stream_event, Behavior, MockUpstream, DONE_EVENT};
 use common::*;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,19 +48,6 @@ fn continuation(usage: bool) -> Behavior {
 
 fn ask() -> Value {
     json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
-}
-
-/// The body and whether it ended cleanly.
-async fn read_stream(resp: reqwest::Response) -> (String, bool) {
-    let mut body = resp.bytes_stream();
-    let mut text = Vec::new();
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(c) => text.extend_from_slice(&c),
-            Err(_) => return (String::from_utf8_lossy(&text).into(), false),
-        }
-    }
-    (String::from_utf8_lossy(&text).into(), true)
 }
 
 /// The JSON events of a stream (not `[DONE]`).

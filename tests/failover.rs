@@ -6,7 +6,6 @@ mod common;
 
 use common::mock::{Behavior, MockUpstream, DONE_EVENT};
 use common::*;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -16,19 +15,6 @@ fn overloaded() -> Behavior {
         headers: Vec::new(),
         body: json!({"error": {"message": "overloaded", "type": "server_error", "param": null, "code": "overloaded"}}),
     }
-}
-
-/// The stream's text, and whether it ended cleanly.
-async fn read_stream(resp: reqwest::Response) -> (String, bool) {
-    let mut body = resp.bytes_stream();
-    let mut text = Vec::new();
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(c) => text.extend_from_slice(&c),
-            Err(_) => return (String::from_utf8_lossy(&text).into(), false),
-        }
-    }
-    (String::from_utf8_lossy(&text).into(), true)
 }
 
 /// Calls the mock saw for `model`.

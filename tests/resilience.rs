@@ -7,7 +7,6 @@ mod common;
 use common::connect_proxy::ConnectProxy;
 use common::mock::{chat_stream_event, Behavior, MockUpstream, DONE_EVENT};
 use common::*;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -32,20 +31,6 @@ fn json_error(status: u16, code: &str, headers: &[(&str, &str)]) -> Behavior {
             .collect(),
         body: json!({"error": {"message": code, "type": "invalid_request_error", "param": null, "code": code}}),
     }
-}
-
-/// Read a streamed body to its end: the bytes, and whether it ended cleanly (a body error is an
-/// abnormal end: cut connection, no terminating chunk).
-async fn read_stream(resp: reqwest::Response) -> (String, bool) {
-    let mut body = resp.bytes_stream();
-    let mut text = Vec::new();
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(c) => text.extend_from_slice(&c),
-            Err(_) => return (String::from_utf8_lossy(&text).into(), false),
-        }
-    }
-    (String::from_utf8_lossy(&text).into(), true)
 }
 
 // ---- 1. 429 with Retry-After ----------------------------------------------------------------

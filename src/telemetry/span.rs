@@ -2,6 +2,7 @@
 //! the OTLP/HTTP JSON encoding of a batch (the protobuf JSON mapping: ids in hex, 64-bit
 //! integers as strings). Pure: no I/O, unit-tested.
 
+use crate::cache_key::hex;
 use serde::Serialize;
 
 pub type TraceId = [u8; 16];
@@ -51,16 +52,6 @@ pub fn new_span_id() -> SpanId {
             return id;
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {

@@ -233,3 +233,18 @@ pub fn answered_by(resp: &reqwest::Response) -> String {
         .unwrap()
         .to_string()
 }
+
+/// Read a streamed body to its end: the text, and whether it ended cleanly (a body error is an
+/// abnormal end: a cut connection, no terminating chunk).
+pub async fn read_stream(resp: reqwest::Response) -> (String, bool) {
+    use futures_util::StreamExt;
+    let mut body = resp.bytes_stream();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => text.extend_from_slice(&c),
+            Err(_) => return (String::from_utf8_lossy(&text).into(), false),
+        }
+    }
+    (String::from_utf8_lossy(&text).into(), true)
+}
