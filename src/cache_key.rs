@@ -9,15 +9,11 @@
 //! shifting bytes from one part to the next. Only the digest is ever stored; no key material
 //! and no credential reach a cache key, a file or Redis.
 //!
-//! The per-request switch `caching` is read here too, and removed from the body sent upstream
-//! (the other members keep their bytes and order).
+//! The per-request switch `caching` is taken out of the body by
+//! [`crate::openai::take_caching_flag`], with the gateway's other request-body edits.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use std::borrow::Cow;
-use std::fmt;
 
 /// A cache key: SHA-256 of the key material.
 pub type Digest = [u8; 32];
@@ -212,78 +208,6 @@ fn write_value(out: &mut impl Sink, value: &Value) {
     }
 }
 
-/// The request's `caching` switch, and the body without the field when it was there (a value
-/// other than a boolean is removed too, and counts as not saying).
-pub fn take_caching_flag(body: &[u8]) -> (Option<bool>, Option<Vec<u8>>) {
-    // Cheap test first: most bodies never mention it.
-    if memchr::memmem::find(body, b"\"caching\"").is_none() {
-        return (None, None);
-    }
-    let Ok(Members(members)) = serde_json::from_slice::<Members<'_>>(body) else {
-        return (None, None);
-    };
-    let Some(pos) = members.iter().position(|(k, _)| k == "caching") else {
-        return (None, None);
-    };
-    let flag = match members[pos].1.get() {
-        "true" => Some(true),
-        "false" => Some(false),
-        _ => None,
-    };
-    (flag, Some(rebuild(&members, pos)))
-}
-
-fn rebuild(members: &[(Cow<'_, str>, &RawValue)], skip: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        members
-            .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
-            .sum::<usize>()
-            + 2,
-    );
-    out.push(b'{');
-    let mut first = true;
-    for (i, (k, v)) in members.iter().enumerate() {
-        if i == skip {
-            continue;
-        }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        if let Ok(name) = serde_json::to_vec(k.as_ref()) {
-            out.extend_from_slice(&name);
-        }
-        out.push(b':');
-        out.extend_from_slice(v.get().as_bytes());
-    }
-    out.push(b'}');
-    out
-}
-
-/// A top-level JSON object's members in order, values as raw text.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    out.push((k, v));
-                }
-                Ok(Members(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,21 +283,6 @@ mod tests {
         assert_ne!(s, scope(None, Some(b"sk-other")));
         assert_ne!(scope(Some("a"), None), scope(Some("b"), None));
         assert_ne!(scope(Some("a"), None), scope(None, Some(b"a")));
-    }
-
-    #[test]
-    fn caching_flag_is_taken_out() {
-        let (flag, body) = take_caching_flag(br#"{"model":"m", "caching": true ,"n":[1, 2]}"#);
-        assert_eq!(flag, Some(true));
-        assert_eq!(body.unwrap(), br#"{"model":"m","n":[1, 2]}"#);
-        let (flag, body) = take_caching_flag(br#"{"caching":false}"#);
-        assert_eq!((flag, body.unwrap()), (Some(false), b"{}".to_vec()));
-        assert_eq!(take_caching_flag(br#"{"model":"m"}"#), (None, None));
-        // Only the top-level field.
-        let nested = br#"{"messages":[{"content":"\"caching\""}]}"#;
-        assert_eq!(take_caching_flag(nested), (None, None));
-        let (flag, body) = take_caching_flag(br#"{"caching":"yes","a":1}"#);
-        assert_eq!((flag, body.unwrap()), (None, br#"{"a":1}"#.to_vec()));
     }
 
     /// The key as it was built before hashing became incremental (material in one buffer):

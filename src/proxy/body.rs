@@ -84,7 +84,7 @@ pub async fn read_body(
     let mut body = body.freeze();
     if matches!(kind, BodyKind::Json) && (openai || cacheable) {
         // The cache switch is ours, not the upstream's: read it and take it out.
-        let (flag, rewritten) = crate::cache_key::take_caching_flag(&body);
+        let (flag, rewritten) = crate::openai::take_caching_flag(&body);
         ctx.cache.flag = flag;
         if let Some(b) = rewritten {
             body = b.into();
