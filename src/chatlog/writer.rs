@@ -1,0 +1,373 @@
+//! The writer thread: drains the queue in batches, buffers records per route and writes each
+//! buffer with one `O_APPEND` write, reopening a file whose path no longer leads to it and
+//! counting (never retrying) what a failed open or write loses.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::files::{route_slug, ACTIVE_FILE};
+use super::{ChatLogConfig, Msg, Stats, WarnLimiter};
+
+/// Per-route write buffer: one `write` syscall per this many bytes at most.
+const BUF_CAPACITY: usize = 64 * 1024;
+/// Most queue messages the writer takes in one wake-up.
+const BATCH: usize = 1024;
+/// After a failed open, records are dropped without retrying for this long: a read-only or
+/// missing mount would otherwise cost a `mkdir` + `open` per record.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
+
+pub(super) fn writer_thread(writer: Writer, rx: mpsc::Receiver<Msg>) {
+    // A current-thread runtime of our own: the writer only needs a timer next to the channel.
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run_writer(writer, rx)),
+        Err(e) => {
+            log::error!("chat log: cannot build the writer runtime, chat logging is off: {e}")
+        }
+    }
+}
+
+async fn run_writer(mut w: Writer, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        // Sleep until a message arrives, or until buffered data is due on disk.
+        let received = match w.flush_deadline() {
+            Some(deadline) => {
+                let wait = rx.recv_many(&mut batch, BATCH);
+                match tokio::time::timeout_at(deadline.into(), wait).await {
+                    Ok(n) => n,
+                    Err(_elapsed) => {
+                        w.flush_all(false);
+                        continue;
+                    }
+                }
+            }
+            None => rx.recv_many(&mut batch, BATCH).await,
+        };
+        if received == 0 {
+            break; // every handle is gone
+        }
+        let stop = w.handle_batch(&mut batch);
+        if w.flush_due() {
+            w.flush_all(false);
+        }
+        if stop {
+            break;
+        }
+    }
+    // Whatever raced in after the stop is counted, not silently lost, and no flusher hangs.
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        w.refuse(msg);
+    }
+    w.flush_all(true);
+}
+
+/// One open active file.
+pub(super) struct OpenFile {
+    pub(super) file: File,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) size: u64,
+}
+
+/// State of one route directory.
+pub(super) struct RouteFile {
+    pub(super) dir: PathBuf,
+    pub(super) path: PathBuf,
+    pub(super) file: Option<OpenFile>,
+    pub(super) buf: Vec<u8>,
+    pub(super) buf_records: u64,
+    /// No open attempts before this instant (after a failure).
+    pub(super) retry_open_at: Option<Instant>,
+}
+
+/// The writer thread's state: all file handling lives here, synchronously.
+pub(super) struct Writer {
+    pub(super) cfg: ChatLogConfig,
+    pub(super) stats: Arc<Stats>,
+    /// Route prefix → index into `files`; routes sharing a slug share an entry.
+    pub(super) routes: HashMap<Box<str>, usize>,
+    pub(super) files: Vec<RouteFile>,
+    pub(super) slugs: HashMap<String, usize>,
+    /// When buffered data was first left unflushed, if any is.
+    pub(super) dirty_since: Option<Instant>,
+    pub(super) warn: WarnLimiter,
+}
+
+impl Writer {
+    pub(super) fn new(mut cfg: ChatLogConfig, stats: Arc<Stats>) -> Self {
+        cfg.max_file_bytes = cfg.max_file_bytes.max(1);
+        Self {
+            cfg,
+            stats,
+            routes: HashMap::new(),
+            files: Vec::new(),
+            slugs: HashMap::new(),
+            dirty_since: None,
+            warn: WarnLimiter::new(),
+        }
+    }
+
+    pub(super) fn flush_deadline(&self) -> Option<Instant> {
+        self.dirty_since.map(|t| t + self.cfg.flush_interval)
+    }
+
+    pub(super) fn flush_due(&self) -> bool {
+        self.flush_deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Handles and empties `batch`; true when a stop was requested.
+    pub(super) fn handle_batch(&mut self, batch: &mut Vec<Msg>) -> bool {
+        let mut stop = false;
+        for msg in batch.drain(..) {
+            if stop {
+                self.refuse(msg);
+                continue;
+            }
+            match msg {
+                Msg::Record { route, line } => self.append(&route, line),
+                Msg::Flush(ack) => {
+                    self.flush_all(true);
+                    let _ = ack.send(());
+                }
+                Msg::Stop(ack) => {
+                    self.flush_all(true);
+                    let _ = ack.send(());
+                    stop = true;
+                }
+                #[cfg(test)]
+                Msg::Hold { entered, release } => {
+                    let _ = entered.send(());
+                    let _ = release.recv();
+                }
+            }
+        }
+        stop
+    }
+
+    /// A message arriving after the stop: records are counted as dropped, waiters released.
+    pub(super) fn refuse(&mut self, msg: Msg) {
+        match msg {
+            Msg::Record { .. } => self.stats.drop_records(1),
+            Msg::Flush(ack) | Msg::Stop(ack) => {
+                let _ = ack.send(());
+            }
+            #[cfg(test)]
+            Msg::Hold { entered, .. } => {
+                let _ = entered.send(());
+            }
+        }
+    }
+
+    pub(super) fn warn(&self, what: std::fmt::Arguments<'_>) {
+        if self.warn.allow() {
+            log::warn!(
+                "chat log: {what} ({} records dropped, {} errors so far)",
+                self.stats.dropped.load(Ordering::Relaxed),
+                self.stats.errors.load(Ordering::Relaxed)
+            );
+        }
+    }
+
+    pub(super) fn route_index(&mut self, route: &str) -> usize {
+        if let Some(&i) = self.routes.get(route) {
+            return i;
+        }
+        let slug = route_slug(route);
+        let i = match self.slugs.get(&slug) {
+            Some(&i) => i,
+            None => {
+                let dir = self.cfg.dir.join(&slug);
+                self.files.push(RouteFile {
+                    path: dir.join(ACTIVE_FILE),
+                    dir,
+                    file: None,
+                    buf: Vec::new(),
+                    buf_records: 0,
+                    retry_open_at: None,
+                });
+                let i = self.files.len() - 1;
+                self.slugs.insert(slug, i);
+                i
+            }
+        };
+        self.routes.insert(route.into(), i);
+        i
+    }
+
+    pub(super) fn append(&mut self, route: &str, mut line: Vec<u8>) {
+        // A record is one line: raw CR/LF can only be whitespace between JSON tokens (inside
+        // strings they are escaped), so spaces keep the JSON intact.
+        for b in line.iter_mut() {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            self.stats.drop_records(1);
+            self.warn(format_args!("empty record dropped"));
+            return;
+        }
+        let i = self.route_index(route);
+        if !self.ensure_open(i) {
+            self.stats.drop_records(1);
+            return;
+        }
+        let need = line.len() as u64 + 1;
+        let rf = &self.files[i];
+        let pending = rf.file.as_ref().map_or(0, |f| f.size) + rf.buf.len() as u64;
+        if pending > 0 && pending + need > self.cfg.max_file_bytes {
+            self.rotate(i);
+            if !self.ensure_open(i) {
+                self.stats.drop_records(1);
+                return;
+            }
+        }
+        if self.files[i].buf.len() + line.len() + 1 > BUF_CAPACITY && !self.files[i].buf.is_empty()
+        {
+            self.flush_route(i);
+        }
+        let rf = &mut self.files[i];
+        rf.buf.extend_from_slice(&line);
+        rf.buf.push(b'\n');
+        rf.buf_records += 1;
+        if self.dirty_since.is_none() {
+            self.dirty_since = Some(Instant::now());
+        }
+    }
+
+    /// Opens the active file of route `i` if it is not open; false if it cannot be opened.
+    pub(super) fn ensure_open(&mut self, i: usize) -> bool {
+        let rf = &mut self.files[i];
+        if rf.file.is_some() {
+            return true;
+        }
+        if rf.retry_open_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        match open_active(&rf.dir, &rf.path) {
+            Ok(f) => {
+                rf.file = Some(f);
+                rf.retry_open_at = None;
+                true
+            }
+            Err(e) => {
+                rf.retry_open_at = Some(Instant::now() + REOPEN_BACKOFF);
+                let path = rf.path.display().to_string();
+                self.stats.error();
+                self.warn(format_args!("cannot open {path}: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Closes the file if its path no longer leads to it (directory or file removed, replaced
+    /// by a log shipper): the next open recreates it, and the buffer goes to the new file.
+    pub(super) fn check_identity(&mut self, i: usize) {
+        let rf = &mut self.files[i];
+        let Some(open) = &rf.file else { return };
+        let same = match fs::metadata(&rf.path) {
+            Ok(meta) => meta.dev() == open.dev && meta.ino() == open.ino,
+            Err(_) => false,
+        };
+        if !same {
+            rf.file = None;
+            rf.retry_open_at = None;
+        }
+    }
+
+    /// Writes route `i`'s buffer. On failure its records are dropped (never retried, so memory
+    /// stays bounded under a full disk) and the file is closed, so the next open starts clean.
+    pub(super) fn flush_route(&mut self, i: usize) {
+        if self.files[i].buf.is_empty() {
+            return;
+        }
+        self.check_identity(i);
+        let records = self.files[i].buf_records;
+        if !self.ensure_open(i) {
+            self.stats.drop_records(records);
+        } else {
+            let rf = &mut self.files[i];
+            if let Some(open) = rf.file.as_mut() {
+                match open.file.write_all(&rf.buf) {
+                    Ok(()) => {
+                        open.size += rf.buf.len() as u64;
+                        self.stats.written.fetch_add(records, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        rf.file = None;
+                        let path = rf.path.display().to_string();
+                        self.stats.drop_records(records);
+                        self.stats.error();
+                        self.warn(format_args!("write to {path} failed: {e}"));
+                    }
+                }
+            }
+        }
+        let rf = &mut self.files[i];
+        rf.buf.clear();
+        rf.buf_records = 0;
+        if rf.buf.capacity() > 4 * BUF_CAPACITY {
+            // One huge record should not pin its buffer forever.
+            rf.buf.shrink_to(BUF_CAPACITY);
+        }
+    }
+
+    /// Writes every buffer; with `sync`, also fsyncs the open files.
+    pub(super) fn flush_all(&mut self, sync: bool) {
+        for i in 0..self.files.len() {
+            self.flush_route(i);
+            if sync {
+                let rf = &self.files[i];
+                if let Some(open) = &rf.file {
+                    if let Err(e) = open.file.sync_data() {
+                        let path = rf.path.display().to_string();
+                        self.stats.error();
+                        self.warn(format_args!("fsync of {path} failed: {e}"));
+                    }
+                }
+            }
+        }
+        self.dirty_since = None;
+    }
+}
+
+/// Opens (creating directory and file as needed) the active file for appending. If a previous
+/// run or a failed write left a cut-off last line, a newline is added so the next record starts
+/// on a line of its own.
+pub(super) fn open_active(dir: &Path, path: &Path) -> io::Result<OpenFile> {
+    fs::create_dir_all(dir)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let mut size = meta.len();
+    if size > 0 && meta.is_file() {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(size - 1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+            size += 1;
+        }
+    }
+    Ok(OpenFile {
+        file,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size,
+    })
+}
