@@ -132,31 +132,15 @@ pub fn sha256(data: &[u8]) -> Digest {
     crate::keys::digest(data)
 }
 
+/// Lower-case hex, the text form of keys and ids (`x-cache-key`, purge requests, trace ids).
 pub fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
+    ::hex::encode(bytes)
 }
 
+/// A key back from its 64 hex digits (either case); `None` for any other text.
 pub fn parse_hex(text: &str) -> Option<Digest> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
     let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
+    ::hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 

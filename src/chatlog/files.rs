@@ -115,4 +115,3 @@ pub(super) fn rotated_stamp_ms(path: &Path) -> Option<u64> {
     let time = NaiveDateTime::parse_from_str(stamp, STAMP_FORMAT).ok()?;
     u64::try_from(time.and_utc().timestamp_millis()).ok()
 }
-

@@ -1,4 +1,3 @@
-
 use super::files::{rotated_stamp_ms, utc_stamp, MAX_SLUG_LEN};
 use super::*;
 use proptest::prelude::*;
