@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod cors;
+pub mod credentials;
 pub mod cutoff;
 pub mod head_deadline;
 pub mod keys;

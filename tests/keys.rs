@@ -391,6 +391,29 @@ async fn when_every_key_is_refused_the_client_gets_the_upstreams_answer() {
 }
 
 #[tokio::test]
+async fn a_forward_key_in_x_api_key_is_swapped_and_never_sent_upstream() {
+    // Anthropic's SDKs send the key in `x-api-key`. On a mixed route an unrecognised key passes
+    // through as the client's own, so a forward key there must be recognised, not forwarded.
+    let up = MockUpstream::start().await;
+    let yaml =
+        config(&up.url(), "").replace("auth: {pool: main}", "auth: {pool: main, mode: mixed}");
+    let gw = start_gateway(&yaml).await;
+    let resp = client()
+        .post(gw.url("/openai/v1/chat/completions"))
+        .header("x-api-key", "fk-gold")
+        .json(&json!({"model": "gpt-4o", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = &up.requests()[0];
+    assert_eq!(seen.header("x-api-key"), None);
+    assert!(seen
+        .header("authorization")
+        .is_some_and(|v| v.starts_with("Bearer sk-upstream-")));
+}
+
+#[tokio::test]
 async fn keys_go_where_each_upstream_expects_them() {
     let azure = MockUpstream::start().await;
     let gemini = MockUpstream::start().await;

@@ -6,6 +6,7 @@
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
 use crate::config::AuthMode;
+use crate::credentials::CREDENTIAL_HEADERS;
 use crate::state::Gateway;
 use std::sync::Arc;
 
@@ -69,27 +70,26 @@ pub fn authenticate(
     Ok(())
 }
 
-/// The credential a client sent, wherever its SDK puts it: `Authorization: Bearer …` (OpenAI),
-/// `api-key` (Azure), `x-goog-api-key` or the `key` query parameter (Gemini).
+/// The credential a client sent, wherever its SDK puts it: the first of
+/// [`CREDENTIAL_HEADERS`] present (`Authorization: Bearer …` for OpenAI, `api-key` for Azure,
+/// `x-goog-api-key` for Gemini, `x-api-key` for Anthropic), else Gemini's `key` query parameter.
 pub fn client_credential(req: &pingora_http::RequestHeader) -> Option<&str> {
-    let header = |name: &str| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(auth) = header("authorization") {
-        let token = auth
+    for name in CREDENTIAL_HEADERS {
+        let Some(v) = req.headers.get(name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let v = v.trim();
+        if name != "authorization" {
+            return Some(v);
+        }
+        let token = v
             .strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-            .unwrap_or(auth)
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v)
             .trim();
         if !token.is_empty() {
             return Some(token);
         }
-    }
-    if let Some(v) = header("api-key").or_else(|| header("x-goog-api-key")) {
-        return Some(v);
     }
     req.uri
         .query()?
@@ -101,19 +101,5 @@ pub fn client_credential(req: &pingora_http::RequestHeader) -> Option<&str> {
 /// Mark the headers that carry client credentials sensitive, so no `Debug` print of the request
 /// (Pingora's logs, ours) can show them.
 pub fn hide_credentials(req: &mut pingora_http::RequestHeader) {
-    for name in [
-        "authorization",
-        "api-key",
-        "x-goog-api-key",
-        "proxy-authorization",
-        "cookie",
-    ] {
-        if let Some(v) = req.headers.get(name) {
-            if !v.is_sensitive() {
-                let mut hidden = v.clone();
-                hidden.set_sensitive(true);
-                let _ = req.insert_header(name, hidden);
-            }
-        }
-    }
+    crate::credentials::hide(req);
 }

@@ -43,9 +43,6 @@ pub struct Plan {
     pub refresh: bool,
 }
 
-/// Client credential carriers, hashed into the scope when there is no tenant.
-const CREDENTIALS: [&str; 4] = ["authorization", "api-key", "x-api-key", "x-goog-api-key"];
-
 /// `request_cache_filter`: enable the cache for this request, or leave it off.
 pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
     let Some(keying) = keying(gateway, session, ctx) else {
@@ -130,7 +127,8 @@ pub fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Opt
     } else {
         let credential = || {
             let mut c = Vec::new();
-            for name in CREDENTIALS {
+            // Every client credential carrier, hashed into the scope when there is no tenant.
+            for name in crate::credentials::CREDENTIAL_HEADERS {
                 if let Some(v) = req.headers.get(name) {
                     c.extend_from_slice(name.as_bytes());
                     c.push(b'=');

@@ -274,9 +274,6 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
     Ok(())
 }
 
-/// Where clients put credentials; all cleared when a pool key replaces them.
-const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "api-key", "x-goog-api-key", "x-api-key"];
-
 /// Remove every place a client could have sent a key on this route: the usual carriers and
 /// each header or query parameter the route's upstreams take keys in. Returns the query left.
 fn clear_credentials(
@@ -284,7 +281,7 @@ fn clear_credentials(
     req: &mut RequestHeader,
     query: Option<&str>,
 ) -> Option<String> {
-    for carrier in CREDENTIAL_HEADERS {
+    for carrier in crate::credentials::CREDENTIAL_HEADERS {
         req.remove_header(carrier);
     }
     let mut query = without_param(query, "key");

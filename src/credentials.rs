@@ -1,0 +1,106 @@
+//! Where clients put API keys, in one list for every place that must know: the forward-key
+//! lookup (`proxy::auth`), the marking of secret headers as sensitive so no `Debug` print shows
+//! them, the removal of client keys before a pool key is injected (`proxy::forward`), and the
+//! per-client scope of cached answers (`proxy::cache`). Several lists used to disagree (one
+//! left `x-api-key` visible in request dumps); a carrier added here is handled everywhere.
+
+use pingora_http::RequestHeader;
+
+/// Request headers that carry a client's API key: OpenAI's `Authorization: Bearer`, Azure's
+/// `api-key`, Gemini's `x-goog-api-key`, Anthropic's `x-api-key`. In lookup order: the first
+/// present wins (`authorization` only when its token is not empty). Gemini's `?key=` query
+/// parameter is the one carrier outside headers.
+pub const CREDENTIAL_HEADERS: [&str; 4] =
+    ["authorization", "api-key", "x-goog-api-key", "x-api-key"];
+
+/// Request headers that carry other secrets (the outbound proxy's credentials, sessions).
+const OTHER_SECRET_HEADERS: [&str; 2] = ["proxy-authorization", "cookie"];
+
+/// Mark every header that carries a secret sensitive, so no `Debug` print of the request
+/// (Pingora's logs, ours) can show it.
+pub fn hide(req: &mut RequestHeader) {
+    for name in CREDENTIAL_HEADERS.into_iter().chain(OTHER_SECRET_HEADERS) {
+        if let Some(v) = req.headers.get(name) {
+            if !v.is_sensitive() {
+                let mut hidden = v.clone();
+                hidden.set_sensitive(true);
+                let _ = req.insert_header(name, hidden);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_with(names: &[&str]) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        for name in names {
+            req.insert_header(name.to_string(), "secret-value").unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn every_credential_header_is_marked_sensitive() {
+        let all: Vec<&str> = CREDENTIAL_HEADERS
+            .into_iter()
+            .chain(OTHER_SECRET_HEADERS)
+            .collect();
+        let mut req = request_with(&all);
+        req.insert_header("x-request-id", "not-secret").unwrap();
+        hide(&mut req);
+        for name in &all {
+            let v = req.headers.get(*name).unwrap();
+            assert!(v.is_sensitive(), "{name} is not marked sensitive");
+            assert_eq!(v.as_bytes(), b"secret-value", "{name} keeps its value");
+        }
+        assert!(!req.headers.get("x-request-id").unwrap().is_sensitive());
+        assert!(!format!("{req:?}").contains("secret-value"), "{req:?}");
+    }
+
+    #[test]
+    fn x_api_key_is_a_credential_header() {
+        // Anthropic's SDKs send their key here; it must be hidden, cleared and scoped like the
+        // others.
+        assert!(CREDENTIAL_HEADERS.contains(&"x-api-key"));
+        let mut req = request_with(&["x-api-key"]);
+        hide(&mut req);
+        assert!(req.headers.get("x-api-key").unwrap().is_sensitive());
+    }
+
+    /// One list: no other source file spells a carrier out as a string of its own (the lists
+    /// that used to disagree lived in proxy/auth.rs, proxy/cache.rs and proxy/forward.rs).
+    #[test]
+    fn no_other_source_file_keeps_its_own_list() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        assert!(files.len() > 50, "walked {}", src.display());
+        for file in files.iter().filter(|f| !f.ends_with("credentials.rs")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for carrier in CREDENTIAL_HEADERS
+                .into_iter()
+                .filter(|c| *c != "authorization")
+            {
+                let literal = format!("\"{carrier}\"");
+                assert!(
+                    !text.contains(&literal),
+                    "{} lists {literal}: use credentials::CREDENTIAL_HEADERS",
+                    file.display()
+                );
+            }
+        }
+    }
+}
