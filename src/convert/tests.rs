@@ -1,4 +1,3 @@
-
 use super::entry::datetime;
 use super::files::ArrayWriter;
 use super::*;
