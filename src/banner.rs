@@ -106,7 +106,7 @@ pub fn render(config: &Config, source: &ConfigSource) -> String {
         );
     }
     if let Some(c) = &config.cors {
-        let _ = writeln!(out, "  cors        {}", c.allow_origins.join(", "));
+        let _ = writeln!(out, "  cors        {}", c.allow_origins().join(", "));
     }
     services(&mut out, config);
     config.secrets.mask(&out).into_owned()

@@ -5,7 +5,7 @@
 
 use crate::access::{ClientIpResolver, IpRules};
 use crate::config::UpstreamConfig;
-use crate::config::{AuthMode, Config, IpRulesConfig, KeyPlacement, Problems, RouteConfig};
+use crate::config::{AuthMode, Config, KeyPlacement, Problems, RouteConfig};
 use crate::cors::CorsPolicy;
 use crate::keys::forward::ForwardKeys;
 use crate::keys::pool::KeyPool;
@@ -110,16 +110,19 @@ impl Gateway {
     /// reading files it names (CA bundles), reported like any config problem.
     pub fn build(config: Config) -> Result<Arc<Gateway>, Problems> {
         let mut problems = Problems::default();
-        let pools: HashMap<&str, Arc<KeyPool>> = config
+        let pool_list: Vec<Arc<KeyPool>> = config
             .upstream_keys
             .iter()
-            .map(|p| {
-                (
-                    p.name.as_str(),
-                    Arc::new(KeyPool::with_health(p, config.key_health)),
-                )
-            })
+            .map(|p| Arc::new(KeyPool::with_health(p, config.key_health)))
             .collect();
+        let pools = PoolIndex(
+            config
+                .upstream_keys
+                .iter()
+                .map(|p| p.name.as_str())
+                .zip(pool_list.iter().cloned())
+                .collect(),
+        );
         let mut routes = Vec::with_capacity(config.routes.len());
         let now = std::time::Instant::now();
         for (index, rc) in config.routes.iter().enumerate() {
@@ -137,7 +140,11 @@ impl Gateway {
                     index: i,
                     config: uc.clone(),
                     upstream,
-                    pool: uc.pool.as_deref().and_then(|p| pools.get(p).cloned()),
+                    pool: pools.resolve(
+                        uc.pool.as_deref(),
+                        || format!("routes[{index}].upstreams[{i}].pool"),
+                        &mut problems,
+                    ),
                     key_placement: uc
                         .key_placement
                         .clone()
@@ -154,8 +161,12 @@ impl Gateway {
                 config: rc.clone(),
                 upstreams,
                 auth_mode: config.auth_mode(rc),
-                pool: rc.auth.pool.as_deref().and_then(|p| pools.get(p).cloned()),
-                access: ip_rules(&rc.access),
+                pool: pools.resolve(
+                    rc.auth.pool.as_deref(),
+                    || format!("routes[{index}].auth.pool"),
+                    &mut problems,
+                ),
+                access: rc.access.rules(),
                 chat_log: config.log.chat.as_ref().is_some_and(|c| match &c.routes {
                     Some(prefixes) => prefixes.contains(&rc.prefix),
                     None => rc.kind == crate::config::RouteKind::OpenAi,
@@ -169,57 +180,61 @@ impl Gateway {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let tenants: HashMap<&str, Arc<Tenant>> = config
-            .tenants
-            .iter()
-            .map(|t| {
-                let per_route = routes
+        let mut tenants: HashMap<&str, Arc<Tenant>> = HashMap::new();
+        for t in &config.tenants {
+            let mut per_route = Vec::with_capacity(routes.len());
+            for r in &routes {
+                let allowed = t
+                    .routes
+                    .as_ref()
+                    .is_none_or(|p| p.contains(&r.config.prefix));
+                if !allowed {
+                    per_route.push(None);
+                    continue;
+                }
+                let own = t
+                    .pools
                     .iter()
-                    .map(|r| {
-                        let allowed = t
-                            .routes
-                            .as_ref()
-                            .is_none_or(|p| p.contains(&r.config.prefix));
-                        allowed.then(|| {
-                            let own = t
-                                .pools
-                                .iter()
-                                .find(|(prefix, _)| *prefix == r.config.prefix);
-                            match own.map(|(_, p)| p).or(t.pool.as_ref()) {
-                                Some(pool) => pools.get(pool.as_str()).cloned(),
-                                None => r.pool.clone(),
-                            }
-                        })
-                    })
-                    .collect();
-                let tenant = Tenant::new(
-                    t.name.clone(),
-                    t.models.clone(),
-                    per_route,
-                    ip_rules(&t.access),
-                );
-                (t.name.as_str(), Arc::new(tenant))
-            })
-            .collect();
-        let mut forward_keys = ForwardKeys::default();
-        for fk in &config.forward_keys {
-            if let Some(tenant) = tenants.get(fk.tenant.as_str()) {
-                forward_keys.insert(
-                    &fk.key.0,
-                    fk.name.clone(),
-                    Arc::clone(tenant),
-                    ip_rules(&fk.access),
-                );
+                    .find(|(prefix, _)| *prefix == r.config.prefix)
+                    .map(|(_, p)| (p, "pools"));
+                let pool = match own.or(t.pool.as_ref().map(|p| (p, "pool"))) {
+                    Some((name, key)) => pools.resolve(
+                        Some(name),
+                        || format!("tenants.{}.{key}", t.name),
+                        &mut problems,
+                    ),
+                    None => r.pool.clone(),
+                };
+                per_route.push(Some(pool));
             }
+            let tenant = Tenant::new(
+                t.name.clone(),
+                t.models.clone(),
+                per_route,
+                t.access.rules(),
+            );
+            tenants.insert(t.name.as_str(), Arc::new(tenant));
         }
-        let client_ip = ClientIpResolver::new(
-            crate::access::IpSet::parse_all(&config.access.trusted_proxies).unwrap_or_default(),
-        );
-        let access = ip_rules(&config.access.rules);
-        let cors = config
-            .cors
-            .as_ref()
-            .and_then(|c| CorsPolicy::new(&c.allow_origins, c.allow_credentials, c.max_age).ok());
+        let mut forward_keys = ForwardKeys::default();
+        for (i, fk) in config.forward_keys.iter().enumerate() {
+            let Some(tenant) = tenants.get(fk.tenant.as_str()) else {
+                let at = format!("forward_keys[{i}].tenant");
+                problems.add(at, Some(fk.tenant.clone()), "no such tenant");
+                continue;
+            };
+            forward_keys.insert(
+                &fk.key.0,
+                fk.name.clone(),
+                Arc::clone(tenant),
+                fk.access.rules(),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let client_ip = ClientIpResolver::new(config.access.trusted_proxies.set().clone());
+        let access = config.access.rules.rules();
+        let cors = config.cors.as_ref().map(|c| c.policy().clone());
         let limits =
             match crate::limits::Limits::new(&config.limits, config.redis.ca_file.as_deref()) {
                 Ok(l) => l,
@@ -250,11 +265,7 @@ impl Gateway {
         };
         let table = RouteTable::new(routes.iter().map(|r| r.config.prefix.as_str()));
         let metrics = metrics_for(&config);
-        let pools = config
-            .upstream_keys
-            .iter()
-            .filter_map(|p| pools.get(p.name.as_str()).cloned())
-            .collect();
+        let pools = pool_list;
         let console = match (&config.admin.key, config.admin.ui) {
             (Some(key), true) => Some(Arc::new(crate::admin::console::Console::new(
                 &key.0,
@@ -282,6 +293,33 @@ impl Gateway {
             console,
             tracer,
         }))
+    }
+}
+
+/// The key pools by name.
+struct PoolIndex<'c>(HashMap<&'c str, Arc<KeyPool>>);
+
+impl PoolIndex<'_> {
+    /// The pool `name` names. One that finds no pool is a problem at `at`, never a route or
+    /// tenant quietly left without keys: the cross-check rejects such names first, and this keeps
+    /// a `Config` assembled any other way from building a gateway that swaps forward keys for
+    /// nothing.
+    fn resolve(
+        &self,
+        name: Option<&str>,
+        at: impl FnOnce() -> String,
+        problems: &mut Problems,
+    ) -> Option<Arc<KeyPool>> {
+        let name = name?;
+        let pool = self.0.get(name).cloned();
+        if pool.is_none() {
+            problems.add(
+                at(),
+                Some(name.to_string()),
+                "no such pool in upstream_keys",
+            );
+        }
+        pool
     }
 }
 
@@ -313,10 +351,48 @@ fn metrics_for(config: &Config) -> crate::metrics::Metrics {
     crate::metrics::Metrics::new(routes, models)
 }
 
-/// Rules from validated CIDR strings (validation already rejected anything unparsable).
-fn ip_rules(config: &IpRulesConfig) -> IpRules {
-    IpRules::new(
-        crate::access::IpSet::parse_all(&config.allow).unwrap_or_default(),
-        crate::access::IpSet::parse_all(&config.deny).unwrap_or_default(),
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = "upstream_keys: {p: [sk-real]}\ntenants: {t: {}}\nforward_keys: [{key: fk-1, tenant: t}]\nroutes:\n  - {prefix: /, upstream: 'http://127.0.0.1:9', auth: {mode: forward_keys, pool: p}}\n";
+
+    fn config() -> Config {
+        crate::config::parse_bytes(YAML.as_bytes(), &|_| None).unwrap()
+    }
+
+    fn problems(config: Config) -> String {
+        match Gateway::build(config) {
+            Ok(_) => "built".into(),
+            Err(p) => p.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_validated_config_builds() {
+        assert_eq!(problems(config()), "built");
+    }
+
+    // A `Config` is plain data: one that names a pool no one configured (bypassing the
+    // cross-check) used to build a route whose forward keys had no pool key to be swapped for.
+    #[test]
+    fn a_pool_name_that_resolves_to_nothing_is_a_problem() {
+        let mut c = config();
+        c.routes[0].auth.pool = Some("gone".into());
+        assert!(problems(c).contains("routes[0].auth.pool"));
+        let mut c = config();
+        c.routes[0].upstreams[0].pool = Some("gone".into());
+        assert!(problems(c).contains("routes[0].upstreams[0].pool"));
+        let mut c = config();
+        c.tenants[0].pool = Some("gone".into());
+        assert!(problems(c).contains("tenants.t.pool"));
+    }
+
+    // ...and one whose forward key names no tenant used to drop the key without a word.
+    #[test]
+    fn a_tenant_name_that_resolves_to_nothing_is_a_problem() {
+        let mut c = config();
+        c.forward_keys[0].tenant = "gone".into();
+        assert!(problems(c).contains("forward_keys[0].tenant"));
+    }
 }

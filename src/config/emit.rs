@@ -19,10 +19,10 @@ fn list(items: &[String]) -> String {
 fn rules(r: &IpRulesConfig) -> Option<String> {
     let mut parts = Vec::new();
     if !r.allow.is_empty() {
-        parts.push(format!("allow: {}", list(&r.allow)));
+        parts.push(format!("allow: {}", list(r.allow.written())));
     }
     if !r.deny.is_empty() {
-        parts.push(format!("deny: {}", list(&r.deny)));
+        parts.push(format!("deny: {}", list(r.deny.written())));
     }
     (!parts.is_empty()).then(|| format!("{{{}}}", parts.join(", ")))
 }
@@ -40,9 +40,9 @@ pub fn to_yaml(config: &Config) -> String {
     if !a.rules.allow.is_empty() || !a.rules.deny.is_empty() || !a.trusted_proxies.is_empty() {
         let _ = writeln!(y, "access:");
         for (k, v) in [
-            ("allow", &a.rules.allow),
-            ("deny", &a.rules.deny),
-            ("trusted_proxies", &a.trusted_proxies),
+            ("allow", a.rules.allow.written()),
+            ("deny", a.rules.deny.written()),
+            ("trusted_proxies", a.trusted_proxies.written()),
         ] {
             if !v.is_empty() {
                 let _ = writeln!(y, "  {k}: {}", list(v));
@@ -109,12 +109,12 @@ pub fn to_yaml(config: &Config) -> String {
         }
     }
     if let Some(c) = &config.cors {
-        let _ = writeln!(y, "cors:\n  allow_origins: {}", list(&c.allow_origins));
+        let _ = writeln!(y, "cors:\n  allow_origins: {}", list(c.allow_origins()));
         let _ = writeln!(
             y,
             "  allow_credentials: {}\n  max_age: {}",
-            c.allow_credentials,
-            format_duration(c.max_age)
+            c.allow_credentials(),
+            format_duration(c.max_age())
         );
     }
     let l = &config.limits;

@@ -2,8 +2,11 @@
 //! structs with every problem reported at once, each with its YAML path.
 
 mod decode;
+mod ip_list;
 mod load;
 mod model;
+mod model_auth;
+mod model_route;
 mod model_upstream;
 mod problems;
 pub mod redact;
@@ -13,6 +16,7 @@ mod schema_auth;
 mod schema_cache;
 mod schema_limits;
 mod schema_redis;
+mod schema_routes;
 mod schema_telemetry;
 mod schema_upstreams;
 mod source;

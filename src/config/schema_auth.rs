@@ -4,7 +4,6 @@
 use super::decode::{Decoder, Node};
 use super::model::*;
 use super::units::format_duration;
-use crate::access::Cidr;
 
 const KEY: &[&str] = &["key", "name", "weight"];
 const TENANT: &[&str] = &["models", "routes", "pool", "pools", "access"];
@@ -233,17 +232,16 @@ pub fn decode_cors(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<CorsConfig> {
         .get("max_age")
         .and_then(|n| d.duration(&n))
         .unwrap_or(std::time::Duration::from_secs(600));
-    let cors = CorsConfig {
-        allow_origins,
-        allow_credentials,
-        max_age,
-    };
-    if let Err(why) = crate::cors::CorsPolicy::new(&cors.allow_origins, allow_credentials, max_age)
-    {
-        d.problem(&f.path_of("allow_origins"), None, why);
+    if allow_origins.is_empty() {
         return None;
     }
-    (!cors.allow_origins.is_empty()).then_some(cors)
+    match CorsConfig::new(allow_origins, allow_credentials, max_age) {
+        Ok(cors) => Some(cors),
+        Err(why) => {
+            d.problem(&f.path_of("allow_origins"), None, why);
+            None
+        }
+    }
 }
 
 /// A list of strings (a single string counts as a list of one).
@@ -254,16 +252,18 @@ pub fn strings(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<String> {
     d.seq(node).iter().filter_map(|n| d.string(n)).collect()
 }
 
-fn cidrs(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<String> {
+/// A CIDR list, decoded into the set the gateway enforces (see `ip_list.rs`).
+fn cidrs(d: &mut Decoder<'_>, node: &Node<'_>) -> IpList {
     let items = if node.value.is_string() {
         vec![node.clone()]
     } else {
         d.seq(node)
     };
-    items
-        .iter()
-        .filter_map(|n| d.parsed(n, |s| s.parse::<Cidr>().map(|_| s.trim().to_string())))
-        .collect()
+    let mut list = IpList::default();
+    for n in &items {
+        d.parsed(n, |s| list.push(s));
+    }
+    list
 }
 
 /// A secret value: never echoed in problems.
