@@ -325,40 +325,4 @@ fn cache(y: &mut String, config: &Config) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::parse_bytes;
-
-    #[test]
-    fn emitted_yaml_loads_back_to_the_same_config() {
-        let yaml = r#"
-access: {allow: ["10.0.0.0/8"], trusted_proxies: ["127.0.0.1"]}
-upstream_keys:
-  main: [{key: "sk-\"odd\"", name: first, weight: 3}, sk-2]
-tenants:
-  t: {models: [gpt-4o], routes: [/a], pools: {/a: main}, access: {deny: ["10.0.0.1"]}}
-  all: {pool: main}
-forward_keys: [{key: fk-1, tenant: t, name: alice}, {key: fk-2, tenant: all}]
-cors: {allow_origins: ["https://app.example.com"], max_age: 5m}
-limits:
-  backend: "redis://127.0.0.1:6379/0"
-  on_backend_error: deny
-  rules:
-    - {requests: "60/minute;600/hour"}
-    - {tenant: t, path: /a/v1, per: ip, requests: "100/2minutes", concurrency: 3}
-routes:
-  - {prefix: /a, upstream: "http://127.0.0.1:1/v1", type: general, timeouts: {connect: 6500ms}, proxy: "http://u:p@127.0.0.1:3128", auth: {pool: main, key_header: "query:key"}, access: {allow: ["::1"]}, max_body: 1MiB}
-  - {prefix: /, upstream: "https://api.openai.com", auth: {mode: mixed, pool: main}}
-"#;
-        let cfg = parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
-        let back = parse_bytes(to_yaml(&cfg).as_bytes(), &|_| None).unwrap();
-        assert_eq!(back.routes, cfg.routes);
-        assert_eq!(back.upstream_keys, cfg.upstream_keys);
-        assert_eq!(back.tenants, cfg.tenants);
-        assert_eq!(back.forward_keys, cfg.forward_keys);
-        assert_eq!(back.access, cfg.access);
-        assert_eq!(back.cors, cfg.cors);
-        assert_eq!(back.limits, cfg.limits);
-        assert_eq!(back.server.listen, cfg.server.listen);
-    }
-}
+mod tests;
