@@ -1,9 +1,10 @@
-    use super::*;
-    use crate::config::parse_bytes;
 
-    #[test]
-    fn emitted_yaml_loads_back_to_the_same_config() {
-        let yaml = r#"
+use super::*;
+use crate::config::parse_bytes;
+
+#[test]
+fn emitted_yaml_loads_back_to_the_same_config() {
+    let yaml = r#"
 access: {allow: ["10.0.0.0/8"], trusted_proxies: ["127.0.0.1"]}
 upstream_keys:
   main: [{key: "sk-\"odd\"", name: first, weight: 3}, sk-2]
@@ -22,17 +23,17 @@ routes:
   - {prefix: /a, upstream: "http://127.0.0.1:1/v1", type: general, timeouts: {connect: 6500ms}, proxy: "http://u:p@127.0.0.1:3128", auth: {pool: main, key_header: "query:key"}, access: {allow: ["::1"]}, max_body: 1MiB}
   - {prefix: /, upstream: "https://api.openai.com", auth: {mode: mixed, pool: main}}
 "#;
-        let cfg = parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
-        let back = parse_bytes(to_yaml(&cfg).as_bytes(), &|_| None).unwrap();
-        assert_eq!(back.routes, cfg.routes);
-        assert_eq!(back.upstream_keys, cfg.upstream_keys);
-        assert_eq!(back.tenants, cfg.tenants);
-        assert_eq!(back.forward_keys, cfg.forward_keys);
-        assert_eq!(back.access, cfg.access);
-        assert_eq!(back.cors, cfg.cors);
-        assert_eq!(back.limits, cfg.limits);
-        assert_eq!(back.server.listen, cfg.server.listen);
-    }
+    let cfg = parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+    let back = parse_bytes(to_yaml(&cfg).as_bytes(), &|_| None).unwrap();
+    assert_eq!(back.routes, cfg.routes);
+    assert_eq!(back.upstream_keys, cfg.upstream_keys);
+    assert_eq!(back.tenants, cfg.tenants);
+    assert_eq!(back.forward_keys, cfg.forward_keys);
+    assert_eq!(back.access, cfg.access);
+    assert_eq!(back.cors, cfg.cors);
+    assert_eq!(back.limits, cfg.limits);
+    assert_eq!(back.server.listen, cfg.server.listen);
+}
 
 /// Every section and option the writer knows, so that a change to its output shows here.
 const EVERYTHING: &str = r#"
@@ -83,7 +84,10 @@ fn the_written_yaml_is_stable() {
     assert_eq!(back.routes, cfg.routes);
     assert_eq!(back.cache, cfg.cache);
     assert_eq!(back.log, cfg.log);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/import_env.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/import_env.yaml"
+    );
     if std::env::var_os("WRITE_GOLDEN").is_some() {
         std::fs::write(path, &yaml).unwrap();
     }
@@ -95,6 +99,12 @@ fn an_empty_cache_route_list_is_written() {
     let yaml = "routes: [{prefix: /, upstream: 'http://h'}]\ncache: {routes: []}\n";
     let cfg = parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
     let out = to_yaml(&cfg);
-    assert!(out.contains("cache:\n  backend: memory\n  routes: []\n"), "{out}");
-    assert_eq!(parse_bytes(out.as_bytes(), &|_| None).unwrap().cache, cfg.cache);
+    assert!(
+        out.contains("cache:\n  backend: memory\n  routes: []\n"),
+        "{out}"
+    );
+    assert_eq!(
+        parse_bytes(out.as_bytes(), &|_| None).unwrap().cache,
+        cfg.cache
+    );
 }
