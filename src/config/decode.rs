@@ -20,9 +20,18 @@ pub struct Node<'a> {
 }
 
 /// A mapping whose keys were checked against the schema.
+///
+/// A section's table of keys (the `allowed` of [`Decoder::fields`]) is the one list of its
+/// keys: the unknown-key errors and their suggestions come from it, and in tests every read
+/// is checked against it both ways. Reading a key the table does not declare panics (it could
+/// never be set: it would be reported unknown), and so does a document that decodes without a
+/// problem while a key that is present and declared was never read (it would be accepted and
+/// silently ignored); see `load::parse_bytes`.
 pub struct Fields<'a> {
     map: &'a Mapping,
     path: String,
+    #[cfg(test)]
+    audit: audit::Audit,
 }
 
 /// Lets `${VAR}` look-ups be replaced in tests and by `import-env`.
@@ -80,6 +89,8 @@ impl<'e> Decoder<'e> {
         Some(Fields {
             map,
             path: node.path.clone(),
+            #[cfg(test)]
+            audit: audit::Audit::new(map, allowed),
         })
     }
 
@@ -242,6 +253,8 @@ impl<'a> Node<'a> {
 impl<'a> Fields<'a> {
     /// The value at `key`, if present and not null.
     pub fn get(&self, key: &str) -> Option<Node<'a>> {
+        #[cfg(test)]
+        self.audit.read(key, &self.path);
         let value = self.map.get(key)?;
         if value.is_null() {
             return None;
@@ -254,6 +267,59 @@ impl<'a> Fields<'a> {
 
     pub fn path_of(&self, key: &str) -> String {
         join(&self.path, key)
+    }
+}
+
+/// The test-only check that a section reads exactly the keys its table declares.
+#[cfg(test)]
+pub(super) mod audit {
+    use serde_yaml::Mapping;
+    use std::cell::RefCell;
+
+    pub struct Audit {
+        declared: Vec<String>,
+        /// Declared keys present in the document, not yet read.
+        unread: RefCell<Vec<String>>,
+    }
+
+    impl Audit {
+        pub fn new(map: &Mapping, allowed: &[&str]) -> Self {
+            let unread = map
+                .keys()
+                .filter_map(|k| k.as_str())
+                .filter(|k| allowed.contains(k))
+                .map(str::to_string)
+                .collect();
+            Audit {
+                declared: allowed.iter().map(|k| k.to_string()).collect(),
+                unread: RefCell::new(unread),
+            }
+        }
+
+        pub fn read(&self, key: &str, path: &str) {
+            assert!(
+                self.declared.iter().any(|k| k == key),
+                "the decoder of `{path}` reads `{key}`, which its key table does not declare"
+            );
+            self.unread.borrow_mut().retain(|k| k != key);
+        }
+    }
+
+    thread_local! {
+        static UNREAD: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The declared keys that sections dropped since the last call without reading them.
+    /// (A section that stops at a problem may leave keys unread; only a clean decode counts.)
+    pub fn take_unread() -> Vec<String> {
+        UNREAD.with(|u| std::mem::take(&mut *u.borrow_mut()))
+    }
+
+    impl Drop for Audit {
+        fn drop(&mut self) {
+            let unread = std::mem::take(self.unread.get_mut());
+            UNREAD.with(|u| u.borrow_mut().extend(unread));
+        }
     }
 }
 
@@ -354,5 +420,27 @@ mod tests {
             None
         );
         assert_eq!(d.problems.0[1].value.as_deref(), Some("http://***@h"));
+    }
+
+    #[test]
+    fn a_declared_key_that_is_never_read_is_noticed() {
+        let env = |_: &str| None;
+        let mut d = Decoder::new(&env);
+        let v: Value = serde_yaml::from_str("{a: 1, b: 2}").unwrap();
+        audit::take_unread();
+        let f = d.fields(&Node::root(&v), &["a", "b", "c"]).unwrap();
+        assert!(f.get("a").is_some() && f.get("c").is_none());
+        drop(f);
+        assert_eq!(audit::take_unread(), ["b"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "its key table does not declare")]
+    fn reading_an_undeclared_key_panics_in_tests() {
+        let env = |_: &str| None;
+        let mut d = Decoder::new(&env);
+        let v: Value = serde_yaml::from_str("{a: 1}").unwrap();
+        let f = d.fields(&Node::root(&v), &["a"]).unwrap();
+        f.get("typo");
     }
 }

@@ -70,7 +70,18 @@ pub fn parse_bytes(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config, Problems>
         }
     };
     let mut decoder = Decoder::new(env);
-    match decode_config(&mut decoder, &Node::root(&value)) {
+    #[cfg(test)]
+    super::decode::audit::take_unread();
+    let decoded = decode_config(&mut decoder, &Node::root(&value));
+    #[cfg(test)]
+    {
+        let unread = super::decode::audit::take_unread();
+        assert!(
+            decoded.is_none() || unread.is_empty(),
+            "declared keys {unread:?} were accepted but never read"
+        );
+    }
+    match decoded {
         Some(mut config) => {
             config.secrets = decoder.secrets;
             Ok(config)
@@ -79,5 +90,19 @@ pub fn parse_bytes(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config, Problems>
             decoder.problems.mask(&decoder.secrets);
             Err(decoder.problems)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The shipped example sets nearly every key: decoding it runs the key-table audit (see
+    /// `decode.rs`) over each section it has.
+    #[test]
+    fn the_example_reads_every_key_it_sets() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/llm-forward.example.yaml");
+        let text = std::fs::read(path).unwrap();
+        // Its secrets come from ${VARS}: each gets a distinct stand-in.
+        let env = |name: &str| Some(format!("test-secret-{name}"));
+        super::parse_bytes(&text, &env).unwrap();
     }
 }
