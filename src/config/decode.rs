@@ -270,58 +270,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// The test-only check that a section reads exactly the keys its table declares.
 #[cfg(test)]
-pub(super) mod audit {
-    use serde_yaml::Mapping;
-    use std::cell::RefCell;
-
-    pub struct Audit {
-        declared: Vec<String>,
-        /// Declared keys present in the document, not yet read.
-        unread: RefCell<Vec<String>>,
-    }
-
-    impl Audit {
-        pub fn new(map: &Mapping, allowed: &[&str]) -> Self {
-            let unread = map
-                .keys()
-                .filter_map(|k| k.as_str())
-                .filter(|k| allowed.contains(k))
-                .map(str::to_string)
-                .collect();
-            Audit {
-                declared: allowed.iter().map(|k| k.to_string()).collect(),
-                unread: RefCell::new(unread),
-            }
-        }
-
-        pub fn read(&self, key: &str, path: &str) {
-            assert!(
-                self.declared.iter().any(|k| k == key),
-                "the decoder of `{path}` reads `{key}`, which its key table does not declare"
-            );
-            self.unread.borrow_mut().retain(|k| k != key);
-        }
-    }
-
-    thread_local! {
-        static UNREAD: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// The declared keys that sections dropped since the last call without reading them.
-    /// (A section that stops at a problem may leave keys unread; only a clean decode counts.)
-    pub fn take_unread() -> Vec<String> {
-        UNREAD.with(|u| std::mem::take(&mut *u.borrow_mut()))
-    }
-
-    impl Drop for Audit {
-        fn drop(&mut self) {
-            let unread = std::mem::take(self.unread.get_mut());
-            UNREAD.with(|u| u.borrow_mut().extend(unread));
-        }
-    }
-}
+pub(super) mod audit;
 
 fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
@@ -378,69 +328,4 @@ pub(super) fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(
-            suggest("upstrem", &["prefix", "upstream"]),
-            Some("upstream")
-        );
-        assert_eq!(suggest("timout", &["timeouts", "type"]), Some("timeouts"));
-        assert_eq!(suggest("zzz", &["prefix", "upstream"]), None);
-    }
-
-    #[test]
-    fn env_expansion() {
-        let env = |k: &str| (k == "KEY").then(|| "secret".to_string());
-        let mut d = Decoder::new(&env);
-        let v = Value::String("Bearer ${KEY}!".into());
-        assert_eq!(d.string(&Node::root(&v)).as_deref(), Some("Bearer secret!"));
-        let v = Value::String("${MISSING}".into());
-        assert_eq!(d.string(&Node::root(&v)), None);
-        assert_eq!(d.problems.len(), 1);
-        assert!(d.secrets.is_empty());
-    }
-
-    #[test]
-    fn problems_echo_urls_as_written_and_record_their_secrets() {
-        let env = |k: &str| (k == "KEY").then(|| "s3cret".to_string());
-        let mut d = Decoder::new(&env);
-        let v = Value::String("https://h/?key=${KEY}".into());
-        assert_eq!(
-            d.parsed(&Node::root(&v), |_| Err::<(), _>("bad".into())),
-            None
-        );
-        assert_eq!(d.problems.0[0].value.as_deref(), Some("https://h/?key=***"));
-        assert_eq!(d.secrets.mask("a s3cret"), "a ***");
-        let v = Value::String("http://user:${KEY}@h".into());
-        assert_eq!(
-            d.parsed(&Node::root(&v), |_| Err::<(), _>("bad".into())),
-            None
-        );
-        assert_eq!(d.problems.0[1].value.as_deref(), Some("http://***@h"));
-    }
-
-    #[test]
-    fn a_declared_key_that_is_never_read_is_noticed() {
-        let env = |_: &str| None;
-        let mut d = Decoder::new(&env);
-        let v: Value = serde_yaml::from_str("{a: 1, b: 2}").unwrap();
-        audit::take_unread();
-        let f = d.fields(&Node::root(&v), &["a", "b", "c"]).unwrap();
-        assert!(f.get("a").is_some() && f.get("c").is_none());
-        drop(f);
-        assert_eq!(audit::take_unread(), ["b"]);
-    }
-
-    #[test]
-    #[should_panic(expected = "its key table does not declare")]
-    fn reading_an_undeclared_key_panics_in_tests() {
-        let env = |_: &str| None;
-        let mut d = Decoder::new(&env);
-        let v: Value = serde_yaml::from_str("{a: 1}").unwrap();
-        let f = d.fields(&Node::root(&v), &["a"]).unwrap();
-        f.get("typo");
-    }
-}
+mod tests;
