@@ -27,10 +27,17 @@ pub fn decode_log(d: &mut Decoder<'_>, node: &Node<'_>) -> LogConfig {
             .get("dir")
             .and_then(|n| d.string(&n))
             .unwrap_or_else(|| "Log/chat".into());
+        // Each a route prefix (validate.rs checks that a route has it): a typo must be a
+        // problem, not a route whose chat log is silently off.
         let routes = c.get("routes").map(|n| {
-            super::schema_auth::strings(d, &n)
-                .into_iter()
-                .map(|r| crate::routing::normalize_prefix(&r).unwrap_or(r))
+            let items = if n.value.is_string() {
+                vec![n.clone()]
+            } else {
+                d.seq(&n)
+            };
+            items
+                .iter()
+                .filter_map(|item| d.parsed(item, crate::routing::normalize_prefix))
                 .collect()
         });
         log.chat = Some(ChatLogSettings {

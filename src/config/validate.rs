@@ -38,6 +38,16 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
     let prefixes: HashSet<&str> = config.routes.iter().map(|r| r.prefix.as_str()).collect();
     let tenants: HashSet<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
 
+    let chat_routes = config.log.chat.as_ref().and_then(|c| c.routes.as_ref());
+    for (i, prefix) in chat_routes.into_iter().flatten().enumerate() {
+        if !prefixes.contains(prefix.as_str()) {
+            problems.add(
+                format!("log.chat.routes[{i}]"),
+                Some(prefix.clone()),
+                "no route has this prefix",
+            );
+        }
+    }
     for p in &config.upstream_keys {
         if p.keys.is_empty() {
             problems.add(
@@ -213,5 +223,32 @@ pub fn cross_check(config: &Config, problems: &mut Problems) {
                 "this forward key is also an upstream key; a forward key must never be a real key",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn problems(yaml: &str) -> String {
+        match crate::config::parse_bytes(yaml.as_bytes(), &|_| None) {
+            Ok(_) => String::new(),
+            Err(p) => p.to_string(),
+        }
+    }
+
+    // A chat-log route that names no route used to pass `check` and log nothing there.
+    #[test]
+    fn chat_log_routes_name_configured_routes() {
+        let yaml = |routes: &str| {
+            format!("routes: [{{prefix: /openai, upstream: 'http://h'}}]\nlog: {{chat: {{routes: {routes}}}}}\n")
+        };
+        assert_eq!(problems(&yaml("[/openai/]")), "");
+        let p = problems(&yaml("[/openai, /opnai]"));
+        assert!(
+            p.contains("log.chat.routes[1]: \"/opnai\": no route has this prefix"),
+            "{p}"
+        );
+        assert_eq!(problems(&yaml("openai")), "");
+        let p = problems(&yaml("['/a b']"));
+        assert!(p.contains("log.chat.routes[0]"), "{p}");
     }
 }

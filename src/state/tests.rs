@@ -1,4 +1,3 @@
-
 use super::*;
 
 const YAML: &str = "upstream_keys: {p: [sk-real]}\ntenants: {t: {}}\nforward_keys: [{key: fk-1, tenant: t}]\nroutes:\n  - {prefix: /, upstream: 'http://127.0.0.1:9', auth: {mode: forward_keys, pool: p}}\n";
