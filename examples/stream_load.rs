@@ -16,7 +16,8 @@
 //! `--json` sends `"stream": false` and expects a JSON answer with a Content-Length;
 //! `--prompt-bytes` pads the user message to that size (a large prompt). `--watch-pid` samples
 //! that process (the proxy under test) every 100 ms: its CPU time over the whole run and its RSS
-//! before the first connection and, at most, while every stream was open at once.
+//! before the first connection and, at most, while every stream was open at once; and how long
+//! its threads waited for a CPU (other work on a shared machine).
 //!
 //! It prints one line to stdout, `RESULT key=value ...` (times in µs), and a summary and the first
 //! errors to stderr; the exit status is 1 if any request failed. Raw TCP and hand-written
@@ -167,6 +168,8 @@ struct Reader {
     /// Read position in `raw` (bytes before it are consumed).
     pos: usize,
     bytes_in: u64,
+    /// When the last read returned: what is buffered arrived then.
+    last_read: Instant,
 }
 
 impl Reader {
@@ -183,6 +186,7 @@ impl Reader {
         self.raw.resize(len + 16 * 1024, 0);
         let n = self.stream.read(&mut self.raw[len..]).await;
         let at = Instant::now();
+        self.last_read = at;
         let n = n.map_err(|e| format!("read: {e}"))?;
         self.raw.truncate(len + n);
         self.bytes_in += n as u64;
@@ -304,7 +308,8 @@ async fn read_sse(
     };
     let mut sse: Vec<u8> = Vec::with_capacity(1024);
     let mut last: Option<Instant> = None;
-    let mut at = t0;
+    // Events already buffered (read with the head) arrived with the last read.
+    let mut at = r.last_read;
     // Chunked decoding state: bytes left in the current chunk, or None when at a size line.
     let mut in_chunk: Option<usize> = None;
     let mut ended = false;
@@ -430,6 +435,7 @@ async fn connection(
         raw: Vec::with_capacity(16 * 1024),
         pos: 0,
         bytes_in: 0,
+        last_read: t0,
     };
     for n in 0..a.requests {
         let t = if n == 0 { t0 } else { Instant::now() };
@@ -515,6 +521,19 @@ fn proc_sample(pid: u32) -> Option<(u64, u64)> {
     Some((ticks, rss))
 }
 
+/// Time the threads of `pid` spent runnable but waiting for a CPU (ns, summed over threads from
+/// `/proc/PID/task/*/schedstat`): on a shared machine, how much of the latency is other work.
+fn run_queue_wait_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let wait = |e: std::fs::DirEntry| -> Option<u64> {
+        let stat = std::fs::read_to_string(e.path().join("schedstat")).ok()?;
+        stat.split(' ').nth(1)?.parse().ok()
+    };
+    tasks.flatten().filter_map(wait).sum()
+}
+
 /// Percentile `p` (0–100) of sorted `v` (nearest rank), 0 if empty.
 fn pct(v: &[u32], p: f64) -> u32 {
     if v.is_empty() {
@@ -539,6 +558,7 @@ async fn run(a: Arc<Args>) -> i32 {
     let progress = Arc::new(Progress::default());
     // The watched process before the first connection.
     let before = a.watch_pid.and_then(proc_sample);
+    let wait_before = a.watch_pid.map_or(0, run_queue_wait_ns);
     let clk_tck = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
     let start = tokio::time::Instant::now();
     let wall0 = Instant::now();
@@ -575,6 +595,11 @@ async fn run(a: Arc<Args>) -> i32 {
     }
     let wall = wall0.elapsed();
     let after = a.watch_pid.and_then(proc_sample);
+    let wait_ms = a
+        .watch_pid
+        .map_or(0, run_queue_wait_ns)
+        .saturating_sub(wait_before)
+        / 1_000_000;
 
     let mut first: Vec<u32> = Vec::with_capacity(a.streams * a.requests);
     let mut gaps: Vec<u32> = Vec::with_capacity(a.streams * a.requests * a.events);
@@ -606,7 +631,8 @@ async fn run(a: Arc<Args>) -> i32 {
         "RESULT ok={ok} failed={failed} events={events} coalesced={coalesced} \
 first_p50={} first_p99={} first_max={} gap_p50={} gap_p99={} gap_p999={} gap_max={} \
 wall_ms={} bytes_in={bytes_in} bytes_out={bytes_out} cpu_ms={cpu_ms} rss_before_kib={rss_before} \
-rss_steady_kib={steady_rss} steady_samples={steady_samples} self_cpu_ms={self_cpu_ms}",
+rss_steady_kib={steady_rss} steady_samples={steady_samples} self_cpu_ms={self_cpu_ms} \
+run_queue_wait_ms={wait_ms}",
         pct(&first, 50.0),
         pct(&first, 99.0),
         first.last().copied().unwrap_or(0),
