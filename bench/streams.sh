@@ -21,7 +21,7 @@
 #            PROMPT_REQUESTS (25): proxy CPU per MiB sent.
 # Knobs (env): the above, SCENARIOS="streams answer prompt", TARGETS="direct pingora-floor gateway
 #   gateway-general" (also: gateway-chatlog), SKIP_BUILD=1, GATEWAY_BIN, MOCK_BIN, FLOOR_BIN,
-#   LOAD_BIN, BENCH_NICE (as in load.sh).
+#   LOAD_BIN, BENCH_NICE (as in load.sh), BENCH_RT=1 (real-time priority, for a busy machine: below).
 # The client exits non-zero on any failed, lost, repeated, reordered or merged event; the run then
 # fails at the end (the errors column says where).
 set -euo pipefail
@@ -59,6 +59,14 @@ fi
 for bin in "$GATEWAY_BIN" "$MOCK_BIN" "$FLOOR_BIN" "$LOAD_BIN"; do [[ -x $bin ]] || die "no $bin"; done
 on_proxy_cpu=(nice -n "$BENCH_NICE" taskset -c "$PROXY_CPU")
 on_load_cpu=(nice -n "$BENCH_NICE" taskset -c "$LOAD_CPU")
+# BENCH_RT=1 (root): run the proxy, the mock and the client as real-time (SCHED_FIFO) tasks, so a
+# build on the same cores waits for them instead of adding its slices to every latency. They then
+# take up to 95 % of both cores (the kernel's real-time throttle) for the run: only for a
+# measurement on a busy shared machine, and say so beside the numbers.
+if [[ ${BENCH_RT:-} == 1 ]]; then
+    ((EUID == 0)) || die "BENCH_RT=1 needs root"
+    on_proxy_cpu=(chrt -f 10 taskset -c "$PROXY_CPU") on_load_cpu=(chrt -f 10 taskset -c "$LOAD_CPU")
+fi
 
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat; }
 busy_pct() {
@@ -235,7 +243,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores, Linux $(uname -r);" \
         "proxy on core $PROXY_CPU (one worker thread), mock upstream and \`stream_load\` on core $LOAD_CPU;" \
-        "$load_note; nice $BENCH_NICE."
+        "$load_note; $([[ ${BENCH_RT:-} == 1 ]] && echo 'real-time (SCHED_FIFO) priority' || echo "nice $BENCH_NICE")."
     if ((${#stream_rows[@]})); then
         echo
         echo "Concurrent streams of $EVENTS numbered SSE events ${INTERVAL_MS} ms apart (the first too)," \
