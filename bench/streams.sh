@@ -186,7 +186,9 @@ for scenario in $SCENARIOS; do
             for target in $TARGETS; do
                 start_target "$target"
                 log "$target: $n streams of $EVENTS events $interval ms apart"
-                run_load "$target" --streams "$n" --events "$EVENTS" --ramp-ms "$RAMP_MS"
+                # A saturated proxy slows every stream down: allow 4x the nominal length.
+                run_load "$target" --streams "$n" --events "$EVENTS" --ramp-ms "$RAMP_MS" \
+                    --timeout-s $((EVENTS * interval * 4 / 1000 + RAMP_MS / 1000 + 60))
                 if [[ $target == direct ]]; then
                     d_first=$r_first_p99 d_gap=$r_gap_p99
                 fi
