@@ -13,6 +13,8 @@
 # hit (memory backend); gateway-cache-unique: every request different (a counter in the body),
 # so every one is a miss stored into a 16 MiB memory cache that must evict to stay in budget;
 # gateway-cache-redis: hits from a Redis cache (redis-server on the load generator's core).
+# Many concurrent slow streams, large answers and prompts: bench/streams.sh (WITH_STREAMS=1 runs it
+# after this one, with the same build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -299,3 +301,4 @@ mkdir -p "$(dirname "$OUT")"
 } | tee "$OUT"
 log "done in ${SECONDS}s; written to $OUT"
 ((errors_total == 0)) || die "$errors_total requests failed (non-2xx, timeouts or socket errors): see the errors column"
+[[ -z ${WITH_STREAMS:-} ]] || GATEWAY_BIN=$GATEWAY_BIN MOCK_BIN=$MOCK_BIN FLOOR_BIN=$FLOOR_BIN bash bench/streams.sh
