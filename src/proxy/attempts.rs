@@ -24,6 +24,7 @@
 use crate::config::{FallbackConfig, RetryPolicy};
 use crate::state::{Route, UpstreamTarget};
 use crate::upstream::breaker::BreakerState;
+use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,7 +92,35 @@ pub enum Failure {
     NoKey,
 }
 
+/// How an upstream status is retried: the one table of retryable statuses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum StatusRule {
+    /// Overloaded or throttled (429, 503, 529): the same upstream again, `retries` times.
+    Again,
+    /// A server error (500, 502): the same upstream once more.
+    Once,
+    /// The upstream's own timeout (504): a silent model.
+    Silent,
+}
+
+fn status_rule(status: u16) -> Option<StatusRule> {
+    match status {
+        429 | 503 | 529 => Some(StatusRule::Again),
+        500 | 502 => Some(StatusRule::Once),
+        504 => Some(StatusRule::Silent),
+        _ => None,
+    }
+}
+
 impl Failure {
+    /// What an upstream's status says about the attempt (`None`: it is the client's answer).
+    pub fn from_status(status: u16, retry_after: Option<Duration>) -> Option<Failure> {
+        match status_rule(status)? {
+            StatusRule::Silent => Some(Failure::Silent),
+            StatusRule::Again | StatusRule::Once => Some(Failure::Status(status, retry_after)),
+        }
+    }
+
     /// Does it count against a circuit breaker? (A full context or a cooling key pool says
     /// nothing about the upstream's health.)
     pub fn is_upstream_fault(self) -> bool {
@@ -310,13 +339,17 @@ impl Attempts {
         if !p.on_status && matches!(failure, Failure::Status(..)) {
             return Next::GiveUp;
         }
-        let same = match failure {
-            Failure::Connect => {
+        let rule = match failure {
+            Failure::Status(status, _) => status_rule(status),
+            _ => None,
+        };
+        let same = match (failure, rule) {
+            (Failure::Connect, _) => {
                 self.connect_failures_here += 1;
                 (self.connect_failures_here <= p.connect_retries)
-                    .then(|| super::retry::backoff(&p, self.connect_failures_here))
+                    .then(|| backoff(&p, self.connect_failures_here))
             }
-            Failure::Reset | Failure::Status(429 | 503 | 529, _) => {
+            (Failure::Reset, _) | (Failure::Status(..), Some(StatusRule::Again)) => {
                 let retry_after = match failure {
                     Failure::Status(_, ra) => ra,
                     _ => None,
@@ -327,20 +360,20 @@ impl Attempts {
                     Some(ra) if ra > p.retry_after_max => None,
                     _ if self.retries_here > p.retries => None,
                     Some(ra) => Some(ra),
-                    None => Some(super::retry::backoff(&p, self.retries_here)),
+                    None => Some(backoff(&p, self.retries_here)),
                 }
             }
-            Failure::Status(500 | 502, _) => {
+            (Failure::Status(..), Some(StatusRule::Once)) => {
                 let first = !self.retried_5xx_here && p.retries > 0;
                 self.retried_5xx_here = true;
-                first.then(|| super::retry::backoff(&p, 1))
+                first.then(|| backoff(&p, 1))
             }
-            Failure::Status(..) | Failure::NoKey => None,
-            Failure::Silent => {
+            (Failure::Status(..) | Failure::NoKey, _) => None,
+            (Failure::Silent, _) => {
                 self.silent.push(self.current);
                 None
             }
-            Failure::ContextLength => {
+            (Failure::ContextLength, _) => {
                 self.context_exceeded = true;
                 None
             }
@@ -389,6 +422,17 @@ impl Attempts {
     pub fn would_retry(&self, failure: Failure, now: Instant) -> bool {
         self.clone().step(failure, now, false) != Next::GiveUp
     }
+}
+
+/// How long to wait before retry number `retry` (1-based): `backoff · 2^(retry-1)`, capped at
+/// `backoff_max`, with jitter drawn from the upper half so retries spread out without collapsing
+/// to zero.
+pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
+    let exp = policy
+        .backoff
+        .saturating_mul(1u32 << retry.saturating_sub(1).min(16));
+    let capped = exp.min(policy.backoff_max);
+    capped.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 /// The fallback models for `model`: the client's list when given, else the route's list for the
@@ -448,179 +492,4 @@ fn order_by_priority_and_weight<T>(targets: &mut Vec<(&Arc<UpstreamTarget>, T)>)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::Gateway;
-
-    fn route(extra: &str) -> Arc<Route> {
-        let yaml = format!(
-            "routes:\n  - prefix: /\n    upstreams:\n      - {{url: 'http://127.0.0.1:1', name: a, models: [m1, m2]}}\n      - {{url: 'http://127.0.0.1:2', name: b, priority: 2, models: {{m1: b-m1, m3: b-m3, big: b-big}}}}\n    retry: {{retries: 2, backoff: 1ms, backoff_max: 2ms, retry_after_max: 5s}}\n{extra}"
-        );
-        let config = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
-        Arc::clone(&Gateway::build(config).ok().unwrap().routes[0])
-    }
-
-    fn plan(route: &Route, model: &str) -> Attempts {
-        Attempts::plan(
-            route,
-            Some(model),
-            true,
-            None,
-            true,
-            |_| true,
-            Instant::now(),
-        )
-    }
-
-    fn at(a: &Attempts) -> (String, Option<String>) {
-        let c = a.current().unwrap();
-        (c.target.config.name.clone(), c.sent_model.clone())
-    }
-
-    #[test]
-    fn candidates_follow_priority_then_fallback_models() {
-        let r = route("    fallbacks: {by_model: {m1: [m3]}, context_length: [big]}\n");
-        let mut p = plan(&r, "m1");
-        let now = Instant::now();
-        assert_eq!(at(&p), ("a".into(), Some("m1".into())));
-        // Retries on the same upstream, then the next one (with its own model name).
-        for _ in 0..2 {
-            assert!(matches!(
-                p.after(Failure::Status(503, None), now),
-                Next::Retry(_)
-            ));
-            assert_eq!(at(&p).0, "a");
-        }
-        assert_eq!(
-            p.after(Failure::Status(503, None), now),
-            Next::Retry(Duration::ZERO)
-        );
-        assert_eq!(at(&p), ("b".into(), Some("b-m1".into())));
-        // One retry of a 500, then the fallback model; the context-length model is not for
-        // ordinary failures.
-        assert!(matches!(
-            p.after(Failure::Status(500, None), now),
-            Next::Retry(_)
-        ));
-        assert_eq!(at(&p).1.as_deref(), Some("b-m1"));
-        assert_eq!(
-            p.after(Failure::Status(500, None), now),
-            Next::Retry(Duration::ZERO)
-        );
-        assert_eq!(at(&p), ("b".into(), Some("b-m3".into())));
-        assert!(matches!(
-            p.after(Failure::Status(502, None), now),
-            Next::Retry(_)
-        ));
-        assert_eq!(p.after(Failure::Status(502, None), now), Next::GiveUp);
-    }
-
-    #[test]
-    fn a_silent_model_is_skipped_but_its_upstream_still_serves_the_others() {
-        let r = route("    fallbacks: {models: [m2, m3]}\n");
-        let mut p = plan(&r, "m1");
-        let now = Instant::now();
-        assert_eq!(p.after(Failure::Silent, now), Next::Retry(Duration::ZERO));
-        assert_eq!(at(&p), ("b".into(), Some("b-m1".into())));
-        // a stayed silent for m1, not for m2.
-        assert_eq!(p.after(Failure::Silent, now), Next::Retry(Duration::ZERO));
-        assert_eq!(at(&p), ("a".into(), Some("m2".into())));
-        assert_eq!(p.after(Failure::Silent, now), Next::Retry(Duration::ZERO));
-        assert_eq!(at(&p), ("b".into(), Some("b-m3".into())));
-        assert_eq!(p.after(Failure::Silent, now), Next::GiveUp);
-    }
-
-    #[test]
-    fn an_open_model_breaker_skips_that_model_only() {
-        let r = route("    fallbacks: {models: [m2]}\n    breaker: {failures: 1}\n");
-        let now = Instant::now();
-        let a = &r.upstreams[0];
-        a.model_breakers.record("m1", false, now);
-        let p = plan(&r, "m1");
-        // m1 on a is open: b's m1 first, then m2 on a.
-        assert_eq!(at(&p), ("b".into(), Some("b-m1".into())));
-        assert!(p.would_retry(Failure::Status(500, None), now));
-        assert_eq!(a.breaker.state(now), BreakerState::Closed);
-    }
-
-    #[test]
-    fn retry_after_is_waited_out_unless_too_long() {
-        let r = route("");
-        let now = Instant::now();
-        let mut p = plan(&r, "m1");
-        let two = Duration::from_secs(2);
-        assert!(p.would_retry(Failure::Status(429, Some(two)), now));
-        assert_eq!(at(&p).0, "a", "would_retry changes nothing");
-        assert_eq!(
-            p.after(Failure::Status(429, Some(two)), now),
-            Next::Retry(two)
-        );
-        assert_eq!(
-            p.after(Failure::Status(429, Some(Duration::from_secs(60))), now),
-            Next::Retry(Duration::ZERO)
-        );
-        assert_eq!(at(&p).0, "b");
-    }
-
-    #[test]
-    fn context_length_goes_only_to_the_larger_context_models() {
-        let r = route("    fallbacks: {models: [m2], context_length: [big]}\n");
-        let now = Instant::now();
-        let mut p = plan(&r, "m1");
-        assert_eq!(
-            p.after(Failure::ContextLength, now),
-            Next::Retry(Duration::ZERO)
-        );
-        assert_eq!(at(&p), ("b".into(), Some("b-big".into())));
-        // A context model that is also an ordinary fallback still serves as one.
-        let r = route("    fallbacks: {models: [big], context_length: [big]}\n");
-        let mut p = plan(&r, "m1");
-        assert_eq!(
-            p.after(Failure::ContextLength, now),
-            Next::Retry(Duration::ZERO)
-        );
-        assert_eq!(at(&p), ("b".into(), Some("b-big".into())));
-        let r = route("    fallbacks: {models: [m2]}\n");
-        let mut p = plan(&r, "m1");
-        assert!(!p.would_retry(Failure::ContextLength, now));
-        assert_eq!(p.after(Failure::ContextLength, now), Next::GiveUp);
-    }
-
-    #[test]
-    fn unknown_models_have_no_candidates_and_allow_lists_filter_fallbacks() {
-        let r = route("    fallbacks: {models: [m2, m3]}\n");
-        assert!(plan(&r, "nope").is_empty());
-        let p = Attempts::plan(
-            &r,
-            Some("m1"),
-            true,
-            None,
-            true,
-            |m| m != "m3",
-            Instant::now(),
-        );
-        assert!(p
-            .candidates
-            .iter()
-            .all(|c| c.model.as_deref() != Some("m3")));
-        let p = Attempts::plan(
-            &r,
-            Some("m1"),
-            true,
-            Some(vec!["m3".into()]),
-            true,
-            |_| true,
-            Instant::now(),
-        );
-        let models: Vec<_> = p
-            .candidates
-            .iter()
-            .map(|c| c.model.clone().unwrap())
-            .collect();
-        assert_eq!(
-            models,
-            ["m1", "m1", "m3"],
-            "the client's list replaces the route's"
-        );
-    }
-}
+mod tests;

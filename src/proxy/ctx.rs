@@ -188,6 +188,25 @@ impl RequestCtx {
         self.attempts.as_ref()?.current()
     }
 
+    /// The pool whose key this attempt sends: the upstream's own, else the request's (tenant or
+    /// route), and only when the gateway swaps credentials at all.
+    pub fn attempt_pool(&self) -> Option<Arc<KeyPool>> {
+        if !self.swap_credentials {
+            return None;
+        }
+        self.candidate()
+            .and_then(|c| c.target.pool.clone())
+            .or_else(|| self.pool.clone())
+    }
+
+    /// The model this attempt asks the upstream for, as a key-pool cool-down tag (`None`:
+    /// unknown, so a 429 cools the whole key).
+    pub fn attempt_model(&self) -> Option<u64> {
+        let c = self.candidate()?;
+        let model = c.sent_model.as_deref().or(c.model.as_deref())?;
+        Some(crate::keys::pool::model_tag(model))
+    }
+
     /// Has any response byte reached the client? Then nothing may be retried.
     pub fn client_has_bytes(&self, session: &pingora_proxy::Session) -> bool {
         match &self.link {

@@ -6,7 +6,6 @@ use super::attempts::Attempts;
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
 use crate::config::{KeyPlacement, RouteKind};
-use crate::keys::pool::KeyPool;
 use crate::openai::with_model;
 use crate::routing::upstream_target;
 use bytes::Bytes;
@@ -119,12 +118,9 @@ pub async fn upstream_peer(
                 target.config.name
             );
             // Like a failed connect: nothing reached the upstream, so the plan may go on.
-            super::verdict::record(&candidate, Some(super::attempts::Failure::Connect), now);
+            let retry = super::failover::on_resolve_failure(ctx, &candidate, now);
             let mut err = ctx.fail(GatewayError::UpstreamDns);
-            err.set_retry(super::retry::plan_next(
-                ctx,
-                super::attempts::Failure::Connect,
-            ));
+            err.set_retry(retry);
             Err(err)
         }
     }
@@ -157,25 +153,6 @@ fn requested_fallbacks(req: &RequestHeader) -> Option<Vec<String>> {
 /// The header a client names its fallback models in; never forwarded.
 pub const FALLBACK_HEADER: &str = "x-fallback-models";
 
-/// The pool whose key this attempt sends: the upstream's own, else the request's (tenant or
-/// route), and only when the gateway swaps credentials at all.
-pub fn attempt_pool(ctx: &RequestCtx) -> Option<Arc<KeyPool>> {
-    if !ctx.swap_credentials {
-        return None;
-    }
-    ctx.candidate()
-        .and_then(|c| c.target.pool.clone())
-        .or_else(|| ctx.pool.clone())
-}
-
-/// The model this attempt asks the upstream for, as a key-pool cool-down tag (`None`: unknown,
-/// so a 429 cools the whole key).
-pub fn attempt_model(ctx: &RequestCtx) -> Option<u64> {
-    let c = ctx.candidate()?;
-    let model = c.sent_model.as_deref().or(c.model.as_deref())?;
-    Some(crate::keys::pool::model_tag(model))
-}
-
 /// Headers that pick the OpenAI organization and project a key bills to. A pool key belongs to
 /// the gateway's organization: a client's value would only get the key refused.
 const ORG_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
@@ -201,7 +178,7 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
     }
     req.insert_header(header::HOST, upstream.upstream.host_header.clone())?;
     let takes_no_key = upstream.key_placement == KeyPlacement::None;
-    let pool = attempt_pool(ctx).filter(|_| !takes_no_key);
+    let pool = ctx.attempt_pool().filter(|_| !takes_no_key);
     // With a pool key to set, or no key at all for this upstream, nothing the client sent as a
     // key goes there.
     if takes_no_key || pool.is_some() {
@@ -213,7 +190,7 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
                 req.remove_header(name);
             }
         }
-        let model = attempt_model(ctx);
+        let model = ctx.attempt_model();
         let avoid = ctx
             .avoid_key
             .as_ref()

@@ -98,7 +98,7 @@ pub fn prepare(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> pingora_core:
     let in_query = ctx
         .candidate()
         .is_some_and(|c| matches!(c.target.key_placement, KeyPlacement::Query(_)));
-    let pool = super::forward::attempt_pool(ctx);
+    let pool = ctx.attempt_pool();
     let (Some(pool), Some(index), true) = (pool, ctx.pool_key, in_query) else {
         return Ok(());
     };

@@ -15,6 +15,7 @@ mod continuation;
 mod cors;
 mod ctx;
 pub mod error;
+mod failover;
 mod finish;
 mod forward;
 mod keepalive;
@@ -26,11 +27,9 @@ mod observe;
 mod preread;
 mod record;
 mod request_id;
-mod retry;
 mod route;
 mod stream;
 mod trace;
-mod verdict;
 
 pub use ctx::RequestCtx;
 
@@ -142,7 +141,7 @@ impl ProxyHttp for LlmProxy {
         e: Box<Error>,
     ) -> Box<Error> {
         trace::attempt_failed(ctx, &e);
-        retry::on_connect_failure(ctx, e)
+        failover::on_connect_failure(ctx, e)
     }
 
     fn error_while_proxy(
@@ -154,7 +153,7 @@ impl ProxyHttp for LlmProxy {
         client_reused: bool,
     ) -> Box<Error> {
         trace::attempt_failed(ctx, &e);
-        retry::on_proxy_error(session, ctx, e, client_reused)
+        failover::on_proxy_error(session, ctx, e, client_reused)
     }
 
     async fn upstream_request_filter(
@@ -175,7 +174,7 @@ impl ProxyHttp for LlmProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         trace::attempt_status(ctx, upstream_response.status.as_u16());
-        verdict::judge_head(ctx, session, upstream_response)?;
+        failover::judge_head(ctx, session, upstream_response)?;
         mask::prepare(ctx, upstream_response)?;
         forward::upstream_response(upstream_response, ctx)?;
         finish::tap_response(ctx, upstream_response);
@@ -189,7 +188,7 @@ impl ProxyHttp for LlmProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        verdict::judge_error_body(ctx, session, body, end_of_stream)?;
+        failover::judge_error_body(ctx, session, body, end_of_stream)?;
         mask::apply(ctx, body, end_of_stream);
         Ok(None)
     }

@@ -1,18 +1,36 @@
-//! Response phase (`upstream_response_filter`, `upstream_response_body_filter`): what the
-//! upstream's answer means before any of it reaches the client. What it says about the pool key
-//! is reported (see `keys::pool` for what that evidence does); a refused key (401/403) moves the
-//! request to another key once at most, a throttled one (429) while another key can serve; a retryable
-//! status (429/5xx) or `context_length_exceeded` is abandoned for the next attempt the plan
-//! (`attempts.rs`) allows; anything else is the client's answer. The last attempt's error is
-//! handed to the client unchanged, never replaced by a gateway error.
+//! Failover: what each attempt's end means for the next one. The only home of the breaker
+//! record, of replayability, of planning the next attempt (`attempts.rs` holds the pure plan) and
+//! of the error that abandons an attempt for another.
+//!
+//! Response (`upstream_response_filter`, `upstream_response_body_filter`): what the upstream's
+//! answer means before any of it reaches the client. What it says about the pool key is reported
+//! (see `keys::pool` for what that evidence does); a refused key (401/403) moves the request to
+//! another key once at most, a throttled one (429) while another key can serve; a retryable
+//! status (`Failure::from_status`) or `context_length_exceeded` is abandoned for the next attempt
+//! the plan allows; anything else is the client's answer. The last attempt's error is handed to
+//! the client unchanged, never replaced by a gateway error.
+//!
+//! Errors (`fail_to_connect`, `error_while_proxy`): an attempt that failed before any byte
+//! reached the client is classified (connect failure, reset, silence, a missed deadline, no
+//! usable key) and the plan decides whether and where to try again; the next attempt waits out
+//! the chosen backoff in the upstream phase. Once the client has bytes, nothing is retried: the
+//! stream ends abnormally (see `finish.rs`).
+//!
+//! A request the upstream received whole and then answered with a reset, a close or silence
+//! may have been acted on: a POST is then delivered at most once unless its route opts in
+//! (`retry.on_reset`). What is known not to have been processed is still retried: a failed
+//! connect, a request whose writing failed, a stale pooled connection on its first use (once,
+//! Pingora's rule), and the status answers judged here.
 
 use super::attempts::{Candidate, Failure, Next};
 use super::ctx::RequestCtx;
+use super::error::GatewayError;
+use super::link::Deadline;
 use crate::keys::pool::{parse_retry_after, KeyPool, KeyVerdict};
 use crate::state::UpstreamTarget;
 use crate::upstream::breaker::Transition;
 use bytes::Bytes;
-use pingora_core::{Error, ErrorType};
+use pingora_core::{Error, ErrorSource, ErrorType, RetryType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::hash::{Hash, Hasher};
@@ -44,7 +62,7 @@ pub fn judge_head(
         .or_else(|| header("retry-after").and_then(parse_retry_after));
     let mut failure = None;
     if let Some((pool, index)) = attempt_key(ctx) {
-        let model = super::forward::attempt_model(ctx);
+        let model = ctx.attempt_model();
         // An empty body never reaches the body filter: nothing to wait for.
         let bodiless = header("content-length").is_some_and(|v| v.trim() == "0");
         match status {
@@ -68,11 +86,7 @@ pub fn judge_head(
             _ => {}
         }
     }
-    let failure = failure.or(match status {
-        429 | 500 | 502 | 503 | 529 => Some(Failure::Status(status, retry_after)),
-        504 => Some(Failure::Silent),
-        _ => None,
-    });
+    let failure = failure.or_else(|| Failure::from_status(status, retry_after));
     let Some(failure) = failure else {
         if let Some(c) = ctx.candidate() {
             record(c, None, now);
@@ -119,7 +133,7 @@ pub fn judge_error_body(
             if let Some((pool, index)) = attempt_key(ctx) {
                 let verdict = match status {
                     429 => KeyVerdict::Throttled {
-                        model: super::forward::attempt_model(ctx),
+                        model: ctx.attempt_model(),
                         retry_after,
                     },
                     _ => KeyVerdict::Refused {
@@ -139,7 +153,7 @@ pub fn judge_error_body(
     let now = Instant::now();
     if let Some((status, retry_after)) = ctx.held_key_answer.take() {
         if let Some((pool, index)) = attempt_key(ctx) {
-            let model = super::forward::attempt_model(ctx);
+            let model = ctx.attempt_model();
             if status == 429 {
                 // A spent quota is the whole key's, not one model's.
                 let model = model.filter(|_| !says_quota_spent(&held));
@@ -198,7 +212,7 @@ fn throttled(
         // The same upstream with another key, at once: this key said nothing about it.
         ctx.key_rotations += 1;
         ctx.avoid_key = Some((Arc::clone(pool), index));
-        return Err(retry(ctx, 429, Duration::ZERO));
+        return Err(abandon(ctx, 429, Duration::ZERO));
     }
     let max_wait = ctx
         .route
@@ -218,7 +232,7 @@ fn says_quota_spent(body: &[u8]) -> bool {
 
 /// The pool and key the current attempt sent, when the gateway placed one.
 fn attempt_key(ctx: &RequestCtx) -> Option<(Arc<KeyPool>, usize)> {
-    super::forward::attempt_pool(ctx).zip(ctx.pool_key)
+    ctx.attempt_pool().zip(ctx.pool_key)
 }
 
 /// Who a refusal came from, as far as key health is concerned: the forward key and the
@@ -256,7 +270,7 @@ fn move_on_refusal(
     ctx.refusal_moved = true;
     ctx.key_rotations += 1;
     ctx.avoid_key = Some((Arc::clone(pool), index));
-    Some(retry(ctx, status, Duration::ZERO))
+    Some(abandon(ctx, status, Duration::ZERO))
 }
 
 /// Does a 401's body say the key itself is invalid? Conservative: only OpenAI's own words for
@@ -292,7 +306,7 @@ fn decide(
         return Ok(());
     }
     match plan.after(failure, now) {
-        Next::Retry(wait) => Err(retry(ctx, status, wait)),
+        Next::Retry(wait) => Err(abandon(ctx, status, wait)),
         Next::GiveUp => Ok(()),
     }
 }
@@ -303,8 +317,8 @@ pub fn replayable(ctx: &RequestCtx, session: &Session) -> bool {
     ctx.link.is_some() || !session.as_ref().retry_buffer_truncated()
 }
 
-/// The error that makes Pingora try again (see `retry::on_proxy_error`).
-fn retry(ctx: &mut RequestCtx, status: u16, wait: Duration) -> Box<Error> {
+/// The error that makes Pingora try again (see `on_proxy_error`).
+fn abandon(ctx: &mut RequestCtx, status: u16, wait: Duration) -> Box<Error> {
     ctx.retry_now = true;
     ctx.wait_next = Some(wait);
     let mut e = Error::explain(
@@ -354,6 +368,174 @@ fn log_transition(target: &UpstreamTarget, model: Option<&str>, t: Option<Transi
             log::info!("upstream {name}, model {m}: circuit breaker closed (recovered)")
         }
         (None, _) => {}
+    }
+}
+
+/// The upstream's name did not resolve: like a failed connect, nothing reached it, so the plan
+/// may go on. `true`: another attempt follows.
+pub fn on_resolve_failure(ctx: &mut RequestCtx, candidate: &Candidate, now: Instant) -> bool {
+    record(candidate, Some(Failure::Connect), now);
+    plan_next(ctx, Failure::Connect)
+}
+
+/// A failed connect reached nothing: safe to retry for any method.
+pub fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    if let Some(c) = ctx.candidate() {
+        record(c, Some(Failure::Connect), Instant::now());
+    }
+    let retry = plan_next(ctx, Failure::Connect);
+    e.set_retry(retry);
+    e
+}
+
+/// An error after the request was sent (or while the response came back).
+pub fn on_proxy_error(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut e: Box<Error>,
+    client_reused: bool,
+) -> Box<Error> {
+    if std::mem::take(&mut ctx.retry_now) {
+        // The response phase abandoned the attempt and already chose the next one.
+        e.set_retry(true);
+        return e;
+    }
+    let fired = ctx.link.as_ref().and_then(|l| l.take_fired());
+    if fired == Some(Deadline::Shutdown) {
+        // The process is stopping: no next attempt, the request ends (and logs) as cut.
+        ctx.error = Some(GatewayError::CutByShutdown);
+        e.set_retry(false);
+        return e;
+    }
+    ctx.deadline = fired;
+    if ctx.client_has_bytes(session) {
+        // Too late for another attempt: the stream is cut (never a clean end).
+        if fired.is_some() || *e.esource() == ErrorSource::Upstream {
+            ctx.error = Some(GatewayError::StreamInterrupted);
+        }
+        e.set_retry(false);
+        return e;
+    }
+    let replayable = replayable(ctx, session);
+    let failure = match fired {
+        Some(Deadline::Total | Deadline::MaxDuration) => {
+            ctx.error = Some(GatewayError::UpstreamTimeout);
+            e.set_retry(false);
+            return e;
+        }
+        Some(Deadline::FirstToken | Deadline::Idle | Deadline::Shutdown) => Failure::Silent,
+        None if ctx.error == Some(GatewayError::NoUpstreamKey) => Failure::NoKey,
+        None => match classify(&e) {
+            Some(f) => f,
+            // The client went away (or the gateway failed): nothing to retry for.
+            None => {
+                e.set_retry(false);
+                return e;
+            }
+        },
+    };
+    if !replayable {
+        e.set_retry(false);
+        return e;
+    }
+    // A pooled connection the upstream had closed: Pingora's own rule, not a failure of the
+    // upstream, retried once on a fresh connection without spending the plan's retries.
+    if failure == Failure::Reset
+        && matches!(e.retry, RetryType::ReusedOnly)
+        && client_reused
+        && !std::mem::replace(&mut ctx.reuse_retried, true)
+    {
+        e.set_retry(true);
+        return e;
+    }
+    if failure != Failure::NoKey {
+        if let Some(c) = ctx.candidate() {
+            record(c, Some(failure), Instant::now());
+        }
+    }
+    if fired.is_some() {
+        // Whatever happens next, this attempt timed out.
+        ctx.error = Some(GatewayError::UpstreamTimeout);
+    }
+    if matches!(failure, Failure::Reset | Failure::Silent)
+        && delivered_whole(&e, session, ctx)
+        && !may_deliver_again(session, ctx)
+    {
+        // The upstream had the whole request and may be acting on it (a completion being
+        // generated and billed): sending it again could do it twice.
+        e.set_retry(false);
+        return e;
+    }
+    let retry = plan_next(ctx, failure);
+    if retry && ctx.head_seen && session.cache.enabled() {
+        // pingora-cache took this attempt's head as the start of a fill and cannot start
+        // another: the answer of the next attempt is served, not stored.
+        session
+            .cache
+            .disable(pingora_cache::NoCacheReason::Custom("attempt abandoned"));
+    }
+    e.set_retry(retry);
+    e
+}
+
+/// Did the attempt's request reach the upstream whole? Only a failed write, or a body the
+/// writer did not take in full, says no. A complete write may still sit unread in a socket
+/// buffer, but nothing tells that apart from a request being worked on, so it counts as
+/// delivered. (An upstream that never got the whole body cannot have acted on it.)
+fn delivered_whole(e: &Error, session: &Session, ctx: &RequestCtx) -> bool {
+    if matches!(e.etype(), ErrorType::WriteError | ErrorType::WriteTimedout) {
+        return false;
+    }
+    let expected = match &ctx.link {
+        Some(link) => Some(link.body().len()),
+        None => session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok()),
+    };
+    match (session.upstream_body_bytes_sent(), expected) {
+        (Some(sent), Some(len)) => sent >= len,
+        _ => true,
+    }
+}
+
+/// May a request that was delivered be sent again? Idempotent methods may (RFC 9110 §9.2.2);
+/// anything else only on a route that accepts duplicates (`retry.on_reset`).
+fn may_deliver_again(session: &Session, ctx: &RequestCtx) -> bool {
+    use http::Method;
+    let method = &session.req_header().method;
+    *method == Method::GET
+        || *method == Method::HEAD
+        || *method == Method::OPTIONS
+        || ctx.route.as_ref().is_some_and(|r| r.config.retry.on_reset)
+}
+
+/// Upstream errors by what they say about the upstream; `None` for the client's side.
+fn classify(e: &Error) -> Option<Failure> {
+    use ErrorType::*;
+    if *e.esource() != ErrorSource::Upstream {
+        return None;
+    }
+    Some(match e.etype() {
+        ReadTimedout | WriteTimedout => Failure::Silent,
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
+        | TLSHandshakeTimedout | ConnectProxyFailure => Failure::Connect,
+        _ => Failure::Reset,
+    })
+}
+
+/// Ask the plan; on a retry, note the wait for the upstream phase.
+pub fn plan_next(ctx: &mut RequestCtx, failure: Failure) -> bool {
+    let Some(plan) = ctx.attempts.as_mut() else {
+        return false;
+    };
+    match plan.after(failure, Instant::now()) {
+        Next::Retry(wait) => {
+            ctx.wait_next = Some(wait);
+            true
+        }
+        Next::GiveUp => false,
     }
 }
 
