@@ -71,7 +71,7 @@ pub async fn serve(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core:
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    ctx.status = 200;
+    ctx.status = Some(200);
     let cors = ctx.cors.take().unwrap_or_default();
     if !stream {
         let body = json!({

@@ -135,6 +135,12 @@ pub async fn read_body(
             .map_err(|e| ctx.fail(e))?;
     }
     ctx.model = model;
+    // The prompt's size in tokens (~4 bytes each), for budgets, usage and continuations.
+    ctx.prompt_estimate = ctx
+        .request_info
+        .as_ref()
+        .and_then(|i| i.input_json(&body))
+        .map(|input| input.len() as u64 / 4);
     ctx.request_body = Some(body.clone());
     let link = Arc::new(Link::new(body).with_cutoff(Arc::clone(&gateway.cutoff)));
     ctx.link = Some(Arc::clone(&link));

@@ -12,7 +12,7 @@
 //! `x-cache: HIT` (Pingora adds `age`). Only a 200 is admitted; the store decides at the end
 //! whether it is complete enough to keep (`cache_store`).
 
-use super::ctx::RequestCtx;
+use super::ctx::{CacheState, Plan, RequestCtx};
 use crate::cache_key::{self, Digest, KeyParts};
 use crate::state::Gateway;
 use pingora_cache::{
@@ -22,26 +22,6 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
-
-/// The cache's view of one request (body phase sets `flag`, this phase the rest).
-#[derive(Default)]
-pub struct CacheCtx {
-    /// The request's `caching` field, when it had one (removed from the body sent upstream).
-    pub flag: Option<bool>,
-    /// Set when the request uses the cache.
-    pub plan: Option<Plan>,
-    /// The answer came from the cache.
-    pub hit: bool,
-}
-
-pub struct Plan {
-    pub id: Digest,
-    /// The route prefix (purge by route).
-    pub route: String,
-    pub ttl: Duration,
-    /// The client sent `Cache-Control: no-cache`: do not serve a stored answer, store the fresh.
-    pub refresh: bool,
-}
 
 /// `request_cache_filter`: enable the cache for this request, or leave it off.
 pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
@@ -59,7 +39,7 @@ pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
         .enable(cache.store, None, None, Some(cache.lock), Some(overrides));
     // Ranges make no sense for API answers; replay them whole.
     session.ignore_downstream_range = true;
-    ctx.cache.plan = Some(keying.plan(id));
+    ctx.cache.state = CacheState::Miss(keying.plan(id));
 }
 
 /// Everything of a request's cache key but its body, once the request may use the cache.
@@ -108,9 +88,10 @@ pub fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Opt
     };
     let policy = route.cache.as_ref()?;
     let req = session.req_header();
-    let path = crate::routing::collapse_slashes(req.uri.path());
-    let found = gateway.table.find(&path)?;
-    if !policy.covers(&req.method, found.rest) || !ctx.cache.flag.unwrap_or(policy.default) {
+    // The path after the route prefix, as the route phase found it (the path is normalised,
+    // so no run of slashes is left in it).
+    let (rest, _) = ctx.forward_path.as_ref()?;
+    if !policy.covers(&req.method, rest) || !ctx.cache.flag.unwrap_or(policy.default) {
         return None;
     }
     let (no_store, no_cache) = client_directives(req);
@@ -194,7 +175,7 @@ fn client_directives(req: &pingora_http::RequestHeader) -> (bool, bool) {
 
 /// `cache_key_callback`.
 pub fn key(ctx: &RequestCtx) -> pingora_core::Result<CacheKey> {
-    match &ctx.cache.plan {
+    match ctx.cache.state.plan() {
         Some(p) => Ok(crate::cache_store::cache_key(&p.id, &p.route)),
         None => Err(pingora_core::Error::explain(
             pingora_core::ErrorType::InternalError,
@@ -214,22 +195,22 @@ pub fn on_hit(
     handler: &mut HitHandler,
     ctx: &mut RequestCtx,
 ) -> Option<ForcedFreshness> {
-    if ctx.cache.plan.as_ref().is_some_and(|p| p.refresh) {
+    if ctx.cache.state.plan().is_some_and(|p| p.refresh) {
         return Some(ForcedFreshness::ForceMiss);
     }
     if ctx.pacer.is_none() {
         crate::cache_store::batch_hit(handler, HIT_BATCH);
     }
-    ctx.cache.hit = true;
-    ctx.status = meta.response_header().status.as_u16();
-    super::finish::tap_response(ctx, meta.response_header());
+    ctx.cache.state.to_hit();
+    ctx.status = Some(meta.response_header().status.as_u16());
+    super::stream::tap_response(ctx, meta.response_header());
     None
 }
 
 /// `response_cache_filter`: a 200 of a request that uses the cache may be stored (the store
 /// still checks that it arrives whole). No request header is stored, and no `Set-Cookie`.
 pub fn admit(resp: &ResponseHeader, ctx: &RequestCtx) -> RespCacheable {
-    let Some(plan) = &ctx.cache.plan else {
+    let Some(plan) = ctx.cache.state.plan() else {
         return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled);
     };
     if resp.status != http::StatusCode::OK {
@@ -249,8 +230,9 @@ pub fn admit(resp: &ResponseHeader, ctx: &RequestCtx) -> RespCacheable {
 /// `response_filter`: say whether the answer came from the cache, and under which key (the
 /// id the admin interface purges by; a digest, nothing secret).
 pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Result<()> {
-    if let Some(plan) = &ctx.cache.plan {
-        resp.insert_header("x-cache", if ctx.cache.hit { "HIT" } else { "MISS" })?;
+    if let Some(plan) = ctx.cache.state.plan() {
+        let hit = ctx.cache.state.is_hit();
+        resp.insert_header("x-cache", if hit { "HIT" } else { "MISS" })?;
         resp.insert_header("x-cache-key", cache_key::hex(&plan.id))?;
     }
     Ok(())
@@ -258,8 +240,8 @@ pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Re
 
 /// `logging`: count the outcome.
 pub fn account(gateway: &Gateway, ctx: &RequestCtx) {
-    if let (Some(cache), Some(_)) = (&gateway.cache, &ctx.cache.plan) {
-        let counter = if ctx.cache.hit {
+    if let (Some(cache), Some(_)) = (&gateway.cache, ctx.cache.state.plan()) {
+        let counter = if ctx.cache.state.is_hit() {
             &cache.store.counters.hits
         } else {
             &cache.store.counters.misses
@@ -271,7 +253,7 @@ pub fn account(gateway: &Gateway, ctx: &RequestCtx) {
 /// Whether this request's tokens count against token budgets: not for a hit, unless
 /// `charge_hits` says so.
 pub fn free_of_charge(gateway: &Gateway, ctx: &RequestCtx) -> bool {
-    ctx.cache.hit
+    ctx.cache.state.is_hit()
         && gateway
             .cache
             .as_ref()
@@ -280,9 +262,9 @@ pub fn free_of_charge(gateway: &Gateway, ctx: &RequestCtx) -> bool {
 
 /// For logs: `hit`, `miss` or `bypass`.
 pub fn label(ctx: &RequestCtx) -> &'static str {
-    match (&ctx.cache.plan, ctx.cache.hit) {
-        (Some(_), true) => "hit",
-        (Some(_), false) => "miss",
-        (None, _) => "bypass",
+    match ctx.cache.state {
+        CacheState::Hit(_) => "hit",
+        CacheState::Miss(_) => "miss",
+        CacheState::Bypass => "bypass",
     }
 }

@@ -15,7 +15,7 @@
 
 use super::benchmark::{pieces, write_sse, ChunkStream};
 use super::cache::Keying;
-use super::ctx::RequestCtx;
+use super::ctx::{CacheState, RequestCtx};
 use crate::cache_key::Digest;
 use crate::config::RouteKind;
 use crate::state::Gateway;
@@ -172,13 +172,12 @@ async fn replay(
     age: &str,
     events: Vec<Value>,
 ) -> pingora_core::Result<()> {
-    ctx.cache.plan = Some(keying.plan(id));
-    ctx.cache.hit = true;
-    ctx.status = 200;
+    ctx.cache.state = CacheState::Hit(keying.plan(id));
+    ctx.status = Some(200);
     // The stream tap and metrics read the head's content type only.
     let mut sse = ResponseHeader::build(200, Some(1))?;
     sse.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
-    super::finish::tap_response(ctx, &sse);
+    super::stream::tap_response(ctx, &sse);
     super::observe::on_response(gateway, &sse, ctx);
     let mut headers: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(12);
     let cache_headers = [

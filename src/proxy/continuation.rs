@@ -16,8 +16,7 @@
 //! cut on an event boundary, with its text kept whole. Anything else, or a continuation that
 //! fails in turn, ends as a cut stream does.
 
-use super::ctx::RequestCtx;
-use super::stream::ResponseTap;
+use super::ctx::{RequestCtx, ResponseTap};
 use crate::openai::{InputField, Usage};
 use crate::sse::SseParser;
 use bytes::Bytes;
@@ -59,15 +58,10 @@ struct Broken {
 
 /// Read what the broken stream left, if it can be continued.
 fn broken(ctx: &mut RequestCtx) -> Option<Broken> {
-    let prompt = ctx
-        .request_info
-        .as_ref()
-        .zip(ctx.request_body.as_ref())
-        .and_then(|(i, b)| i.input_json(b))
-        .map_or(0, |s| s.len() as u64 / 4);
+    let prompt = ctx.prompt_estimate.unwrap_or(0);
     let Some(ResponseTap::Sse {
         parser, acc, first, ..
-    }) = ctx.response.as_mut()
+    }) = ctx.attempt.response.as_mut()
     else {
         return None;
     };
@@ -261,7 +255,7 @@ async fn write_events(
 fn tap(ctx: &mut RequestCtx, data: &[u8]) -> Result<bool, String> {
     let Some(ResponseTap::Sse {
         acc, strip_usage, ..
-    }) = ctx.response.as_mut()
+    }) = ctx.attempt.response.as_mut()
     else {
         return Ok(false);
     };

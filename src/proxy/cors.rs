@@ -25,7 +25,7 @@ pub async fn preflight_or_prepare(
             None => (403, Vec::new()),
         };
         headers.extend(super::request_id::header(ctx));
-        ctx.status = status;
+        ctx.status = Some(status);
         respond(session, status, None, &headers).await?;
         return Ok(true);
     }

@@ -1,15 +1,35 @@
 //! Per-request state shared by the phases. Each field says which phase sets it; later phases
-//! only read what earlier ones wrote.
+//! only read what earlier ones wrote. The ctx owns its state types (submodules): the phase
+//! modules depend on it, and it depends on nothing in `proxy/` but them and the pure leaves
+//! (`error`, `link`, `attempts`).
 
+mod attempt;
+mod cache;
+mod masker;
+mod pacer;
+mod tap;
+mod tokens;
+
+pub use attempt::{AttemptState, Held};
+pub use cache::{CacheCtx, CacheState, Plan};
+pub use masker::Masker;
+pub use pacer::Pacer;
+pub use tap::ResponseTap;
+pub use tokens::TokenReservation;
+
+use super::attempts::{Attempts, Candidate};
 use super::error::GatewayError;
-use super::preread::RestoreSlot;
+use super::link::Link;
 use crate::keys::pool::KeyPool;
 use crate::keys::tenant::Tenant;
 use crate::state::Route;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// Where the pre-read session keeps the real one until `logging` puts it back (`preread.rs`).
+pub type RestoreSlot = Arc<Mutex<Option<pingora_core::protocols::http::ServerSession>>>;
 
 /// Counts a request as in flight from `new_ctx` until its ctx is dropped (after `logging`), so a
 /// stopping process can tell when it has drained.
@@ -44,36 +64,32 @@ pub struct RequestCtx {
     pub key_id: Option<String>,
     /// The pool whose keys replace the client's credentials (auth phase).
     pub pool: Option<Arc<KeyPool>>,
-    /// The pool key used by the current attempt (upstream phase).
-    pub pool_key: Option<usize>,
     /// The request's `model`, when the body was read (body phase).
     pub model: Option<String>,
     /// What the body said (body phase; JSON bodies only).
     pub request_info: Option<crate::openai::RequestInfo>,
     /// The body as sent upstream (body phase), for chat logs and token estimates.
     pub request_body: Option<bytes::Bytes>,
+    /// The conversation's size in tokens, ~4 bytes each (body phase; `None` without a
+    /// conversation field): token budgets, estimated usage, continuations.
+    pub prompt_estimate: Option<u64>,
     /// The body was changed (usage requested), so its length is new (body → upstream phase).
     pub body_rewritten: bool,
     /// The client did not ask for the usage chunk we asked for: remove it (body → stream).
     pub strip_usage_chunk: bool,
-    /// What the response said, as it flows (stream phase).
-    pub response: Option<super::stream::ResponseTap>,
     /// When the first response body byte went to the client (stream phase).
     pub first_byte: Option<Instant>,
     /// Output pacing for this request's stream (limits phase).
-    pub pacer: Option<super::stream::Pacer>,
+    pub pacer: Option<Pacer>,
     /// Set when the body phase swapped in the pre-read session; `logging` restores the real one.
     pub preread: Option<RestoreSlot>,
-    /// The response phase abandoned this attempt for another one (a refused key, a retryable
-    /// status, `context_length_exceeded`); the retry phase lets Pingora try again.
-    pub retry_now: bool,
-    /// How long to wait before the next attempt (backoff or `Retry-After`; upstream phase).
-    pub wait_next: Option<std::time::Duration>,
+    /// The current upstream attempt's state; reset with one assignment as each attempt starts.
+    pub attempt: AttemptState,
     /// The attempt plan: upstreams and models, and what is left to try (upstream phase).
-    pub attempts: Option<super::attempts::Attempts>,
+    pub attempts: Option<Attempts>,
     /// Shared with the pre-read session: the attempt's body, stream deadlines, what the client
     /// has seen (body phase).
-    pub link: Option<Arc<super::link::Link>>,
+    pub link: Option<Arc<Link>>,
     /// The gateway swaps the client's credentials for pool keys (auth phase).
     pub swap_credentials: bool,
     /// Attempts repeated with another key of the same pool (response phase).
@@ -84,25 +100,12 @@ pub struct RequestCtx {
     /// The key the last attempt was refused or throttled with: the next pick avoids it
     /// (response phase → upstream phase).
     pub avoid_key: Option<(Arc<KeyPool>, usize)>,
-    /// The current attempt's 401/403/429 to a pool key (status, `Retry-After`), held until its
-    /// body shows what it says about the key: invalid, quota spent (response phase).
-    pub held_key_answer: Option<(u16, Option<std::time::Duration>)>,
-    /// Masks the pool key out of an error answer, when this attempt sent it in the query
-    /// (response phase).
-    pub mask: Option<super::mask::Masker>,
     /// A failure on a stale pooled connection was retried (once per request; retry phase).
     pub reuse_retried: bool,
-    /// The current attempt got a response head (upstream phase).
-    pub head_seen: bool,
-    /// The deadline that ended the last attempt, if one did (retry phase; for logs).
-    pub deadline: Option<super::link::Deadline>,
-    /// An error answer held back until its body shows whether another model could serve
-    /// (`context_length_exceeded`; response phase).
-    pub error_body: Option<Vec<u8>>,
     /// The request-rate decision, for the `x-ratelimit-*` headers (limits phase).
     pub rate: Option<crate::limits::Decision>,
     /// Tokens reserved under a budget, settled with the real usage in `logging` (limits phase).
-    pub tokens: Option<super::limits::TokenReservation>,
+    pub tokens: Option<TokenReservation>,
     /// Holds this request's place under a concurrency limit until the ctx is dropped.
     pub concurrency: Option<crate::limits::Slot>,
     /// CORS headers for the answer, when the origin is allowed (CORS phase).
@@ -115,10 +118,11 @@ pub struct RequestCtx {
     pub error: Option<GatewayError>,
     /// A broken stream was continued by another candidate (`stream_errors: continue`).
     pub continued: bool,
-    /// Status written to the client (`response_filter` or the error responder).
-    pub status: u16,
+    /// The status of an answer the gateway wrote itself (local endpoints, errors, cache hits);
+    /// `None` when the upstream's answer went out, or none did.
+    pub status: Option<u16>,
     /// The response cache's view of the request (body and cache phases).
-    pub cache: super::cache::CacheCtx,
+    pub cache: CacheCtx,
     /// Holds a place in the streams-in-flight gauge while an SSE answer is sent (`response_filter`).
     pub stream_guard: Option<crate::metrics::StreamGuard>,
     /// This request's trace, when tracing is on and it is sampled (`early_request_filter`; each
@@ -138,30 +142,23 @@ impl RequestCtx {
             tenant: None,
             key_id: None,
             pool: None,
-            pool_key: None,
             model: None,
             request_info: None,
             request_body: None,
+            prompt_estimate: None,
             body_rewritten: false,
             strip_usage_chunk: false,
-            response: None,
             first_byte: None,
             pacer: None,
             preread: None,
-            retry_now: false,
-            wait_next: None,
+            attempt: AttemptState::default(),
             attempts: None,
             link: None,
             swap_credentials: false,
             key_rotations: 0,
             refusal_moved: false,
             avoid_key: None,
-            held_key_answer: None,
-            mask: None,
             reuse_retried: false,
-            head_seen: false,
-            deadline: None,
-            error_body: None,
             cors: None,
             rate: None,
             tokens: None,
@@ -169,7 +166,7 @@ impl RequestCtx {
             forward_path: None,
             error: None,
             continued: false,
-            status: 0,
+            status: None,
             cache: Default::default(),
             stream_guard: None,
             trace: None,
@@ -184,7 +181,7 @@ impl RequestCtx {
     }
 
     /// The upstream and model of the current attempt.
-    pub fn candidate(&self) -> Option<&super::attempts::Candidate> {
+    pub fn candidate(&self) -> Option<&Candidate> {
         self.attempts.as_ref()?.current()
     }
 
@@ -205,6 +202,14 @@ impl RequestCtx {
         let c = self.candidate()?;
         let model = c.sent_model.as_deref().or(c.model.as_deref())?;
         Some(crate::keys::pool::model_tag(model))
+    }
+
+    /// The status the client got: the head Pingora wrote, else the gateway's own answer; 0 when
+    /// no answer went out (the client left first).
+    pub fn status_sent(&self, session: &pingora_proxy::Session) -> u16 {
+        session
+            .response_written()
+            .map_or(self.status.unwrap_or(0), |r| r.status.as_u16())
     }
 
     /// Has any response byte reached the client? Then nothing may be retried.

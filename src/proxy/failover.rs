@@ -23,7 +23,7 @@
 //! Pingora's rule), and the status answers judged here.
 
 use super::attempts::{Candidate, Failure, Next};
-use super::ctx::RequestCtx;
+use super::ctx::{Held, RequestCtx};
 use super::error::GatewayError;
 use super::link::Deadline;
 use crate::keys::pool::{parse_retry_after, KeyPool, KeyVerdict};
@@ -47,7 +47,7 @@ pub fn judge_head(
     session: &Session,
     resp: &ResponseHeader,
 ) -> pingora_core::Result<()> {
-    ctx.head_seen = true;
+    ctx.attempt.head_seen = true;
     if ctx.candidate().is_none() {
         return Ok(());
     }
@@ -69,8 +69,11 @@ pub fn judge_head(
             401 | 403 | 429 if ctx.link.is_some() && !bodiless => {
                 // What the answer says about the key is in its body (an invalid key, a spent
                 // quota): judged at its end.
-                ctx.held_key_answer = Some((status, retry_after));
-                ctx.error_body = Some(Vec::new());
+                ctx.attempt.held = Some(Held::KeyAnswer {
+                    status,
+                    retry_after,
+                    body: Vec::new(),
+                });
                 return Ok(());
             }
             401 | 403 => {
@@ -96,7 +99,7 @@ pub fn judge_head(
             .as_ref()
             .is_some_and(|r| !r.config.resilience.fallbacks.context_length.is_empty());
         if status == 400 && context_fallbacks && ctx.link.is_some() {
-            ctx.error_body = Some(Vec::new());
+            ctx.attempt.held = Some(Held::Context(Vec::new()));
         }
         return Ok(());
     };
@@ -121,15 +124,28 @@ pub fn judge_error_body(
     body: &mut Option<Bytes>,
     end: bool,
 ) -> pingora_core::Result<()> {
-    let Some(held) = ctx.error_body.as_mut() else {
+    let Some(held) = ctx.attempt.held.as_mut() else {
         return Ok(());
     };
+    let buf = held.body_mut();
     if let Some(chunk) = body.take() {
-        held.extend_from_slice(&chunk);
+        buf.extend_from_slice(&chunk);
     }
-    if held.len() > MAX_HELD_ERROR {
+    let too_large = buf.len() > MAX_HELD_ERROR;
+    if !too_large && !end {
+        return Ok(());
+    }
+    let Some(held) = ctx.attempt.held.take() else {
+        return Ok(());
+    };
+    if too_large {
         // Too large to judge: it counts as a plain refusal or throttle, and goes on as it is.
-        if let Some((status, retry_after)) = ctx.held_key_answer.take() {
+        if let Held::KeyAnswer {
+            status,
+            retry_after,
+            ..
+        } = held
+        {
             if let Some((pool, index)) = attempt_key(ctx) {
                 let verdict = match status {
                     429 => KeyVerdict::Throttled {
@@ -143,45 +159,52 @@ pub fn judge_error_body(
                 pool.report(index, verdict);
             }
         }
-        *body = ctx.error_body.take().map(Bytes::from);
+        *body = Some(Bytes::from(held.into_body()));
         return Ok(());
     }
-    if !end {
-        return Ok(());
-    }
-    let held = ctx.error_body.take().unwrap_or_default();
     let now = Instant::now();
-    if let Some((status, retry_after)) = ctx.held_key_answer.take() {
-        if let Some((pool, index)) = attempt_key(ctx) {
-            let model = ctx.attempt_model();
-            if status == 429 {
-                // A spent quota is the whole key's, not one model's.
-                let model = model.filter(|_| !says_quota_spent(&held));
-                let failure = throttled(ctx, session, &pool, index, model, retry_after)?
-                    .unwrap_or(Failure::Status(429, retry_after));
-                if failure.is_upstream_fault() {
-                    if let Some(c) = ctx.candidate() {
-                        record(c, Some(failure), now);
+    let held = match held {
+        Held::KeyAnswer {
+            status,
+            retry_after,
+            body: held,
+        } => {
+            if let Some((pool, index)) = attempt_key(ctx) {
+                let model = ctx.attempt_model();
+                if status == 429 {
+                    // A spent quota is the whole key's, not one model's.
+                    let model = model.filter(|_| !says_quota_spent(&held));
+                    let failure = throttled(ctx, session, &pool, index, model, retry_after)?
+                        .unwrap_or(Failure::Status(429, retry_after));
+                    if failure.is_upstream_fault() {
+                        if let Some(c) = ctx.candidate() {
+                            record(c, Some(failure), now);
+                        }
                     }
+                    decide(ctx, session, failure, status, now)?;
+                } else {
+                    let verdict = match status == 401 && says_key_invalid(&held) {
+                        true => KeyVerdict::Invalid,
+                        false => KeyVerdict::Refused {
+                            client: client_of(ctx),
+                        },
+                    };
+                    pool.report(index, verdict);
+                    if let Some(e) = move_on_refusal(ctx, session, &pool, index, model, status) {
+                        return Err(e);
+                    }
+                    decide(ctx, session, Failure::NoKey, status, now)?;
                 }
-                decide(ctx, session, failure, status, now)?;
-            } else {
-                let verdict = match status == 401 && says_key_invalid(&held) {
-                    true => KeyVerdict::Invalid,
-                    false => KeyVerdict::Refused {
-                        client: client_of(ctx),
-                    },
-                };
-                pool.report(index, verdict);
-                if let Some(e) = move_on_refusal(ctx, session, &pool, index, model, status) {
-                    return Err(e);
-                }
-                decide(ctx, session, Failure::NoKey, status, now)?;
             }
+            held
         }
-    } else if memchr::memmem::find(&held, b"context_length_exceeded").is_some() {
-        decide(ctx, session, Failure::ContextLength, 400, now)?;
-    }
+        Held::Context(held) => {
+            if memchr::memmem::find(&held, b"context_length_exceeded").is_some() {
+                decide(ctx, session, Failure::ContextLength, 400, now)?;
+            }
+            held
+        }
+    };
     *body = Some(Bytes::from(held));
     Ok(())
 }
@@ -232,7 +255,7 @@ fn says_quota_spent(body: &[u8]) -> bool {
 
 /// The pool and key the current attempt sent, when the gateway placed one.
 fn attempt_key(ctx: &RequestCtx) -> Option<(Arc<KeyPool>, usize)> {
-    ctx.attempt_pool().zip(ctx.pool_key)
+    ctx.attempt_pool().zip(ctx.attempt.pool_key)
 }
 
 /// Who a refusal came from, as far as key health is concerned: the forward key and the
@@ -319,8 +342,8 @@ pub fn replayable(ctx: &RequestCtx, session: &Session) -> bool {
 
 /// The error that makes Pingora try again (see `on_proxy_error`).
 fn abandon(ctx: &mut RequestCtx, status: u16, wait: Duration) -> Box<Error> {
-    ctx.retry_now = true;
-    ctx.wait_next = Some(wait);
+    ctx.attempt.retry_now = true;
+    ctx.attempt.wait_next = Some(wait);
     let mut e = Error::explain(
         ErrorType::HTTPStatus(status),
         "upstream answer abandoned for another attempt",
@@ -395,7 +418,7 @@ pub fn on_proxy_error(
     mut e: Box<Error>,
     client_reused: bool,
 ) -> Box<Error> {
-    if std::mem::take(&mut ctx.retry_now) {
+    if std::mem::take(&mut ctx.attempt.retry_now) {
         // The response phase abandoned the attempt and already chose the next one.
         e.set_retry(true);
         return e;
@@ -407,7 +430,7 @@ pub fn on_proxy_error(
         e.set_retry(false);
         return e;
     }
-    ctx.deadline = fired;
+    ctx.attempt.deadline = fired;
     if ctx.client_has_bytes(session) {
         // Too late for another attempt: the stream is cut (never a clean end).
         if fired.is_some() || *e.esource() == ErrorSource::Upstream {
@@ -467,7 +490,7 @@ pub fn on_proxy_error(
         return e;
     }
     let retry = plan_next(ctx, failure);
-    if retry && ctx.head_seen && session.cache.enabled() {
+    if retry && ctx.attempt.head_seen && session.cache.enabled() {
         // pingora-cache took this attempt's head as the start of a fill and cannot start
         // another: the answer of the next attempt is served, not stored.
         session
@@ -532,7 +555,7 @@ pub fn plan_next(ctx: &mut RequestCtx, failure: Failure) -> bool {
     };
     match plan.after(failure, Instant::now()) {
         Next::Retry(wait) => {
-            ctx.wait_next = Some(wait);
+            ctx.attempt.wait_next = Some(wait);
             true
         }
         Next::GiveUp => false,

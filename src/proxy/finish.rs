@@ -47,7 +47,7 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
         };
     }
     let status = error.status();
-    ctx.status = status;
+    ctx.status = Some(status);
     // Refusals decided before any upstream work keep the connection. The unread rest of the
     // body is read and discarded first (for at most `LINGER`): answering and closing while the
     // client is still sending resets the connection, and the client loses the answer with it.
@@ -141,9 +141,7 @@ pub async fn finish(
         .filter(|_| !super::cache::free_of_charge(gateway, ctx));
     super::cache::account(gateway, ctx);
     super::limits::settle_tokens(gateway, ctx, used).await;
-    let status = session
-        .response_written()
-        .map_or(ctx.status, |r| r.status.as_u16());
+    let status = ctx.status_sent(session);
     if let Some(route) = ctx.route.as_ref().filter(|r| r.chat_log) {
         if let (Some(log), Some(settings)) = (&gateway.chat_log, &gateway.config.log.chat) {
             let path = session.req_header().uri.path();
@@ -170,7 +168,9 @@ fn outcome_label(ctx: &RequestCtx, e: Option<&Error>) -> &'static str {
         // Another candidate finished the answer the upstream broke off.
         _ if ctx.continued => "continued",
         // What ended it, when a deadline did: `first_token`, `idle`, `total`, `max_duration`.
-        (Some(_), _) if ctx.deadline.is_some() => ctx.deadline.map_or("-", |d| d.label()),
+        (Some(_), _) if ctx.attempt.deadline.is_some() => {
+            ctx.attempt.deadline.map_or("-", |d| d.label())
+        }
         // The upstream broke a stream the client was reading.
         (Some(GatewayError::StreamInterrupted), _) => "cut",
         (Some(err), _) => err.code(),
@@ -231,18 +231,6 @@ fn usage_bytes(outcome: &super::stream::Outcome) -> u64 {
     }
 }
 
-/// Start reading a successful response of an `openai` route (or a logged one): usage, and the
-/// text, which chat logs record and which a stream cut before its usage is counted from.
-pub fn tap_response(ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
-    let Some(route) = &ctx.route else {
-        return;
-    };
-    if route.config.kind != crate::config::RouteKind::OpenAi && !route.chat_log {
-        return;
-    }
-    super::stream::on_response_head(ctx, resp);
-}
-
 async fn restore_session(session: &mut Session, ctx: &mut RequestCtx) {
     if let Some(slot) = ctx.preread.take() {
         super::preread::restore(&mut session.downstream_session, &slot).await;
@@ -261,9 +249,7 @@ pub fn access_log(
         return;
     }
     let req = session.req_header();
-    let status = session
-        .response_written()
-        .map_or(ctx.status, |r| r.status.as_u16());
+    let status = ctx.status_sent(session);
     let route = ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str());
     let tokens = match outcome.and_then(|o| o.usage.map(|u| (u, o.estimated))) {
         Some((u, estimated)) => format!(
@@ -327,12 +313,12 @@ pub fn is_quiet(ctx: &RequestCtx, e: &Error) -> bool {
         || ctx
             .error
             .is_some_and(|g| g.status() < 500 || g == GatewayError::CutByShutdown)
-        || ctx.deadline.is_some()
+        || ctx.attempt.deadline.is_some()
 }
 
 /// The log line of a request a deadline ended: which one, on which upstream and model.
 fn note_deadline(ctx: &RequestCtx) {
-    let Some(deadline) = ctx.deadline else {
+    let Some(deadline) = ctx.attempt.deadline else {
         return;
     };
     let c = ctx.candidate();
@@ -355,7 +341,7 @@ fn note_deadline(ctx: &RequestCtx) {
 pub fn note_retry(ctx: &RequestCtx, e: &Error) -> bool {
     if log::log_enabled!(log::Level::Info) {
         let c = ctx.candidate();
-        let why = match ctx.deadline {
+        let why = match ctx.attempt.deadline {
             Some(d) => d.as_str().to_string(),
             None => e.to_string(),
         };
@@ -365,7 +351,7 @@ pub fn note_retry(ctx: &RequestCtx, e: &Error) -> bool {
             ctx.attempts_made(),
             c.map_or("-", |c| c.target.config.name.as_str()),
             c.and_then(|c| c.breaker_model()).unwrap_or("-"),
-            ctx.wait_next.unwrap_or_default(),
+            ctx.attempt.wait_next.unwrap_or_default(),
             ctx.request_id,
         );
     }

@@ -60,7 +60,7 @@ pub async fn upstream_peer(
         }
         ctx.attempts = Some(plan);
     }
-    if let Some(wait) = ctx.wait_next.take().filter(|w| !w.is_zero()) {
+    if let Some(wait) = ctx.attempt.wait_next.take().filter(|w| !w.is_zero()) {
         tokio::time::sleep(wait).await;
     }
     let now = Instant::now();
@@ -76,15 +76,10 @@ pub async fn upstream_peer(
     let Some(candidate) = plan.current().cloned() else {
         return Err(ctx.fail(GatewayError::Internal));
     };
-    // A fresh attempt: what the last one left behind no longer applies.
+    // A fresh attempt: what the last one left behind no longer applies (its wait was taken
+    // above).
     ctx.error = None;
-    ctx.head_seen = false;
-    ctx.deadline = None;
-    ctx.error_body = None;
-    ctx.response = None;
-    ctx.pool_key = None;
-    ctx.held_key_answer = None;
-    ctx.mask = None;
+    ctx.attempt = super::ctx::AttemptState::default();
     let target = &candidate.target;
     if let Some(link) = &ctx.link {
         let stream = ctx.request_info.as_ref().is_some_and(|i| i.stream);
@@ -199,7 +194,7 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
         let Ok(index) = pool.pick(model, avoid) else {
             return Err(ctx.fail(GatewayError::NoUpstreamKey));
         };
-        ctx.pool_key = Some(index);
+        ctx.attempt.pool_key = Some(index);
         let key = &pool.keys[index];
         match &upstream.key_placement {
             KeyPlacement::Query(param) => {

@@ -3,10 +3,9 @@
 //! `Retry-After` when over. Every response on a rate-limited route carries
 //! `x-ratelimit-{limit,remaining,reset}-requests`, as OpenAI's do.
 
-use super::ctx::RequestCtx;
+use super::ctx::{Pacer, RequestCtx, TokenReservation};
 use super::error::GatewayError;
 use crate::limits::rules::{select, select_pacing, select_tokens, Subject};
-use crate::limits::spec::LimitSpec;
 use crate::limits::Verdict;
 use crate::limits::{Admission, Decision};
 use crate::state::Gateway;
@@ -29,7 +28,7 @@ pub async fn enforce(
     let subject = seen.subject(session.req_header().uri.path());
     let (rate_rule, concurrency_rule) = select(&limits.rules, &subject);
     if let Some(rate) = select_pacing(&limits.rules, &subject).and_then(|r| r.output_rate) {
-        ctx.pacer = Some(super::stream::Pacer::new(rate));
+        ctx.pacer = Some(Pacer::new(rate));
     }
     if let Some((i, rule)) = concurrency_rule {
         let max = rule.concurrency.unwrap_or(u32::MAX);
@@ -90,19 +89,6 @@ impl Seen {
     }
 }
 
-/// Tokens reserved for one request under a budget, until its usage is known.
-pub struct TokenReservation {
-    bucket: String,
-    spec: LimitSpec,
-    reserved: u64,
-    decision: Decision,
-    /// The tokens this request may use in all (what the budget had left), when the rule cuts
-    /// streams that run past it.
-    pub cut_at: Option<u64>,
-    /// The prompt's share of `reserved` (estimated).
-    pub prompt: u64,
-}
-
 /// Token budgets (after the body phase, which knows the prompt and `max_tokens`): reserve the
 /// prompt estimate plus `max_tokens` (or `limits.default_max_tokens`); 429 when the budget
 /// cannot cover it.
@@ -125,8 +111,9 @@ pub async fn reserve_tokens(
     let Some(spec) = rule.tokens.clone() else {
         return Ok(());
     };
+    // A JSON body without a conversation field reserves its whole size.
     let prompt = match (&ctx.request_info, &ctx.request_body) {
-        (Some(info), Some(body)) => info.input_json(body).map_or(body.len(), str::len) as u64 / 4,
+        (Some(_), Some(body)) => ctx.prompt_estimate.unwrap_or(body.len() as u64 / 4),
         _ => 0,
     };
     let completion = ctx

@@ -177,7 +177,7 @@ impl ProxyHttp for LlmProxy {
         failover::judge_head(ctx, session, upstream_response)?;
         mask::prepare(ctx, upstream_response)?;
         forward::upstream_response(upstream_response, ctx)?;
-        finish::tap_response(ctx, upstream_response);
+        stream::tap_response(ctx, upstream_response);
         Ok(())
     }
 

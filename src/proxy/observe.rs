@@ -48,13 +48,11 @@ pub fn record(
     answer: Option<&Answer>,
     limits: LimitDecisions,
 ) {
-    let status = session
-        .response_written()
-        .map_or(ctx.status, |r| r.status.as_u16());
+    let status = ctx.status_sent(session);
     let attempted = ctx.attempts_made() > 0;
     let candidate = ctx.candidate().filter(|_| attempted);
     let upstream = match candidate {
-        _ if ctx.cache.hit => UpstreamSlot::Cache,
+        _ if ctx.cache.state.is_hit() => UpstreamSlot::Cache,
         Some(c) => UpstreamSlot::Configured(c.target.index),
         None => UpstreamSlot::None,
     };
@@ -99,9 +97,9 @@ pub fn record(
         fallback: ctx.attempts.as_ref().and_then(|a| a.fallback()),
         cache: ctx
             .cache
-            .plan
-            .as_ref()
-            .map(|_| (ctx.cache.hit, session.body_bytes_sent() as u64)),
+            .state
+            .plan()
+            .map(|_| (ctx.cache.state.is_hit(), session.body_bytes_sent() as u64)),
         limits,
     });
 }

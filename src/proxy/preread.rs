@@ -22,8 +22,8 @@
 //! is finished, so there the wrapper gives the real session back (`restore`) and keep-alive
 //! works as for any other request.
 
+use super::ctx::{Pacer, RestoreSlot};
 use super::link::{Deadline, Link};
-use super::stream::Pacer;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -40,7 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where the wrapper leaves the real session when asked to hand it back.
-pub type RestoreSlot = Arc<Mutex<Option<ServerSession>>>;
 
 /// The wrapper. `inner` is `None` only after the hand-back (and, for an instant, in the
 /// placeholder `install` swaps in): then reads answer "nothing" and writes fail, no panic.

@@ -44,7 +44,7 @@ pub async fn route_request(
 ) -> pingora_core::Result<bool> {
     let req = session.req_header();
     if req.uri.path() == "/healthz" && req.method == http::Method::GET {
-        ctx.status = 200;
+        ctx.status = Some(200);
         // openai-forward answers the JSON string "OK"; health checkers rely on it.
         let mut headers: Vec<_> = ctx.cors.take().unwrap_or_default().into_iter().collect();
         headers.extend(super::request_id::header(ctx));

@@ -4,7 +4,7 @@
 //! arrives. The one change to the bytes: when the gateway asked for usage on the client's
 //! behalf, the usage-only event is cut out, so the client sees exactly what it would have seen.
 
-use super::ctx::RequestCtx;
+use super::ctx::{RequestCtx, ResponseTap};
 use crate::openai::{
     cap_choices, parse_response, parse_response_usage, AccumulateMode, ChunkKind, ResponseInfo,
     StreamAccumulator, Usage,
@@ -22,25 +22,6 @@ const MAX_JSON_COPY: usize = 16 << 20;
 /// passed on whole but kept cut, and the record says `truncated`.
 pub const MAX_ANSWER_KEPT: usize = 1 << 20;
 
-/// What the gateway learns from one response as it passes.
-pub enum ResponseTap {
-    Sse {
-        parser: Box<SseParser>,
-        acc: Box<StreamAccumulator>,
-        /// Stream bytes before the current chunk.
-        offset: u64,
-        strip_usage: bool,
-        /// The first JSON event's data, kept on routes that continue broken streams: the
-        /// continuation's chunks carry its `id`, `model` and `created` (`continuation.rs`).
-        first: Option<Box<[u8]>>,
-        keep_first: bool,
-    },
-    Json {
-        copy: Vec<u8>,
-        overflow: bool,
-    },
-}
-
 /// What the response said, once it ended.
 pub struct Outcome {
     pub usage: Option<Usage>,
@@ -54,8 +35,20 @@ pub struct Outcome {
     pub truncated: bool,
 }
 
+/// Start reading a successful response of an `openai` route (or a logged one): usage, and the
+/// text, which chat logs record and which a stream cut before its usage is counted from.
+pub fn tap_response(ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
+    let Some(route) = &ctx.route else {
+        return;
+    };
+    if route.config.kind != crate::config::RouteKind::OpenAi && !route.chat_log {
+        return;
+    }
+    on_response_head(ctx, resp);
+}
+
 /// Set up the tap for a successful response of an `openai` route.
-pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
+fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
     if !resp.status.is_success() {
         return;
     }
@@ -64,7 +57,7 @@ pub fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    ctx.response = if content_type.starts_with("text/event-stream") {
+    ctx.attempt.response = if content_type.starts_with("text/event-stream") {
         Some(ResponseTap::Sse {
             parser: Box::new(SseParser::new()),
             acc: Box::new(
@@ -95,7 +88,7 @@ pub fn reframe(
     ctx: &RequestCtx,
 ) -> pingora_core::Result<()> {
     let changes = matches!(
-        ctx.response,
+        ctx.attempt.response,
         Some(ResponseTap::Sse {
             strip_usage: true,
             ..
@@ -116,37 +109,6 @@ pub fn reframe(
     resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
 }
 
-/// Output pacing (openai-forward's `TOKEN_RATE_LIMIT`): each chunk is released no sooner than
-/// the tokens before it allow at `rate` tokens a second. The delay goes back to Pingora, which
-/// waits before writing the chunk: no thread is held.
-pub struct Pacer {
-    per_token: std::time::Duration,
-    /// When the next chunk may go.
-    next: Option<Instant>,
-}
-
-impl Pacer {
-    pub fn new(tokens_per_second: f64) -> Self {
-        Pacer {
-            per_token: std::time::Duration::from_secs_f64(1.0 / tokens_per_second.max(1e-3)),
-            next: None,
-        }
-    }
-
-    /// The wait before a chunk carrying `tokens` tokens may be written.
-    pub fn delay(&mut self, tokens: u64) -> Option<std::time::Duration> {
-        let now = Instant::now();
-        let release = self.next.map_or(now, |n| n.max(now));
-        self.next = Some(
-            release
-                + self
-                    .per_token
-                    .saturating_mul(tokens.min(u32::MAX as u64) as u32),
-        );
-        (release > now).then(|| release - now)
-    }
-}
-
 /// A stream ran past its token budget and is to be cut (see `cut_streams`).
 pub struct BudgetSpent;
 
@@ -162,7 +124,7 @@ pub fn on_body(
     if ctx.first_byte.is_none() {
         ctx.first_byte = Some(Instant::now());
     }
-    match &mut ctx.response {
+    match &mut ctx.attempt.response {
         Some(ResponseTap::Sse {
             parser,
             acc,
@@ -245,13 +207,8 @@ fn without(chunk: &Bytes, start: u64, cut: &[Range<u64>]) -> Bytes {
 /// upstream, an estimate from byte counts (about 4 bytes a token), marked as such. The text of
 /// a JSON answer is only read when `wants_text` (a chat log) or usage is missing.
 pub fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option<Outcome> {
-    let tap = ctx.response.take()?;
-    let prompt_estimate = || {
-        let info = ctx.request_info.as_ref()?;
-        let body = ctx.request_body.as_ref()?;
-        let input = info.input_json(body)?;
-        Some(input.len() as u64 / 4)
-    };
+    let tap = ctx.attempt.response.take()?;
+    let prompt_estimate = || ctx.prompt_estimate;
     let out = match tap {
         ResponseTap::Sse {
             mut parser, acc, ..
@@ -328,7 +285,7 @@ mod tests {
 
     fn json_outcome(body: &[u8]) -> super::Outcome {
         let mut ctx = RequestCtx::new(&Default::default());
-        ctx.response = Some(ResponseTap::Json {
+        ctx.attempt.response = Some(ResponseTap::Json {
             copy: body.to_vec(),
             overflow: false,
         });
