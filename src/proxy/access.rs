@@ -22,7 +22,7 @@ pub fn check_client(
     let ip = gateway
         .client_ip
         .resolve(peer, &session.req_header().headers);
-    ctx.client_ip = Some(ip);
+    ctx.client.ip = Some(ip);
     if gateway.access.permits(ip) || is_health_check(session.req_header()) {
         Ok(())
     } else {

@@ -15,10 +15,10 @@ pub fn authenticate(
     req: &pingora_http::RequestHeader,
     ctx: &mut RequestCtx,
 ) -> pingora_core::Result<()> {
-    let Some(route) = ctx.route.clone() else {
+    let Some(route) = ctx.route().cloned() else {
         return Err(ctx.fail(GatewayError::Internal));
     };
-    if let Some(ip) = ctx.client_ip {
+    if let Some(ip) = ctx.client.ip {
         if !route.access.permits(ip) {
             return Err(ctx.fail(GatewayError::IpForbidden));
         }
@@ -26,8 +26,8 @@ pub fn authenticate(
     match route.auth_mode {
         AuthMode::Passthrough => return Ok(()),
         AuthMode::Open => {
-            ctx.pool = route.pool.clone();
-            ctx.swap_credentials = true;
+            ctx.auth.pool = route.pool.clone();
+            ctx.auth.swap_credentials = true;
             return Ok(());
         }
         AuthMode::ForwardKeys | AuthMode::Mixed => {}
@@ -39,7 +39,7 @@ pub fn authenticate(
             _ => Err(ctx.fail(GatewayError::InvalidApiKey)),
         };
     };
-    ctx.key_id = Some(key.id.clone());
+    ctx.auth.key_id = Some(key.id.clone());
     let tenant = &key.tenant;
     if !tenant.allows_route(route.index) {
         let why = match tenant.allows_any_route() {
@@ -48,7 +48,7 @@ pub fn authenticate(
         };
         return Err(ctx.fail(why));
     }
-    if let Some(ip) = ctx.client_ip {
+    if let Some(ip) = ctx.client.ip {
         if !key.access.permits(ip) || !tenant.access.permits(ip) {
             return Err(ctx.fail(GatewayError::IpForbidden));
         }
@@ -64,9 +64,9 @@ pub fn authenticate(
     {
         return Err(ctx.fail(GatewayError::NoUpstreamKey));
     }
-    ctx.pool = pool.cloned();
-    ctx.swap_credentials = true;
-    ctx.tenant = Some(Arc::clone(tenant));
+    ctx.auth.pool = pool.cloned();
+    ctx.auth.swap_credentials = true;
+    ctx.auth.tenant = Some(Arc::clone(tenant));
     Ok(())
 }
 

@@ -31,26 +31,26 @@ const FINGERPRINT: &str = "fp_0123456789";
 /// `Ok(true)`: the request was answered here.
 pub async fn serve(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::Result<bool> {
     if ctx
-        .route
-        .as_ref()
+        .route()
         .is_none_or(|r| r.config.kind != RouteKind::Benchmark)
     {
         return Ok(false);
     }
     let is_chat = ctx
-        .forward_path
+        .routed
         .as_ref()
-        .is_some_and(|(rest, _)| rest.ends_with("/chat/completions"));
+        .is_some_and(|r| r.rest.ends_with("/chat/completions"));
     if session.req_header().method != http::Method::POST || !is_chat {
         return Err(ctx.fail(GatewayError::RouteNotFound));
     }
-    let Some(info) = ctx.request_info.as_ref() else {
+    let Some(info) = ctx.body.info.as_ref() else {
         return Err(ctx.fail(GatewayError::InvalidJson));
     };
     let model = info.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into());
     let (stream, include_usage) = (info.stream, info.include_usage);
     let input = ctx
-        .request_body
+        .body
+        .bytes
         .as_ref()
         .and_then(|b| info.input_json(b).map(str::to_string));
     let text = ANSWERS[NEXT.fetch_add(1, Ordering::Relaxed) % ANSWERS.len()];
@@ -71,8 +71,8 @@ pub async fn serve(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core:
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    ctx.status = Some(200);
-    let cors = ctx.cors.take().unwrap_or_default();
+    ctx.outcome.status = Some(200);
+    let cors = ctx.client.cors.take().unwrap_or_default();
     if !stream {
         let body = json!({
             "id": id,

@@ -28,10 +28,10 @@ pub async fn read_body(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> pingora_core::Result<()> {
-    let Some(route) = ctx.route.clone() else {
+    let Some(route) = ctx.route().cloned() else {
         return Ok(());
     };
-    let tenant = ctx.tenant.clone().filter(|t| t.restricts_models());
+    let tenant = ctx.auth.tenant.clone().filter(|t| t.restricts_models());
     let restricted = tenant.is_some();
     let path_named = match &tenant {
         Some(t) => model_list::check_path(&route, ctx, t).map_err(|e| ctx.fail(e))?,
@@ -88,7 +88,7 @@ pub async fn read_body(
         ctx.cache.flag = flag;
         if let Some(b) = rewritten {
             body = b.into();
-            ctx.body_rewritten = true;
+            ctx.body.rewritten = true;
         }
     }
     let model = match &kind {
@@ -114,11 +114,11 @@ pub async fn read_body(
                 {
                     if let Some(rewritten) = with_include_usage(&body) {
                         body = rewritten.into();
-                        ctx.strip_usage_chunk = true;
-                        ctx.body_rewritten = true;
+                        ctx.body.strip_usage_chunk = true;
+                        ctx.body.rewritten = true;
                     }
                 }
-                ctx.request_info = Some(info);
+                ctx.body.info = Some(info);
                 model
             }
             // A general route reads JSON only for its cache key; any JSON is fine there.
@@ -134,22 +134,23 @@ pub async fn read_body(
         model_list::check_body(&route, tenant, model.as_deref(), path_named)
             .map_err(|e| ctx.fail(e))?;
     }
-    ctx.model = model;
+    ctx.body.model = model;
     // The prompt's size in tokens (~4 bytes each), for budgets, usage and continuations.
-    ctx.prompt_estimate = ctx
-        .request_info
+    ctx.body.prompt_estimate = ctx
+        .body
+        .info
         .as_ref()
         .and_then(|i| i.input_json(&body))
         .map(|input| input.len() as u64 / 4);
-    ctx.request_body = Some(body.clone());
+    ctx.body.bytes = Some(body.clone());
     let link = Arc::new(Link::new(body).with_cutoff(Arc::clone(&gateway.cutoff)));
-    ctx.link = Some(Arc::clone(&link));
+    ctx.body.link = Some(Arc::clone(&link));
     // From here the session paces stream events one by one (see `preread.rs`).
-    ctx.preread = Some(preread::install(
+    ctx.body.preread = Some(preread::install(
         &mut session.downstream_session,
         link,
         &gateway.draining,
-        ctx.pacer.take(),
+        ctx.limits.pacer.take(),
     ));
     Ok(())
 }

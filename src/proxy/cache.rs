@@ -31,7 +31,7 @@ pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
     let Some(cache) = &gateway.cache else {
         return;
     };
-    let id = keying.key(session.req_header(), ctx.request_body.as_deref());
+    let id = keying.key(session.req_header(), ctx.body.bytes.as_deref());
     let mut overrides = pingora_cache::CacheOptionOverrides::default();
     overrides.wait_timeout = Some(cache.config.lock_timeout);
     session
@@ -83,15 +83,15 @@ impl Keying {
 
 /// Whether the request may use the cache, and its key parts if so.
 pub fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Option<Keying> {
-    let (Some(_), Some(route)) = (&gateway.cache, &ctx.route) else {
+    let (Some(_), Some(routed)) = (&gateway.cache, &ctx.routed) else {
         return None;
     };
+    let route = &routed.route;
     let policy = route.cache.as_ref()?;
     let req = session.req_header();
     // The path after the route prefix, as the route phase found it (the path is normalised,
     // so no run of slashes is left in it).
-    let (rest, _) = ctx.forward_path.as_ref()?;
-    if !policy.covers(&req.method, rest) || !ctx.cache.flag.unwrap_or(policy.default) {
+    if !policy.covers(&req.method, &routed.rest) || !ctx.cache.flag.unwrap_or(policy.default) {
         return None;
     }
     let (no_store, no_cache) = client_directives(req);
@@ -99,7 +99,7 @@ pub fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Opt
         return None;
     }
     // A body we did not read (an upload) cannot be keyed.
-    if ctx.request_body.is_none() && !session.as_downstream_mut().is_body_empty() {
+    if ctx.body.bytes.is_none() && !session.as_downstream_mut().is_body_empty() {
         return None;
     }
     let req = session.req_header();
@@ -119,7 +119,7 @@ pub fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Opt
             }
             c
         };
-        match &ctx.tenant {
+        match &ctx.auth.tenant {
             Some(t) => cache_key::scope(Some(&t.name), None),
             None => cache_key::scope(None, Some(&credential())),
         }
@@ -198,11 +198,11 @@ pub fn on_hit(
     if ctx.cache.state.plan().is_some_and(|p| p.refresh) {
         return Some(ForcedFreshness::ForceMiss);
     }
-    if ctx.pacer.is_none() {
+    if ctx.limits.pacer.is_none() {
         crate::cache_store::batch_hit(handler, HIT_BATCH);
     }
-    ctx.cache.state.to_hit();
-    ctx.status = Some(meta.response_header().status.as_u16());
+    ctx.cache.state.mark_hit();
+    ctx.outcome.status = Some(meta.response_header().status.as_u16());
     super::stream::tap_response(ctx, meta.response_header());
     None
 }
@@ -218,7 +218,7 @@ pub fn admit(resp: &ResponseHeader, ctx: &RequestCtx) -> RespCacheable {
     }
     // A fallback model's answer is not what was asked for: served, never stored, so that the
     // same request gets the requested model once it is back.
-    if ctx.candidate().is_some_and(|c| c.model != ctx.model) {
+    if ctx.candidate().is_some_and(|c| c.model != ctx.body.model) {
         return RespCacheable::Uncacheable(NoCacheReason::Custom("fallback model"));
     }
     let mut header = resp.clone();

@@ -62,7 +62,7 @@ pub async fn serve(
                 "param": null, "code": code}}),
         ),
     };
-    ctx.status = Some(status);
+    ctx.outcome.status = Some(status);
     let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     let id: Vec<_> = super::request_id::header(ctx).into_iter().collect();
     respond(session, status, Some(body), &id).await?;

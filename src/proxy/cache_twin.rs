@@ -32,10 +32,9 @@ pub async fn serve(
     let Some(cache) = &gateway.cache else {
         return Ok(false);
     };
-    let wanted = ctx.request_info.as_ref().is_some_and(|i| i.stream)
+    let wanted = ctx.body.info.as_ref().is_some_and(|i| i.stream)
         && ctx
-            .route
-            .as_ref()
+            .route()
             .is_some_and(|r| r.config.kind == RouteKind::OpenAi)
         && session.req_header().method == http::Method::POST
         && session
@@ -49,7 +48,7 @@ pub async fn serve(
     let Some(keying) = super::cache::keying(gateway, session, ctx).filter(|k| !k.refresh()) else {
         return Ok(false);
     };
-    let Some(twins) = twin_keys(&keying, session.req_header(), ctx.request_body.as_deref()) else {
+    let Some(twins) = twin_keys(&keying, session.req_header(), ctx.body.bytes.as_deref()) else {
         return Ok(false);
     };
     // Both looked up at once: one round trip on Redis.
@@ -74,7 +73,7 @@ pub async fn serve(
             continue;
         };
         let usage_asked =
-            ctx.request_info.as_ref().is_some_and(|i| i.include_usage) || ctx.strip_usage_chunk;
+            ctx.body.info.as_ref().is_some_and(|i| i.include_usage) || ctx.body.strip_usage_chunk;
         let Some(events) = synthesize(&answer, usage_asked) else {
             continue;
         };
@@ -173,7 +172,7 @@ async fn replay(
     events: Vec<Value>,
 ) -> pingora_core::Result<()> {
     ctx.cache.state = CacheState::Hit(keying.plan(id));
-    ctx.status = Some(200);
+    ctx.outcome.status = Some(200);
     // The stream tap and metrics read the head's content type only.
     let mut sse = ResponseHeader::build(200, Some(1))?;
     sse.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
@@ -192,7 +191,7 @@ async fn replay(
     }
     headers.extend(super::limits::headers(ctx));
     headers.extend(super::request_id::header(ctx));
-    if let Some(cors) = ctx.cors.take() {
+    if let Some(cors) = ctx.client.cors.take() {
         headers.extend(cors.iter().cloned());
     }
     write_sse(session, ctx, headers.iter(), events).await

@@ -33,18 +33,22 @@ pub fn record(
     });
     let usage = answer.and_then(|a| a.usage.map(|u| (u, a.estimated)));
     console.board.record(&Finished {
-        request_id: ctx.request_id.as_str(),
+        request_id: ctx.client.request_id.as_str(),
         path,
-        route: ctx.route.as_ref().map(|r| r.config.prefix.as_str()),
-        model: ctx.model.as_deref(),
-        tenant: ctx.tenant.as_ref().map(|t| t.name.as_str()),
-        key_id: ctx.key_id.as_deref(),
+        route: ctx.route().map(|r| r.config.prefix.as_str()),
+        model: ctx.body.model.as_deref(),
+        tenant: ctx.auth.tenant.as_ref().map(|t| t.name.as_str()),
+        key_id: ctx.auth.key_id.as_deref(),
         status,
         latency: ctx.started.elapsed(),
-        ttft: ctx.first_byte.map(|t| t.duration_since(ctx.started)),
+        ttft: ctx
+            .outcome
+            .first_byte
+            .map(|t| t.duration_since(ctx.started)),
         tokens: usage.map(|(u, estimated)| (u.prompt_tokens, u.completion_tokens, estimated)),
         outcome,
         rate: ctx
+            .limits
             .rate
             .filter(|d| d.limit > 0)
             .map(|d| (d.limit, d.remaining)),

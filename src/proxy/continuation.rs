@@ -36,12 +36,12 @@ const HEAD_WAIT: Duration = Duration::from_secs(60);
 
 /// Does this request's route continue broken streams (and is this a chat-completions stream)?
 pub fn enabled(ctx: &RequestCtx) -> bool {
-    let continues = ctx.route.as_ref().is_some_and(|r| {
+    let continues = ctx.route().is_some_and(|r| {
         r.config.resilience.stream_errors == crate::config::StreamErrors::Continue
     });
     continues
-        && ctx.link.is_some()
-        && ctx.request_info.as_ref().is_some_and(|i| {
+        && ctx.body.link.is_some()
+        && ctx.body.info.as_ref().is_some_and(|i| {
             i.stream && i.n.unwrap_or(1) == 1 && matches!(i.input, Some((InputField::Messages, _)))
         })
 }
@@ -58,7 +58,7 @@ struct Broken {
 
 /// Read what the broken stream left, if it can be continued.
 fn broken(ctx: &mut RequestCtx) -> Option<Broken> {
-    let prompt = ctx.prompt_estimate.unwrap_or(0);
+    let prompt = ctx.body.prompt_estimate.unwrap_or(0);
     let Some(ResponseTap::Sse {
         parser, acc, first, ..
     }) = ctx.attempt.response.as_mut()
@@ -121,7 +121,8 @@ pub async fn run(session: &mut Session, ctx: &mut RequestCtx) -> bool {
     };
     let now = Instant::now();
     if !ctx
-        .attempts
+        .failover
+        .plan
         .as_mut()
         .is_some_and(|a| a.continue_elsewhere(now))
     {
@@ -129,15 +130,15 @@ pub async fn run(session: &mut Session, ctx: &mut RequestCtx) -> bool {
     }
     match splice(session, ctx, &broken).await {
         Ok(()) => {
-            ctx.continued = true;
+            ctx.outcome.continued = true;
             true
         }
         Err(why) => {
             log::warn!(
                 "route {}: the continuation of a cut stream failed on upstream {}: {why} (request_id={})",
-                ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str()),
+                ctx.route().map_or("-", |r| r.config.prefix.as_str()),
                 ctx.candidate().map_or("-", |c| c.target.config.name.as_str()),
-                ctx.request_id,
+                ctx.client.request_id,
             );
             false
         }
@@ -151,7 +152,7 @@ async fn splice(
     broken: &Broken,
 ) -> Result<(), String> {
     let candidate = ctx.candidate().cloned().ok_or("no candidate")?;
-    let link = ctx.link.clone().ok_or("no pre-read body")?;
+    let link = ctx.body.link.clone().ok_or("no pre-read body")?;
     let model = candidate
         .sent_model
         .as_deref()
@@ -260,7 +261,7 @@ fn tap(ctx: &mut RequestCtx, data: &[u8]) -> Result<bool, String> {
         return Ok(false);
     };
     let kind = acc.observe(data);
-    if let Some(t) = &ctx.tokens {
+    if let Some(t) = &ctx.limits.tokens {
         let spent = t.prompt + acc.delta_events().max(acc.output_bytes().div_ceil(4));
         if t.cut_at.is_some_and(|limit| spent > limit) {
             return Err("the token budget is spent".into());

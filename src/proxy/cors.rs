@@ -25,18 +25,18 @@ pub async fn preflight_or_prepare(
             None => (403, Vec::new()),
         };
         headers.extend(super::request_id::header(ctx));
-        ctx.status = Some(status);
+        ctx.outcome.status = Some(status);
         respond(session, status, None, &headers).await?;
         return Ok(true);
     }
-    ctx.cors = policy.response_headers(&req.headers);
+    ctx.client.cors = policy.response_headers(&req.headers);
     Ok(false)
 }
 
 /// Add the prepared headers to an upstream response. `Vary` is appended to the upstream's own
 /// (it may vary by `Accept-Encoding` too); the others replace whatever the upstream sent.
 pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Result<()> {
-    for (name, value) in ctx.cors.iter().flatten() {
+    for (name, value) in ctx.client.cors.iter().flatten() {
         if name == http::header::VARY {
             resp.append_header(name.clone(), value.clone())?;
         } else {

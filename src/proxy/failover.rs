@@ -66,7 +66,7 @@ pub fn judge_head(
         // An empty body never reaches the body filter: nothing to wait for.
         let bodiless = header("content-length").is_some_and(|v| v.trim() == "0");
         match status {
-            401 | 403 | 429 if ctx.link.is_some() && !bodiless => {
+            401 | 403 | 429 if ctx.body.link.is_some() && !bodiless => {
                 // What the answer says about the key is in its body (an invalid key, a spent
                 // quota): judged at its end.
                 ctx.attempt.held = Some(Held::KeyAnswer {
@@ -95,17 +95,16 @@ pub fn judge_head(
             record(c, None, now);
         }
         let context_fallbacks = ctx
-            .route
-            .as_ref()
+            .route()
             .is_some_and(|r| !r.config.resilience.fallbacks.context_length.is_empty());
-        if status == 400 && context_fallbacks && ctx.link.is_some() {
+        if status == 400 && context_fallbacks && ctx.body.link.is_some() {
             ctx.attempt.held = Some(Held::Context(Vec::new()));
         }
         return Ok(());
     };
     // A 429 to a client's own key is about that key, not the upstream: it must not open the
     // breaker for everyone.
-    let own_key_throttled = status == 429 && !ctx.swap_credentials;
+    let own_key_throttled = status == 429 && !ctx.auth.swap_credentials;
     if failure.is_upstream_fault() && !own_key_throttled {
         if let Some(c) = ctx.candidate() {
             record(c, Some(failure), now);
@@ -223,23 +222,23 @@ fn throttled(
     pool.report(index, KeyVerdict::Throttled { model, retry_after });
     // `retry.on_status: false`: a 429 is the client's answer, not a reason for another key.
     let within_plan = ctx
-        .attempts
+        .failover
+        .plan
         .as_ref()
         .is_some_and(|a| a.made < a.max_attempts() && a.retries_on_status());
     if pool.has_other_usable(index, model)
-        && ctx.key_rotations < pool.keys.len() as u32
+        && ctx.failover.key_rotations < pool.keys.len() as u32
         && within_plan
         && !ctx.client_has_bytes(session)
         && replayable(ctx, session)
     {
         // The same upstream with another key, at once: this key said nothing about it.
-        ctx.key_rotations += 1;
-        ctx.avoid_key = Some((Arc::clone(pool), index));
+        ctx.failover.key_rotations += 1;
+        ctx.failover.avoid_key = Some((Arc::clone(pool), index));
         return Err(abandon(ctx, 429, Duration::ZERO));
     }
     let max_wait = ctx
-        .route
-        .as_ref()
+        .route()
         .map_or(Duration::ZERO, |r| r.config.retry.retry_after_max);
     Ok(retry_after
         .is_none_or(|ra| ra > max_wait)
@@ -262,8 +261,8 @@ fn attempt_key(ctx: &RequestCtx) -> Option<(Arc<KeyPool>, usize)> {
 /// client's address (an opaque hash; compared only within this process).
 fn client_of(ctx: &RequestCtx) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    ctx.key_id.hash(&mut h);
-    ctx.client_ip.hash(&mut h);
+    ctx.auth.key_id.hash(&mut h);
+    ctx.client.ip.hash(&mut h);
     h.finish()
 }
 
@@ -279,10 +278,11 @@ fn move_on_refusal(
     status: u16,
 ) -> Option<Box<Error>> {
     let within_plan = ctx
-        .attempts
+        .failover
+        .plan
         .as_ref()
         .is_some_and(|a| a.made < a.max_attempts());
-    if ctx.refusal_moved
+    if ctx.failover.refusal_moved
         || !within_plan
         || !pool.has_other_usable(index, model)
         || ctx.client_has_bytes(session)
@@ -290,9 +290,9 @@ fn move_on_refusal(
     {
         return None;
     }
-    ctx.refusal_moved = true;
-    ctx.key_rotations += 1;
-    ctx.avoid_key = Some((Arc::clone(pool), index));
+    ctx.failover.refusal_moved = true;
+    ctx.failover.key_rotations += 1;
+    ctx.failover.avoid_key = Some((Arc::clone(pool), index));
     Some(abandon(ctx, status, Duration::ZERO))
 }
 
@@ -322,7 +322,7 @@ fn decide(
     if ctx.client_has_bytes(session) || !replayable(ctx, session) {
         return Ok(());
     }
-    let Some(plan) = ctx.attempts.as_mut() else {
+    let Some(plan) = ctx.failover.plan.as_mut() else {
         return Ok(());
     };
     if !plan.would_retry(failure, now) {
@@ -337,7 +337,7 @@ fn decide(
 /// Can the request go out again? The pre-read body always can; otherwise only what Pingora
 /// still holds in its retry buffer.
 pub fn replayable(ctx: &RequestCtx, session: &Session) -> bool {
-    ctx.link.is_some() || !session.as_ref().retry_buffer_truncated()
+    ctx.body.link.is_some() || !session.as_ref().retry_buffer_truncated()
 }
 
 /// The error that makes Pingora try again (see `on_proxy_error`).
@@ -423,10 +423,10 @@ pub fn on_proxy_error(
         e.set_retry(true);
         return e;
     }
-    let fired = ctx.link.as_ref().and_then(|l| l.take_fired());
+    let fired = ctx.body.link.as_ref().and_then(|l| l.take_fired());
     if fired == Some(Deadline::Shutdown) {
         // The process is stopping: no next attempt, the request ends (and logs) as cut.
-        ctx.error = Some(GatewayError::CutByShutdown);
+        ctx.outcome.error = Some(GatewayError::CutByShutdown);
         e.set_retry(false);
         return e;
     }
@@ -434,7 +434,7 @@ pub fn on_proxy_error(
     if ctx.client_has_bytes(session) {
         // Too late for another attempt: the stream is cut (never a clean end).
         if fired.is_some() || *e.esource() == ErrorSource::Upstream {
-            ctx.error = Some(GatewayError::StreamInterrupted);
+            ctx.outcome.error = Some(GatewayError::StreamInterrupted);
         }
         e.set_retry(false);
         return e;
@@ -442,12 +442,12 @@ pub fn on_proxy_error(
     let replayable = replayable(ctx, session);
     let failure = match fired {
         Some(Deadline::Total | Deadline::MaxDuration) => {
-            ctx.error = Some(GatewayError::UpstreamTimeout);
+            ctx.outcome.error = Some(GatewayError::UpstreamTimeout);
             e.set_retry(false);
             return e;
         }
         Some(Deadline::FirstToken | Deadline::Idle | Deadline::Shutdown) => Failure::Silent,
-        None if ctx.error == Some(GatewayError::NoUpstreamKey) => Failure::NoKey,
+        None if ctx.outcome.error == Some(GatewayError::NoUpstreamKey) => Failure::NoKey,
         None => match classify(&e) {
             Some(f) => f,
             // The client went away (or the gateway failed): nothing to retry for.
@@ -466,7 +466,7 @@ pub fn on_proxy_error(
     if failure == Failure::Reset
         && matches!(e.retry, RetryType::ReusedOnly)
         && client_reused
-        && !std::mem::replace(&mut ctx.reuse_retried, true)
+        && !std::mem::replace(&mut ctx.failover.reuse_retried, true)
     {
         e.set_retry(true);
         return e;
@@ -478,7 +478,7 @@ pub fn on_proxy_error(
     }
     if fired.is_some() {
         // Whatever happens next, this attempt timed out.
-        ctx.error = Some(GatewayError::UpstreamTimeout);
+        ctx.outcome.error = Some(GatewayError::UpstreamTimeout);
     }
     if matches!(failure, Failure::Reset | Failure::Silent)
         && delivered_whole(&e, session, ctx)
@@ -509,7 +509,7 @@ fn delivered_whole(e: &Error, session: &Session, ctx: &RequestCtx) -> bool {
     if matches!(e.etype(), ErrorType::WriteError | ErrorType::WriteTimedout) {
         return false;
     }
-    let expected = match &ctx.link {
+    let expected = match &ctx.body.link {
         Some(link) => Some(link.body().len()),
         None => session
             .req_header()
@@ -531,7 +531,7 @@ fn may_deliver_again(session: &Session, ctx: &RequestCtx) -> bool {
     *method == Method::GET
         || *method == Method::HEAD
         || *method == Method::OPTIONS
-        || ctx.route.as_ref().is_some_and(|r| r.config.retry.on_reset)
+        || ctx.route().is_some_and(|r| r.config.retry.on_reset)
 }
 
 /// Upstream errors by what they say about the upstream; `None` for the client's side.
@@ -550,7 +550,7 @@ fn classify(e: &Error) -> Option<Failure> {
 
 /// Ask the plan; on a retry, note the wait for the upstream phase.
 pub fn plan_next(ctx: &mut RequestCtx, failure: Failure) -> bool {
-    let Some(plan) = ctx.attempts.as_mut() else {
+    let Some(plan) = ctx.failover.plan.as_mut() else {
         return false;
     };
     match plan.after(failure, Instant::now()) {

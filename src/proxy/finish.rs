@@ -19,6 +19,7 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
     // A client whose body stalled or is badly framed is still there to be told (408, 400).
     let body_unread = !session.as_downstream_mut().is_body_done();
     let decided = ctx
+        .outcome
         .error
         .or_else(|| GatewayError::from_pingora(e))
         .or_else(|| body_unread.then(|| GatewayError::from_client_body(e))?);
@@ -29,7 +30,7 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
             can_reuse_downstream: false,
         };
     };
-    ctx.error = Some(error);
+    ctx.outcome.error = Some(error);
     note_deadline(ctx);
     if session.response_written().is_some() {
         if super::continuation::run(session, ctx).await {
@@ -47,7 +48,7 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
         };
     }
     let status = error.status();
-    ctx.status = Some(status);
+    ctx.outcome.status = Some(status);
     // Refusals decided before any upstream work keep the connection. The unread rest of the
     // body is read and discarded first (for at most `LINGER`): answering and closing while the
     // client is still sending resets the connection, and the client loses the answer with it.
@@ -66,10 +67,16 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
         // request into a closing socket.
         session.set_keepalive(None);
     }
-    let mut headers: Vec<_> = ctx.cors.take().unwrap_or_default().into_iter().collect();
+    let mut headers: Vec<_> = ctx
+        .client
+        .cors
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     headers.extend(super::limits::headers(ctx));
     headers.extend(super::request_id::header(ctx));
-    let body = error.body_for(ctx.request_id.as_str());
+    let body = error.body_for(ctx.client.request_id.as_str());
     if let Err(write_err) = respond(session, status, Some(body), &headers).await {
         log::debug!("could not send the error response: {write_err}");
     }
@@ -84,8 +91,7 @@ pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCt
 /// (not the connection) see why. Never a `[DONE]`.
 async fn stream_error_event(session: &mut Session, ctx: &RequestCtx) {
     let wanted = ctx
-        .route
-        .as_ref()
+        .route()
         .is_some_and(|r| r.config.resilience.stream_errors == crate::config::StreamErrors::Event);
     let is_sse = session
         .response_written()
@@ -95,13 +101,13 @@ async fn stream_error_event(session: &mut Session, ctx: &RequestCtx) {
     if !(wanted && is_sse) {
         return;
     }
-    let error = match ctx.error {
+    let error = match ctx.outcome.error {
         Some(GatewayError::CutByShutdown) => GatewayError::CutByShutdown,
         _ => GatewayError::StreamInterrupted,
     };
     let mut event = Vec::with_capacity(256);
     event.extend_from_slice(b"\n\ndata: ");
-    event.extend_from_slice(&error.body_for(ctx.request_id.as_str()));
+    event.extend_from_slice(&error.body_for(ctx.client.request_id.as_str()));
     event.extend_from_slice(b"\n\n");
     if let Err(e) = session
         .write_response_body(Some(bytes::Bytes::from(event)), false)
@@ -123,15 +129,15 @@ pub async fn finish(
     let limit_decisions = super::observe::limit_decisions(ctx);
     // The slot goes back first: nothing after this concerns the client any more.
     super::limits::release(gateway, ctx).await;
-    let chat_logged = ctx.route.as_ref().is_some_and(|r| r.chat_log) && gateway.chat_log.is_some();
+    let chat_logged = ctx.route().is_some_and(|r| r.chat_log) && gateway.chat_log.is_some();
     let wants_text =
         chat_logged || gateway.config.log.print_chat || super::console::wants_text(gateway);
-    let mut outcome = super::stream::outcome(ctx, e.is_none() || ctx.continued, wants_text);
+    let mut outcome = super::stream::outcome(ctx, e.is_none() || ctx.outcome.continued, wants_text);
     // A byte estimate is replaced by the tokenizer's count only where a count is kept: a token
     // budget to settle, or a chat record. Otherwise (the access log's "~N") it stays as it is:
     // loading o200k costs ~45 MiB and a burst of CPU, which a gateway without token features
     // should never pay because clients left mid-answer.
-    let count_kept = wants_text || ctx.tokens.is_some();
+    let count_kept = wants_text || ctx.limits.tokens.is_some();
     if let Some(o) = outcome.as_mut().filter(|o| o.estimated && count_kept) {
         count_tokens(ctx, o).await;
     }
@@ -142,7 +148,7 @@ pub async fn finish(
     super::cache::account(gateway, ctx);
     super::limits::settle_tokens(gateway, ctx, used).await;
     let status = ctx.status_sent(session);
-    if let Some(route) = ctx.route.as_ref().filter(|r| r.chat_log) {
+    if let Some(route) = ctx.route().filter(|r| r.chat_log) {
         if let (Some(log), Some(settings)) = (&gateway.chat_log, &gateway.config.log.chat) {
             let path = session.req_header().uri.path();
             if let Some(line) =
@@ -152,7 +158,7 @@ pub async fn finish(
             }
         }
     }
-    if gateway.config.log.print_chat && ctx.request_info.is_some() {
+    if gateway.config.log.print_chat && ctx.body.info.is_some() {
         super::record::print_chat(ctx, outcome.as_ref());
     }
     super::observe::record(gateway, session, e, ctx, outcome.as_ref(), limit_decisions);
@@ -164,9 +170,9 @@ pub async fn finish(
 
 /// How the request ended, as the access log's `outcome=` (and the console and traces) say it.
 fn outcome_label(ctx: &RequestCtx, e: Option<&Error>) -> &'static str {
-    match (ctx.error, e) {
+    match (ctx.outcome.error, e) {
         // Another candidate finished the answer the upstream broke off.
-        _ if ctx.continued => "continued",
+        _ if ctx.outcome.continued => "continued",
         // What ended it, when a deadline did: `first_token`, `idle`, `total`, `max_duration`.
         (Some(_), _) if ctx.attempt.deadline.is_some() => {
             ctx.attempt.deadline.map_or("-", |d| d.label())
@@ -186,10 +192,10 @@ async fn count_tokens(ctx: &RequestCtx, outcome: &mut super::stream::Outcome) {
         .info
         .as_ref()
         .and_then(|i| i.model.clone())
-        .or_else(|| ctx.model.clone())
+        .or_else(|| ctx.body.model.clone())
         .unwrap_or_default();
     // The body is shared, not copied: only the conversation's range is read from it.
-    let input = match (&ctx.request_info, &ctx.request_body) {
+    let input = match (&ctx.body.info, &ctx.body.bytes) {
         (Some(info), Some(body)) => info.input.as_ref().map(|(_, r)| (body.clone(), r.clone())),
         _ => None,
     };
@@ -232,7 +238,7 @@ fn usage_bytes(outcome: &super::stream::Outcome) -> u64 {
 }
 
 async fn restore_session(session: &mut Session, ctx: &mut RequestCtx) {
-    if let Some(slot) = ctx.preread.take() {
+    if let Some(slot) = ctx.body.preread.take() {
         super::preread::restore(&mut session.downstream_session, &slot).await;
     }
 }
@@ -250,7 +256,7 @@ pub fn access_log(
     }
     let req = session.req_header();
     let status = ctx.status_sent(session);
-    let route = ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str());
+    let route = ctx.route().map_or("-", |r| r.config.prefix.as_str());
     let tokens = match outcome.and_then(|o| o.usage.map(|u| (u, o.estimated))) {
         Some((u, estimated)) => format!(
             "{}+{}{}",
@@ -276,9 +282,9 @@ pub fn access_log(
         Field(req.uri.path()),
         status,
         Field(route),
-        ctx.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-        Field(ctx.key_id.as_deref().unwrap_or("-")),
-        Field(ctx.model.as_deref().unwrap_or("-")),
+        ctx.client.ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        Field(ctx.auth.key_id.as_deref().unwrap_or("-")),
+        Field(ctx.body.model.as_deref().unwrap_or("-")),
         Field(ctx.candidate().map_or("-", |c| c.target.config.name.as_str())),
         Field(ctx.candidate()
             .and_then(|c| c.sent_model.as_deref())
@@ -286,11 +292,11 @@ pub fn access_log(
         ctx.attempts_made(),
         session.body_bytes_sent(),
         ctx.started.elapsed().as_secs_f64() * 1000.0,
-        ctx.first_byte.map_or_else(|| "-".to_string(), |t| format!("{:.1}", t.duration_since(ctx.started).as_secs_f64() * 1000.0)),
+        ctx.outcome.first_byte.map_or_else(|| "-".to_string(), |t| format!("{:.1}", t.duration_since(ctx.started).as_secs_f64() * 1000.0)),
         tokens,
         super::cache::label(ctx),
         result,
-        ctx.request_id,
+        ctx.client.request_id,
         upstream_id,
     );
 }
@@ -309,8 +315,9 @@ pub fn is_quiet(ctx: &RequestCtx, e: &Error) -> bool {
     // A stream cut by a stop was the operator's decision, already logged as a warning; a
     // continued one was served in full (the access log says `continued`).
     client_left
-        || ctx.continued
+        || ctx.outcome.continued
         || ctx
+            .outcome
             .error
             .is_some_and(|g| g.status() < 500 || g == GatewayError::CutByShutdown)
         || ctx.attempt.deadline.is_some()
@@ -324,15 +331,15 @@ fn note_deadline(ctx: &RequestCtx) {
     let c = ctx.candidate();
     log::warn!(
         "route {}: upstream {} model {}: {}; {} (request_id={})",
-        ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str()),
+        ctx.route().map_or("-", |r| r.config.prefix.as_str()),
         c.map_or("-", |c| c.target.config.name.as_str()),
         c.and_then(|c| c.breaker_model()).unwrap_or("-"),
         deadline.as_str(),
-        match ctx.error {
+        match ctx.outcome.error {
             Some(GatewayError::StreamInterrupted) => "the stream was cut",
             _ => "no attempt left: the client got a 504",
         },
-        ctx.request_id,
+        ctx.client.request_id,
     );
 }
 
@@ -347,12 +354,12 @@ pub fn note_retry(ctx: &RequestCtx, e: &Error) -> bool {
         };
         log::info!(
             "route {}: attempt {} failed ({why}); next: upstream {} model {} in {:?} (request_id={})",
-            ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str()),
+            ctx.route().map_or("-", |r| r.config.prefix.as_str()),
             ctx.attempts_made(),
             c.map_or("-", |c| c.target.config.name.as_str()),
             c.and_then(|c| c.breaker_model()).unwrap_or("-"),
             ctx.attempt.wait_next.unwrap_or_default(),
-            ctx.request_id,
+            ctx.client.request_id,
         );
     }
     true

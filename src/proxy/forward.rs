@@ -3,7 +3,7 @@
 //! Hop-by-hop headers stop here; `Host` and SNI are the upstream's.
 
 use super::attempts::Attempts;
-use super::ctx::RequestCtx;
+use super::ctx::{RequestCtx, Routed};
 use super::error::GatewayError;
 use crate::config::{KeyPlacement, RouteKind};
 use crate::openai::with_model;
@@ -33,10 +33,10 @@ pub async fn upstream_peer(
     session: &Session,
     ctx: &mut RequestCtx,
 ) -> pingora_core::Result<Box<HttpPeer>> {
-    let Some(route) = ctx.route.clone() else {
+    let Some(route) = ctx.route().cloned() else {
         return Err(ctx.fail(GatewayError::Internal));
     };
-    if ctx.attempts.is_none() {
+    if ctx.failover.plan.is_none() {
         let requested = route
             .config
             .resilience
@@ -44,27 +44,27 @@ pub async fn upstream_peer(
             .from_request
             .then(|| requested_fallbacks(session.req_header()))
             .flatten();
-        let tenant = ctx.tenant.clone();
+        let tenant = ctx.auth.tenant.clone();
         let allows = |m: &str| tenant.as_ref().is_none_or(|t| t.allows_model(m));
         let plan = Attempts::plan(
             &route,
-            ctx.model.as_deref(),
-            ctx.request_info.is_some(),
+            ctx.body.model.as_deref(),
+            ctx.body.info.is_some(),
             requested,
-            ctx.swap_credentials,
+            ctx.auth.swap_credentials,
             allows,
             ctx.started,
         );
         if plan.is_empty() {
             return Err(ctx.fail(GatewayError::ModelNotServed));
         }
-        ctx.attempts = Some(plan);
+        ctx.failover.plan = Some(plan);
     }
     if let Some(wait) = ctx.attempt.wait_next.take().filter(|w| !w.is_zero()) {
         tokio::time::sleep(wait).await;
     }
     let now = Instant::now();
-    let Some(plan) = ctx.attempts.as_mut() else {
+    let Some(plan) = ctx.failover.plan.as_mut() else {
         return Err(ctx.fail(GatewayError::Internal));
     };
     let budget = plan.remaining(now);
@@ -78,11 +78,11 @@ pub async fn upstream_peer(
     };
     // A fresh attempt: what the last one left behind no longer applies (its wait was taken
     // above).
-    ctx.error = None;
+    ctx.outcome.error = None;
     ctx.attempt = super::ctx::AttemptState::default();
     let target = &candidate.target;
-    if let Some(link) = &ctx.link {
-        let stream = ctx.request_info.as_ref().is_some_and(|i| i.stream);
+    if let Some(link) = &ctx.body.link {
+        let stream = ctx.body.info.as_ref().is_some_and(|i| i.stream);
         let t = target.upstream.timeouts;
         link.arm(
             t.first_token.filter(|_| stream),
@@ -91,9 +91,9 @@ pub async fn upstream_peer(
             t.max_duration.map(|d| ctx.started + d),
             now,
         );
-        if let Some(body) = ctx.request_body.as_ref() {
+        if let Some(body) = ctx.body.bytes.as_ref() {
             let body = match candidate.sent_model.as_deref() {
-                Some(sent) if ctx.model.as_deref() != Some(sent) => {
+                Some(sent) if ctx.body.model.as_deref() != Some(sent) => {
                     with_model(body, sent).map_or_else(|| body.clone(), Bytes::from)
                 }
                 _ => body.clone(),
@@ -103,7 +103,7 @@ pub async fn upstream_peer(
     }
     // With the pre-read session the budget is kept by its timer, up to the first byte only; the
     // per-read timeout must not cap a stream's gaps by it.
-    let read_budget = budget.filter(|_| ctx.link.is_none());
+    let read_budget = budget.filter(|_| ctx.body.link.is_none());
     match target.upstream.peer(budget, read_budget).await {
         Ok(peer) => Ok(peer),
         Err(e) => {
@@ -156,14 +156,15 @@ const ORG_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
 /// credential: with a pool, every place a client key could travel is cleared and this attempt's
 /// pool key is set where the upstream expects it.
 pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingora_core::Result<()> {
-    let (Some(candidate), Some((rest, query))) = (ctx.candidate(), ctx.forward_path.as_ref())
+    let (Some(candidate), Some(Routed { rest, query, .. })) =
+        (ctx.candidate(), ctx.routed.as_ref())
     else {
         return Err(ctx.fail(GatewayError::Internal));
     };
     let upstream = Arc::clone(&candidate.target);
     let path = upstream_target(&upstream.config.url.base_path, rest, None);
     let mut query = query.clone();
-    let Some(route) = ctx.route.clone() else {
+    let Some(route) = ctx.route().cloned() else {
         return Err(ctx.fail(GatewayError::Internal));
     };
     strip_hop_by_hop_request(req);
@@ -187,6 +188,7 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
         }
         let model = ctx.attempt_model();
         let avoid = ctx
+            .failover
             .avoid_key
             .as_ref()
             .filter(|(p, _)| Arc::ptr_eq(p, &pool))
@@ -231,9 +233,9 @@ pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingor
     req.set_uri(uri);
     // The pre-read body may differ from what the client sent (usage requested, a fallback's
     // model): its length is this attempt's.
-    if let Some(link) = &ctx.link {
+    if let Some(link) = &ctx.body.link {
         let len = link.body().len();
-        if len > 0 || ctx.body_rewritten {
+        if len > 0 || ctx.body.rewritten {
             req.insert_header(header::CONTENT_LENGTH, len)?;
             req.remove_header(&header::TRANSFER_ENCODING);
         }
@@ -292,7 +294,7 @@ pub fn upstream_response(
     }
     resp.remove_header(&header::TRAILER);
     // Only where there is a choice: a single-upstream route has nothing to report.
-    let several = ctx.route.as_ref().is_some_and(|r| r.upstreams.len() > 1);
+    let several = ctx.route().is_some_and(|r| r.upstreams.len() > 1);
     if let Some(c) = ctx.candidate().filter(|_| several) {
         if let Ok(v) = http::HeaderValue::from_str(&c.target.config.name) {
             resp.insert_header(UPSTREAM_HEADER, v)?;

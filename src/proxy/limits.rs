@@ -28,12 +28,12 @@ pub async fn enforce(
     let subject = seen.subject(session.req_header().uri.path());
     let (rate_rule, concurrency_rule) = select(&limits.rules, &subject);
     if let Some(rate) = select_pacing(&limits.rules, &subject).and_then(|r| r.output_rate) {
-        ctx.pacer = Some(Pacer::new(rate));
+        ctx.limits.pacer = Some(Pacer::new(rate));
     }
     if let Some((i, rule)) = concurrency_rule {
         let max = rule.concurrency.unwrap_or(u32::MAX);
         match limits.enter(&rule.bucket(i, &subject), max).await {
-            Admission::Admitted(slot) => ctx.concurrency = slot,
+            Admission::Admitted(slot) => ctx.limits.concurrency = slot,
             Admission::Full => return Err(ctx.fail(GatewayError::ConcurrencyLimited)),
             Admission::Unavailable => return Err(ctx.fail(GatewayError::LimiterUnavailable)),
         }
@@ -45,7 +45,7 @@ pub async fn enforce(
         let bucket = rule.bucket(i, &subject);
         match limits.requests.check(&bucket, spec).await {
             Verdict::Decided(d) => {
-                ctx.rate = Some(d);
+                ctx.limits.rate = Some(d);
                 if !d.allowed {
                     return Err(ctx.fail(GatewayError::RateLimited));
                 }
@@ -71,10 +71,10 @@ struct Seen {
 impl Seen {
     fn of(ctx: &RequestCtx) -> Option<Seen> {
         Some(Seen {
-            route: ctx.route.clone()?,
-            tenant: ctx.tenant.clone(),
-            key: ctx.key_id.clone(),
-            ip: ctx.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            route: ctx.route().cloned()?,
+            tenant: ctx.auth.tenant.clone(),
+            key: ctx.auth.key_id.clone(),
+            ip: ctx.client.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         })
     }
 
@@ -112,12 +112,13 @@ pub async fn reserve_tokens(
         return Ok(());
     };
     // A JSON body without a conversation field reserves its whole size.
-    let prompt = match (&ctx.request_info, &ctx.request_body) {
-        (Some(_), Some(body)) => ctx.prompt_estimate.unwrap_or(body.len() as u64 / 4),
+    let prompt = match (&ctx.body.info, &ctx.body.bytes) {
+        (Some(_), Some(body)) => ctx.body.prompt_estimate.unwrap_or(body.len() as u64 / 4),
         _ => 0,
     };
     let completion = ctx
-        .request_info
+        .body
+        .info
         .as_ref()
         .and_then(|i| i.max_tokens)
         .unwrap_or(gateway.config.limits.default_max_tokens);
@@ -126,7 +127,7 @@ pub async fn reserve_tokens(
     match limits.requests.check_n(&bucket, &spec, reserved).await {
         Verdict::Decided(decision) => {
             let cut_at = rule.cut_streams.then_some(decision.remaining + reserved);
-            ctx.tokens = Some(TokenReservation {
+            ctx.limits.tokens = Some(TokenReservation {
                 bucket,
                 spec,
                 reserved,
@@ -148,7 +149,7 @@ pub async fn reserve_tokens(
 
 /// Give the concurrency slot back (shared slots need a Redis call; local ones drop).
 pub async fn release(gateway: &Gateway, ctx: &mut RequestCtx) {
-    if let Some(slot) = ctx.concurrency.take() {
+    if let Some(slot) = ctx.limits.concurrency.take() {
         gateway.limits.leave(slot).await;
     }
 }
@@ -156,7 +157,7 @@ pub async fn release(gateway: &Gateway, ctx: &mut RequestCtx) {
 /// Replace the reservation with what the request really used (nothing, if it never reached
 /// an upstream).
 pub async fn settle_tokens(gateway: &Gateway, ctx: &mut RequestCtx, used: Option<u64>) {
-    let Some(r) = ctx.tokens.as_ref().filter(|r| r.decision.allowed) else {
+    let Some(r) = ctx.limits.tokens.as_ref().filter(|r| r.decision.allowed) else {
         return;
     };
     let delta = used.unwrap_or(0) as i64 - r.reserved as i64;
@@ -172,10 +173,10 @@ pub async fn settle_tokens(gateway: &Gateway, ctx: &mut RequestCtx, used: Option
 /// The rate-limit headers for this request's answer (empty when no rate rule applied).
 pub fn headers(ctx: &RequestCtx) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
-    if let Some(d) = ctx.rate {
+    if let Some(d) = ctx.limits.rate {
         push(&mut out, d, "requests");
     }
-    if let Some(t) = &ctx.tokens {
+    if let Some(t) = &ctx.limits.tokens {
         push(&mut out, t.decision, "tokens");
     }
     out

@@ -15,7 +15,7 @@ use crate::state::Route;
 /// Checks the models the forwarded path names against `tenant`'s list. `Ok(true)`: the path
 /// names at least one (all allowed).
 pub fn check_path(route: &Route, ctx: &RequestCtx, tenant: &Tenant) -> Result<bool, GatewayError> {
-    let Some((rest, _)) = ctx.forward_path.as_ref() else {
+    let Some(rest) = ctx.routed.as_ref().map(|r| &r.rest) else {
         return Ok(false);
     };
     let mut named = false;

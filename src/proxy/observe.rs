@@ -18,24 +18,25 @@ pub fn on_response(gateway: &Gateway, resp: &ResponseHeader, ctx: &mut RequestCt
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if sse && ctx.stream_guard.is_none() {
-        ctx.stream_guard = Some(gateway.metrics.stream_started());
+    if sse && ctx.outcome.stream_guard.is_none() {
+        ctx.outcome.stream_guard = Some(gateway.metrics.stream_started());
     }
 }
 
 /// The limit decisions, read before `logging` gives the concurrency slot back.
 pub fn limit_decisions(ctx: &RequestCtx) -> LimitDecisions {
-    let denied = |e: GatewayError| ctx.error == Some(e);
+    let denied = |e: GatewayError| ctx.outcome.error == Some(e);
     LimitDecisions {
-        requests: ctx.rate.map(|d| d.allowed),
+        requests: ctx.limits.rate.map(|d| d.allowed),
         tokens: ctx
+            .limits
             .tokens
             .as_ref()
             .map(|_| !denied(GatewayError::TokensExhausted)),
         concurrency: if denied(GatewayError::ConcurrencyLimited) {
             Some(false)
         } else {
-            ctx.concurrency.as_ref().map(|_| true)
+            ctx.limits.concurrency.as_ref().map(|_| true)
         },
     }
 }
@@ -56,7 +57,7 @@ pub fn record(
         Some(c) => UpstreamSlot::Configured(c.target.index),
         None => UpstreamSlot::None,
     };
-    let outcome = match (ctx.error, e) {
+    let outcome = match (ctx.outcome.error, e) {
         (Some(err), _) => Outcome::Gateway(err),
         (None, Some(_)) => Outcome::Aborted,
         (None, None) if status >= 400 && attempted => Outcome::UpstreamError,
@@ -66,7 +67,7 @@ pub fn record(
     let stream = answer.is_some_and(|a| a.stream);
     let model = candidate
         .and_then(|c| c.model.as_deref())
-        .or(ctx.model.as_deref());
+        .or(ctx.body.model.as_deref());
     // A name the config does not know becomes a label only when an upstream answered it with
     // success and named it in its answer (`gpt-4o` → `gpt-4o-2024-08-06`): a server that
     // ignores the field cannot turn whatever a client typed into a label.
@@ -75,7 +76,7 @@ pub fn record(
         .zip(model)
         .is_some_and(|(answered, asked)| answered.starts_with(asked));
     gateway.metrics.record(&Observation {
-        route: ctx.route.as_ref().map(|r| r.index),
+        route: ctx.route().map(|r| r.index),
         upstream,
         model,
         served: success && confirmed && matches!(upstream, UpstreamSlot::Configured(_)),
@@ -83,6 +84,7 @@ pub fn record(
         outcome,
         duration: ctx.started.elapsed(),
         ttft: ctx
+            .outcome
             .first_byte
             .filter(|_| success && stream)
             .map(|t| t.duration_since(ctx.started)),
@@ -94,7 +96,7 @@ pub fn record(
             })
         }),
         retries: ctx.attempts_made().saturating_sub(1),
-        fallback: ctx.attempts.as_ref().and_then(|a| a.fallback()),
+        fallback: ctx.failover.plan.as_ref().and_then(|a| a.fallback()),
         cache: ctx
             .cache
             .state

@@ -39,8 +39,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Where the wrapper leaves the real session when asked to hand it back.
-
 /// The wrapper. `inner` is `None` only after the hand-back (and, for an instant, in the
 /// placeholder `install` swaps in): then reads answer "nothing" and writes fail, no panic.
 pub struct PrereadSession {

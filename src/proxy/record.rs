@@ -94,13 +94,13 @@ pub fn chat_record(
     messages: bool,
 ) -> Option<Vec<u8>> {
     let endpoint = endpoint(path)?;
-    let route = ctx.route.as_ref()?;
+    let route = ctx.route()?;
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut request = RequestPart::default();
     if messages {
-        if let (Some(info), Some(body)) = (&ctx.request_info, &ctx.request_body) {
+        if let (Some(info), Some(body)) = (&ctx.body.info, &ctx.body.bytes) {
             if let (Some((field, _)), Some(raw)) = (&info.input, info.input_json(body)) {
                 let raw = serde_json::from_str::<&RawValue>(raw).ok();
                 match field {
@@ -116,13 +116,13 @@ pub fn chat_record(
     let text = |s: &'_ str| (messages && !s.is_empty()).then_some(());
     let record = ChatRecord {
         time: crate::chatlog::rfc3339_utc(now_ms),
-        request_id: ctx.request_id.as_str(),
+        request_id: ctx.client.request_id.as_str(),
         route: &route.config.prefix,
-        client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-        key_id: ctx.key_id.as_deref(),
+        client_ip: ctx.client.ip.map(|ip| ip.to_string()),
+        key_id: ctx.auth.key_id.as_deref(),
         model: info
             .and_then(|i| i.model.as_deref())
-            .or(ctx.model.as_deref()),
+            .or(ctx.body.model.as_deref()),
         endpoint,
         request,
         answer: first.and_then(|c| text(&c.text).map(|_| c.text.as_str())),
@@ -146,15 +146,20 @@ pub fn chat_record(
         cache: super::cache::label(ctx),
         latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
         ttft_ms: ctx
+            .outcome
             .first_byte
             .map(|t| t.duration_since(ctx.started).as_secs_f64() * 1000.0),
         stream: outcome.is_some_and(|o| o.stream),
         complete: outcome.is_some_and(|o| o.complete),
-        error: ctx.error.filter(|_| !ctx.continued).map(|e| e.code()),
+        error: ctx
+            .outcome
+            .error
+            .filter(|_| !ctx.outcome.continued)
+            .map(|e| e.code()),
         truncated: outcome.is_some_and(|o| o.truncated),
         continued_by: ctx
             .candidate()
-            .filter(|_| ctx.continued)
+            .filter(|_| ctx.outcome.continued)
             .map(|c| ContinuedBy {
                 upstream: &c.target.config.name,
                 model: c.breaker_model(),
@@ -182,9 +187,10 @@ fn request_len(r: &RequestPart<'_>) -> usize {
 /// openai-forward's `PRINT_CHAT`: a readable line per chat on stderr.
 pub fn print_chat(ctx: &RequestCtx, outcome: Option<&Outcome>) {
     let question = ctx
-        .request_body
+        .body
+        .bytes
         .as_ref()
-        .zip(ctx.request_info.as_ref())
+        .zip(ctx.body.info.as_ref())
         .and_then(|(b, i)| {
             i.input_json(b)
                 .map(|s| s.chars().take(200).collect::<String>())
@@ -197,9 +203,9 @@ pub fn print_chat(ctx: &RequestCtx, outcome: Option<&Outcome>) {
         .unwrap_or_default();
     eprintln!(
         "[chat] {} {} {}\n  > {}\n  < {}",
-        ctx.route.as_ref().map_or("-", |r| r.config.prefix.as_str()),
-        crate::logfmt::Field(ctx.key_id.as_deref().unwrap_or("-")),
-        crate::logfmt::Field(ctx.model.as_deref().unwrap_or("-")),
+        ctx.route().map_or("-", |r| r.config.prefix.as_str()),
+        crate::logfmt::Field(ctx.auth.key_id.as_deref().unwrap_or("-")),
+        crate::logfmt::Field(ctx.body.model.as_deref().unwrap_or("-")),
         question,
         answer
     );

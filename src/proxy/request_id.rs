@@ -26,25 +26,25 @@ pub fn assign(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx) {
         .and_then(|a| a.as_inet())
         .is_some_and(|a| gateway.client_ip.is_trusted(a.ip()));
     if let Some(id) = RequestId::accept(sent.as_bytes()).filter(|_| trusted) {
-        ctx.request_id = id;
+        ctx.client.request_id = id;
     }
 }
 
 pub fn to_upstream(ctx: &RequestCtx, req: &mut RequestHeader) -> pingora_core::Result<()> {
-    req.insert_header(X_REQUEST_ID, ctx.request_id.as_str())
+    req.insert_header(X_REQUEST_ID, ctx.client.request_id.as_str())
 }
 
 pub fn to_client(ctx: &RequestCtx, resp: &mut ResponseHeader) -> pingora_core::Result<()> {
     if let Some(theirs) = resp.remove_header(&X_REQUEST_ID) {
-        if theirs.as_bytes() != ctx.request_id.as_str().as_bytes() {
+        if theirs.as_bytes() != ctx.client.request_id.as_str().as_bytes() {
             resp.insert_header(X_UPSTREAM_REQUEST_ID, theirs)?;
         }
     }
-    resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())
+    resp.insert_header(X_REQUEST_ID, ctx.client.request_id.as_str())
 }
 
 /// The header for the gateway's own answers (errors, `/healthz`, preflights).
 pub fn header(ctx: &RequestCtx) -> Option<(HeaderName, HeaderValue)> {
-    let value = HeaderValue::from_str(ctx.request_id.as_str()).ok()?;
+    let value = HeaderValue::from_str(ctx.client.request_id.as_str()).ok()?;
     Some((X_REQUEST_ID, value))
 }

@@ -4,7 +4,7 @@
 //! the request head rewritten to it, so that every phase (cache admin, routing, limits, cache,
 //! logs) sees the path that is routed and forwarded.
 
-use super::ctx::RequestCtx;
+use super::ctx::{RequestCtx, Routed};
 use super::error::{respond, GatewayError};
 use crate::routing::normalize_path;
 use crate::state::Gateway;
@@ -44,9 +44,15 @@ pub async fn route_request(
 ) -> pingora_core::Result<bool> {
     let req = session.req_header();
     if req.uri.path() == "/healthz" && req.method == http::Method::GET {
-        ctx.status = Some(200);
+        ctx.outcome.status = Some(200);
         // openai-forward answers the JSON string "OK"; health checkers rely on it.
-        let mut headers: Vec<_> = ctx.cors.take().unwrap_or_default().into_iter().collect();
+        let mut headers: Vec<_> = ctx
+            .client
+            .cors
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         headers.extend(super::request_id::header(ctx));
         respond(session, 200, Some(Bytes::from_static(b"\"OK\"")), &headers).await?;
         return Ok(true);
@@ -56,7 +62,10 @@ pub async fn route_request(
         return Err(ctx.fail(GatewayError::RouteNotFound));
     };
     let route = Arc::clone(&gateway.routes[found.index]);
-    ctx.forward_path = Some((found.rest.to_string(), uri.query().map(str::to_string)));
-    ctx.route = Some(route);
+    ctx.routed = Some(Routed {
+        route,
+        rest: found.rest.to_string(),
+        query: uri.query().map(str::to_string),
+    });
     Ok(false)
 }

@@ -38,7 +38,7 @@ pub struct Outcome {
 /// Start reading a successful response of an `openai` route (or a logged one): usage, and the
 /// text, which chat logs record and which a stream cut before its usage is counted from.
 pub fn tap_response(ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
-    let Some(route) = &ctx.route else {
+    let Some(route) = ctx.route() else {
         return;
     };
     if route.config.kind != crate::config::RouteKind::OpenAi && !route.chat_log {
@@ -64,7 +64,7 @@ fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
                 StreamAccumulator::new(AccumulateMode::Full).with_text_cap(MAX_ANSWER_KEPT),
             ),
             offset: 0,
-            strip_usage: ctx.strip_usage_chunk,
+            strip_usage: ctx.body.strip_usage_chunk,
             first: None,
             keep_first: super::continuation::enabled(ctx),
         })
@@ -121,8 +121,8 @@ pub fn on_body(
     let Some(chunk) = body.as_ref().filter(|c| !c.is_empty()) else {
         return Ok(None);
     };
-    if ctx.first_byte.is_none() {
-        ctx.first_byte = Some(Instant::now());
+    if ctx.outcome.first_byte.is_none() {
+        ctx.outcome.first_byte = Some(Instant::now());
     }
     match &mut ctx.attempt.response {
         Some(ResponseTap::Sse {
@@ -152,14 +152,14 @@ pub fn on_body(
             // Tokens in this chunk: a delta event carries at least one; long ones ~4 bytes each.
             let events = acc.delta_events() - events_before;
             let tokens = events.max((acc.output_bytes() - bytes_before).div_ceil(4));
-            if let Some(t) = &ctx.tokens {
+            if let Some(t) = &ctx.limits.tokens {
                 let spent = t.prompt + acc.delta_events().max(acc.output_bytes().div_ceil(4));
                 if t.cut_at.is_some_and(|limit| spent > limit) {
                     *body = None;
                     return Err(BudgetSpent);
                 }
             }
-            if let Some(pacer) = ctx.pacer.as_mut() {
+            if let Some(pacer) = ctx.limits.pacer.as_mut() {
                 return Ok(pacer.delay(tokens));
             }
         }
@@ -208,7 +208,7 @@ fn without(chunk: &Bytes, start: u64, cut: &[Range<u64>]) -> Bytes {
 /// a JSON answer is only read when `wants_text` (a chat log) or usage is missing.
 pub fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option<Outcome> {
     let tap = ctx.attempt.response.take()?;
-    let prompt_estimate = || ctx.prompt_estimate;
+    let prompt_estimate = || ctx.body.prompt_estimate;
     let out = match tap {
         ResponseTap::Sse {
             mut parser, acc, ..

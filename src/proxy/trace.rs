@@ -26,12 +26,12 @@ pub fn attempt(ctx: &mut RequestCtx) {
     let Some(trace) = ctx.trace.as_mut() else {
         return;
     };
-    match ctx.attempts.as_ref().and_then(|a| a.current()) {
+    match ctx.failover.plan.as_ref().and_then(|a| a.current()) {
         Some(c) => {
             let model = c.sent_model.as_deref().or(c.model.as_deref());
-            trace.attempt(&c.target.config.name, model.or(ctx.model.as_deref()));
+            trace.attempt(&c.target.config.name, model.or(ctx.body.model.as_deref()));
         }
-        None => trace.attempt("-", ctx.model.as_deref()),
+        None => trace.attempt("-", ctx.body.model.as_deref()),
     }
 }
 
@@ -85,18 +85,19 @@ pub fn finish(
         &Summary {
             method: req.method.as_str(),
             path: req.uri.path(),
-            route: ctx.route.as_ref().map(|r| r.config.prefix.as_str()),
+            route: ctx.route().map(|r| r.config.prefix.as_str()),
             status,
-            request_model: ctx.model.as_deref(),
+            request_model: ctx.body.model.as_deref(),
             response_model: answer.and_then(|a| a.info.as_ref()?.model.as_deref()),
             operation,
             input_tokens: usage.map(|u| u.prompt_tokens),
             output_tokens: usage.map(|u| u.completion_tokens),
             estimated: answer.is_some_and(|a| a.estimated),
             ttft_s: ctx
+                .outcome
                 .first_byte
                 .map(|t| t.duration_since(ctx.started).as_secs_f64()),
-            request_id: ctx.request_id.as_str(),
+            request_id: ctx.client.request_id.as_str(),
             error: (outcome != "ok").then_some(outcome),
         },
     );

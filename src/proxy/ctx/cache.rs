@@ -37,7 +37,7 @@ impl CacheState {
     }
 
     /// A miss becomes a hit (the lookup found the answer).
-    pub fn to_hit(&mut self) {
+    pub fn mark_hit(&mut self) {
         if let CacheState::Miss(p) = std::mem::take(self) {
             *self = CacheState::Hit(p);
         }
