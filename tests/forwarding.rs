@@ -77,7 +77,10 @@ async fn upstream_status_headers_and_body_come_back() {
         ],
         body: body.clone(),
     });
-    let gw = start_gateway(&one_route("/", &up.url(), "")).await;
+    // No retries: the 429 is the client's answer at once instead of after two 7 s
+    // `Retry-After` waits (14 s of the suite's run; waiting it out is tested in resilience.rs).
+    let retry = "    retry: {retries: 0}\n";
+    let gw = start_gateway(&one_route("/", &up.url(), retry)).await;
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
         .json(&json!({"model": "m"}))
