@@ -18,7 +18,12 @@ async fn status(gw: &GatewayGuard, path: &str, headers: &[(&str, &str)]) -> u16 
 async fn global_and_route_rules_block_before_any_work() {
     let up = MockUpstream::start().await;
     let yaml = format!(
-        "access: {{deny: [10.0.0.0/8]}}\nroutes:\n  - {{prefix: /open, upstream: '{0}'}}\n  - {{prefix: /internal, upstream: '{0}', access: {{allow: ['192.168.0.0/16']}}}}\n  - {{prefix: /local, upstream: '{0}', access: {{allow: ['127.0.0.1', '::1']}}}}\n",
+        r#"access: {{deny: [10.0.0.0/8]}}
+routes:
+  - {{prefix: /open, upstream: '{0}'}}
+  - {{prefix: /internal, upstream: '{0}', access: {{allow: ['192.168.0.0/16']}}}}
+  - {{prefix: /local, upstream: '{0}', access: {{allow: ['127.0.0.1', '::1']}}}}
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -28,7 +33,9 @@ async fn global_and_route_rules_block_before_any_work() {
     assert_eq!(up.request_count(), 2);
 
     let denied = format!(
-        "access: {{deny: ['127.0.0.0/8']}}\nroutes: [{{prefix: /, upstream: '{}'}}]\n",
+        r#"access: {{deny: ['127.0.0.0/8']}}
+routes: [{{prefix: /, upstream: '{}'}}]
+"#,
         up.url()
     );
     let gw = start_gateway(&denied).await;
@@ -43,7 +50,9 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_change_nothing() {
     let up = MockUpstream::start().await;
     // 127.0.0.1 is not a trusted proxy here: its headers are ignored.
     let yaml = format!(
-        "access: {{allow: ['127.0.0.1/32']}}\nroutes: [{{prefix: /, upstream: '{}'}}]\n",
+        r#"access: {{allow: ['127.0.0.1/32']}}
+routes: [{{prefix: /, upstream: '{}'}}]
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -55,7 +64,9 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_change_nothing() {
         assert_eq!(status(&gw, "/v1/models", &[h]).await, 200, "{h:?}");
     }
     let yaml = format!(
-        "access: {{deny: ['1.2.3.4']}}\nroutes: [{{prefix: /, upstream: '{}'}}]\n",
+        r#"access: {{deny: ['1.2.3.4']}}
+routes: [{{prefix: /, upstream: '{}'}}]
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -69,7 +80,9 @@ async fn spoofed_forwarding_headers_from_an_untrusted_peer_change_nothing() {
 async fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client() {
     let up = MockUpstream::start().await;
     let yaml = format!(
-        "access: {{trusted_proxies: ['127.0.0.1/32', '10.0.0.0/8'], deny: ['1.2.3.4', '2001:db8::/32']}}\nroutes: [{{prefix: /, upstream: '{}'}}]\n",
+        r#"access: {{trusted_proxies: ['127.0.0.1/32', '10.0.0.0/8'], deny: ['1.2.3.4', '2001:db8::/32']}}
+routes: [{{prefix: /, upstream: '{}'}}]
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -128,7 +141,14 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client() {
 async fn forward_keys_can_carry_their_own_ip_rules() {
     let up = MockUpstream::start().await;
     let yaml = format!(
-        "upstream_keys: {{p: [sk-1]}}\ntenants: {{t: {{}}, office: {{access: {{allow: ['192.168.0.0/16']}}}}}}\nforward_keys:\n  - {{key: fk-here, tenant: t, access: {{allow: ['127.0.0.1']}}}}\n  - {{key: fk-elsewhere, tenant: t, access: {{allow: ['10.0.0.0/8']}}}}\n  - {{key: fk-office, tenant: office}}\nroutes: [{{prefix: /, upstream: '{}', auth: {{pool: p}}}}]\n",
+        r#"upstream_keys: {{p: [sk-1]}}
+tenants: {{t: {{}}, office: {{access: {{allow: ['192.168.0.0/16']}}}}}}
+forward_keys:
+  - {{key: fk-here, tenant: t, access: {{allow: ['127.0.0.1']}}}}
+  - {{key: fk-elsewhere, tenant: t, access: {{allow: ['10.0.0.0/8']}}}}
+  - {{key: fk-office, tenant: office}}
+routes: [{{prefix: /, upstream: '{}', auth: {{pool: p}}}}]
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -155,7 +175,12 @@ async fn forward_keys_can_carry_their_own_ip_rules() {
 #[tokio::test]
 async fn cors_preflight_is_answered_locally_and_responses_carry_the_headers() {
     let up = MockUpstream::start().await;
-    let yaml = format!("cors: {{allow_origins: ['https://app.example.com']}}\nroutes: [{{prefix: /, upstream: '{}'}}]\n", up.url());
+    let yaml = format!(
+        r#"cors: {{allow_origins: ['https://app.example.com']}}
+routes: [{{prefix: /, upstream: '{}'}}]
+"#,
+        up.url()
+    );
     let gw = start_gateway(&yaml).await;
     let c = client();
     let pre = c

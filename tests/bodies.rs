@@ -32,7 +32,12 @@ async fn post_raw(gw: &GatewayGuard, path: &str, body: Vec<u8>) -> reqwest::Resp
 async fn one_and_twenty_mib_bodies_are_model_checked_and_arrive_byte_identical() {
     let up = MockUpstream::start().await;
     let yaml = format!(
-        "upstream_keys: {{p: [sk-1]}}\ntenants: {{t: {{models: [gpt-4o]}}}}\nforward_keys: [{{key: fk-1, tenant: t}}]\nroutes:\n  - {{prefix: /, upstream: '{}', auth: {{pool: p}}}}\n",
+        r#"upstream_keys: {{p: [sk-1]}}
+tenants: {{t: {{models: [gpt-4o]}}}}
+forward_keys: [{{key: fk-1, tenant: t}}]
+routes:
+  - {{prefix: /, upstream: '{}', auth: {{pool: p}}}}
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;

@@ -11,7 +11,13 @@ use std::time::Duration;
 
 fn config(upstream: &str, extra: &str) -> String {
     format!(
-        "routes:\n  - prefix: /\n    upstream: \"{upstream}\"\ncache:\n  backend: memory\n  default: true\n{extra}"
+        r#"routes:
+  - prefix: /
+    upstream: "{upstream}"
+cache:
+  backend: memory
+  default: true
+{extra}"#
     )
 }
 
@@ -78,7 +84,12 @@ async fn the_caching_field_and_client_directives_switch_it() {
     up.set_behavior(Behavior::OpenAi);
     // Off by default here; a request turns it on with `caching: true`.
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstream: \"{}\"\ncache:\n  backend: memory\n",
+        r#"routes:
+  - prefix: /
+    upstream: "{}"
+cache:
+  backend: memory
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -121,11 +132,29 @@ async fn the_caching_field_and_client_directives_switch_it() {
 async fn tenants_never_share_entries_unless_the_route_says_so() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::OpenAi);
-    let keys = "upstream_keys:\n  main: [sk-real]\ntenants:\n  a: {pool: main}\n  b: {pool: main}\n\
-        forward_keys:\n  - {key: fk-aaaaaaaaaaaa, tenant: a}\n  - {key: fk-a2a2a2a2a2a2, tenant: a}\n  - {key: fk-bbbbbbbbbbbb, tenant: b}\n";
+    let keys = r#"upstream_keys:
+  main: [sk-real]
+tenants:
+  a: {pool: main}
+  b: {pool: main}
+forward_keys:
+  - {key: fk-aaaaaaaaaaaa, tenant: a}
+  - {key: fk-a2a2a2a2a2a2, tenant: a}
+  - {key: fk-bbbbbbbbbbbb, tenant: b}
+"#;
     let gw = start_gateway(&format!(
-        "routes:\n  - prefix: /\n    upstream: \"{}\"\n  - prefix: /shared\n    upstream: \"{}\"\n{keys}\
-         cache:\n  default: true\n  routes:\n    - route: /\n    - route: /shared\n      shared: true\n",
+        r#"routes:
+  - prefix: /
+    upstream: "{}"
+  - prefix: /shared
+    upstream: "{}"
+{keys}cache:
+  default: true
+  routes:
+    - route: /
+    - route: /shared
+      shared: true
+"#,
         up.url(),
         up.url()
     ))
@@ -387,7 +416,15 @@ async fn general_routes_opt_in_keyed_by_method_path_query_body_and_representatio
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::Echo);
     let gw = start_gateway(&format!(
-        "routes:\n  - prefix: /g\n    upstream: \"{}\"\n    type: general\ncache:\n  routes:\n    - route: /g\n      default: true\n",
+        r#"routes:
+  - prefix: /g
+    upstream: "{}"
+    type: general
+cache:
+  routes:
+    - route: /g
+      default: true
+"#,
         up.url()
     ))
     .await;
@@ -441,7 +478,16 @@ async fn entries_expire_after_their_routes_ttl() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::OpenAi);
     let gw = start_gateway(&format!(
-        "routes:\n  - prefix: /\n    upstream: \"{}\"\ncache:\n  default: true\n  ttl: 1h\n  routes:\n    - route: /\n      ttl: 1s\n",
+        r#"routes:
+  - prefix: /
+    upstream: "{}"
+cache:
+  default: true
+  ttl: 1h
+  routes:
+    - route: /
+      ttl: 1s
+"#,
         up.url()
     ))
     .await;

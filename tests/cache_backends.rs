@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 
 fn config(upstream: &str, cache: &str) -> String {
     format!(
-        "routes:\n  - prefix: /\n    upstream: \"{upstream}\"\ncache:\n  default: true\n{cache}"
+        r#"routes:
+  - prefix: /
+    upstream: "{upstream}"
+cache:
+  default: true
+{cache}"#
     )
 }
 
@@ -63,7 +68,12 @@ async fn the_disk_store_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = config(
         &up.url(),
-        &format!("  backend: disk\n  path: \"{}\"\n", dir.path().display()),
+        &format!(
+            r#"  backend: disk
+  path: "{}"
+"#,
+            dir.path().display()
+        ),
     );
     let first = {
         let gw = start_gateway(&yaml).await;
@@ -102,7 +112,12 @@ async fn after_kill_9_the_disk_store_serves_nothing_partial() {
             server_yaml(dir.path(), port, "  threads: 1\n"),
             config(
                 &up.url(),
-                &format!("  backend: disk\n  path: '{}'\n", store.display())
+                &format!(
+                    r#"  backend: disk
+  path: '{}'
+"#,
+                    store.display()
+                )
             )
         ),
     )
@@ -186,7 +201,12 @@ async fn redis_down_means_misses_not_errors() {
     let redis = RedisServer::start().await;
     let yaml = config(
         &up.url(),
-        &format!("  backend: \"{}\"\n  backend_timeout: 200ms\n", redis.url()),
+        &format!(
+            r#"  backend: "{}"
+  backend_timeout: 200ms
+"#,
+            redis.url()
+        ),
     );
     let gw = start_gateway(&yaml).await;
     assert_eq!(ask(gw.addr, &chat("x")).await.1, "MISS");
@@ -204,7 +224,9 @@ async fn redis_down_means_misses_not_errors() {
     let nowhere = config(
         &up.url(),
         &format!(
-            "  backend: redis://127.0.0.1:{}/0\n  backend_timeout: 200ms\n",
+            r#"  backend: redis://127.0.0.1:{}/0
+  backend_timeout: 200ms
+"#,
             free_port()
         ),
     );
@@ -221,7 +243,12 @@ async fn the_cache_uses_redis_again_once_it_is_back_under_steady_traffic() {
     let port = redis.port;
     let yaml = config(
         &up.url(),
-        &format!("  backend: \"{}\"\n  backend_timeout: 200ms\n", redis.url()),
+        &format!(
+            r#"  backend: "{}"
+  backend_timeout: 200ms
+"#,
+            redis.url()
+        ),
     );
     let gw = start_gateway(&yaml).await;
     assert_eq!(ask(gw.addr, &chat("z")).await.1, "MISS");
@@ -298,8 +325,11 @@ async fn remaining_tokens(addr: SocketAddr) -> u64 {
 async fn hits_cost_no_tokens_unless_charge_hits() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::OpenAi);
-    let limits =
-        "limits:\n  default_max_tokens: 10\n  rules:\n    - {tokens: \"10000/hour\", per: key}\n";
+    let limits = r#"limits:
+  default_max_tokens: 10
+  rules:
+    - {tokens: "10000/hour", per: key}
+"#;
     for (charge, expect_drop) in [(false, 0), (true, 13)] {
         let yaml = format!(
             "{}{limits}",
@@ -322,7 +352,10 @@ async fn hits_are_paced_like_any_stream() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::chat_stream(12, Duration::ZERO));
     let yaml = format!(
-        "{}limits:\n  rules:\n    - {{output_tokens_per_second: 20}}\n",
+        r#"{}limits:
+  rules:
+    - {{output_tokens_per_second: 20}}
+"#,
         config(&up.url(), "")
     );
     let gw = start_gateway(&yaml).await;

@@ -11,7 +11,13 @@ use std::time::Duration;
 
 fn config(upstream: &str) -> String {
     format!(
-        "routes:\n  - prefix: /\n    upstream: \"{upstream}\"\ncache:\n  default: true\n  fill_after_disconnect: true\n"
+        r#"routes:
+  - prefix: /
+    upstream: "{upstream}"
+cache:
+  default: true
+  fill_after_disconnect: true
+"#
     )
 }
 

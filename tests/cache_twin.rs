@@ -9,7 +9,13 @@ use serde_json::{json, Value};
 
 fn config(upstream: &str, extra: &str) -> String {
     format!(
-        "routes:\n  - prefix: /\n    upstream: \"{upstream}\"\ncache:\n  backend: memory\n  default: true\n{extra}"
+        r#"routes:
+  - prefix: /
+    upstream: "{upstream}"
+cache:
+  backend: memory
+  default: true
+{extra}"#
     )
 }
 
@@ -172,7 +178,13 @@ async fn caching_off_for_the_request_or_the_route_goes_upstream() {
         body: answer(),
     });
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstream: \"{}\"\ncache:\n  backend: memory\n  default: false\n",
+        r#"routes:
+  - prefix: /
+    upstream: "{}"
+cache:
+  backend: memory
+  default: false
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -207,8 +219,13 @@ async fn without_a_twin_the_stream_goes_upstream_and_is_cached_under_its_own_key
 #[tokio::test]
 async fn a_twin_sent_with_stream_false_serves_too_and_is_paced_like_a_live_stream() {
     // 20 events a second: the synthesized stream (a dozen events) takes visibly long.
-    let (up, gw) =
-        gateway_with_cached_twin("limits:\n  rules:\n    - {output_tokens_per_second: 20}\n").await;
+    let (up, gw) = gateway_with_cached_twin(
+        r#"limits:
+  rules:
+    - {output_tokens_per_second: 20}
+"#,
+    )
+    .await;
     let mut off = request(None);
     off["stream"] = json!(false);
     off["messages"][0]["content"] = json!("other");

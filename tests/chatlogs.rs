@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 fn config(upstream: &str, dir: &Path) -> String {
     format!(
-        "log:\n  chat: {{dir: '{}'}}\nroutes:\n  - {{prefix: /openai, upstream: '{upstream}'}}\n",
+        r#"log:
+  chat: {{dir: '{}'}}
+routes:
+  - {{prefix: /openai, upstream: '{upstream}'}}
+"#,
         dir.display()
     )
 }
@@ -222,7 +226,11 @@ async fn logs_rotate_by_size_and_keep_the_configured_number_of_files() {
     let up = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "log:\n  chat: {{dir: '{}', max_file_size: 1KiB, keep_files: 2}}\nroutes:\n  - {{prefix: /openai, upstream: '{}'}}\n",
+        r#"log:
+  chat: {{dir: '{}', max_file_size: 1KiB, keep_files: 2}}
+routes:
+  - {{prefix: /openai, upstream: '{}'}}
+"#,
         dir.path().display(),
         up.url()
     );

@@ -250,7 +250,11 @@ fn check_refuses_duplicate_and_overlapping_listen_addresses() {
     ] {
         std::fs::write(
             dir.path().join("gw.yaml"),
-            format!("server: {{listen: {listen}}}\nroutes: [{{prefix: /, upstream: 'http://127.0.0.1:9'}}]\n"),
+            format!(
+                r#"server: {{listen: {listen}}}
+routes: [{{prefix: /, upstream: 'http://127.0.0.1:9'}}]
+"#
+            ),
         )
         .unwrap();
         let out = gateway_command(dir.path())
@@ -264,7 +268,9 @@ fn check_refuses_duplicate_and_overlapping_listen_addresses() {
     // Different ports, or loopback addresses of the two families, are fine.
     std::fs::write(
         dir.path().join("gw.yaml"),
-        "server: {listen: ['127.0.0.1:8000', '127.0.0.1:8001', '[::1]:8000']}\nroutes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]\n",
+        r#"server: {listen: ['127.0.0.1:8000', '127.0.0.1:8001', '[::1]:8000']}
+routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]
+"#,
     )
     .unwrap();
     let out = gateway_command(dir.path())
@@ -292,7 +298,12 @@ fn an_upgrade_socket_in_a_shared_directory_is_refused() {
     std::fs::write(
         dir.path().join("gw.yaml"),
         format!(
-            "server:\n  listen: ['127.0.0.1:{port}']\n  pid_file: '{}'\n  upgrade_sock: '{}'\nroutes: [{{prefix: /, upstream: 'http://127.0.0.1:9'}}]\n",
+            r#"server:
+  listen: ['127.0.0.1:{port}']
+  pid_file: '{}'
+  upgrade_sock: '{}'
+routes: [{{prefix: /, upstream: 'http://127.0.0.1:9'}}]
+"#,
             dir.path().join("pid").display(),
             shared.join("upgrade.sock").display()
         ),

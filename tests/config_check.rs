@@ -83,7 +83,12 @@ routes:
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
     // The duplicate is reported once the first route with that prefix decodes.
-    let dup = check(b"routes:\n  - {prefix: /a, upstream: 'http://h'}\n  - {prefix: '//a/', upstream: 'http://h'}\n");
+    let dup = check(
+        br#"routes:
+  - {prefix: /a, upstream: 'http://h'}
+  - {prefix: '//a/', upstream: 'http://h'}
+"#,
+    );
     assert!(
         stderr(&dup).contains(
             "routes[1].prefix: \"/a\": duplicate prefix; routes[0].prefix already routes it"
@@ -135,7 +140,12 @@ routes:
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
     let out = check(
-        b"cache: {fill_after_disconnect: true}\nroutes:\n  - prefix: /\n    upstream: 'http://h'\n    timeouts: {first_token: 5s}\n",
+        br#"cache: {fill_after_disconnect: true}
+routes:
+  - prefix: /
+    upstream: 'http://h'
+    timeouts: {first_token: 5s}
+"#,
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -145,7 +155,12 @@ routes:
     );
     // Names are checked once the lists decode.
     let out = check(
-        b"upstream_keys:\n  main: [sk-1]\nroutes:\n  - prefix: /\n    upstreams: [{url: 'http://h'}, {url: 'http://g', pool: nope}]\n",
+        br#"upstream_keys:
+  main: [sk-1]
+routes:
+  - prefix: /
+    upstreams: [{url: 'http://h'}, {url: 'http://g', pool: nope}]
+"#,
     );
     assert!(
         stderr(&out)
@@ -185,7 +200,9 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
         ),
         (
             "wrong types",
-            b"server: {threads: many}\nroutes: [{prefix: 1, upstream: [1]}]".to_vec(),
+            br#"server: {threads: many}
+routes: [{prefix: 1, upstream: [1]}]"#
+                .to_vec(),
             "server.threads",
         ),
         (
@@ -193,7 +210,13 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
             b"rotues: []".to_vec(),
             "did you mean `routes`",
         ),
-        ("bad yaml", b"routes: [\n  - {".to_vec(), "line"),
+        (
+            "bad yaml",
+            br#"routes: [
+  - {"#
+                .to_vec(),
+            "line",
+        ),
     ];
     for (name, bytes, expected) in cases {
         let out = check(&bytes);
@@ -274,7 +297,12 @@ fn cache_problems_are_listed_with_paths() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
     let disk = check(
-        b"routes:\n  - prefix: /\n    upstream: http://127.0.0.1:9\ncache:\n  backend: disk\n",
+        br#"routes:
+  - prefix: /
+    upstream: http://127.0.0.1:9
+cache:
+  backend: disk
+"#,
     );
     assert_eq!(disk.status.code(), Some(2));
     assert!(stderr(&disk).contains("cache.path: missing; the `disk` backend needs a directory"));
@@ -338,7 +366,12 @@ fn key_health_problems_are_listed_with_paths() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
     let fine = check(
-        b"key_health: {refusals: 5, refusal_window: 10m, probe_after: 1m, probe_max: 1h, cooldown: 20s, cooldown_max: 2m}\nroutes:\n  - prefix: /\n    upstream: http://127.0.0.1:9\n    auth: {forward_org_headers: true}\n",
+        br#"key_health: {refusals: 5, refusal_window: 10m, probe_after: 1m, probe_max: 1h, cooldown: 20s, cooldown_max: 2m}
+routes:
+  - prefix: /
+    upstream: http://127.0.0.1:9
+    auth: {forward_org_headers: true}
+"#,
     );
     assert!(fine.status.success(), "{}", stderr(&fine));
 }

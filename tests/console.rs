@@ -295,14 +295,16 @@ async fn without_ui_there_is_no_console_and_ui_needs_a_key() {
         .unwrap();
     assert_eq!(api.status(), 404);
     let problems = llm_forward::config::parse_bytes(
-        b"admin: {ui: true}\nroutes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]",
+        br#"admin: {ui: true}
+routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]"#,
         &|_| None,
     )
     .unwrap_err()
     .to_string();
     assert!(problems.contains("admin.key"), "{problems}");
     let short = llm_forward::config::parse_bytes(
-        b"admin: {key: short, ui: true}\nroutes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]",
+        br#"admin: {key: short, ui: true}
+routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]"#,
         &|_| None,
     )
     .unwrap_err()

@@ -15,7 +15,14 @@ const INSTRUCTION_START: &str = "Your previous message was cut off.";
 /// `primary` then `fallback` (priority 2, with `prefill`), continuing broken streams.
 fn config(primary: &MockUpstream, fallback: &MockUpstream, prefill: bool, extra: &str) -> String {
     format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2, prefill: {prefill}}}\n    retry: {{retries: 2, backoff: 10ms, backoff_max: 40ms}}\n    stream_errors: continue\n{extra}",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: primary}}
+      - {{url: "{}", name: fallback, priority: 2, prefill: {prefill}}}
+    retry: {{retries: 2, backoff: 10ms, backoff_max: 40ms}}
+    stream_errors: continue
+{extra}"#,
         primary.url(),
         fallback.url()
     )
@@ -206,7 +213,9 @@ async fn usage_is_summed_over_both_calls_and_the_record_says_continued() {
     fallback.set_behavior(continuation(true));
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "log:\n  chat: {{dir: '{}'}}\n{}",
+        r#"log:
+  chat: {{dir: '{}'}}
+{}"#,
         dir.path().display(),
         config(&primary, &fallback, true, "").replace("prefix: /", "prefix: /openai")
     );
@@ -253,7 +262,13 @@ async fn the_access_log_says_continued() {
     let port = free_port();
     let config = format!(
         "{}{}",
-        server_yaml(dir.path(), port, "  threads: 1\n  grace_period: 5s\n"),
+        server_yaml(
+            dir.path(),
+            port,
+            r#"  threads: 1
+  grace_period: 5s
+"#
+        ),
         config(&primary, &fallback, true, "")
     );
     std::fs::write(dir.path().join("gw.yaml"), config).unwrap();
@@ -325,7 +340,9 @@ async fn a_fallback_model_continues_when_no_other_upstream_serves_the_model() {
     });
     up.set_behavior(continuation(false));
     up.set_recording(true);
-    let extra = "    stream_errors: continue\n    fallbacks: {models: [gpt-4o-mini]}\n";
+    let extra = r#"    stream_errors: continue
+    fallbacks: {models: [gpt-4o-mini]}
+"#;
     let gw = start_gateway(&one_route("/", &up.url(), extra)).await;
     let (text, clean) = read_stream(chat(&gw, ask()).await).await;
     assert_one_answer(&text, clean, "t0 t1 t2 c0 c1");

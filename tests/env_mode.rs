@@ -69,7 +69,10 @@ async fn healthz_ignores_the_deny_list_in_yaml_mode_too() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = format!(
-        "{}access: {{deny: ['127.0.0.0/8']}}\nroutes:\n  - {{prefix: /, upstream: '{}'}}\n",
+        r#"{}access: {{deny: ['127.0.0.0/8']}}
+routes:
+  - {{prefix: /, upstream: '{}'}}
+"#,
         server_yaml(dir.path(), port, ""),
         up.url()
     );
@@ -223,7 +226,10 @@ async fn a_route_may_opt_in_to_forward_cookies() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::Echo);
     let gw = start_gateway(&format!(
-        "routes:\n  - {{prefix: /app, upstream: '{0}', type: general, forward_cookies: true}}\n  - {{prefix: /, upstream: '{0}', type: general}}\n",
+        r#"routes:
+  - {{prefix: /app, upstream: '{0}', type: general, forward_cookies: true}}
+  - {{prefix: /, upstream: '{0}', type: general}}
+"#,
         up.url()
     ))
     .await;
@@ -406,7 +412,12 @@ async fn benchmark_mode_answers_canned_chat_completions_without_an_upstream() {
 async fn a_yaml_benchmark_route_streams_paced_events() {
     use futures_util::StreamExt;
     let gw = start_gateway(
-        "routes:\n  - {prefix: /bench, type: benchmark}\nlimits:\n  rules:\n    - {route: /bench, output_tokens_per_second: 50}\n",
+        r#"routes:
+  - {prefix: /bench, type: benchmark}
+limits:
+  rules:
+    - {route: /bench, output_tokens_per_second: 50}
+"#,
     )
     .await;
     let start = std::time::Instant::now();
@@ -513,7 +524,12 @@ async fn token_rate_limit_paces_streams_as_the_yaml_rule_does() {
     .await;
     let env = event_times(format!("http://{addr}/v1/chat/completions"), None).await;
     let gw = start_gateway(&format!(
-        "routes:\n  - {{prefix: /, upstream: '{}'}}\nlimits:\n  rules:\n    - {{path: /v1/chat/completions, output_tokens_per_second: 5}}\n",
+        r#"routes:
+  - {{prefix: /, upstream: '{}'}}
+limits:
+  rules:
+    - {{path: /v1/chat/completions, output_tokens_per_second: 5}}
+"#,
         up.url()
     ))
     .await;

@@ -32,7 +32,9 @@ async fn the_total_budget_does_not_cut_a_healthy_stream() {
     let up = MockUpstream::start().await;
     // 13 chunks, one every 200 ms: about 2.6 s, well past the 1 s budget.
     up.set_behavior(Behavior::chat_stream(13, Duration::from_millis(200)));
-    let extra = "    retry: {total: 1s}\n    timeouts: {idle: 2s}\n";
+    let extra = r#"    retry: {total: 1s}
+    timeouts: {idle: 2s}
+"#;
     let gw = start_gateway(&one_route("/", &up.url(), extra)).await;
     let start = Instant::now();
     let (text, clean) = read_stream(chat(&gw, ask("gpt-4o", true)).await).await;
@@ -45,7 +47,9 @@ async fn the_total_budget_does_not_cut_a_healthy_stream() {
 async fn max_duration_cuts_a_stream_that_runs_past_it() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::chat_stream(13, Duration::from_millis(200)));
-    let extra = "    retry: {total: 5s}\n    timeouts: {idle: 2s, max_duration: 1s}\n";
+    let extra = r#"    retry: {total: 5s}
+    timeouts: {idle: 2s, max_duration: 1s}
+"#;
     let gw = start_gateway(&one_route("/", &up.url(), extra)).await;
     let start = Instant::now();
     let resp = chat(&gw, ask("gpt-4o", true)).await;
@@ -66,7 +70,12 @@ async fn max_duration_cuts_a_stream_that_runs_past_it() {
 /// One upstream serving every model; `model-a` falls back to `model-b`.
 fn one_upstream_with_fallback(up: &MockUpstream, extra: &str) -> String {
     format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: u}}\n    fallbacks: {{by_model: {{model-a: [model-b]}}}}\n{extra}",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: u}}
+    fallbacks: {{by_model: {{model-a: [model-b]}}}}
+{extra}"#,
         up.url()
     )
 }
@@ -78,7 +87,9 @@ async fn a_failing_model_opens_its_own_breaker_while_the_fallback_on_the_same_up
         model: "model-a".into(),
         behavior: Box::new(overloaded()),
     });
-    let extra = "    retry: {retries: 1, backoff: 10ms, backoff_max: 20ms}\n    breaker: {failures: 3, open_for: 30s}\n";
+    let extra = r#"    retry: {retries: 1, backoff: 10ms, backoff_max: 20ms}
+    breaker: {failures: 3, open_for: 30s}
+"#;
     let gw = start_gateway(&one_upstream_with_fallback(&up, extra)).await;
     for i in 0..6 {
         let resp = chat(&gw, ask("model-a", false)).await;
@@ -118,8 +129,9 @@ async fn a_first_token_timeout_for_one_model_does_not_skip_its_upstream_for_the_
         behavior: Box::new(Behavior::chat_stream(3, Duration::from_secs(20))),
     });
     // A POST the upstream had whole is failed over only with on_reset (it may be billed twice).
-    let extra =
-        "    retry: {retries: 1, backoff: 10ms, on_reset: true}\n    timeouts: {first_token: 600ms}\n";
+    let extra = r#"    retry: {retries: 1, backoff: 10ms, on_reset: true}
+    timeouts: {first_token: 600ms}
+"#;
     let gw = start_gateway(&one_upstream_with_fallback(&up, extra)).await;
     let resp = chat(&gw, ask("model-a", true)).await;
     assert_eq!(resp.status(), 200);
@@ -139,7 +151,12 @@ async fn a_first_token_timeout_for_one_model_does_not_skip_its_upstream_for_the_
 async fn upstream_model_lists_take_globs_and_exclusions() {
     let (fb, openai) = (MockUpstream::start().await, MockUpstream::start().await);
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: fb, models: [\"fb-*\"]}}\n      - {{url: \"{}\", name: openai, models: [\"gpt-4o*\", \"!gpt-4o-realtime*\"]}}\n",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: fb, models: ["fb-*"]}}
+      - {{url: "{}", name: openai, models: ["gpt-4o*", "!gpt-4o-realtime*"]}}
+"#,
         fb.url(),
         openai.url()
     );
@@ -167,7 +184,14 @@ async fn upstream_model_lists_take_globs_and_exclusions() {
 async fn repeated_resets_on_pooled_connections_back_off_and_open_the_breaker() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n    retry: {{retries: 2, backoff: 500ms, backoff_max: 2s}}\n    breaker: {{failures: 3, open_for: 30s}}\n",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: primary}}
+      - {{url: "{}", name: fallback, priority: 2}}
+    retry: {{retries: 2, backoff: 500ms, backoff_max: 2s}}
+    breaker: {{failures: 3, open_for: 30s}}
+"#,
         primary.url(),
         fallback.url()
     );
@@ -227,13 +251,22 @@ async fn deadlines_and_retries_are_logged_for_what_they_are() {
     let port = free_port();
     let route = |prefix: &str, up: &MockUpstream, extra: &str| {
         format!(
-            "  - prefix: {prefix}\n    upstream: '{}'\n    retry: {{retries: 1, backoff: 10ms}}\n{extra}",
+            r#"  - prefix: {prefix}
+    upstream: '{}'
+    retry: {{retries: 1, backoff: 10ms}}
+{extra}"#,
             up.url()
         )
     };
     let config = format!(
         "{}routes:\n{}{}{}",
-        server_yaml(dir.path(), port, "  threads: 1\n  grace_period: 5s\n"),
+        server_yaml(
+            dir.path(),
+            port,
+            r#"  threads: 1
+  grace_period: 5s
+"#
+        ),
         route("/slow", &slow, "    timeouts: {first_token: 500ms}\n"),
         route("/stall", &stall, "    timeouts: {idle: 500ms}\n"),
         route("/flaky", &flaky, ""),

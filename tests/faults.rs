@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const FAST: &str = "    timeouts: {connect: 1s, read: 500ms}\n    retry: {connect_retries: 1, backoff: 10ms, backoff_max: 20ms}\n";
+const FAST: &str = r#"    timeouts: {connect: 1s, read: 500ms}
+    retry: {connect_retries: 1, backoff: 10ms, backoff_max: 20ms}
+"#;
 
 async fn post_chat(gw: &GatewayGuard, stream: bool) -> reqwest::Response {
     client()
@@ -248,7 +250,10 @@ async fn a_client_leaving_mid_stream_cancels_the_upstream_request() {
 
 #[tokio::test]
 async fn an_unresolvable_upstream_is_a_502_not_a_panic() {
-    let yaml = "server: {dns_timeout: 2s}\nroutes:\n  - {prefix: /, upstream: 'http://no-such-host.invalid:8080'}\n";
+    let yaml = r#"server: {dns_timeout: 2s}
+routes:
+  - {prefix: /, upstream: 'http://no-such-host.invalid:8080'}
+"#;
     let gw = start_gateway(yaml).await;
     for _ in 0..2 {
         let resp = post_chat(&gw, false).await;

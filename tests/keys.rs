@@ -219,7 +219,10 @@ async fn model_allow_lists_apply_to_every_json_endpoint() {
 async fn tenants_are_limited_to_their_routes() {
     let up = MockUpstream::start().await;
     let extra = format!(
-        "  - prefix: /other\n    upstream: \"{}\"\n    auth: {{pool: main}}\n",
+        r#"  - prefix: /other
+    upstream: "{}"
+    auth: {{pool: main}}
+"#,
         up.url()
     );
     let gw = start_gateway(&config(&up.url(), &extra)).await;
@@ -418,7 +421,14 @@ async fn keys_go_where_each_upstream_expects_them() {
     let azure = MockUpstream::start().await;
     let gemini = MockUpstream::start().await;
     let extra = format!(
-        "  - prefix: /azure\n    upstream: \"{}\"\n    auth: {{pool: main, key_header: api-key}}\n  - prefix: /gemini\n    upstream: \"{}\"\n    type: general\n    auth: {{pool: main, key_header: \"query:key\"}}\n",
+        r#"  - prefix: /azure
+    upstream: "{}"
+    auth: {{pool: main, key_header: api-key}}
+  - prefix: /gemini
+    upstream: "{}"
+    type: general
+    auth: {{pool: main, key_header: "query:key"}}
+"#,
         azure.url(),
         gemini.url()
     );
@@ -474,7 +484,16 @@ async fn keys_go_where_each_upstream_expects_them() {
 async fn auth_modes_for_client_keys() {
     let up = MockUpstream::start().await;
     let extra = format!(
-        "  - prefix: /own\n    upstream: \"{0}\"\n    auth: {{mode: passthrough}}\n  - prefix: /mixed\n    upstream: \"{0}\"\n    auth: {{mode: mixed, pool: main}}\n  - prefix: /open\n    upstream: \"{0}\"\n    auth: {{mode: open, pool: main}}\n",
+        r#"  - prefix: /own
+    upstream: "{0}"
+    auth: {{mode: passthrough}}
+  - prefix: /mixed
+    upstream: "{0}"
+    auth: {{mode: mixed, pool: main}}
+  - prefix: /open
+    upstream: "{0}"
+    auth: {{mode: open, pool: main}}
+"#,
         up.url()
     );
     let gw = start_gateway(&config(&up.url(), &extra)).await;
@@ -589,7 +608,10 @@ async fn organization_headers_never_reach_an_upstream_a_gateway_key_goes_to() {
         body: json!({"error": {"message": "OpenAI-Organization header should match organization for API key", "type": "invalid_request_error", "param": null, "code": "mismatched_organization"}}),
     });
     let extra = format!(
-        "  - prefix: /own\n    upstream: \"{}\"\n    auth: {{mode: passthrough}}\n",
+        r#"  - prefix: /own
+    upstream: "{}"
+    auth: {{mode: passthrough}}
+"#,
         up.url()
     );
     let gw = start_gateway(&config(&up.url(), &extra)).await;
@@ -676,10 +698,13 @@ async fn a_key_refused_for_every_client_leaves_after_n_and_is_probed_after_a_bac
         body: refusal("forbidden"),
     });
     let yaml = format!(
-        "key_health: {{refusals: 2, refusal_window: 1m, probe_after: 1s, probe_max: 2s}}\n{}",
+        r#"key_health: {{refusals: 2, refusal_window: 1m, probe_after: 1s, probe_max: 2s}}
+{}"#,
         config(&up.url(), "").replace(
             "forward_keys:\n",
-            "forward_keys:\n  - {key: fk-third, tenant: gold}\n"
+            r#"forward_keys:
+  - {key: fk-third, tenant: gold}
+"#
         )
     );
     let gw = start_gateway(&yaml).await;
@@ -775,7 +800,11 @@ async fn a_429_for_one_model_does_not_cool_the_key_for_another() {
 async fn a_query_key_echoed_in_an_upstream_error_page_never_reaches_the_client() {
     let up = MockUpstream::start().await;
     let extra = format!(
-        "  - prefix: /gemini\n    upstream: \"{}\"\n    type: general\n    auth: {{pool: main, key_header: \"query:key\"}}\n",
+        r#"  - prefix: /gemini
+    upstream: "{}"
+    type: general
+    auth: {{pool: main, key_header: "query:key"}}
+"#,
         up.url()
     );
     let yaml = config("http://127.0.0.1:9", &extra)

@@ -42,7 +42,9 @@ async fn a_key_gets_exactly_its_limit_then_429_with_openai_headers() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&keyed(
         &up.url(),
-        "  rules:\n    - {requests: \"5/minute;100/hour\", per: key}\n",
+        r#"  rules:
+    - {requests: "5/minute;100/hour", per: key}
+"#,
     ))
     .await;
     for i in 0..5u64 {
@@ -77,7 +79,12 @@ async fn a_key_gets_exactly_its_limit_then_429_with_openai_headers() {
 #[tokio::test]
 async fn the_most_specific_rule_applies_and_counts_once() {
     let up = MockUpstream::start().await;
-    let rules = "  rules:\n    - {requests: \"100/minute\", per: all}\n    - {tenant: free, requests: \"3/minute\"}\n    - {key: alice, requests: \"2/minute\"}\n    - {path: /v1/models, requests: \"4/minute\"}\n";
+    let rules = r#"  rules:
+    - {requests: "100/minute", per: all}
+    - {tenant: free, requests: "3/minute"}
+    - {key: alice, requests: "2/minute"}
+    - {path: /v1/models, requests: "4/minute"}
+"#;
     let gw = start_gateway(&keyed(&up.url(), rules)).await;
     let admitted = |key: &'static str, n: usize| {
         let gw = &gw;
@@ -110,7 +117,12 @@ async fn the_most_specific_rule_applies_and_counts_once() {
 async fn per_ip_buckets_use_the_resolved_client_address() {
     let up = MockUpstream::start().await;
     let yaml = format!(
-        "access: {{trusted_proxies: ['127.0.0.1']}}\nroutes: [{{prefix: /, upstream: '{}'}}]\nlimits:\n  rules:\n    - {{requests: \"2/minute\", per: ip}}\n",
+        r#"access: {{trusted_proxies: ['127.0.0.1']}}
+routes: [{{prefix: /, upstream: '{}'}}]
+limits:
+  rules:
+    - {{requests: "2/minute", per: ip}}
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -131,7 +143,9 @@ async fn concurrency_is_capped_and_released_on_every_exit_path() {
     let up = MockUpstream::start().await;
     let gw = start_gateway(&keyed(
         &up.url(),
-        "  rules:\n    - {concurrency: 1, per: key}\n",
+        r#"  rules:
+    - {concurrency: 1, per: key}
+"#,
     ))
     .await;
     let chat = |key: &'static str| {
@@ -219,7 +233,14 @@ async fn concurrency_is_capped_and_released_on_every_exit_path() {
 async fn two_nodes_sharing_redis_admit_exactly_the_limit_in_total() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let limits = format!("  backend: \"{}\"\n  backend_timeout: 500ms\n  rules:\n    - {{requests: \"10/minute\", per: key}}\n", redis.url());
+    let limits = format!(
+        r#"  backend: "{}"
+  backend_timeout: 500ms
+  rules:
+    - {{requests: "10/minute", per: key}}
+"#,
+        redis.url()
+    );
     let a = start_gateway(&keyed(&up.url(), &limits)).await;
     let b = start_gateway(&keyed(&up.url(), &limits)).await;
     let mut tasks = Vec::new();
@@ -262,7 +283,14 @@ async fn a_dead_redis_follows_the_policy_and_never_hangs_a_request() {
     let port = redis.port;
     let up = MockUpstream::start().await;
     let limits = |policy: &str| {
-        format!("  backend: \"redis://127.0.0.1:{port}/0\"\n  backend_timeout: 200ms\n  on_backend_error: {policy}\n  rules:\n    - {{requests: \"3/minute\", per: key}}\n")
+        format!(
+            r#"  backend: "redis://127.0.0.1:{port}/0"
+  backend_timeout: 200ms
+  on_backend_error: {policy}
+  rules:
+    - {{requests: "3/minute", per: key}}
+"#
+        )
     };
     let open = start_gateway(&keyed(&up.url(), &limits("allow"))).await;
     let closed = start_gateway(&keyed(&up.url(), &limits("deny"))).await;
@@ -307,7 +335,13 @@ async fn output_pacing_releases_stream_events_at_the_token_rate() {
     // 10 events of about one token each, sent by the upstream at once.
     up.set_behavior(Behavior::chat_stream(10, Duration::ZERO));
     let yaml = format!(
-        "routes:\n  - {{prefix: /, upstream: '{}'}}\n  - {{prefix: /fast, upstream: '{}'}}\nlimits:\n  rules:\n    - {{route: /, output_tokens_per_second: 10}}\n",
+        r#"routes:
+  - {{prefix: /, upstream: '{}'}}
+  - {{prefix: /fast, upstream: '{}'}}
+limits:
+  rules:
+    - {{route: /, output_tokens_per_second: 10}}
+"#,
         up.url(),
         up.url()
     );
@@ -349,7 +383,13 @@ async fn token_budgets_reserve_before_and_settle_with_the_real_usage() {
         };
         // Each call reserves 8 prompt tokens (32 bytes of messages / 4) + max_tokens 15 = 23, and
         // really uses 13 (the mock's usage).
-        let limits = format!("  backend: {backend}\n  backend_timeout: 500ms\n  rules:\n    - {{tokens: \"40/minute\", per: key}}\n");
+        let limits = format!(
+            r#"  backend: {backend}
+  backend_timeout: 500ms
+  rules:
+    - {{tokens: "40/minute", per: key}}
+"#
+        );
         let gw = start_gateway(&keyed(&up.url(), &limits)).await;
         let call = || {
             client().post(gw.url("/v1/chat/completions")).bearer_auth("fk-alice").json(&json!({"model": "m", "max_tokens": 15, "messages": [{"role": "user", "content": "hi"}]})).send()
@@ -402,7 +442,14 @@ async fn token_budgets_reserve_before_and_settle_with_the_real_usage() {
 async fn concurrency_is_shared_across_nodes_through_redis() {
     let redis = RedisServer::start().await;
     let up = MockUpstream::start().await;
-    let limits = format!("  backend: \"{}\"\n  backend_timeout: 500ms\n  rules:\n    - {{concurrency: 1, per: key}}\n", redis.url());
+    let limits = format!(
+        r#"  backend: "{}"
+  backend_timeout: 500ms
+  rules:
+    - {{concurrency: 1, per: key}}
+"#,
+        redis.url()
+    );
     let a = start_gateway(&keyed(&up.url(), &limits)).await;
     let b = start_gateway(&keyed(&up.url(), &limits)).await;
     let chat = |gw: &GatewayGuard| {
@@ -445,7 +492,9 @@ async fn concurrency_is_shared_across_nodes_through_redis() {
 async fn a_stream_that_runs_past_a_hard_token_budget_is_cut() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::chat_stream(60, Duration::ZERO));
-    let limits = "  rules:\n    - {tokens: \"30/minute\", cut_streams: true, per: key}\n";
+    let limits = r#"  rules:
+    - {tokens: "30/minute", cut_streams: true, per: key}
+"#;
     let gw = start_gateway(&keyed(&up.url(), limits)).await;
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
@@ -477,7 +526,15 @@ async fn a_stream_that_runs_past_a_hard_token_budget_is_cut() {
 
 /// `limits:` on a shared Redis with the given backend timeout, lease, policy and one rule.
 fn shared(redis: &str, timeout: &str, lease: &str, policy: &str, rule: &str) -> String {
-    format!("  backend: \"{redis}\"\n  backend_timeout: {timeout}\n  concurrency_lease: {lease}\n  on_backend_error: {policy}\n  rules:\n    - {rule}\n")
+    format!(
+        r#"  backend: "{redis}"
+  backend_timeout: {timeout}
+  concurrency_lease: {lease}
+  on_backend_error: {policy}
+  rules:
+    - {rule}
+"#
+    )
 }
 
 /// Every upstream answer is a stream that stays open until the client leaves: a request holds

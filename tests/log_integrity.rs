@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 async fn start(dir: &Path, upstream: &str, server_extra: &str) -> (Process, SocketAddr) {
     let port = free_port();
     let config = format!(
-        "{}log:\n  chat: {{dir: '{}'}}\nroutes:\n  - {{prefix: /openai, upstream: '{upstream}'}}\n",
+        r#"{}log:
+  chat: {{dir: '{}'}}
+routes:
+  - {{prefix: /openai, upstream: '{upstream}'}}
+"#,
         server_yaml(dir, port, server_extra),
         dir.join("chats").display()
     );
@@ -88,7 +92,9 @@ async fn a_stream_cut_at_the_end_of_the_grace_period_is_logged_as_cut() {
         &up.url(),
         // Time enough for the cut stream's logging (a debug build loads its tokenizer slowly);
         // the process exits as soon as it is done.
-        "  grace_period: 1s\n  shutdown_timeout: 20s\n",
+        r#"  grace_period: 1s
+  shutdown_timeout: 20s
+"#,
     )
     .await;
     let resp = client()

@@ -341,7 +341,13 @@ async fn redis_errors_are_counted() {
     let up = MockUpstream::start().await;
     let dead = free_port();
     let yaml = format!(
-        "{}limits:\n  backend: 'redis://127.0.0.1:{dead}/0'\n  backend_timeout: 200ms\n  on_backend_error: allow\n  rules:\n    - {{requests: \"10/minute\"}}\n",
+        r#"{}limits:
+  backend: 'redis://127.0.0.1:{dead}/0'
+  backend_timeout: 200ms
+  on_backend_error: allow
+  rules:
+    - {{requests: "10/minute"}}
+"#,
         one_route("/", &up.url(), "")
     );
     let gw = start_gateway(&yaml).await;
@@ -365,7 +371,9 @@ async fn an_open_breaker_shows_in_its_gauge() {
         body: json!({"error": {"message": "down", "type": "server_error", "param": null, "code": null}}),
     });
     let yaml = format!(
-        "routes:\n  - {{prefix: /, upstreams: [{{url: '{}', name: flaky}}], retry: {{retries: 0, backoff: 1ms}}, breaker: {{failures: 1, open_for: 60s}}}}\n",
+        r#"routes:
+  - {{prefix: /, upstreams: [{{url: '{}', name: flaky}}], retry: {{retries: 0, backoff: 1ms}}, breaker: {{failures: 1, open_for: 60s}}}}
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;

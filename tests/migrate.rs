@@ -82,7 +82,12 @@ async fn the_banner_names_where_the_config_came_from() {
     let yaml = server_yaml(
         dir.path(),
         port,
-        &format!("routes:\n  - {{prefix: /, upstream: '{}'}}\n", up.url()),
+        &format!(
+            r#"routes:
+  - {{prefix: /, upstream: '{}'}}
+"#,
+            up.url()
+        ),
     );
     let path = dir.path().join("gw.yaml");
     std::fs::write(&path, &yaml).unwrap();
@@ -103,10 +108,18 @@ async fn the_banner_lists_limits_cache_chat_logs_and_masks_redis_passwords() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let extra = format!(
-        "routes:\n  - {{prefix: /, upstream: '{}'}}\n\
-         limits:\n  backend: 'redis://:hunter2-secret@127.0.0.1:1/0'\n  rules:\n    - {{per: key, requests: 10/minute}}\n\
-         cache:\n  backend: memory\n\
-         log:\n  chat: {{dir: '{}'}}\n  print_chat: true\n",
+        r#"routes:
+  - {{prefix: /, upstream: '{}'}}
+limits:
+  backend: 'redis://:hunter2-secret@127.0.0.1:1/0'
+  rules:
+    - {{per: key, requests: 10/minute}}
+cache:
+  backend: memory
+log:
+  chat: {{dir: '{}'}}
+  print_chat: true
+"#,
         up.url(),
         dir.path().join("chat").display()
     );

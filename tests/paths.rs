@@ -54,7 +54,9 @@ async fn no_request_path_leaves_the_upstream_base_path() {
     let up = MockUpstream::start().await;
     up.set_behavior(Behavior::Echo);
     let yaml = format!(
-        "routes:\n  - {{prefix: /route, upstream: '{}/base/', type: general}}\n",
+        r#"routes:
+  - {{prefix: /route, upstream: '{}/base/', type: general}}
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -111,7 +113,12 @@ async fn no_request_path_leaves_the_upstream_base_path() {
 async fn a_path_scoped_limit_holds_for_every_spelling_of_the_path() {
     let up = MockUpstream::start().await;
     let yaml = format!(
-        "routes:\n  - {{prefix: /, upstream: '{}'}}\nlimits:\n  rules:\n    - {{path: /v1/models, requests: \"2/minute\"}}\n",
+        r#"routes:
+  - {{prefix: /, upstream: '{}'}}
+limits:
+  rules:
+    - {{path: /v1/models, requests: "2/minute"}}
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;

@@ -110,7 +110,18 @@ impl Drop for TlsRedis {
 /// on `url`, with `redis_section` appended.
 fn config(upstream: &str, url: &str, redis_section: &str) -> String {
     format!(
-        "routes: [{{prefix: /, upstream: '{upstream}'}}]\nlimits:\n  backend: '{url}'\n  backend_timeout: 2s\n  on_backend_error: deny\n  rules:\n    - {{requests: \"2/minute\", per: ip}}\ncache:\n  backend: '{url}'\n  backend_timeout: 2s\n  default: true\n{redis_section}"
+        r#"routes: [{{prefix: /, upstream: '{upstream}'}}]
+limits:
+  backend: '{url}'
+  backend_timeout: 2s
+  on_backend_error: deny
+  rules:
+    - {{requests: "2/minute", per: ip}}
+cache:
+  backend: '{url}'
+  backend_timeout: 2s
+  default: true
+{redis_section}"#
     )
 }
 
@@ -133,7 +144,12 @@ async fn limits_and_cache_work_over_tls_with_a_private_ca() {
     let gw = start_gateway(&config(
         &up.url(),
         &redis.url(),
-        &format!("redis:\n  ca_file: '{}'\n", ca.display()),
+        &format!(
+            r#"redis:
+  ca_file: '{}'
+"#,
+            ca.display()
+        ),
     ))
     .await;
     let first = ask(&gw).await;

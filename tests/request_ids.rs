@@ -51,7 +51,8 @@ async fn an_untrusted_clients_id_is_replaced() {
 async fn a_trusted_proxys_sane_id_is_kept() {
     let up = MockUpstream::start().await;
     let yaml = format!(
-        "access: {{trusted_proxies: ['127.0.0.1/32']}}\n{}",
+        r#"access: {{trusted_proxies: ['127.0.0.1/32']}}
+{}"#,
         one_route("/", &up.url(), "")
     );
     let gw = start_gateway(&yaml).await;
@@ -75,7 +76,10 @@ async fn a_trusted_proxys_sane_id_is_kept() {
 async fn error_answers_carry_the_id_in_the_header_and_the_message() {
     let up = MockUpstream::start().await;
     let yaml = format!(
-        "routes:\n  - {{prefix: /ok, upstream: '{}'}}\n  - {{prefix: /dead, upstream: 'http://{}', retry: {{connect_retries: 0}}}}\n",
+        r#"routes:
+  - {{prefix: /ok, upstream: '{}'}}
+  - {{prefix: /dead, upstream: 'http://{}', retry: {{connect_retries: 0}}}}
+"#,
         up.url(),
         refused_addr()
     );
@@ -102,7 +106,11 @@ async fn the_chat_record_has_the_id() {
     let up = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "log:\n  chat: {{dir: '{}'}}\nroutes:\n  - {{prefix: /openai, upstream: '{}'}}\n",
+        r#"log:
+  chat: {{dir: '{}'}}
+routes:
+  - {{prefix: /openai, upstream: '{}'}}
+"#,
         dir.path().display(),
         up.url()
     );
@@ -135,7 +143,13 @@ async fn the_access_log_line_has_the_id() {
     let port = free_port();
     let config = format!(
         "{}routes:\n  - {{prefix: /, upstream: '{}'}}\n",
-        server_yaml(dir.path(), port, "  threads: 1\n  grace_period: 5s\n"),
+        server_yaml(
+            dir.path(),
+            port,
+            r#"  threads: 1
+  grace_period: 5s
+"#
+        ),
         up.url()
     );
     std::fs::write(dir.path().join("gw.yaml"), config).unwrap();

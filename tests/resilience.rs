@@ -16,7 +16,12 @@ const RETRY: &str = "    retry: {retries: 2, backoff: 10ms, backoff_max: 40ms}\n
 /// A route over `primary` (priority 1) and `fallback` (priority 2), plus `extra` route keys.
 fn two_upstreams(primary: &MockUpstream, fallback: &MockUpstream, extra: &str) -> String {
     format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n{extra}",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: primary}}
+      - {{url: "{}", name: fallback, priority: 2}}
+{extra}"#,
         primary.url(),
         fallback.url()
     )
@@ -226,7 +231,12 @@ async fn a_pooled_connection_that_breaks_on_first_use_is_retried_once() {
 async fn a_refused_connect_still_fails_over_for_a_post() {
     let fallback = MockUpstream::start().await;
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"http://{}\", name: gone}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n{RETRY}",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "http://{}", name: gone}}
+      - {{url: "{}", name: fallback, priority: 2}}
+{RETRY}"#,
         common::mock::refused_addr(),
         fallback.url()
     );
@@ -265,7 +275,13 @@ async fn a_post_reset_before_its_body_was_written_is_retried() {
     });
     let fallback = MockUpstream::start().await;
     let yaml = format!(
-        "routes:\n  - prefix: /\n    max_body: 64MiB\n    upstreams:\n      - {{url: \"http://{addr}\", name: primary}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n{RETRY}",
+        r#"routes:
+  - prefix: /
+    max_body: 64MiB
+    upstreams:
+      - {{url: "http://{addr}", name: primary}}
+      - {{url: "{}", name: fallback, priority: 2}}
+{RETRY}"#,
         fallback.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -316,7 +332,14 @@ async fn a_head_followed_by_a_close_is_retried_without_a_trace_on_the_client() {
 async fn an_upstream_that_does_not_resolve_fails_over() {
     let fallback = MockUpstream::start().await;
     let yaml = format!(
-        "server: {{dns_timeout: 2s}}\nroutes:\n  - prefix: /\n    upstreams:\n      - {{url: \"http://no-such-host.invalid:8080\", name: gone}}\n      - {{url: \"{}\", name: fallback, priority: 2}}\n    retry: {{connect_retries: 0, backoff: 10ms}}\n",
+        r#"server: {{dns_timeout: 2s}}
+routes:
+  - prefix: /
+    upstreams:
+      - {{url: "http://no-such-host.invalid:8080", name: gone}}
+      - {{url: "{}", name: fallback, priority: 2}}
+    retry: {{connect_retries: 0, backoff: 10ms}}
+"#,
         fallback.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -367,8 +390,9 @@ async fn the_total_budget_bounds_the_whole_call() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(Behavior::Stall);
     fallback.set_behavior(Behavior::Stall);
-    let extra =
-        "    retry: {retries: 2, backoff: 10ms, total: 1500ms}\n    timeouts: {read: 60s}\n";
+    let extra = r#"    retry: {retries: 2, backoff: 10ms, total: 1500ms}
+    timeouts: {read: 60s}
+"#;
     let gw = start_gateway(&two_upstreams(&primary, &fallback, extra)).await;
     let start = Instant::now();
     let resp = chat(&gw, ask("gpt-4o", false)).await;
@@ -391,7 +415,11 @@ async fn slow_first_token_fails_over(kind: &str) -> Value {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     // Headers at once, the first event only after 20 s.
     primary.set_behavior(Behavior::chat_stream(3, Duration::from_secs(20)));
-    let extra = format!("    type: {kind}\n{RETRY_ON_RESET}    timeouts: {{first_token: 800ms}}\n");
+    let extra = format!(
+        r#"    type: {kind}
+{RETRY_ON_RESET}    timeouts: {{first_token: 800ms}}
+"#
+    );
     let gw = start_gateway(&two_upstreams(&primary, &fallback, &extra)).await;
     let start = Instant::now();
     let resp = chat(&gw, ask("gpt-4o", true)).await;
@@ -565,7 +593,12 @@ async fn context_length_exceeded_goes_once_to_the_larger_context_fallback() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(json_error(400, "context_length_exceeded", &[]));
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary, models: [gpt-4o]}}\n      - {{url: \"{}\", name: big, models: {{big-context: big-context-2024}}}}\n{RETRY}{CONTEXT_FALLBACK}",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: primary, models: [gpt-4o]}}
+      - {{url: "{}", name: big, models: {{big-context: big-context-2024}}}}
+{RETRY}{CONTEXT_FALLBACK}"#,
         primary.url(),
         fallback.url()
     );
@@ -659,7 +692,13 @@ async fn a_fallback_model_answers_under_its_own_name_with_its_usage() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(json_error(503, "overloaded", &[]));
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary, models: [gpt-4o]}}\n      - {{url: \"{}\", name: cheap, models: [gpt-4o-mini]}}\n{RETRY}    fallbacks: {{by_model: {{gpt-4o: [gpt-4o-mini]}}}}\n",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: primary, models: [gpt-4o]}}
+      - {{url: "{}", name: cheap, models: [gpt-4o-mini]}}
+{RETRY}    fallbacks: {{by_model: {{gpt-4o: [gpt-4o-mini]}}}}
+"#,
         primary.url(),
         fallback.url()
     );
@@ -688,7 +727,14 @@ async fn a_fallback_model_answers_under_its_own_name_with_its_usage() {
 async fn a_general_route_routes_by_model_and_falls_back_to_another_model() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     let yaml = format!(
-        "routes:\n  - prefix: /\n    type: general\n    upstreams:\n      - {{url: \"{}\", name: primary, models: [gpt-4o]}}\n      - {{url: \"{}\", name: cheap, models: [gpt-4o-mini]}}\n{RETRY}    fallbacks: {{by_model: {{gpt-4o: [gpt-4o-mini]}}}}\n",
+        r#"routes:
+  - prefix: /
+    type: general
+    upstreams:
+      - {{url: "{}", name: primary, models: [gpt-4o]}}
+      - {{url: "{}", name: cheap, models: [gpt-4o-mini]}}
+{RETRY}    fallbacks: {{by_model: {{gpt-4o: [gpt-4o-mini]}}}}
+"#,
         primary.url(),
         fallback.url()
     );
@@ -738,7 +784,11 @@ async fn a_client_may_name_its_fallbacks_in_a_header_that_never_goes_upstream() 
 async fn an_upstream_gets_the_model_under_its_own_name() {
     let up = MockUpstream::start().await;
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", models: {{gpt-4o: my-azure-deployment}}}}\n",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", models: {{gpt-4o: my-azure-deployment}}}}
+"#,
         up.url()
     );
     let gw = start_gateway(&yaml).await;
@@ -757,7 +807,12 @@ async fn an_upstream_gets_the_model_under_its_own_name() {
 async fn equal_priorities_share_the_load_by_weight() {
     let (a, b) = (MockUpstream::start().await, MockUpstream::start().await);
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: a, weight: 3}}\n      - {{url: \"{}\", name: b, weight: 1}}\n",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: a, weight: 3}}
+      - {{url: "{}", name: b, weight: 1}}
+"#,
         a.url(),
         b.url()
     );
@@ -784,7 +839,19 @@ async fn each_upstream_gets_its_own_keys_and_client_keys_never_reach_a_pooled_on
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(json_error(503, "overloaded", &[]));
     let yaml = format!(
-        "upstream_keys:\n  openai: [sk-openai]\n  other: [sk-other]\ntenants:\n  t: {{pool: openai}}\nforward_keys: [{{key: fk-1, tenant: t}}]\nroutes:\n  - prefix: /\n    auth: {{mode: mixed}}\n    upstreams:\n      - {{url: \"{}\", name: primary}}\n      - {{url: \"{}\", name: other, priority: 2, pool: other, key_header: api-key}}\n{RETRY}",
+        r#"upstream_keys:
+  openai: [sk-openai]
+  other: [sk-other]
+tenants:
+  t: {{pool: openai}}
+forward_keys: [{{key: fk-1, tenant: t}}]
+routes:
+  - prefix: /
+    auth: {{mode: mixed}}
+    upstreams:
+      - {{url: "{}", name: primary}}
+      - {{url: "{}", name: other, priority: 2, pool: other, key_header: api-key}}
+{RETRY}"#,
         primary.url(),
         fallback.url()
     );
@@ -828,7 +895,17 @@ async fn an_upstream_without_keys_gets_no_credential_at_all() {
     let (primary, local) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(json_error(503, "overloaded", &[]));
     let yaml = format!(
-        "upstream_keys:\n  openai: [sk-openai]\ntenants:\n  t: {{}}\nforward_keys: [{{key: fk-1, tenant: t}}]\nroutes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary, pool: openai}}\n      - {{url: \"{}\", name: local, priority: 2, key_header: none}}\n{RETRY}",
+        r#"upstream_keys:
+  openai: [sk-openai]
+tenants:
+  t: {{}}
+forward_keys: [{{key: fk-1, tenant: t}}]
+routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: primary, pool: openai}}
+      - {{url: "{}", name: local, priority: 2, key_header: none}}
+{RETRY}"#,
         primary.url(),
         local.url()
     );
@@ -896,7 +973,10 @@ async fn a_proxy_that_refuses_the_credentials_is_a_clear_502() {
 
 // ---- With the response cache ------------------------------------------------------------------
 
-const CACHE: &str = "cache:\n  backend: memory\n  default: true\n";
+const CACHE: &str = r#"cache:
+  backend: memory
+  default: true
+"#;
 
 #[tokio::test]
 async fn a_stream_failed_over_after_its_head_is_served_but_not_stored() {
@@ -925,7 +1005,14 @@ async fn a_fallback_models_answer_is_served_but_never_cached() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
     primary.set_behavior(json_error(503, "overloaded", &[]));
     let yaml = format!(
-        "routes:\n  - prefix: /\n    upstreams:\n      - {{url: \"{}\", name: primary, models: [gpt-4o]}}\n      - {{url: \"{}\", name: cheap, models: [gpt-4o-mini]}}\n{RETRY}    fallbacks: {{models: [gpt-4o-mini]}}\n    breaker: {{failures: 100}}\n{CACHE}",
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{}", name: primary, models: [gpt-4o]}}
+      - {{url: "{}", name: cheap, models: [gpt-4o-mini]}}
+{RETRY}    fallbacks: {{models: [gpt-4o-mini]}}
+    breaker: {{failures: 100}}
+{CACHE}"#,
         primary.url(),
         fallback.url()
     );

@@ -14,7 +14,10 @@ async fn longest_segment_aware_prefix_wins() {
     root.set_behavior(Behavior::Echo);
     gen.set_behavior(Behavior::Echo);
     let yaml = format!(
-        "routes:\n  - {{prefix: /, upstream: '{}'}}\n  - {{prefix: /gen, upstream: '{}/base/v1', type: general}}\n",
+        r#"routes:
+  - {{prefix: /, upstream: '{}'}}
+  - {{prefix: /gen, upstream: '{}/base/v1', type: general}}
+"#,
         root.url(),
         gen.url()
     );

@@ -237,9 +237,12 @@ async fn check_and_start_up_never_print_secrets_from_urls() {
         ("routes[0].upstream", "routes: [{prefix: /, upstream: 'https://api.example.com/?key=${LF_URL_SECRET}'}]"),
         ("routes[0].upstream", "routes: [{prefix: /, upstream: 'https://user:${LF_URL_SECRET}@api.example.com'}]"),
         ("routes[0].upstream", "routes: [{prefix: /, upstream: 'https://api.example.com:${LF_URL_SECRET}'}]"),
-        ("limits.backend", "routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]\nlimits: {backend: 'redis://:${LF_URL_SECRET}@127.0.0.1:99999/0'}"),
-        ("cache.backend", "routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]\ncache: {backend: 'redis://u:${LF_URL_SECRET}@/0', routes: [{route: /}]}"),
-        ("limits.backend", "routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]\nlimits: {backend: 'redis://:lit3ral-redis-pass@127.0.0.1:99999/0'}"),
+        ("limits.backend", r#"routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]
+limits: {backend: 'redis://:${LF_URL_SECRET}@127.0.0.1:99999/0'}"#),
+        ("cache.backend", r#"routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]
+cache: {backend: 'redis://u:${LF_URL_SECRET}@/0', routes: [{route: /}]}"#),
+        ("limits.backend", r#"routes: [{prefix: /, upstream: 'http://127.0.0.1:9'}]
+limits: {backend: 'redis://:lit3ral-redis-pass@127.0.0.1:99999/0'}"#),
         ("routes[0].proxy", "routes: [{prefix: /, upstream: 'http://127.0.0.1:9', proxy: 'http://u:${LF_URL_SECRET}@h:1/path'}]"),
     ];
     for (path, yaml) in refused {
@@ -257,7 +260,10 @@ async fn check_and_start_up_never_print_secrets_from_urls() {
     // Accepted: `check` says ok, and the banner of a running gateway shows the route.
     let port = free_port();
     let yaml = format!(
-        "{}routes: [{{prefix: /, upstream: 'http://127.0.0.1:9/bot${{LF_URL_SECRET}}/v1'}}]\nlimits: {{backend: 'redis://:${{LF_URL_SECRET}}@127.0.0.1:1/0'}}\ncache: {{backend: 'redis://:lit3ral-redis-pass@127.0.0.1:1/0', routes: [{{route: /}}]}}\n",
+        r#"{}routes: [{{prefix: /, upstream: 'http://127.0.0.1:9/bot${{LF_URL_SECRET}}/v1'}}]
+limits: {{backend: 'redis://:${{LF_URL_SECRET}}@127.0.0.1:1/0'}}
+cache: {{backend: 'redis://:lit3ral-redis-pass@127.0.0.1:1/0', routes: [{{route: /}}]}}
+"#,
         common::process::server_yaml(dir.path(), port, "")
     );
     let (code, text) = run(&["check", "-c"], &yaml);

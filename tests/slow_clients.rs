@@ -13,7 +13,11 @@ use tokio::net::TcpStream;
 
 async fn gateway(up: &MockUpstream, server: &str) -> GatewayGuard {
     let yaml = format!(
-        "server:\n{server}routes:\n  - prefix: /\n    upstream: \"{}\"\n",
+        r#"server:
+{server}routes:
+  - prefix: /
+    upstream: "{}"
+"#,
         up.url()
     );
     start_gateway(&yaml).await
@@ -266,7 +270,10 @@ async fn an_idle_keep_alive_connection_is_not_cut_by_the_header_timeout() {
 
 #[test]
 fn zero_client_timeouts_are_refused_with_their_paths() {
-    let yaml = "server: {header_timeout: 0s, body_timeout: 0s}\nroutes:\n  - {prefix: /, upstream: 'http://h'}\n";
+    let yaml = r#"server: {header_timeout: 0s, body_timeout: 0s}
+routes:
+  - {prefix: /, upstream: 'http://h'}
+"#;
     let Err(problems) = llm_forward::config::parse_bytes(yaml.as_bytes(), &|_| None) else {
         panic!("zero timeouts accepted");
     };

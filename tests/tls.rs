@@ -180,7 +180,9 @@ async fn https_through_an_outbound_connect_proxy_keeps_sni_and_verification() {
     let (front, snis) = tls_front(p.leaf, p.leaf_key, up.addr()).await;
     let proxy = common::connect_proxy::ConnectProxy::start(None).await;
     let extra = format!(
-        "    ca_file: \"{}\"\n    proxy: \"{}\"\n",
+        r#"    ca_file: "{}"
+    proxy: "{}"
+"#,
         p.ca_pem.path().display(),
         proxy.url()
     );
@@ -229,7 +231,9 @@ async fn a_certificate_for_another_host_is_refused() {
     let p = pki(&["other.example"]);
     let (front, _) = tls_front(p.leaf, p.leaf_key, up.addr()).await;
     let extra = format!(
-        "    ca_file: \"{}\"\n    retry: {{connect_retries: 0}}\n",
+        r#"    ca_file: "{}"
+    retry: {{connect_retries: 0}}
+"#,
         p.ca_pem.path().display()
     );
     let gw = start_gateway(&one_route(
@@ -252,7 +256,11 @@ async fn through_a_process_with(env: &[(&str, &std::path::Path)], upstream: &str
     std::fs::write(
         dir.path().join("gw.yaml"),
         format!(
-            "{server}routes:\n  - prefix: /secure\n    upstream: {upstream}\n    retry: {{connect_retries: 0}}\n"
+            r#"{server}routes:
+  - prefix: /secure
+    upstream: {upstream}
+    retry: {{connect_retries: 0}}
+"#
         ),
     )
     .unwrap();

@@ -29,7 +29,10 @@ impl Deployment {
         let server = server_yaml(
             dir.path(),
             port,
-            "  threads: 1\n  grace_period: 10s\n  shutdown_timeout: 1s\n",
+            r#"  threads: 1
+  grace_period: 10s
+  shutdown_timeout: 1s
+"#,
         );
         std::fs::write(
             dir.path().join("llm-forward.yaml"),

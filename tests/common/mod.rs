@@ -128,7 +128,12 @@ pub fn client() -> reqwest::Client {
 
 /// A one-route config to `upstream` (any extra route keys appended under the route).
 pub fn one_route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("routes:\n  - prefix: \"{prefix}\"\n    upstream: \"{upstream}\"\n{extra}")
+    format!(
+        r#"routes:
+  - prefix: "{prefix}"
+    upstream: "{upstream}"
+{extra}"#
+    )
 }
 
 /// Assert an OpenAI-shaped error body and return its `code`.

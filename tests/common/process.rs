@@ -66,7 +66,13 @@ pub fn gateway_command(cwd: &Path) -> Command {
 /// `admin:` section on a free port of its own (never the shared default 127.0.0.1:8001).
 pub fn server_yaml(dir: &Path, port: u16, extra: &str) -> String {
     format!(
-        "server:\n  listen: ['127.0.0.1:{port}']\n  pid_file: '{}'\n  upgrade_sock: '{}'\n{extra}admin:\n  listen: '127.0.0.1:{}'\n",
+        r#"server:
+  listen: ['127.0.0.1:{port}']
+  pid_file: '{}'
+  upgrade_sock: '{}'
+{extra}admin:
+  listen: '127.0.0.1:{}'
+"#,
         dir.join("pid").display(),
         dir.join("upgrade.sock").display(),
         super::free_port(),
