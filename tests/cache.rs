@@ -31,13 +31,6 @@ async fn post(gw: &GatewayGuard, path: &str, body: &Value) -> reqwest::Response 
         .unwrap()
 }
 
-fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 fn chat(content: &str) -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]})
 }

@@ -53,13 +53,6 @@ async fn post(gw: &GatewayGuard, key: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// The chunks of an SSE body (checked: every event is `data:`, one `[DONE]`, last).
 fn chunks(body: &str) -> Vec<Value> {
     let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();

@@ -22,29 +22,6 @@ routes:
     )
 }
 
-/// The records of a route, once at least `n` have been written (the writer flushes every second).
-async fn records(dir: &Path, slug: &str, n: usize) -> Vec<Value> {
-    let file = dir.join(slug).join("chat.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<Value> = std::fs::read_to_string(&file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} records in {}",
-            lines.len(),
-            file.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn chat(gw: &GatewayGuard, body: Value) -> reqwest::Response {
     client()
         .post(gw.url("/openai/v1/chat/completions"))
@@ -91,7 +68,7 @@ async fn a_stream_is_accounted_without_the_client_seeing_the_extra_usage_chunk()
         .unwrap();
     assert_eq!(text, direct, "bytes differ from the upstream's own stream");
 
-    let recs = records(dir.path(), "openai", 1).await;
+    let recs = chat_records(dir.path(), "openai", 1).await;
     let r = &recs[0];
     assert_eq!(r["endpoint"], "chat");
     assert_eq!(r["stream"], true);
@@ -135,7 +112,7 @@ async fn json_answers_and_embeddings_are_logged_with_usage() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let recs = records(dir.path(), "openai", 2).await;
+    let recs = chat_records(dir.path(), "openai", 2).await;
     let chat = recs.iter().find(|r| r["endpoint"] == "chat").unwrap();
     assert_eq!(chat["stream"], false);
     assert_eq!(chat["answer"], "Hello from mock");
@@ -164,7 +141,7 @@ async fn a_stream_cut_by_the_upstream_is_logged_as_cut_with_estimated_usage() {
     )
     .await;
     assert!(resp.text().await.is_err(), "the cut must reach the client");
-    let recs = records(dir.path(), "openai", 1).await;
+    let recs = chat_records(dir.path(), "openai", 1).await;
     let r = &recs[0];
     assert_eq!(r["complete"], false);
     assert_eq!(r["usage"]["estimated"], true);
@@ -202,7 +179,7 @@ async fn convert_turns_chat_logs_into_openai_forward_files() {
     .text()
     .await
     .unwrap();
-    records(dir.path(), "openai", 1).await;
+    chat_records(dir.path(), "openai", 1).await;
     let out = tempfile::tempdir().unwrap();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_llm-forward"))
         .args(["convert", "--log-dir"])
@@ -289,7 +266,7 @@ async fn a_client_that_leaves_mid_stream_is_charged_for_what_was_generated() {
         up.release(1);
     }
     drop(body);
-    let recs = records(dir.path(), "openai", 1).await;
+    let recs = chat_records(dir.path(), "openai", 1).await;
     let r = &recs[0];
     assert_eq!(r["complete"], false);
     assert_eq!(r["usage"]["estimated"], true);

@@ -7,7 +7,6 @@ mod common;
 use common::mock::{chat_stream_event, Behavior, MockUpstream, DONE_EVENT};
 use common::*;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const INSTRUCTION_START: &str = "Your previous message was cut off.";
@@ -187,23 +186,6 @@ async fn a_continuation_that_fails_ends_the_stream_abnormally() {
     assert!(!clean && !text.contains("[DONE]"), "{text}");
 }
 
-async fn records(dir: &Path, slug: &str) -> Vec<Value> {
-    let file = dir.join(slug).join("chat.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<Value> = std::fs::read_to_string(&file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if !lines.is_empty() {
-            return lines;
-        }
-        assert!(Instant::now() < deadline, "no record in {}", file.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn usage_is_summed_over_both_calls_and_the_record_says_continued() {
     let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
@@ -238,7 +220,7 @@ async fn usage_is_summed_over_both_calls_and_the_record_says_continued() {
         &json!({"prompt_tokens": 18, "completion_tokens": 5, "total_tokens": 23})
     );
     assert_eq!(evs.iter().filter(|e| !e["usage"].is_null()).count(), 1);
-    let recs = records(dir.path(), "openai").await;
+    let recs = chat_records(dir.path(), "openai", 1).await;
     let rec = &recs[0];
     assert_eq!(rec["answer"], "t0 t1 t2 c0 c1", "{rec}");
     assert_eq!(rec["usage"]["total_tokens"], 23, "{rec}");

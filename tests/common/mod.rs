@@ -253,3 +253,35 @@ pub async fn read_stream(resp: reqwest::Response) -> (String, bool) {
     }
     (String::from_utf8_lossy(&text).into(), true)
 }
+
+/// A response header as text, if present and visible ASCII.
+pub fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The chat-log records of route `slug` in `dir`, once at least `n` have been written (the
+/// writer flushes every second, so poll rather than read once).
+pub async fn chat_records(dir: &std::path::Path, slug: &str, n: usize) -> Vec<serde_json::Value> {
+    let file = dir.join(slug).join("chat.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records in {}",
+            lines.len(),
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
