@@ -1,7 +1,7 @@
 //! IP access and CORS over real sockets. Every test client is 127.0.0.1, so the rules are
 //! written around it; forwarded headers are believed only from trusted proxies.
 
-mod common;
+use crate::common;
 
 use common::mock::MockUpstream;
 use common::*;

@@ -2,7 +2,7 @@
 //! bounded (413), and sent upstream byte-identical on the first attempt and on retries, with
 //! keep-alive intact afterwards.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

@@ -2,7 +2,7 @@
 //! directives, tenant isolation, exact stream replay, what is never stored, collapsing of
 //! identical requests, admin purge and stats, usage on hits.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

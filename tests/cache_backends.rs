@@ -2,7 +2,7 @@
 //! two nodes sharing Redis, Redis down (misses, never errors); a client that leaves before the
 //! end stores nothing; hits are free under token budgets (unless `charge_hits`) and paced.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::process::{gateway_command, server_yaml, Process};

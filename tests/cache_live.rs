@@ -2,7 +2,7 @@
 //! and is stored; identical requests follow a fill live (one upstream call); a fill that breaks
 //! fails its readers (never a clean end) and stores nothing.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

@@ -1,7 +1,7 @@
 //! A stream request served from its cached non-stream twin, over real sockets: a synthesized
 //! SSE stream with the cached content, usage only when asked, the twin's scope and switches.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

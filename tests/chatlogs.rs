@@ -3,7 +3,7 @@
 //! for clients that did, JSONL records for chat, completions and embeddings, cut streams logged
 //! as cut with estimated usage, logging that never fails a request, and `convert`.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

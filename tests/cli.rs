@@ -1,7 +1,7 @@
 //! The binary as an operator runs it: the built-in default, `--host/--port`, the banner, and
 //! openai-forward's environment variables or `.env` as a drop-in replacement for `aifd run`.
 
-mod common;
+use crate::common;
 
 use common::mock::MockUpstream;
 use common::process::{gateway_command, server_yaml, Process};

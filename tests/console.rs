@@ -3,7 +3,7 @@
 //! went through the proxy; the live tail streaming finished requests; the config shown with its
 //! secrets masked and a validate button that names problems by their path.
 
-mod common;
+use crate::common;
 
 use common::mock::MockUpstream;
 use common::*;

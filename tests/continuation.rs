@@ -2,7 +2,7 @@
 //! the answer reached the client is finished by the next candidate, spliced into the client's
 //! stream as ordinary chunks. Asserts what the client read and what the continuing mock got.
 
-mod common;
+use crate::common;
 
 use common::mock::{chat_stream_event, Behavior, MockUpstream, DONE_EVENT};
 use common::*;

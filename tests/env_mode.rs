@@ -2,7 +2,7 @@
 //! `aifd run` users start it. Each test sets openai-forward's variables, starts the real
 //! process and checks what a client (or the operator's terminal) sees.
 
-mod common;
+use crate::common;
 
 use common::mock::MockUpstream;
 use common::process::{gateway_command, server_yaml, Process};

@@ -2,7 +2,7 @@
 //! bounding only the way to the first byte, `max_duration`, model globs in upstream lists, and
 //! resets on reused pooled connections. Over real sockets with the mock upstream.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream, DONE_EVENT};
 use common::*;

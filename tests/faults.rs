@@ -3,7 +3,7 @@
 //! failures are retried with backoff; a cut stream never looks complete; a client that leaves
 //! cancels the upstream request.
 
-mod common;
+use crate::common;
 
 use common::mock::{refused_addr, Behavior, MockUpstream};
 use common::*;

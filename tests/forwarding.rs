@@ -1,7 +1,7 @@
 //! Forwarding over real sockets: methods, headers both ways, statuses, streamed uploads of any
 //! size, SSE passed through chunk by chunk, keep-alive on both legs.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

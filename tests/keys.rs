@@ -3,7 +3,7 @@
 //! key health (a rejected or throttled key is skipped, the request moves on), and the auth
 //! modes for client keys.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

@@ -3,7 +3,7 @@
 //! counted once, OpenAI's headers, concurrency released on every exit path, and a Redis that
 //! dies and comes back.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::process::{gateway_command, server_yaml, Process};

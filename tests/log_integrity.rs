@@ -3,7 +3,7 @@
 //! still running when the grace period of a stop ends gets its access-log line and its chat
 //! record, both saying it was cut.
 
-mod common;
+use crate::common;
 
 use common::mock::{chat_stream_event, Behavior, MockUpstream};
 use common::process::{gateway_command, server_yaml, Process};

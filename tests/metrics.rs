@@ -1,7 +1,7 @@
 //! Prometheus metrics on the admin listener: exact values after known traffic, the listener
 //! apart from the proxy port, and label values that never carry a key or a client address.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

@@ -2,7 +2,7 @@
 //! every section the environment sets, and the llm-forward-only variables (`CORS_ORIGINS`,
 //! `TRUSTED_PROXIES`, `AUTH_MODE`) work from a `.env` as they do in YAML. All through the binary.
 
-mod common;
+use crate::common;
 
 use common::mock::MockUpstream;
 use common::process::{gateway_command, server_yaml, Process};

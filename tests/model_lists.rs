@@ -4,7 +4,7 @@
 //! models named in the path (Azure deployments, Gemini). Each is refused before any upstream
 //! sees it; plain requests still pass.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

@@ -3,7 +3,7 @@
 //! path, and none may dodge a path-scoped limit by spelling the same path differently. Requests
 //! go over a raw socket: HTTP clients normalise such paths before sending them.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

@@ -2,7 +2,7 @@
 //! against a `redis-server` of the test's own that speaks only TLS, with a certificate from a CA
 //! made here. The certificate is verified: trusted through `redis.ca_file`, refused without it.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

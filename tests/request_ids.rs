@@ -1,7 +1,7 @@
 //! Request ids: generated unless a trusted proxy sent a sane one; sent upstream and back to the
 //! client (errors included), and found in error messages, chat-log records and the access log.
 
-mod common;
+use crate::common;
 
 use common::mock::{refused_addr, MockUpstream};
 use common::process::{gateway_command, server_yaml, Process};

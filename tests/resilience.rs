@@ -2,7 +2,7 @@
 //! some: every test asserts what the client got and what each mock upstream saw (attempts,
 //! timing, bodies). Routes have a primary and a fallback upstream unless said otherwise.
 
-mod common;
+use crate::common;
 
 use common::connect_proxy::ConnectProxy;
 use common::mock::{chat_stream_event, Behavior, MockUpstream, DONE_EVENT};

@@ -1,7 +1,7 @@
 //! Route selection over real sockets: segment-aware longest prefix, slash collapsing, prefix
 //! stripping onto the upstream base path, query kept, 404 in OpenAI's shape, local /healthz.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

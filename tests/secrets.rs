@@ -2,7 +2,7 @@
 //! error bodies, its responses, its metrics, its cache files — across successes, refusals, key
 //! rotation, upstream faults, cache hits and the cache's admin interface.
 
-mod common;
+use crate::common;
 
 use common::mock::{refused_addr, Behavior, MockUpstream};
 use common::*;

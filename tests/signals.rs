@@ -2,7 +2,7 @@
 //! port and writes a few lines, never a flood. Pingora's own SIGINT path ("fast shutdown") left
 //! about one process in ten spinning on `Accept() failed` with the port still bound.
 
-mod common;
+use crate::common;
 
 use common::process::{gateway_command, server_yaml, Process};
 use common::*;

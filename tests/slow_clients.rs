@@ -3,7 +3,7 @@
 //! after `server.body_timeout`; `Expect: 100-continue` is answered; bad chunking is a 400;
 //! pipelined requests are answered in order.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

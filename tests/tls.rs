@@ -2,7 +2,7 @@
 //! honoured, and SNI and Host name the upstream. The test CA and certificates are made here; a
 //! small TLS terminator in front of the mock upstream plays the https provider.
 
-mod common;
+use crate::common;
 
 use common::mock::MockUpstream;
 use common::process::{gateway_command, server_yaml, Process};

@@ -2,7 +2,7 @@
 //! caller's `traceparent`, one client span per upstream attempt, GenAI attributes, and the
 //! attempt's own `traceparent` sent upstream.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::*;

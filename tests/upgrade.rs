@@ -2,7 +2,7 @@
 //! listening socket over from the running one (SIGQUIT); no request is refused during the swap
 //! and a stream in flight on the old process runs to its end.
 
-mod common;
+use crate::common;
 
 use common::mock::{Behavior, MockUpstream};
 use common::process::{gateway_command, server_yaml, Process};
