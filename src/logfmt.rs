@@ -6,6 +6,7 @@
 //! and paragraph separators) written as `\n`, `\r`, `\t` or `\u{..}`.
 
 use std::fmt::{self, Write};
+use std::net::IpAddr;
 use std::time::Duration;
 
 pub mod line;
@@ -51,37 +52,88 @@ impl fmt::Display for Field<'_> {
     }
 }
 
-/// `-` for nothing, else the value as it displays (no `String` built for either).
-pub struct OrDash<T>(pub Option<T>);
+/// Appends the values of a log line one by one, without the `fmt` machinery per value: through
+/// `write!` the access line's ~20 values cost ~6,800 instructions a request (callgrind), mostly
+/// argument dispatch and padding checks that plain values never need.
+pub struct Line<'a>(pub &'a mut String);
 
-impl<T: fmt::Display> fmt::Display for OrDash<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(v) => v.fmt(f),
-            None => f.write_char('-'),
+impl Line<'_> {
+    /// Text of our own (`" status="`, a label, a request id we checked): as it is.
+    pub fn raw(&mut self, s: &str) -> &mut Self {
+        self.0.push_str(s);
+        self
+    }
+
+    /// A value that may come from the client: exactly as [`Field`] displays it.
+    pub fn field(&mut self, s: &str) -> &mut Self {
+        if plain(s) {
+            self.0.push_str(s);
+        } else {
+            let _ = write!(self.0, "{}", Field(s));
+        }
+        self
+    }
+
+    /// A number, in decimal.
+    pub fn num(&mut self, n: u64) -> &mut Self {
+        push_u64(self.0, n);
+        self
+    }
+
+    /// A duration in milliseconds with one decimal (`12.3`), as `{:.1}` prints the `f64`
+    /// (half a tenth rounds up), in integer arithmetic.
+    pub fn ms(&mut self, d: Duration) -> &mut Self {
+        let tenths = (d.as_nanos() + 50_000) / 100_000;
+        push_u64(self.0, u64::try_from(tenths / 10).unwrap_or(u64::MAX));
+        self.0.push('.');
+        self.0.push(char::from(b'0' + (tenths % 10) as u8));
+        self
+    }
+
+    /// An address as `Display` writes it (`10.0.0.1`, `2001:db8::1`).
+    pub fn ip(&mut self, ip: IpAddr) -> &mut Self {
+        match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                self.num(a.into()).raw(".").num(b.into()).raw(".");
+                self.num(c.into()).raw(".").num(d.into())
+            }
+            IpAddr::V6(_) => {
+                let _ = write!(self.0, "{ip}");
+                self
+            }
         }
     }
 }
 
-/// A duration in milliseconds with one decimal (`12.3`), as `{:.1}` prints the `f64`
-/// (half a tenth rounds up), in integer arithmetic: float formatting with a precision is a
-/// few hundred instructions.
-pub struct Millis(pub Duration);
-
-impl fmt::Display for Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tenths = (self.0.as_nanos() + 50_000) / 100_000;
-        write!(f, "{}.{}", tenths / 10, tenths % 10)
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
+    digits[i..].iter().for_each(|&d| out.push(char::from(d)));
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Field, Millis, OrDash};
+    use super::{Field, Line};
+    use std::net::IpAddr;
     use std::time::Duration;
 
+    fn line(f: impl FnOnce(&mut Line<'_>)) -> String {
+        let mut out = String::new();
+        f(&mut Line(&mut out));
+        out
+    }
+
     #[test]
-    fn millis_print_as_one_decimal() {
+    fn line_values_print_as_display_would() {
         for (nanos, text) in [
             (0, "0.0"),
             (49_999, "0.0"),
@@ -91,10 +143,60 @@ mod tests {
             (999_960_000, "1000.0"),
             (61_000_000_000, "61000.0"),
         ] {
-            assert_eq!(Millis(Duration::from_nanos(nanos)).to_string(), text);
+            assert_eq!(
+                line(|l| {
+                    l.ms(Duration::from_nanos(nanos));
+                }),
+                text
+            );
         }
-        assert_eq!(OrDash(Some(3)).to_string(), "3");
-        assert_eq!(OrDash::<u8>(None).to_string(), "-");
+        for n in [0, 7, 10, 99, 100, 65_535, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(
+                line(|l| {
+                    l.num(n);
+                }),
+                n.to_string()
+            );
+        }
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.255.3",
+            "::1",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                line(|l| {
+                    l.ip(ip);
+                }),
+                ip.to_string()
+            );
+        }
+        for s in [
+            "gpt-4o",
+            "",
+            "a b",
+            "x=y",
+            "a\nFAKE",
+            "\u{1b}[2K",
+            "é",
+            "\"q\"",
+        ] {
+            assert_eq!(
+                line(|l| {
+                    l.field(s);
+                }),
+                Field(s).to_string()
+            );
+        }
+        assert_eq!(
+            line(|l| {
+                l.raw(" k=").num(3);
+            }),
+            " k=3"
+        );
     }
 
     #[test]

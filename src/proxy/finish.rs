@@ -3,7 +3,7 @@
 
 use super::ctx::RequestCtx;
 use super::error::{respond, GatewayError};
-use crate::logfmt::{Field, Millis, OrDash};
+use crate::logfmt::Line;
 use crate::state::Gateway;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_proxy::{FailToProxy, Session};
@@ -267,44 +267,48 @@ pub fn access_log(
     let candidate = ctx.candidate();
     // Every text field may come from the client (the method and path too: Pingora passes what
     // the request line held, and a model is renamed only through config): one token each.
-    // Written into a reused buffer, no `String` per field (`logfmt::line`).
+    // Written into a reused buffer, value by value (`logfmt::line`, `logfmt::Line`).
     crate::logfmt::line::write("access", |out| {
-        use std::fmt::Write;
-        write!(
-            out,
-            "{} {} status={} route={} client={} key={} model={} upstream={} answered_by={} attempts={} sent={} ms={} ttft_ms={} tokens=",
-            Field(req.method.as_str()),
-            Field(req.uri.path()),
-            status,
-            Field(route),
-            OrDash(ctx.client.ip),
-            Field(ctx.auth.key_id.as_deref().unwrap_or("-")),
-            Field(ctx.body.model.as_deref().unwrap_or("-")),
-            Field(candidate.map_or("-", |c| c.target.config.name.as_str())),
-            Field(candidate.and_then(|c| c.sent_model.as_deref()).unwrap_or("-")),
-            ctx.attempts_made(),
-            session.body_bytes_sent(),
-            Millis(ctx.started.elapsed()),
-            OrDash(ctx.outcome.first_byte.map(|t| Millis(t.duration_since(ctx.started)))),
-        )?;
+        let mut l = Line(out);
+        l.field(req.method.as_str()).raw(" ").field(req.uri.path());
+        l.raw(" status=").num(status.into());
+        l.raw(" route=").field(route).raw(" client=");
+        match ctx.client.ip {
+            Some(ip) => l.ip(ip),
+            None => l.raw("-"),
+        };
+        l.raw(" key=")
+            .field(ctx.auth.key_id.as_deref().unwrap_or("-"));
+        l.raw(" model=")
+            .field(ctx.body.model.as_deref().unwrap_or("-"));
+        l.raw(" upstream=")
+            .field(candidate.map_or("-", |c| c.target.config.name.as_str()));
+        l.raw(" answered_by=").field(
+            candidate
+                .and_then(|c| c.sent_model.as_deref())
+                .unwrap_or("-"),
+        );
+        l.raw(" attempts=").num(ctx.attempts_made().into());
+        l.raw(" sent=").num(session.body_bytes_sent() as u64);
+        l.raw(" ms=").ms(ctx.started.elapsed()).raw(" ttft_ms=");
+        match ctx.outcome.first_byte {
+            Some(t) => l.ms(t.duration_since(ctx.started)),
+            None => l.raw("-"),
+        };
+        l.raw(" tokens=");
         match tokens {
-            Some((u, estimated)) => write!(
-                out,
-                "{}+{}{}",
-                u.prompt_tokens,
-                u.completion_tokens,
-                if estimated { "~" } else { "" }
-            )?,
-            None => out.push('-'),
-        }
-        write!(
-            out,
-            " cache={} outcome={} request_id={} upstream_request_id={}",
-            super::cache::label(ctx),
-            result,
-            ctx.client.request_id,
-            OrDash(upstream_id),
-        )
+            Some((u, estimated)) => {
+                l.num(u.prompt_tokens).raw("+").num(u.completion_tokens);
+                l.raw(if estimated { "~" } else { "" })
+            }
+            None => l.raw("-"),
+        };
+        l.raw(" cache=").raw(super::cache::label(ctx));
+        l.raw(" outcome=").raw(result);
+        l.raw(" request_id=").raw(ctx.client.request_id.as_str());
+        l.raw(" upstream_request_id=")
+            .raw(upstream_id.as_ref().map_or("-", |id| id.as_str()));
+        Ok(())
     });
 }
 
