@@ -9,6 +9,8 @@
 #   gateway-cache-hit gateway-cache-unique gateway-cache-redis", SKIP_BUILD=1, GATEWAY_BIN=…, MOCK_BIN=…,
 #   FLOOR_BIN=…. pingora-floor: the smallest Pingora proxy (examples/pingora_floor.rs), the floor
 #   under the gateway's cost.
+# Wall-clock numbers here swing with the machine's neighbours; for decisions count instructions
+# instead: bench/callgrind.sh (user-space instructions per request under valgrind, ~1 % repeatable).
 # gateway-cache-hit: the same request over and over, so every request but the first is a cache
 # hit (memory backend); gateway-cache-unique: every request different (a counter in the body),
 # so every one is a miss stored into a 16 MiB memory cache that must evict to stay in budget;

@@ -29,5 +29,8 @@ fn main() -> ExitCode {
         }
     }
     logger.init();
+    // The access line, one per request, then skips env_logger's per-record work when it would
+    // be written plain anyway (same bytes; see `logfmt::line`).
+    llm_forward::logfmt::line::enable_direct_stderr();
     llm_forward::cli::main_with(llm_forward::cli::Cli::parse())
 }

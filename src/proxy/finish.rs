@@ -3,7 +3,7 @@
 
 use super::ctx::RequestCtx;
 use super::error::{respond, GatewayError};
-use crate::logfmt::Field;
+use crate::logfmt::Line;
 use crate::state::Gateway;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_proxy::{FailToProxy, Session};
@@ -257,48 +257,59 @@ pub fn access_log(
     let req = session.req_header();
     let status = ctx.status_sent(session);
     let route = ctx.route().map_or("-", |r| r.config.prefix.as_str());
-    let tokens = match outcome.and_then(|o| o.usage.map(|u| (u, o.estimated))) {
-        Some((u, estimated)) => format!(
-            "{}+{}{}",
-            u.prompt_tokens,
-            u.completion_tokens,
-            if estimated { "~" } else { "" }
-        ),
-        None => "-".to_string(),
-    };
+    let tokens = outcome.and_then(|o| o.usage.map(|u| (u, o.estimated)));
     // The upstream's own id, as `request_id::to_client` renamed it (a log field: no spaces).
     let upstream_id = session
         .response_written()
         .and_then(|r| r.headers.get(&super::request_id::X_UPSTREAM_REQUEST_ID))
-        .and_then(|v| crate::request_id::RequestId::accept(v.as_bytes()))
-        .map_or_else(|| "-".to_string(), |id| id.to_string());
+        .and_then(|v| crate::request_id::RequestId::accept(v.as_bytes()));
     let result = outcome_label(ctx, e);
+    let candidate = ctx.candidate();
     // Every text field may come from the client (the method and path too: Pingora passes what
     // the request line held, and a model is renamed only through config): one token each.
-    log::info!(
-        target: "access",
-        "{} {} status={} route={} client={} key={} model={} upstream={} answered_by={} attempts={} sent={} ms={:.1} ttft_ms={} tokens={} cache={} outcome={} request_id={} upstream_request_id={}",
-        Field(req.method.as_str()),
-        Field(req.uri.path()),
-        status,
-        Field(route),
-        ctx.client.ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-        Field(ctx.auth.key_id.as_deref().unwrap_or("-")),
-        Field(ctx.body.model.as_deref().unwrap_or("-")),
-        Field(ctx.candidate().map_or("-", |c| c.target.config.name.as_str())),
-        Field(ctx.candidate()
-            .and_then(|c| c.sent_model.as_deref())
-            .unwrap_or("-")),
-        ctx.attempts_made(),
-        session.body_bytes_sent(),
-        ctx.started.elapsed().as_secs_f64() * 1000.0,
-        ctx.outcome.first_byte.map_or_else(|| "-".to_string(), |t| format!("{:.1}", t.duration_since(ctx.started).as_secs_f64() * 1000.0)),
-        tokens,
-        super::cache::label(ctx),
-        result,
-        ctx.client.request_id,
-        upstream_id,
-    );
+    // Written into a reused buffer, value by value (`logfmt::line`, `logfmt::Line`).
+    crate::logfmt::line::write("access", |out| {
+        let mut l = Line(out);
+        l.field(req.method.as_str()).raw(" ").field(req.uri.path());
+        l.raw(" status=").num(status.into());
+        l.raw(" route=").field(route).raw(" client=");
+        match ctx.client.ip {
+            Some(ip) => l.ip(ip),
+            None => l.raw("-"),
+        };
+        l.raw(" key=")
+            .field(ctx.auth.key_id.as_deref().unwrap_or("-"));
+        l.raw(" model=")
+            .field(ctx.body.model.as_deref().unwrap_or("-"));
+        l.raw(" upstream=")
+            .field(candidate.map_or("-", |c| c.target.config.name.as_str()));
+        l.raw(" answered_by=").field(
+            candidate
+                .and_then(|c| c.sent_model.as_deref())
+                .unwrap_or("-"),
+        );
+        l.raw(" attempts=").num(ctx.attempts_made().into());
+        l.raw(" sent=").num(session.body_bytes_sent() as u64);
+        l.raw(" ms=").ms(ctx.started.elapsed()).raw(" ttft_ms=");
+        match ctx.outcome.first_byte {
+            Some(t) => l.ms(t.duration_since(ctx.started)),
+            None => l.raw("-"),
+        };
+        l.raw(" tokens=");
+        match tokens {
+            Some((u, estimated)) => {
+                l.num(u.prompt_tokens).raw("+").num(u.completion_tokens);
+                l.raw(if estimated { "~" } else { "" })
+            }
+            None => l.raw("-"),
+        };
+        l.raw(" cache=").raw(super::cache::label(ctx));
+        l.raw(" outcome=").raw(result);
+        l.raw(" request_id=").raw(ctx.client.request_id.as_str());
+        l.raw(" upstream_request_id=")
+            .raw(upstream_id.as_ref().map_or("-", |id| id.as_str()));
+        Ok(())
+    });
 }
 
 /// Refusals of bad requests (4xx decided by the gateway) and clients that left are the access
