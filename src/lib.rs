@@ -1,8 +1,20 @@
 //! llm-forward: a high-performance LLM API gateway on Cloudflare Pingora.
 //!
 //! The binary is a thin shell over this library (`cli` → `config` → `server`), so tests and
-//! embedders start the very same gateway in-process. The request pipeline lives in [`proxy`], one
+//! embedders start the very same gateway in-process. The request pipeline lives in `proxy`, one
 //! module per Pingora phase; pure logic (config, routing) never sees a Pingora type.
+//!
+//! # Layout
+//!
+//! Dependencies point down this list: below `proxy`, only `metrics` names a `proxy` type (the
+//! `GatewayError` it labels outcomes with).
+//!
+//! | Layer | Modules |
+//! |---|---|
+//! | Shell | `main.rs` → `cli` (`run`, `check`, `import-env`, `convert`) → `server` (Pingora server, listeners, signals, upgrade) and `admin` (second service: `/metrics`, console) |
+//! | Request pipeline | `proxy`: `impl ProxyHttp` as a table of hooks; `proxy/ctx` (per-request state, by concern); one module per phase: `route`, `auth`, `limits`, `body`/`preread`, `cache`, `forward`, `failover`, `stream`, `finish`, `observe` |
+//! | Runtime state | `state` (built once from a validated config: routes, pools, limiters, cache, metrics), `keys`, `limits`, `upstream` (peers, DNS, breakers, TLS trust, CONNECT tunnel), `cache_store`, `chatlog`, `telemetry`, `metrics` |
+//! | Pure logic | `config` (decode, validate, import-env), `routing`, `access`, `cors`, `credentials`, `cache_key`, `openai` (request/response/stream fields, body edits), `sse`, `tokens`, `model_names`, `multipart`, `request_id`, `logfmt`, `convert` |
 
 pub mod access;
 pub mod admin;
