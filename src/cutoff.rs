@@ -6,14 +6,23 @@
 //! cutoff, each stream still in flight ends as cut (`cut_by_shutdown`) and logs, and only then
 //! does the process exit. Requests wait on it where they already wait on their deadlines (the
 //! pre-read session's idle watch, `proxy/preread.rs`).
+//!
+//! Every stream waits on the one `Notify`, whose waiter list sits behind one lock: a stream
+//! therefore registers once (`Watch`) and afterwards reads only the flag, instead of taking that
+//! shared lock for every chunk it relays.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 #[derive(Default)]
 pub struct Cutoff {
     raised: AtomicBool,
-    notify: Notify,
+    notify: Arc<Notify>,
 }
 
 impl Cutoff {
@@ -37,6 +46,48 @@ impl Cutoff {
             return;
         }
         notified.await;
+    }
+
+    /// A waiter registered once, for a session that polls it again and again (see `Watch`).
+    pub fn watch(self: &Arc<Self>) -> Watch {
+        Watch {
+            cutoff: Arc::clone(self),
+            // Created here, so a `raise` from now on is seen even before the first poll.
+            notified: Box::pin(Arc::clone(&self.notify).notified_owned()),
+            waker: None,
+        }
+    }
+}
+
+/// A long-lived wait for the cutoff. The `Notify` waiter is registered on the first poll and
+/// polled again only when the polling task changes (its waker then must be replaced); meanwhile
+/// a poll is one atomic load, and `raise` wakes the registered task.
+pub struct Watch {
+    cutoff: Arc<Cutoff>,
+    notified: Pin<Box<OwnedNotified>>,
+    /// The waker the registered waiter holds.
+    waker: Option<Waker>,
+}
+
+impl Watch {
+    /// Ready once the cutoff is raised.
+    pub fn poll_raised(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.cutoff.is_raised() {
+            return Poll::Ready(());
+        }
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        if self.notified.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        self.waker = Some(cx.waker().clone());
+        // A raise between the first check and the registration was seen by the waiter (it
+        // exists since `watch`); this check only makes the answer prompt.
+        if self.cutoff.is_raised() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 
@@ -62,5 +113,33 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), cut.wait())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_watch_polled_many_times_sees_the_raise() {
+        let cut = Arc::new(Cutoff::default());
+        let mut watch = cut.watch();
+        for _ in 0..3 {
+            let polled = std::future::poll_fn(|cx| match watch.poll_raised(cx) {
+                std::task::Poll::Pending => std::task::Poll::Ready(false),
+                std::task::Poll::Ready(()) => std::task::Poll::Ready(true),
+            })
+            .await;
+            assert!(!polled);
+        }
+        let raiser = {
+            let cut = Arc::clone(&cut);
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                cut.raise();
+            })
+        };
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| watch.poll_raised(cx)),
+        )
+        .await
+        .unwrap();
+        raiser.await.unwrap();
     }
 }

@@ -24,6 +24,7 @@
 
 use super::ctx::{Pacer, RestoreSlot};
 use super::link::{Deadline, Link};
+use crate::cutoff::Watch;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -36,8 +37,11 @@ use pingora_core::protocols::Digest;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+use tokio::time::Sleep;
 
 /// The wrapper. `inner` is `None` only after the hand-back (and, for an instant, in the
 /// placeholder `install` swaps in): then reads answer "nothing" and writes fail, no panic.
@@ -56,6 +60,13 @@ pub struct PrereadSession {
     pacer: Option<Pacer>,
     /// The response being written is an event stream.
     sse: bool,
+    /// The stream deadlines' timer, kept across `read_body_or_idle` calls (Pingora makes a new
+    /// call for every upstream chunk). It is armed no later than the link's next deadline and
+    /// moved only when it fires early or the deadline comes sooner: one timer operation per idle
+    /// period, not one per chunk.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The wait for a stop's cutoff, registered once (see `cutoff.rs`).
+    cut: Option<Watch>,
 }
 
 impl PrereadSession {
@@ -75,6 +86,18 @@ impl PrereadSession {
             draining,
             pacer: None,
             sse: false,
+            timer: None,
+            cut: None,
+        }
+    }
+
+    /// Make the timer fire no later than `at`.
+    fn arm_timer(&mut self, at: Instant) {
+        let at = tokio::time::Instant::from_std(at);
+        match &mut self.timer {
+            Some(t) if !t.is_elapsed() && t.deadline() <= at => {}
+            Some(t) => t.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
         }
     }
 
@@ -375,30 +398,57 @@ impl CustomSession for PrereadSession {
     /// Watches the client connection for a close while the upstream works, and the attempt's
     /// deadline: past it, this poll fails and so does the attempt (see `link.rs`).
     async fn read_body_or_idle(&mut self, no_body_expected: bool) -> Result<Option<Bytes>> {
-        let deadline = self.link.next_deadline();
-        let inner = self.inner.as_mut().ok_or_else(detached)?;
-        let cutoff = self.link.cutoff().cloned();
-        if deadline.is_none() && cutoff.is_none() {
+        let mut deadline = self.link.next_deadline();
+        if deadline.is_none() && self.link.cutoff().is_none() {
+            let inner = self.inner.as_mut().ok_or_else(detached)?;
             return inner.read_body_or_idle(no_body_expected).await;
         }
-        let timer = async {
-            match deadline {
-                Some((at, _)) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
+        if let Some((at, _)) = deadline {
+            self.arm_timer(at);
+        }
+        if self.cut.is_none() {
+            self.cut = self.link.cutoff().map(|c| c.watch());
+        }
+        let PrereadSession {
+            inner,
+            link,
+            timer,
+            cut,
+            ..
+        } = self;
+        let inner = inner.as_mut().ok_or_else(detached)?;
+        let read = inner.read_body_or_idle(no_body_expected);
+        let mut read = std::pin::pin!(read);
+        let which = loop {
+            let tick = async {
+                match (deadline, timer.as_mut()) {
+                    (Some(_), Some(t)) => t.as_mut().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let cutoff = std::future::poll_fn(|cx| match cut.as_mut() {
+                Some(w) => w.poll_raised(cx),
+                None => Poll::Pending,
+            });
+            tokio::select! {
+                read = &mut read => return read,
+                () = tick => {}
+                () = cutoff => break Deadline::Shutdown,
             }
-        };
-        let cut = async {
-            match &cutoff {
-                Some(c) => c.wait().await,
-                None => std::future::pending().await,
+            // The timer fired: the deadline is due if the timer was set for it, else (it was set
+            // for an earlier one the stream has since moved past) it is re-armed for it.
+            let (Some((at, which)), Some(t)) = (deadline, timer.as_mut()) else {
+                deadline = None;
+                continue;
+            };
+            let at_tokio = tokio::time::Instant::from_std(at);
+            if t.deadline() >= at_tokio {
+                break which;
             }
+            t.as_mut().reset(at_tokio);
+            deadline = Some((at, which));
         };
-        let which = tokio::select! {
-            read = inner.read_body_or_idle(no_body_expected) => return read,
-            () = timer => deadline.map_or(Deadline::Total, |(_, which)| which),
-            () = cut => Deadline::Shutdown,
-        };
-        self.link.fire(which);
+        link.fire(which);
         self.held = None;
         Err(Error::explain(ErrorType::ReadTimedout, which.as_str()))
     }
