@@ -191,6 +191,7 @@ const HIT_BATCH: usize = 64 * 1024;
 /// the client asked for a fresh answer. A paced stream replays event by event; otherwise whole
 /// events go out in runs of up to 64 KiB (one write for a typical answer).
 pub fn on_hit(
+    gateway: &Gateway,
     meta: &CacheMeta,
     handler: &mut HitHandler,
     ctx: &mut RequestCtx,
@@ -203,7 +204,7 @@ pub fn on_hit(
     }
     ctx.cache.state.mark_hit();
     ctx.outcome.status = Some(meta.response_header().status.as_u16());
-    super::stream::tap_response(ctx, meta.response_header());
+    super::stream::tap_response(gateway, ctx, meta.response_header());
     None
 }
 

@@ -176,7 +176,7 @@ async fn replay(
     // The stream tap and metrics read the head's content type only.
     let mut sse = ResponseHeader::build(200, Some(1))?;
     sse.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
-    super::stream::tap_response(ctx, &sse);
+    super::stream::tap_response(gateway, ctx, &sse);
     super::observe::on_response(gateway, &sse, ctx);
     let mut headers: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(12);
     let cache_headers = [

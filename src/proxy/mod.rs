@@ -138,7 +138,7 @@ impl ProxyHttp for LlmProxy {
         _is_fresh: bool,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Option<ForcedFreshness>> {
-        Ok(cache::on_hit(meta, hit, ctx))
+        Ok(cache::on_hit(&self.gateway, meta, hit, ctx))
     }
 
     /// Pingora: on a miss with the cache enabled, once the upstream's response head arrived
@@ -226,7 +226,7 @@ impl ProxyHttp for LlmProxy {
         failover::judge_head(ctx, session, upstream_response)?;
         mask::prepare(ctx, upstream_response)?;
         forward::upstream_response(upstream_response, ctx)?;
-        stream::tap_response(ctx, upstream_response);
+        stream::tap_response(&self.gateway, ctx, upstream_response);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use crate::openai::{
     StreamAccumulator, Usage,
 };
 use crate::sse::SseParser;
+use crate::state::Gateway;
 use bytes::{Bytes, BytesMut};
 use pingora_http::ResponseHeader;
 use std::ops::Range;
@@ -37,18 +38,30 @@ pub struct Outcome {
 
 /// Start reading a successful response of an `openai` route (or a logged one): usage, and the
 /// text, which chat logs record and which a stream cut before its usage is counted from.
-pub fn tap_response(ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
+pub fn tap_response(gateway: &Gateway, ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
     let Some(route) = ctx.route() else {
         return;
     };
     if route.config.kind != crate::config::RouteKind::OpenAi && !route.chat_log {
         return;
     }
-    on_response_head(ctx, resp);
+    let keep_text = keeps_text(gateway, ctx);
+    on_response_head(ctx, resp, keep_text);
+}
+
+/// Whether a stream's answer text is kept (up to [`MAX_ANSWER_KEPT`]) or only counted, decided
+/// once at the head: kept when something records it (see `finish::wants_text`), when a token
+/// budget settles on a tokenizer count of it (an estimated usage, see `finish.rs`), or when a
+/// broken stream may be continued from it (`continuation.rs`). Otherwise a stream holds counts
+/// only, not up to 1 MiB of text, and the usage estimate reads the byte counts.
+fn keeps_text(gateway: &Gateway, ctx: &RequestCtx) -> bool {
+    super::finish::wants_text(gateway, ctx)
+        || ctx.limits.tokens.is_some()
+        || super::continuation::enabled(ctx)
 }
 
 /// Set up the tap for a successful response of an `openai` route.
-fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
+fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader, keep_text: bool) {
     if !resp.status.is_success() {
         return;
     }
@@ -60,9 +73,10 @@ fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader) {
     ctx.attempt.response = if content_type.starts_with("text/event-stream") {
         Some(ResponseTap::Sse {
             parser: Box::new(SseParser::new()),
-            acc: Box::new(
-                StreamAccumulator::new(AccumulateMode::Full).with_text_cap(MAX_ANSWER_KEPT),
-            ),
+            acc: Box::new(match keep_text {
+                true => StreamAccumulator::new(AccumulateMode::Full).with_text_cap(MAX_ANSWER_KEPT),
+                false => StreamAccumulator::new(AccumulateMode::CountOnly),
+            }),
             offset: 0,
             strip_usage: ctx.body.strip_usage_chunk,
             first: None,
