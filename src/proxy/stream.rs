@@ -306,6 +306,39 @@ mod tests {
         outcome(&mut ctx, true, false).unwrap()
     }
 
+    /// The tap of an event stream, for a gateway built from `extra` (top-level YAML).
+    fn sse_tap_mode(extra: &str) -> crate::openai::AccumulateMode {
+        let yaml = format!("routes:\n  - prefix: /\n    upstream: http://127.0.0.1:1\n{extra}");
+        let config = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+        let gateway = crate::state::Gateway::build(config).ok().unwrap();
+        let mut ctx = RequestCtx::new(&Default::default());
+        ctx.routed = Some(crate::proxy::ctx::Routed {
+            route: std::sync::Arc::clone(&gateway.routes[0]),
+            rest: String::new(),
+            query: None,
+        });
+        let mut head = pingora_http::ResponseHeader::build(200, None).unwrap();
+        head.insert_header("content-type", "text/event-stream")
+            .unwrap();
+        super::tap_response(&gateway, &mut ctx, &head);
+        match ctx.attempt.response {
+            Some(ResponseTap::Sse { acc, .. }) => acc.mode(),
+            _ => panic!("no stream tap"),
+        }
+    }
+
+    #[test]
+    fn a_stream_keeps_its_text_only_when_something_reads_it() {
+        use crate::openai::AccumulateMode;
+        // Nothing records the answer: counts (usage, estimate, pacing, budgets) only.
+        assert_eq!(sse_tap_mode(""), AccumulateMode::CountOnly);
+        // Printed chats show the answer.
+        assert_eq!(
+            sse_tap_mode("log:\n  print_chat: true\n"),
+            AccumulateMode::Full
+        );
+    }
+
     #[test]
     fn only_a_generation_gets_estimated_usage() {
         // A model listing: no prompt, no answer, so no usage (and no tokenizer is loaded).
