@@ -56,12 +56,16 @@ impl Route {
     /// - a first-token or idle deadline: kept through the pre-read session, it needs the stream
     ///   flag (and a replayable attempt to fail over);
     /// - per-upstream model lists and fallback models: they need the model.
-    pub fn depends_on_the_body(&self) -> bool {
+    ///
+    /// `names_fallbacks`: the request carries its own fallback list (`x-fallback-models`); it
+    /// needs the model only when the route takes it (`fallbacks.from_request`, on by default),
+    /// so that default alone does not make every request's body be read.
+    pub fn depends_on_the_body(&self, names_fallbacks: bool) -> bool {
         let fb = &self.config.resilience.fallbacks;
         let by_model = !fb.models.is_empty()
             || !fb.by_model.is_empty()
             || !fb.context_length.is_empty()
-            || fb.from_request;
+            || (fb.from_request && names_fallbacks);
         by_model
             || self.upstreams.iter().any(|u| {
                 let t = &u.upstream.timeouts;

@@ -184,3 +184,27 @@ async fn bodies_pass_untouched_when_nothing_needs_them() {
     let echo: Value = resp.json().await.unwrap();
     assert_eq!(echo["body_len"], 15);
 }
+
+#[tokio::test]
+async fn a_general_route_reads_json_only_when_a_client_names_its_fallbacks() {
+    // `fallbacks.from_request` is on by default; it needs the body's model only when the
+    // request names fallbacks, so otherwise a JSON body goes on unread: even one whose model a
+    // reading gateway would call ambiguous (and refuse).
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&one_route("/", &up.url(), "    type: general\n")).await;
+    let body = br#"{"model":"a","MODEL":"b"}"#.to_vec();
+    let resp = post_raw(&gw, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.requests()[0].body, body);
+    // Naming fallbacks makes the model matter: the body is read, and this one refused.
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-fallback-models", "c")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(up.request_count(), 1);
+}

@@ -781,6 +781,32 @@ async fn a_client_may_name_its_fallbacks_in_a_header_that_never_goes_upstream() 
 }
 
 #[tokio::test]
+async fn a_general_route_falls_back_to_the_models_a_client_names() {
+    let up = MockUpstream::start().await;
+    for _ in 0..3 {
+        up.push_behavior(json_error(503, "overloaded", &[]));
+    }
+    let gw = start_gateway(&one_route(
+        "/",
+        &up.url(),
+        &format!("    type: general\n{RETRY}"),
+    ))
+    .await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-fallback-models", "model-b")
+        .json(&ask("model-a", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 4);
+    assert!(seen.iter().all(|r| r.header("x-fallback-models").is_none()));
+    assert_eq!(seen[3].json().unwrap()["model"], "model-b");
+}
+
+#[tokio::test]
 async fn an_upstream_gets_the_model_under_its_own_name() {
     let up = MockUpstream::start().await;
     let yaml = format!(

@@ -45,7 +45,13 @@ pub async fn read_body(
     let cacheable = route.cache.is_some();
     let wanted = match kind {
         BodyKind::None => false,
-        BodyKind::Json => openai || restricted || cacheable || route.depends_on_the_body(),
+        BodyKind::Json => {
+            let names_fallbacks = session
+                .req_header()
+                .headers
+                .contains_key(super::forward::FALLBACK_HEADER);
+            openai || restricted || cacheable || route.depends_on_the_body(names_fallbacks)
+        }
         // A model list must hold for uploads too (audio transcriptions carry `model` as a
         // form field) and for bodies whose content type a client forgot to set.
         BodyKind::Multipart(_) | BodyKind::Other => restricted,
