@@ -1,6 +1,15 @@
 //! The per-request cost of access control: forward-key lookup (SHA-256 + constant-time compare),
 //! the model allow-list check, a pool key pick, IP rules and client-IP resolution behind
 //! trusted proxies.
+
+// Test and benchmark code may unwrap, expect and panic (a failed assumption is a failed run),
+// and its helpers are `pub` for the modules that share them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use llm_forward::access::{ClientIpResolver, IpRules, IpSet};
 use llm_forward::config::{KeyPoolConfig, Secret, UpstreamKeyConfig};

@@ -1,5 +1,14 @@
 //! The local limiter on the request path: one check against pingora-limits estimators (target:
 //! under 200 ns, no allocation), a concurrency enter/leave, and choosing the rule and bucket.
+
+// Test and benchmark code may unwrap, expect and panic (a failed assumption is a failed run),
+// and its helpers are `pub` for the modules that share them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use llm_forward::limits::local::LocalLimiter;
 use llm_forward::limits::rules::{select, LimitRule, Per, Subject};

@@ -1,4 +1,13 @@
 //! Route matching on the request path: the first thing every request does.
+
+// Test and benchmark code may unwrap, expect and panic (a failed assumption is a failed run),
+// and its helpers are `pub` for the modules that share them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use llm_forward::routing::{collapse_slashes, upstream_target, RouteTable};
 

@@ -6,6 +6,15 @@
 //! for chat logs.
 //!
 //! `cargo bench --bench sse -- --warm-up-time 1 --measurement-time 3`
+
+// Test and benchmark code may unwrap, expect and panic (a failed assumption is a failed run),
+// and its helpers are `pub` for the modules that share them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

@@ -15,6 +15,16 @@
 //! `data: [DONE]`), for `bench/streams.sh` and `examples/stream_load.rs`; other models are
 //! answered as before.
 
+// Test and benchmark code may unwrap, expect and panic (a failed assumption is a failed run),
+// and its helpers are `pub` for the modules that share them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    unreachable_pub
+)]
+
 #[path = "../tests/common/mock.rs"]
 mod mock;
 

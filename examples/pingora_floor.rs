@@ -8,6 +8,16 @@
 //! cargo run --release --example pingora_floor -- --listen 127.0.0.1:8001 --upstream 127.0.0.1:9000
 //! ```
 
+// Test and benchmark code may unwrap, expect and panic (a failed assumption is a failed run),
+// and its helpers are `pub` for the modules that share them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    unreachable_pub
+)]
+
 use async_trait::async_trait;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::server::configuration::{Opt, ServerConf};

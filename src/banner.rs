@@ -8,7 +8,7 @@ use crate::config::units::format_duration;
 use crate::config::{AuthMode, CacheBackendConfig, Config, ConfigSource, LimitBackendConfig};
 use std::fmt::Write;
 
-pub fn render(config: &Config, source: &ConfigSource) -> String {
+pub(crate) fn render(config: &Config, source: &ConfigSource) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "llm-forward {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(out, "  config      {source}");

@@ -16,10 +16,10 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 /// A cache key: SHA-256 of the key material.
-pub type Digest = [u8; 32];
+pub(crate) type Digest = [u8; 32];
 
 /// The parts of a request that select a cached answer.
-pub struct KeyParts<'a> {
+pub(crate) struct KeyParts<'a> {
     /// Tenant scope: already a hash or the literal "shared"; never a key.
     pub scope: &'a str,
     pub route: &'a str,
@@ -37,7 +37,7 @@ pub struct KeyParts<'a> {
 /// The key of a request. Hashed as it is written: the canonical body goes into the hasher
 /// piece by piece (twice: once to learn its length for the prefix, once for the bytes), never
 /// into a buffer of its own, so a 30 MiB body costs its parse and no copies.
-pub fn key(parts: &KeyParts<'_>) -> Digest {
+pub(crate) fn key(parts: &KeyParts<'_>) -> Digest {
     let mut hasher = Hasher(Sha256::new());
     hasher.put(b"llmf-cache-v1");
     for part in [
@@ -112,7 +112,7 @@ impl Sink for Vec<u8> {}
 
 /// The scope of a request's cache entries: the tenant, else the client's own credential (each
 /// client of a pass-through route is its own tenant), else anonymous. Hashed, never raw.
-pub fn scope(tenant: Option<&str>, credential: Option<&[u8]>) -> String {
+pub(crate) fn scope(tenant: Option<&str>, credential: Option<&[u8]>) -> String {
     let mut material = Vec::with_capacity(64);
     match (tenant, credential) {
         (Some(t), _) => {
@@ -128,17 +128,17 @@ pub fn scope(tenant: Option<&str>, credential: Option<&[u8]>) -> String {
     hex(&sha256(&material)[..16])
 }
 
-pub fn sha256(data: &[u8]) -> Digest {
+pub(crate) fn sha256(data: &[u8]) -> Digest {
     crate::keys::digest(data)
 }
 
 /// Lower-case hex, the text form of keys and ids (`x-cache-key`, purge requests, trace ids).
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     ::hex::encode(bytes)
 }
 
 /// A key back from its 64 hex digits (either case); `None` for any other text.
-pub fn parse_hex(text: &str) -> Option<Digest> {
+pub(crate) fn parse_hex(text: &str) -> Option<Digest> {
     let mut out = [0u8; 32];
     ::hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)

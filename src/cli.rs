@@ -1,6 +1,9 @@
 //! The command line: `run` (the default), `check`, `import-env`. Exit codes: 0 ok, 1 runtime
 //! failure, 2 bad configuration or usage.
 
+// `check`, `import-env` and `convert` answer on stdout; everything else logs to stderr.
+#![allow(clippy::print_stdout)]
+
 use crate::config::{self, Config, ConfigError, ConfigSource};
 use crate::server::{build_server, ProcessOptions, StartError};
 use clap::{Parser, Subcommand};

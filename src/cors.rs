@@ -50,7 +50,7 @@ const VARY_PREFLIGHT_ANY: HeaderValue =
 /// Whether a request is a CORS preflight: `OPTIONS` with both `Origin` and
 /// `Access-Control-Request-Method`. A plain `OPTIONS` (no such headers) is an ordinary request.
 /// Also available as [`CorsPolicy::is_preflight`].
-pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS
         && headers.contains_key(ORIGIN)
         && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
@@ -286,5 +286,5 @@ mod origin;
 #[cfg(test)]
 mod tests;
 
-pub use headers::{CorsHeaders, Headers};
+pub(crate) use headers::{CorsHeaders, Headers};
 use origin::parse_origin;

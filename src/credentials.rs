@@ -10,7 +10,7 @@ use pingora_http::RequestHeader;
 /// `api-key`, Gemini's `x-goog-api-key`, Anthropic's `x-api-key`. In lookup order: the first
 /// present wins (`authorization` only when its token is not empty). Gemini's `?key=` query
 /// parameter is the one carrier outside headers.
-pub const CREDENTIAL_HEADERS: [&str; 4] =
+pub(crate) const CREDENTIAL_HEADERS: [&str; 4] =
     ["authorization", "api-key", "x-goog-api-key", "x-api-key"];
 
 /// Request headers that carry other secrets (the outbound proxy's credentials, sessions).
@@ -18,7 +18,7 @@ const OTHER_SECRET_HEADERS: [&str; 2] = ["proxy-authorization", "cookie"];
 
 /// Mark every header that carries a secret sensitive, so no `Debug` print of the request
 /// (Pingora's logs, ours) can show it.
-pub fn hide(req: &mut RequestHeader) {
+pub(crate) fn hide(req: &mut RequestHeader) {
     for name in CREDENTIAL_HEADERS.into_iter().chain(OTHER_SECRET_HEADERS) {
         if let Some(v) = req.headers.get(name) {
             if !v.is_sensitive() {

@@ -20,24 +20,24 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 #[derive(Default)]
-pub struct Cutoff {
+pub(crate) struct Cutoff {
     raised: AtomicBool,
     notify: Arc<Notify>,
 }
 
 impl Cutoff {
     /// Cut every request waiting now or later.
-    pub fn raise(&self) {
+    pub(crate) fn raise(&self) {
         self.raised.store(true, Ordering::Release);
         self.notify.notify_waiters();
     }
 
-    pub fn is_raised(&self) -> bool {
+    pub(crate) fn is_raised(&self) -> bool {
         self.raised.load(Ordering::Acquire)
     }
 
     /// Resolves once the cutoff is raised (at once if it already is).
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let notified = self.notify.notified();
         let mut notified = std::pin::pin!(notified);
         // Registered before the flag is read: a `raise` in between still wakes this waiter.
@@ -49,7 +49,7 @@ impl Cutoff {
     }
 
     /// A waiter registered once, for a session that polls it again and again (see `Watch`).
-    pub fn watch(self: &Arc<Self>) -> Watch {
+    pub(crate) fn watch(self: &Arc<Self>) -> Watch {
         Watch {
             cutoff: Arc::clone(self),
             // Created here, so a `raise` from now on is seen even before the first poll.
@@ -62,7 +62,7 @@ impl Cutoff {
 /// A long-lived wait for the cutoff. The `Notify` waiter is registered on the first poll and
 /// polled again only when the polling task changes (its waker then must be replaced); meanwhile
 /// a poll is one atomic load, and `raise` wakes the registered task.
-pub struct Watch {
+pub(crate) struct Watch {
     cutoff: Arc<Cutoff>,
     notified: Pin<Box<OwnedNotified>>,
     /// The waker the registered waiter holds.
@@ -71,7 +71,7 @@ pub struct Watch {
 
 impl Watch {
     /// Ready once the cutoff is raised.
-    pub fn poll_raised(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_raised(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.cutoff.is_raised() {
             return Poll::Ready(());
         }

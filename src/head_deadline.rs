@@ -35,13 +35,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// Wraps a service's app so that each HTTP/1 connection's stream carries a head deadline.
-pub struct HeadDeadlineApp<A> {
+pub(crate) struct HeadDeadlineApp<A> {
     inner: Arc<A>,
     timeout: Duration,
 }
 
 impl<A> HeadDeadlineApp<A> {
-    pub fn new(inner: A, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: A, timeout: Duration) -> Self {
         HeadDeadlineApp {
             inner: Arc::new(inner),
             timeout,
@@ -77,7 +77,7 @@ const LIFTED: u8 = 1;
 const ARM_ON_NEXT_BYTE: u8 = 2;
 
 /// A connection's stream whose reads fail once a head has taken longer than the timeout.
-pub struct DeadlineStream {
+pub(crate) struct DeadlineStream {
     inner: Stream,
     timeout: Duration,
     phase: AtomicU8,
@@ -109,12 +109,12 @@ impl DeadlineStream {
 }
 
 /// `early_request_filter`: the head is complete; lift its deadline.
-pub fn lift(session: &pingora_proxy::Session) {
+pub(crate) fn lift(session: &pingora_proxy::Session) {
     set_phase(session, LIFTED);
 }
 
 /// `logging`: the request is over; the next head's deadline starts with its first byte.
-pub fn rearm(session: &pingora_proxy::Session) {
+pub(crate) fn rearm(session: &pingora_proxy::Session) {
     set_phase(session, ARM_ON_NEXT_BYTE);
 }
 

@@ -18,7 +18,7 @@ use std::fmt;
 /// Whether `body` is a JSON object whose top-level keys name its model ambiguously: a second
 /// key that equals `model` ignoring ASCII case, or one spelled other than `model`. `false` for
 /// what is not a JSON object (that is another error).
-pub fn json_model_is_ambiguous(body: &[u8]) -> bool {
+pub(crate) fn json_model_is_ambiguous(body: &[u8]) -> bool {
     struct Keys;
     impl<'de> Visitor<'de> for Keys {
         type Value = bool;
@@ -67,11 +67,11 @@ impl<'de> Visitor<'de> for ModelKey {
 
 /// A path segment names something that cannot be read as a model (not UTF-8 once decoded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unreadable;
+pub(crate) struct Unreadable;
 
 /// The models a path names: the segment after `deployments`, `models` or `tunedModels` (any
 /// case), percent-decoded, up to a `:method` suffix. `/v1/models` (a listing) names none.
-pub fn path_models(path: &str) -> Result<Vec<Cow<'_, str>>, Unreadable> {
+pub(crate) fn path_models(path: &str) -> Result<Vec<Cow<'_, str>>, Unreadable> {
     let mut models = Vec::new();
     let mut segments = path.split('/').peekable();
     while let Some(segment) = segments.next() {

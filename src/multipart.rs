@@ -24,14 +24,14 @@ use futures_util::FutureExt;
 
 /// The body may name a model to some parser that the gateway did not see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ambiguous;
+pub(crate) struct Ambiguous;
 
 /// A model name longer than this is not one: refused rather than buffered.
 const MAX_MODEL_LEN: usize = 1024;
 
 /// The value of the form's `model` field (`None`: the form has none), given the request's
 /// `Content-Type` and its whole body.
-pub fn model_field(content_type: &str, body: Bytes) -> Result<Option<String>, Ambiguous> {
+pub(crate) fn model_field(content_type: &str, body: Bytes) -> Result<Option<String>, Ambiguous> {
     let boundaries = content_type
         .to_ascii_lowercase()
         .matches("boundary")

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// How long a backend is skipped after a failed call.
-pub const BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF: Duration = Duration::from_secs(1);
 
 /// The error of a call skipped during a back-off.
-pub const SKIPPED: &str = "Redis was unreachable a moment ago";
+pub(crate) const SKIPPED: &str = "Redis was unreachable a moment ago";
 
-pub struct LazyRedis {
+pub(crate) struct LazyRedis {
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
     timeout: Duration,
@@ -39,7 +39,11 @@ pub struct LazyRedis {
 impl LazyRedis {
     /// Parse `url` (and read `ca_file`, the CA bundle a `rediss://` server's certificate must
     /// chain to); nothing connects yet.
-    pub fn open(url: &str, timeout: Duration, ca_file: Option<&Path>) -> Result<Self, String> {
+    pub(crate) fn open(
+        url: &str,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
         let client = match ca_file.filter(|_| url.starts_with("rediss://")) {
             Some(path) => {
                 let pem = std::fs::read(path)
@@ -66,22 +70,18 @@ impl LazyRedis {
         })
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Calls that failed or timed out so far.
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
 
     /// Whether calls are skipped, after a recent failure.
-    pub fn backing_off(&self) -> bool {
+    pub(crate) fn backing_off(&self) -> bool {
         self.down_until.load(Ordering::Relaxed) > clock_ms()
     }
 
     /// The shared connection, made on the first call.
-    pub async fn get(&self) -> Result<ConnectionManager, String> {
+    pub(crate) async fn get(&self) -> Result<ConnectionManager, String> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
@@ -100,7 +100,10 @@ impl LazyRedis {
     /// Run one call (which takes its connection from [`get`](Self::get)) within the timeout;
     /// a failure starts the back-off. While backing off, fail at once (without extending the
     /// back-off: the first call after it ends tries Redis again).
-    pub async fn call<T>(&self, f: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    pub(crate) async fn call<T>(
+        &self,
+        f: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
         if self.backing_off() {
             return Err(SKIPPED.into());
         }

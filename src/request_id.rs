@@ -8,17 +8,17 @@
 use std::fmt;
 
 /// Longest id accepted from a trusted proxy.
-pub const MAX_LEN: usize = 128;
+pub(crate) const MAX_LEN: usize = 128;
 
 #[derive(Clone, Copy)]
-pub struct RequestId {
+pub(crate) struct RequestId {
     len: u8,
     buf: [u8; MAX_LEN],
 }
 
 impl RequestId {
     /// 32 random lowercase hex digits (128 bits).
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let bits: u128 = rand::random();
         let mut buf = [0u8; MAX_LEN];
         // 16 bytes make exactly 32 digits: the only error (a wrong output length) cannot occur.
@@ -28,7 +28,7 @@ impl RequestId {
 
     /// `text` as an id, if it is 1 to [`MAX_LEN`] visible ASCII characters (no spaces, no
     /// control characters: it goes into log lines and headers as is).
-    pub fn accept(text: &[u8]) -> Option<Self> {
+    pub(crate) fn accept(text: &[u8]) -> Option<Self> {
         if text.is_empty() || text.len() > MAX_LEN || !text.iter().all(u8::is_ascii_graphic) {
             return None;
         }
@@ -40,7 +40,7 @@ impl RequestId {
         })
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only ASCII is ever stored.
         std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
     }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 /// One upstream of a route, ready to be tried.
-pub struct UpstreamTarget {
+pub(crate) struct UpstreamTarget {
     /// Position in `Route::upstreams`.
     pub index: usize,
     pub config: UpstreamConfig,
@@ -34,7 +34,7 @@ pub struct UpstreamTarget {
 }
 
 /// One configured route, ready to serve.
-pub struct Route {
+pub(crate) struct Route {
     /// Position in `Gateway::routes` (tenants index their permissions by it).
     pub index: usize,
     pub config: RouteConfig,
@@ -60,7 +60,7 @@ impl Route {
     /// `names_fallbacks`: the request carries its own fallback list (`x-fallback-models`); it
     /// needs the model only when the route takes it (`fallbacks.from_request`, on by default),
     /// so that default alone does not make every request's body be read.
-    pub fn depends_on_the_body(&self, names_fallbacks: bool) -> bool {
+    pub(crate) fn depends_on_the_body(&self, names_fallbacks: bool) -> bool {
         let fb = &self.config.resilience.fallbacks;
         let by_model = !fb.models.is_empty()
             || !fb.by_model.is_empty()
@@ -77,7 +77,7 @@ impl Route {
     }
 }
 
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub config: Config,
     pub routes: Vec<Arc<Route>>,
     pub table: RouteTable,
@@ -112,7 +112,7 @@ pub struct Gateway {
 impl Gateway {
     /// Build the runtime state. The config was validated already; what can still fail here is
     /// reading files it names (CA bundles), reported like any config problem.
-    pub fn build(config: Config) -> Result<Arc<Gateway>, Problems> {
+    pub(crate) fn build(config: Config) -> Result<Arc<Gateway>, Problems> {
         let mut problems = Problems::default();
         let pool_list: Vec<Arc<KeyPool>> = config
             .upstream_keys

@@ -3,6 +3,15 @@
 //! file (see the README's test section for the measured difference). A new file in `tests/` must
 //! be added below; `every_test_file_is_a_module` fails until it is.
 
+// Test and benchmark code may unwrap, expect and panic (a failed assumption is a failed run),
+// and its helpers are `pub` for the modules that share them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
+
 mod common;
 // `fuzz/invariants.rs` (a module of sse_corpus) names the parser `crate::sse` and
 // `crate::openai`, as in the fuzz target, which compiles those files in.

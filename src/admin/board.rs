@@ -24,7 +24,7 @@ const NAMES_PER_DIMENSION: usize = 256;
 const TAIL_BACKLOG: usize = 256;
 
 /// One finished request, as the board takes it from the `logging` phase.
-pub struct Finished<'a> {
+pub(crate) struct Finished<'a> {
     pub request_id: &'a str,
     pub path: &'a str,
     pub route: Option<&'a str>,
@@ -96,14 +96,14 @@ impl Samples {
 }
 
 #[derive(Serialize, Clone, Copy, Debug, PartialEq)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
 }
 
 #[derive(Serialize, Clone, Copy, Default, Debug, PartialEq, Eq)]
-pub struct Count {
+pub(crate) struct Count {
     pub requests: u64,
     pub tokens: u64,
 }
@@ -125,14 +125,14 @@ enum Dimension {
 }
 
 #[derive(Serialize, Debug)]
-pub struct UsageRow {
+pub(crate) struct UsageRow {
     pub name: String,
     pub hour: Count,
     pub today: Count,
 }
 
 #[derive(Serialize, Default, Debug)]
-pub struct UsageTable {
+pub(crate) struct UsageTable {
     pub route: Vec<UsageRow>,
     pub model: Vec<UsageRow>,
     pub tenant: Vec<UsageRow>,
@@ -140,21 +140,21 @@ pub struct UsageTable {
 }
 
 #[derive(Serialize, Debug)]
-pub struct LimitRow {
+pub(crate) struct LimitRow {
     pub name: String,
     pub used: u64,
     pub limit: u64,
 }
 
 #[derive(Serialize, Debug)]
-pub struct Rates {
+pub(crate) struct Rates {
     pub requests: Vec<u64>,
     pub errors: Vec<u64>,
     pub tokens: Vec<u64>,
 }
 
 #[derive(Serialize, Default, Debug)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub requests: u64,
     pub errors: u64,
     pub input_tokens: u64,
@@ -163,7 +163,7 @@ pub struct Totals {
 
 /// What `/api/overview` reports of the board.
 #[derive(Serialize, Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub uptime_s: f64,
     pub rates: Rates,
     pub totals: Totals,
@@ -173,7 +173,7 @@ pub struct Snapshot {
     pub limits: Vec<LimitRow>,
 }
 
-pub struct Board {
+pub(crate) struct Board {
     started: Instant,
     seconds: [Second; HISTORY],
     latency: Samples,
@@ -201,7 +201,7 @@ fn unix_seconds() -> u64 {
 }
 
 impl Board {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Board {
             started: Instant::now(),
             seconds: std::array::from_fn(|_| Second::default()),
@@ -218,16 +218,16 @@ impl Board {
     }
 
     /// Whether a console is watching the live tail right now.
-    pub fn watched(&self) -> bool {
+    pub(crate) fn watched(&self) -> bool {
         self.tail.receiver_count() > 0
     }
 
     /// A console's live tail of finished requests (JSON, one per event).
-    pub fn subscribe(&self) -> broadcast::Receiver<std::sync::Arc<str>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<std::sync::Arc<str>> {
         self.tail.subscribe()
     }
 
-    pub fn record(&self, f: &Finished<'_>) {
+    pub(crate) fn record(&self, f: &Finished<'_>) {
         self.record_at(f, unix_seconds());
     }
 
@@ -304,7 +304,7 @@ impl Board {
         }
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         self.snapshot_at(unix_seconds())
     }
 

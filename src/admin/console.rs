@@ -37,7 +37,7 @@ const TAIL_HEARTBEAT: Duration = Duration::from_secs(15);
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-pub struct Console {
+pub(crate) struct Console {
     /// The admin key's digest (compared as digests: equal length, no early exit on its bytes).
     key: [u8; 32],
     /// Signed-in sessions: token → expiry.
@@ -53,7 +53,7 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(admin_key: &str, show_messages: bool) -> Self {
+    pub(crate) fn new(admin_key: &str, show_messages: bool) -> Self {
         Console {
             key: crate::keys::digest(admin_key.as_bytes()),
             sessions: Mutex::new(HashMap::new()),
@@ -65,12 +65,12 @@ impl Console {
     }
 
     /// The file the running config was read from (`run -c`), shown masked by the console.
-    pub fn set_config_file(&self, path: std::path::PathBuf) {
+    pub(crate) fn set_config_file(&self, path: std::path::PathBuf) {
         let _ = self.config_file.set(path);
     }
 
     /// Serve a console request. `None`: not a console path (the admin router goes on).
-    pub async fn serve(
+    pub(crate) async fn serve(
         &self,
         gateway: &Gateway,
         http: &mut ServerSession,

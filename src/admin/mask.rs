@@ -21,7 +21,7 @@ const SECRET_NAMES: &[&str] = &[
 
 const MASK: &str = "***";
 
-pub fn mask_yaml(text: &str) -> Result<String, serde_yaml::Error> {
+pub(super) fn mask_yaml(text: &str) -> Result<String, serde_yaml::Error> {
     let mut value: Value = serde_yaml::from_str(text)?;
     mask_value(&mut value, false);
     serde_yaml::to_string(&value)
@@ -73,7 +73,7 @@ fn mask_string(s: &str) -> String {
 /// The config an operator edited in the console, with each `***` the console showed put back to
 /// the value it hides (found at the same place in the running config), so that a check judges
 /// the real values. Also returns those values, to scrub from whatever the check says.
-pub fn unmask_yaml(
+pub(super) fn unmask_yaml(
     edited: &str,
     original: &str,
 ) -> Result<(String, Vec<String>), serde_yaml::Error> {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// A cache size lookup must not hold a scrape for long.
 const USAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn serve(gateway: &Gateway) -> Response<Vec<u8>> {
+pub(crate) async fn serve(gateway: &Gateway) -> Response<Vec<u8>> {
     let mut e = Exposition::default();
     gateway.metrics.render(&mut e);
     live_state(gateway, &mut e);

@@ -9,10 +9,10 @@
 //! (`console.rs`), which needs the admin key for everything but its login page. The console's
 //! live tail streams, so this is an `HttpServerApp` that writes its own answers.
 
-pub mod board;
-pub mod console;
+pub(crate) mod board;
+pub(crate) mod console;
 mod mask;
-pub mod metrics;
+pub(crate) mod metrics;
 mod reply;
 
 use crate::state::Gateway;
@@ -23,7 +23,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
 
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     pub gateway: Arc<Gateway>,
 }
 
@@ -98,7 +98,7 @@ impl AdminApp {
 }
 
 /// A complete answer with its length (the app writes the body in one piece).
-pub fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+pub(crate) fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let len = resp.body().len();
@@ -115,7 +115,7 @@ pub fn text(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<V
 }
 
 /// The Pingora service for `addr`, ready to add to the server.
-pub fn service(
+pub(crate) fn service(
     gateway: Arc<Gateway>,
     addr: std::net::SocketAddr,
 ) -> pingora_core::services::listening::Service<AdminApp> {

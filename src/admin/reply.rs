@@ -5,7 +5,7 @@ use bytes::Bytes;
 use pingora_core::protocols::http::ServerSession;
 use serde::Serialize;
 
-pub enum Reply {
+pub(crate) enum Reply {
     /// An embedded asset.
     Static {
         body: &'static [u8],
@@ -22,23 +22,23 @@ pub enum Reply {
 }
 
 impl Reply {
-    pub fn json<T: Serialize>(value: &T) -> Reply {
+    pub(crate) fn json<T: Serialize>(value: &T) -> Reply {
         match serde_json::to_vec(value) {
             Ok(body) => Reply::body(200, "application/json", body),
             Err(_) => Reply::error(500, "could not encode the answer"),
         }
     }
 
-    pub fn text(content_type: &'static str, text: String) -> Reply {
+    pub(crate) fn text(content_type: &'static str, text: String) -> Reply {
         Reply::body(200, content_type, text.into_bytes())
     }
 
-    pub fn empty(status: u16) -> Reply {
+    pub(crate) fn empty(status: u16) -> Reply {
         Reply::body(status, "text/plain", Vec::new())
     }
 
     /// An OpenAI-shaped error, like the proxy's own.
-    pub fn error(status: u16, message: &str) -> Reply {
+    pub(crate) fn error(status: u16, message: &str) -> Reply {
         let body = serde_json::json!({"error": {
             "message": message,
             "type": if status == 401 { "authentication_error" } else { "invalid_request_error" },
@@ -57,7 +57,7 @@ impl Reply {
         }
     }
 
-    pub fn with_header(self, name: &'static str, value: String) -> Reply {
+    pub(crate) fn with_header(self, name: &'static str, value: String) -> Reply {
         match self {
             Reply::Static { body, content_type } => Reply::Body {
                 status: 200,
@@ -84,7 +84,7 @@ impl Reply {
     }
 
     /// Write the reply. `false`: the connection cannot be reused.
-    pub async fn send(self, http: &mut ServerSession) -> bool {
+    pub(crate) async fn send(self, http: &mut ServerSession) -> bool {
         let (status, content_type, body, headers) = match self {
             Reply::Streamed => return false,
             Reply::Static { body, content_type } => {
@@ -124,7 +124,7 @@ impl Reply {
 }
 
 /// The request body, up to `limit` bytes; a larger one is answered with 413.
-pub async fn read_body(http: &mut ServerSession, limit: usize) -> Result<Vec<u8>, Reply> {
+pub(super) async fn read_body(http: &mut ServerSession, limit: usize) -> Result<Vec<u8>, Reply> {
     let mut body = Vec::new();
     loop {
         match http.read_request_body().await {

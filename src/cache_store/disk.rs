@@ -28,7 +28,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub struct DiskBackend {
+pub(crate) struct DiskBackend {
     dir: PathBuf,
     /// id → route, for every file this process knows of.
     index: Mutex<HashMap<Digest, String>>,
@@ -39,7 +39,7 @@ pub struct DiskBackend {
 impl DiskBackend {
     /// Open (creating) the directory, clear unfinished writes, drop expired and unreadable
     /// entries, index the rest. Runs once at startup.
-    pub fn open(dir: &Path, budget: usize) -> Result<Self, String> {
+    pub(crate) fn open(dir: &Path, budget: usize) -> Result<Self, String> {
         let tmp = dir.join("tmp");
         std::fs::create_dir_all(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;

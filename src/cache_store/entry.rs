@@ -21,7 +21,7 @@ const MAGIC: &[u8; 8] = b"LLMFCE01";
 /// budget bounds the process's memory, not just the payload.
 const OVERHEAD: usize = 1024;
 
-pub struct Entry {
+pub(crate) struct Entry {
     /// The route prefix that produced it (purge by route, stats); not secret.
     pub route: String,
     /// Unix time in ms after which the entry is not served.
@@ -38,7 +38,7 @@ pub struct Entry {
 impl Entry {
     /// Bytes the entry accounts for against a budget: body, meta and a fixed overhead for the
     /// structures around them.
-    pub fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         self.body.len()
             + self.meta.0.len()
             + self.meta.1.len()
@@ -48,7 +48,7 @@ impl Entry {
     }
 
     /// Chunk `i`'s range in `body`.
-    pub fn chunk(&self, i: usize) -> Option<std::ops::Range<usize>> {
+    pub(crate) fn chunk(&self, i: usize) -> Option<std::ops::Range<usize>> {
         let end = *self.ends.get(i)? as usize;
         let start = i.checked_sub(1).map_or(0, |p| self.ends[p] as usize);
         Some(start..end)
@@ -56,7 +56,7 @@ impl Entry {
 
     /// Chunks from `from` as one slice of at most `max` bytes (at least one chunk), and the
     /// index after it.
-    pub fn run(&self, from: usize, max: usize) -> Option<(Bytes, usize)> {
+    pub(crate) fn run(&self, from: usize, max: usize) -> Option<(Bytes, usize)> {
         let first = self.chunk(from)?;
         let mut next = from + 1;
         let mut end = first.end;
@@ -67,11 +67,11 @@ impl Entry {
         Some((self.body.slice(first.start..end), next))
     }
 
-    pub fn is_expired(&self, now_ms: u64) -> bool {
+    pub(crate) fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_ms <= now_ms
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.weight() + 64);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.expires_ms.to_be_bytes());
@@ -91,7 +91,7 @@ impl Entry {
     }
 
     /// Decode a blob; `None` for anything not written whole by `encode`.
-    pub fn decode(blob: Bytes) -> Option<Entry> {
+    pub(crate) fn decode(blob: Bytes) -> Option<Entry> {
         if blob.len() < MAGIC.len() + 8 + 32 {
             return None;
         }
@@ -121,7 +121,7 @@ impl Entry {
     }
 
     /// Only the expiry and route of a blob (the disk index at startup), checksum not verified.
-    pub fn peek_header(head: &[u8]) -> Option<(u64, String)> {
+    pub(crate) fn peek_header(head: &[u8]) -> Option<(u64, String)> {
         if head.len() < 8 + 8 + 4 || &head[..8] != MAGIC {
             return None;
         }
@@ -166,7 +166,7 @@ impl Reader<'_> {
 /// not end with a terminal event — `data: [DONE]` (OpenAI), or an event typed
 /// `response.completed` (Responses API) or `message_stop` (Anthropic) — so a truncated stream
 /// is never stored.
-pub fn split_sse(body: &[u8]) -> Option<Vec<u32>> {
+pub(crate) fn split_sse(body: &[u8]) -> Option<Vec<u32>> {
     let mut parser = SseParser::new();
     let mut starts = Vec::new();
     let mut last_terminal = false;
@@ -198,7 +198,7 @@ pub fn split_sse(body: &[u8]) -> Option<Vec<u32>> {
 }
 
 /// Chunk ends for a non-stream body: at most `max` bytes each (bounded writes downstream).
-pub fn split_plain(len: usize, max: usize) -> Vec<u32> {
+pub(crate) fn split_plain(len: usize, max: usize) -> Vec<u32> {
     let mut ends = Vec::with_capacity(len / max + 1);
     let mut at = 0;
     while at < len {

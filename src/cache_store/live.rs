@@ -23,14 +23,14 @@ use tokio::sync::Notify;
 
 /// Fills in progress by key.
 #[derive(Default)]
-pub struct LiveFills(Mutex<HashMap<Digest, Arc<Fill>>>);
+pub(crate) struct LiveFills(Mutex<HashMap<Digest, Arc<Fill>>>);
 
 impl LiveFills {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn start(&self, id: Digest, meta: (Vec<u8>, Vec<u8>)) -> Arc<Fill> {
+    pub(crate) fn start(&self, id: Digest, meta: (Vec<u8>, Vec<u8>)) -> Arc<Fill> {
         let fill = Arc::new(Fill {
             meta,
             state: Mutex::new(State::default()),
@@ -40,12 +40,12 @@ impl LiveFills {
         fill
     }
 
-    pub fn get(&self, id: &Digest) -> Option<Arc<Fill>> {
+    pub(crate) fn get(&self, id: &Digest) -> Option<Arc<Fill>> {
         self.map().get(id).cloned()
     }
 
     /// Forget `fill` (not a newer one under the same key).
-    pub fn remove(&self, id: &Digest, fill: &Arc<Fill>) {
+    pub(crate) fn remove(&self, id: &Digest, fill: &Arc<Fill>) {
         let mut map = self.map();
         if map.get(id).is_some_and(|f| Arc::ptr_eq(f, fill)) {
             map.remove(id);
@@ -53,7 +53,7 @@ impl LiveFills {
     }
 }
 
-pub struct Fill {
+pub(crate) struct Fill {
     /// The serialized `CacheMeta` readers answer with.
     pub meta: (Vec<u8>, Vec<u8>),
     state: Mutex<State>,
@@ -72,22 +72,22 @@ impl Fill {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn push(&self, data: Bytes) {
+    pub(crate) fn push(&self, data: Bytes) {
         self.state().chunks.push(data);
         self.notify.notify_waiters();
     }
 
-    pub fn end(&self, complete: bool) {
+    pub(crate) fn end(&self, complete: bool) {
         self.state().end.get_or_insert(complete);
         self.notify.notify_waiters();
     }
 
     /// Whether the stream so far ends with its terminal event (for a fill too large to keep).
-    pub fn is_complete_sse(&self) -> bool {
+    pub(crate) fn is_complete_sse(&self) -> bool {
         super::entry::split_sse(&self.state().chunks.concat()).is_some()
     }
 
-    pub fn reader(self: &Arc<Self>) -> LiveHit {
+    pub(crate) fn reader(self: &Arc<Self>) -> LiveHit {
         LiveHit {
             fill: Arc::clone(self),
             next: 0,
@@ -96,7 +96,7 @@ impl Fill {
 }
 
 /// Reads a fill as it grows.
-pub struct LiveHit {
+pub(crate) struct LiveHit {
     fill: Arc<Fill>,
     next: usize,
 }
@@ -150,7 +150,7 @@ impl HandleHit for LiveHit {
 
 /// A miss's share in its live fill: ends it as broken if the miss is dropped unfinished
 /// (upstream cut, request aborted).
-pub struct LiveShare {
+pub(crate) struct LiveShare {
     pub store: &'static CacheStore,
     pub id: Digest,
     pub fill: Arc<Fill>,
@@ -158,7 +158,7 @@ pub struct LiveShare {
 
 impl LiveShare {
     /// The fill is over: readers end cleanly (`complete`) or fail; new lookups go to the store.
-    pub fn close(&self, complete: bool) {
+    pub(crate) fn close(&self, complete: bool) {
         self.fill.end(complete);
         if let Some(live) = &self.store.live {
             live.remove(&self.id, &self.fill);

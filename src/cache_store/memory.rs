@@ -14,19 +14,19 @@ use std::sync::{Arc, RwLock};
 
 const SHARDS: usize = 16;
 
-pub struct MemoryBackend {
+pub(crate) struct MemoryBackend {
     map: RwLock<HashMap<Digest, Arc<Entry>>>,
     lru: Lru<Digest, SHARDS>,
     budget: usize,
 }
 
 /// pingora-lru keys are u64: the digest's first 8 bytes (it is a SHA-256, so well spread).
-pub fn lru_key(id: &Digest) -> u64 {
+pub(crate) fn lru_key(id: &Digest) -> u64 {
     u64::from_le_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]])
 }
 
 impl MemoryBackend {
-    pub fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         MemoryBackend {
             map: RwLock::new(HashMap::new()),
             lru: Lru::with_capacity(budget, 1024),

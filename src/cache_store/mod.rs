@@ -13,12 +13,12 @@
 //! Pingora wants `&'static` storage; a store is built once per gateway and leaked (tests start
 //! a few gateways per process; a real process builds one).
 
-pub mod disk;
-pub mod entry;
-pub mod live;
-pub mod memory;
-pub mod policy;
-pub mod redis;
+pub(crate) mod disk;
+pub(crate) mod entry;
+pub(crate) mod live;
+pub(crate) mod memory;
+pub(crate) mod policy;
+pub(crate) mod redis;
 
 use crate::cache_key::{parse_hex, Digest};
 use async_trait::async_trait;
@@ -35,18 +35,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub type BackendResult<T> = Result<T, String>;
+pub(crate) type BackendResult<T> = Result<T, String>;
 
 /// Entries and bytes a backend holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub entries: u64,
     pub bytes: u64,
 }
 
 /// What a backend does; [`CacheStore`] does the rest.
 #[async_trait]
-pub trait Backend: Send + Sync {
+pub(crate) trait Backend: Send + Sync {
     async fn get(&self, id: &Digest) -> BackendResult<Option<Arc<Entry>>>;
     async fn put(&self, id: Digest, entry: Arc<Entry>) -> BackendResult<()>;
     async fn remove(&self, id: &Digest) -> BackendResult<bool>;
@@ -58,7 +58,7 @@ pub trait Backend: Send + Sync {
 
 /// Counters since start (this process).
 #[derive(Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub stored: AtomicU64,
@@ -70,7 +70,7 @@ pub struct Counters {
 /// Largest chunk a non-stream body is replayed in.
 const PLAIN_CHUNK: usize = 64 * 1024;
 
-pub struct CacheStore {
+pub(crate) struct CacheStore {
     backend: Box<dyn Backend>,
     max_entry: usize,
     pub counters: Counters,
@@ -79,7 +79,11 @@ pub struct CacheStore {
 }
 
 impl CacheStore {
-    pub fn new(backend: Box<dyn Backend>, max_entry: usize, fill_after_disconnect: bool) -> Self {
+    pub(crate) fn new(
+        backend: Box<dyn Backend>,
+        max_entry: usize,
+        fill_after_disconnect: bool,
+    ) -> Self {
         CacheStore {
             backend,
             max_entry,
@@ -95,7 +99,7 @@ impl CacheStore {
         Some((meta, Box::new(fill.reader())))
     }
 
-    pub fn backend(&self) -> &dyn Backend {
+    pub(crate) fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
 
@@ -106,7 +110,7 @@ impl CacheStore {
 
     /// The complete, fresh entry stored under `id` and its head (never a fill in progress).
     /// An expired or unreadable entry is removed; a failing backend is a miss.
-    pub async fn stored(&self, id: &Digest) -> Option<(CacheMeta, Arc<Entry>)> {
+    pub(crate) async fn stored(&self, id: &Digest) -> Option<(CacheMeta, Arc<Entry>)> {
         let entry = match self.backend.get(id).await {
             Ok(Some(e)) => e,
             Ok(None) => return None,
@@ -127,12 +131,12 @@ impl CacheStore {
     }
 
     /// Remove one entry by its id (the `x-cache-key` of a response).
-    pub async fn purge_key(&self, id: &Digest) -> BackendResult<u64> {
+    pub(crate) async fn purge_key(&self, id: &Digest) -> BackendResult<u64> {
         self.backend.remove(id).await.map(u64::from)
     }
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -264,7 +268,7 @@ struct Hit {
 
 /// Let a hit send runs of whole chunks (events) of up to `bytes` per write, for a client whose
 /// stream is not paced: fewer writes, same bytes.
-pub fn batch_hit(handler: &mut HitHandler, bytes: usize) {
+pub(crate) fn batch_hit(handler: &mut HitHandler, bytes: usize) {
     if let Some(hit) = handler.as_any_mut().downcast_mut::<Hit>() {
         hit.batch = bytes;
     }
@@ -393,7 +397,7 @@ impl Miss {
 }
 
 /// Bound a backend call; a slow backend is a failed one.
-pub async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     timeout: Duration,
     call: impl std::future::Future<Output = BackendResult<T>>,
 ) -> BackendResult<T> {
@@ -404,13 +408,13 @@ pub async fn bounded<T>(
 }
 
 /// The id Pingora's lock table and our backends agree on, from our digest.
-pub fn cache_key(id: &Digest, route: &str) -> CacheKey {
+pub(crate) fn cache_key(id: &Digest, route: &str) -> CacheKey {
     CacheKey::new(crate::cache_key::hex(id), route)
 }
 
 /// The cache as the gateway holds it: the store, the lock that collapses identical requests,
 /// and the settings.
-pub struct Cache {
+pub(crate) struct Cache {
     pub store: &'static CacheStore,
     pub lock: &'static pingora_cache::lock::CacheKeyLockImpl,
     pub config: crate::config::CacheConfig,
@@ -419,7 +423,7 @@ pub struct Cache {
 impl Cache {
     /// Open the configured backend (a directory is created and indexed now; Redis is connected
     /// on first use).
-    pub fn build(
+    pub(crate) fn build(
         config: &crate::config::CacheConfig,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Cache, String> {

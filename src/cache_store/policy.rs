@@ -10,7 +10,7 @@ use std::time::Duration;
 const OPENAI_DEFAULT: [&str; 3] = ["/chat/completions", "/completions", "/embeddings"];
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RoutePolicy {
+pub(crate) struct RoutePolicy {
     /// Exact paths below the prefix; `None`: the defaults for the route type.
     paths: Option<Vec<String>>,
     kind: RouteKind,
@@ -23,7 +23,7 @@ pub struct RoutePolicy {
 
 impl RoutePolicy {
     /// The route's policy; `None`: the route never caches.
-    pub fn of(cache: &CacheConfig, route: &RouteConfig) -> Option<RoutePolicy> {
+    pub(crate) fn of(cache: &CacheConfig, route: &RouteConfig) -> Option<RoutePolicy> {
         if route.kind == RouteKind::Benchmark {
             return None;
         }
@@ -42,7 +42,7 @@ impl RoutePolicy {
     }
 
     /// Whether `method` on `path` (below the prefix, without the query) may be cached.
-    pub fn covers(&self, method: &http::Method, path: &str) -> bool {
+    pub(crate) fn covers(&self, method: &http::Method, path: &str) -> bool {
         match &self.paths {
             Some(paths) => paths.iter().any(|p| p == path),
             None => match self.kind {

@@ -21,12 +21,16 @@ use std::time::Duration;
 
 const PREFIX: &str = "llmf:cache:";
 
-pub struct RedisBackend {
+pub(crate) struct RedisBackend {
     redis: LazyRedis,
 }
 
 impl RedisBackend {
-    pub fn new(url: &str, timeout: Duration, ca_file: Option<&Path>) -> Result<Self, String> {
+    pub(crate) fn new(
+        url: &str,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
         Ok(RedisBackend {
             redis: LazyRedis::open(url, timeout, ca_file)?,
         })

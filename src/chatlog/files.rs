@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 
 /// Name of the file currently written in each route directory.
-pub const ACTIVE_FILE: &str = "chat.jsonl";
+pub(crate) const ACTIVE_FILE: &str = "chat.jsonl";
 /// Longest route slug; leaves room for the file names inside a 255-byte path component.
 pub(super) const MAX_SLUG_LEN: usize = 100;
 
@@ -19,7 +19,7 @@ pub(super) const MAX_SLUG_LEN: usize = 100;
 /// `root`. So `/` → `root`, `/openai` → `openai`, `/a/b` → `a_b`; `.` never survives, so a slug
 /// can never climb out of the log directory. Distinct routes can share a slug (`/a/b`, `/a_b`);
 /// they then share a directory, and each record still carries its `route`.
-pub fn route_slug(route: &str) -> String {
+pub(crate) fn route_slug(route: &str) -> String {
     let mut slug = String::with_capacity(route.len().min(MAX_SLUG_LEN));
     for c in route.chars() {
         if slug.len() >= MAX_SLUG_LEN {
@@ -41,7 +41,7 @@ pub fn route_slug(route: &str) -> String {
 }
 
 /// Whether `name` is a rotated log file, `chat.YYYYMMDDTHHMMSS.mmmZ.jsonl`.
-pub fn is_rotated_name(name: &str) -> bool {
+pub(crate) fn is_rotated_name(name: &str) -> bool {
     let Some(stamp) = name
         .strip_prefix("chat.")
         .and_then(|rest| rest.strip_suffix(".jsonl"))
@@ -60,7 +60,7 @@ pub fn is_rotated_name(name: &str) -> bool {
 
 /// The log files of one route directory, oldest first: rotated files by name (which is time
 /// order), then the active `chat.jsonl`. Missing directory → empty list.
-pub fn log_files(route_dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn log_files(route_dir: &Path) -> io::Result<Vec<PathBuf>> {
     let entries = match fs::read_dir(route_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -93,7 +93,7 @@ fn utc(ms: u64) -> DateTime<Utc> {
 }
 
 /// Milliseconds since the Unix epoch → RFC 3339 (`2026-11-28T13:20:05.123Z`), for records.
-pub fn rfc3339_utc(ms: u64) -> String {
+pub(crate) fn rfc3339_utc(ms: u64) -> String {
     utc(ms).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

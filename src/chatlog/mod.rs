@@ -33,7 +33,7 @@
 //! directories and files and their UTC stamps; `writer` is the thread that buffers and writes,
 //! and `rotation` renames full files and prunes old ones.
 
-pub mod files;
+pub(crate) mod files;
 mod rotation;
 mod writer;
 
@@ -48,7 +48,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-pub use files::{is_rotated_name, log_files, rfc3339_utc, route_slug, ACTIVE_FILE};
+#[cfg(test)]
+pub(crate) use files::{is_rotated_name, ACTIVE_FILE};
+pub(crate) use files::{log_files, rfc3339_utc, route_slug};
 use writer::{writer_thread, Writer};
 
 /// At most one warning of each kind per this interval, so a full disk or a flood does not turn

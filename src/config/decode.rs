@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// A value in the document and the path that leads to it.
 #[derive(Clone)]
-pub struct Node<'a> {
+pub(super) struct Node<'a> {
     pub value: &'a Value,
     pub path: String,
 }
@@ -27,7 +27,7 @@ pub struct Node<'a> {
 /// never be set: it would be reported unknown), and so does a document that decodes without a
 /// problem while a key that is present and declared was never read (it would be accepted and
 /// silently ignored); see `load::parse_bytes`.
-pub struct Fields<'a> {
+pub(super) struct Fields<'a> {
     map: &'a Mapping,
     path: String,
     #[cfg(test)]
@@ -35,10 +35,10 @@ pub struct Fields<'a> {
 }
 
 /// Lets `${VAR}` look-ups be replaced in tests and by `import-env`.
-pub type EnvLookup<'e> = &'e dyn Fn(&str) -> Option<String>;
+pub(super) type EnvLookup<'e> = &'e dyn Fn(&str) -> Option<String>;
 
 /// The decoding context: where problems go and how `${VAR}` is resolved.
-pub struct Decoder<'e> {
+pub(super) struct Decoder<'e> {
     pub problems: Problems,
     /// `${VAR}` values expanded into URLs (`redact.rs`).
     pub secrets: Secrets,
@@ -46,7 +46,7 @@ pub struct Decoder<'e> {
 }
 
 impl<'e> Decoder<'e> {
-    pub fn new(env: EnvLookup<'e>) -> Self {
+    pub(super) fn new(env: EnvLookup<'e>) -> Self {
         Decoder {
             problems: Problems::default(),
             secrets: Secrets::default(),
@@ -54,12 +54,12 @@ impl<'e> Decoder<'e> {
         }
     }
 
-    pub fn problem(&mut self, path: &str, value: Option<&Value>, why: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: &str, value: Option<&Value>, why: impl Into<String>) {
         self.problems.add(path, value.map(show), why);
     }
 
     /// Check that `node` is a mapping whose keys are all in `allowed`.
-    pub fn fields<'a>(&mut self, node: &Node<'a>, allowed: &[&str]) -> Option<Fields<'a>> {
+    pub(super) fn fields<'a>(&mut self, node: &Node<'a>, allowed: &[&str]) -> Option<Fields<'a>> {
         let map = match node.value {
             Value::Mapping(m) => m,
             Value::Null => return None,
@@ -94,7 +94,7 @@ impl<'e> Decoder<'e> {
         })
     }
 
-    pub fn string(&mut self, node: &Node<'_>) -> Option<String> {
+    pub(super) fn string(&mut self, node: &Node<'_>) -> Option<String> {
         match node.value {
             Value::String(s) => self.expand(&node.path, s),
             Value::Number(n) => Some(n.to_string()),
@@ -105,7 +105,7 @@ impl<'e> Decoder<'e> {
         }
     }
 
-    pub fn boolean(&mut self, node: &Node<'_>) -> Option<bool> {
+    pub(super) fn boolean(&mut self, node: &Node<'_>) -> Option<bool> {
         match node.value {
             Value::Bool(b) => Some(*b),
             other => {
@@ -116,7 +116,7 @@ impl<'e> Decoder<'e> {
     }
 
     /// The entries of a mapping with user-chosen keys (pool and tenant names), in order.
-    pub fn entries<'a>(&mut self, node: &Node<'a>) -> Option<Vec<(String, Node<'a>)>> {
+    pub(super) fn entries<'a>(&mut self, node: &Node<'a>) -> Option<Vec<(String, Node<'a>)>> {
         let Value::Mapping(map) = node.value else {
             self.problem(
                 &node.path,
@@ -145,7 +145,7 @@ impl<'e> Decoder<'e> {
         Some(out)
     }
 
-    pub fn uint(&mut self, node: &Node<'_>, min: u64, max: u64) -> Option<u64> {
+    pub(super) fn uint(&mut self, node: &Node<'_>, min: u64, max: u64) -> Option<u64> {
         match node.value.as_u64() {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
@@ -156,16 +156,16 @@ impl<'e> Decoder<'e> {
         }
     }
 
-    pub fn duration(&mut self, node: &Node<'_>) -> Option<Duration> {
+    pub(super) fn duration(&mut self, node: &Node<'_>) -> Option<Duration> {
         self.parsed(node, units::parse_duration)
     }
 
-    pub fn size(&mut self, node: &Node<'_>) -> Option<u64> {
+    pub(super) fn size(&mut self, node: &Node<'_>) -> Option<u64> {
         self.parsed(node, units::parse_size)
     }
 
     /// A string (or number) turned into `T` by `parse`, whose error becomes the problem's reason.
-    pub fn parsed<T>(
+    pub(super) fn parsed<T>(
         &mut self,
         node: &Node<'_>,
         parse: impl FnOnce(&str) -> Result<T, String>,
@@ -186,7 +186,7 @@ impl<'e> Decoder<'e> {
     }
 
     /// The items of a sequence, each with its indexed path.
-    pub fn seq<'a>(&mut self, node: &Node<'a>) -> Vec<Node<'a>> {
+    pub(super) fn seq<'a>(&mut self, node: &Node<'a>) -> Vec<Node<'a>> {
         let Value::Sequence(items) = node.value else {
             self.problem(&node.path, Some(node.value), "expected a list");
             return Vec::new();
@@ -242,7 +242,7 @@ impl<'e> Decoder<'e> {
 }
 
 impl<'a> Node<'a> {
-    pub fn root(value: &'a Value) -> Self {
+    pub(super) fn root(value: &'a Value) -> Self {
         Node {
             value,
             path: String::new(),
@@ -252,7 +252,7 @@ impl<'a> Node<'a> {
 
 impl<'a> Fields<'a> {
     /// The value at `key`, if present and not null.
-    pub fn get(&self, key: &str) -> Option<Node<'a>> {
+    pub(super) fn get(&self, key: &str) -> Option<Node<'a>> {
         #[cfg(test)]
         self.audit.read(key, &self.path);
         let value = self.map.get(key)?;
@@ -265,7 +265,7 @@ impl<'a> Fields<'a> {
         })
     }
 
-    pub fn path_of(&self, key: &str) -> String {
+    pub(super) fn path_of(&self, key: &str) -> String {
         join(&self.path, key)
     }
 }

@@ -3,7 +3,7 @@
 //! lines (multi-line JSON is common in openai-forward's samples).
 
 /// Parse `.env` text into ordered pairs; a malformed line is reported by its 1-based number.
-pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
+pub(super) fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     let mut lines = text.lines().enumerate();
     while let Some((n, line)) = lines.next() {

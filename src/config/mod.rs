@@ -27,7 +27,6 @@ pub use load::{load_file, parse_bytes, MAX_CONFIG_BYTES};
 pub use model::*;
 pub use model_upstream::*;
 pub use problems::{ConfigError, Problem, Problems};
-pub use schema::parse_upstream_url;
 pub use schema_cache::{CacheBackendConfig, CacheConfig, CacheRouteConfig};
 pub use source::ConfigSource;
 

@@ -5,7 +5,7 @@
 //! that silently does nothing cannot pass for one in force.
 
 /// Variables mapped onto the config.
-pub const MAPPED: &[&str] = &[
+pub(super) const MAPPED: &[&str] = &[
     "FORWARD_CONFIG",
     "OPENAI_API_KEY_CONFIG",
     "FORWARD_KEY_CONFIG",
@@ -35,7 +35,7 @@ pub const MAPPED: &[&str] = &[
 ];
 
 /// Variables read but not used, with why.
-pub const IGNORED: &[(&str, &str)] = &[
+pub(super) const IGNORED: &[(&str, &str)] = &[
     (
         "ITER_CHUNK_TYPE",
         "chunks go to the client as the upstream sends them; TOKEN_RATE_LIMIT paces by tokens",
@@ -81,7 +81,7 @@ pub const IGNORED: &[(&str, &str)] = &[
 /// The warnings for a set of variable names: `(name, from_dotenv)`. Every name in a `.env`
 /// file is meant for the gateway, so an unknown one is reported; the process environment holds
 /// everything else on the machine too, so there only a near miss of a known name is.
-pub fn warnings<'a>(names: impl Iterator<Item = (&'a str, bool)>) -> Vec<String> {
+pub(super) fn warnings<'a>(names: impl Iterator<Item = (&'a str, bool)>) -> Vec<String> {
     let mut out = Vec::new();
     for (name, from_dotenv) in names {
         if MAPPED.contains(&name) || is_generic(name) {

@@ -4,7 +4,7 @@
 use super::decode::{Decoder, Node};
 use super::model::*;
 use super::schema_routes::decode_routes;
-pub use super::schema_routes::{parse_key_placement, parse_upstream_url};
+pub(super) use super::schema_routes::{parse_key_placement, parse_upstream_url};
 use super::{
     schema_admin, schema_auth, schema_cache, schema_limits, schema_redis, schema_telemetry,
     validate,
@@ -41,7 +41,7 @@ const SERVER: &[&str] = &[
     "body_timeout",
 ];
 /// Decode a whole document. `None` when any problem was recorded.
-pub fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
+pub(super) fn decode_config(d: &mut Decoder<'_>, root: &Node<'_>) -> Option<Config> {
     if root.value.is_null() {
         d.problem("", None, "the config is empty; it needs at least `routes`");
         return None;

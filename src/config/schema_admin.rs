@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 
 const ADMIN: &[&str] = &["enabled", "listen", "key", "ui", "ui_messages"];
 
-pub fn decode_admin(d: &mut Decoder<'_>, node: &Node<'_>, proxy: &[SocketAddr]) -> AdminConfig {
+pub(super) fn decode_admin(
+    d: &mut Decoder<'_>,
+    node: &Node<'_>,
+    proxy: &[SocketAddr],
+) -> AdminConfig {
     let mut admin = AdminConfig::default();
     let Some(f) = d.fields(node, ADMIN) else {
         return admin;

@@ -21,7 +21,7 @@ const KEY_HEALTH: &[&str] = &[
 ];
 
 /// `upstream_keys: {pool: [key, …]}`; a key is a string or `{key, name, weight}`.
-pub fn decode_pools(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<KeyPoolConfig> {
+pub(super) fn decode_pools(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<KeyPoolConfig> {
     let Some(entries) = d.entries(node) else {
         return Vec::new();
     };
@@ -66,7 +66,7 @@ fn decode_upstream_key(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<UpstreamK
 }
 
 /// `key_health: {refusals, refusal_window, probe_after, probe_max, cooldown, cooldown_max}`.
-pub fn decode_key_health(d: &mut Decoder<'_>, node: &Node<'_>) -> KeyHealthConfig {
+pub(super) fn decode_key_health(d: &mut Decoder<'_>, node: &Node<'_>) -> KeyHealthConfig {
     let mut h = KeyHealthConfig::default();
     let Some(f) = d.fields(node, KEY_HEALTH) else {
         return h;
@@ -103,7 +103,7 @@ pub fn decode_key_health(d: &mut Decoder<'_>, node: &Node<'_>) -> KeyHealthConfi
 }
 
 /// `tenants: {name: {models, routes, pools, access}}`.
-pub fn decode_tenants(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<TenantConfig> {
+pub(super) fn decode_tenants(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<TenantConfig> {
     let Some(entries) = d.entries(node) else {
         return Vec::new();
     };
@@ -149,7 +149,7 @@ pub fn decode_tenants(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<TenantConfig>
 }
 
 /// `forward_keys: [{key, tenant, name, access}]`.
-pub fn decode_forward_keys(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<ForwardKeyConfig> {
+pub(super) fn decode_forward_keys(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<ForwardKeyConfig> {
     let mut keys = Vec::new();
     for item in d.seq(node) {
         let Some(f) = d.fields(&item, FORWARD_KEY) else {
@@ -191,7 +191,7 @@ pub fn decode_forward_keys(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<ForwardK
 }
 
 /// The top-level `access:` section.
-pub fn decode_access(d: &mut Decoder<'_>, node: &Node<'_>) -> AccessConfig {
+pub(super) fn decode_access(d: &mut Decoder<'_>, node: &Node<'_>) -> AccessConfig {
     let Some(f) = d.fields(node, ACCESS) else {
         return AccessConfig::default();
     };
@@ -208,7 +208,7 @@ pub fn decode_access(d: &mut Decoder<'_>, node: &Node<'_>) -> AccessConfig {
 }
 
 /// `{allow: [cidr…], deny: [cidr…]}` (routes, tenants, keys).
-pub fn decode_rules(d: &mut Decoder<'_>, node: &Node<'_>) -> IpRulesConfig {
+pub(super) fn decode_rules(d: &mut Decoder<'_>, node: &Node<'_>) -> IpRulesConfig {
     let Some(f) = d.fields(node, RULES) else {
         return IpRulesConfig::default();
     };
@@ -218,7 +218,7 @@ pub fn decode_rules(d: &mut Decoder<'_>, node: &Node<'_>) -> IpRulesConfig {
     }
 }
 
-pub fn decode_cors(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<CorsConfig> {
+pub(super) fn decode_cors(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<CorsConfig> {
     let f = d.fields(node, CORS)?;
     let allow_origins = f
         .get("allow_origins")
@@ -245,7 +245,7 @@ pub fn decode_cors(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<CorsConfig> {
 }
 
 /// A list of strings (a single string counts as a list of one).
-pub fn strings(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<String> {
+pub(super) fn strings(d: &mut Decoder<'_>, node: &Node<'_>) -> Vec<String> {
     if node.value.is_string() {
         return d.string(node).into_iter().collect();
     }

@@ -94,7 +94,11 @@ const CACHE: &[&str] = &[
 ];
 const ROUTE: &[&str] = &["route", "paths", "default", "ttl", "shared"];
 
-pub fn decode_cache(d: &mut Decoder<'_>, node: &Node<'_>, routes: &[RouteConfig]) -> CacheConfig {
+pub(super) fn decode_cache(
+    d: &mut Decoder<'_>,
+    node: &Node<'_>,
+    routes: &[RouteConfig],
+) -> CacheConfig {
     let mut c = CacheConfig::default();
     let Some(f) = d.fields(node, CACHE) else {
         return c;

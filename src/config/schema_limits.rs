@@ -13,7 +13,7 @@ const LOG: &[&str] = &["chat", "print_chat"];
 const CHAT: &[&str] = &["dir", "routes", "messages", "max_file_size", "keep_files"];
 
 /// `log: {chat: {dir, routes, messages, max_file_size, keep_files}, print_chat}`.
-pub fn decode_log(d: &mut Decoder<'_>, node: &Node<'_>) -> LogConfig {
+pub(super) fn decode_log(d: &mut Decoder<'_>, node: &Node<'_>) -> LogConfig {
     let mut log = LogConfig::default();
     let Some(f) = d.fields(node, LOG) else {
         return log;
@@ -81,7 +81,7 @@ const RULE: &[&str] = &[
     "output_tokens_per_second",
 ];
 
-pub fn decode_limits(d: &mut Decoder<'_>, node: &Node<'_>) -> LimitsConfig {
+pub(super) fn decode_limits(d: &mut Decoder<'_>, node: &Node<'_>) -> LimitsConfig {
     let mut limits = LimitsConfig::default();
     let Some(f) = d.fields(node, LIMITS) else {
         return limits;

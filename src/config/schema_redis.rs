@@ -9,13 +9,13 @@ use super::schema_upstreams::ca_file;
 const REDIS: &[&str] = &["ca_file"];
 
 /// Whether a backend value is meant as a Redis URL.
-pub fn is_redis_url(s: &str) -> bool {
+pub(super) fn is_redis_url(s: &str) -> bool {
     s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("redis+unix://")
 }
 
 /// Check a Redis URL. Certificate checks of `rediss://` cannot be turned off (`#insecure`):
 /// a private CA goes in `redis.ca_file`.
-pub fn redis_url(s: &str) -> Result<String, String> {
+pub(super) fn redis_url(s: &str) -> Result<String, String> {
     let client = redis::Client::open(s).map_err(|e| format!("not a Redis URL: {e}"))?;
     if let redis::ConnectionAddr::TcpTls { insecure: true, .. } =
         client.get_connection_info().addr()
@@ -29,7 +29,7 @@ pub fn redis_url(s: &str) -> Result<String, String> {
 }
 
 /// `redis: {ca_file}`.
-pub fn decode_redis(d: &mut Decoder<'_>, node: &Node<'_>) -> RedisConfig {
+pub(super) fn decode_redis(d: &mut Decoder<'_>, node: &Node<'_>) -> RedisConfig {
     let mut r = RedisConfig::default();
     let Some(f) = d.fields(node, REDIS) else {
         return r;

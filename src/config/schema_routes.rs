@@ -219,7 +219,7 @@ fn decode_route_auth(d: &mut Decoder<'_>, node: &Node<'_>) -> RouteAuth {
 }
 
 /// `bearer`, a header name (`api-key`, `x-goog-api-key`), `query:NAME` or `none`.
-pub fn parse_key_placement(text: &str) -> Result<KeyPlacement, String> {
+pub(super) fn parse_key_placement(text: &str) -> Result<KeyPlacement, String> {
     let lower = text.trim().to_ascii_lowercase();
     if lower == "bearer" || lower == "authorization" {
         return Ok(KeyPlacement::Bearer);
@@ -245,7 +245,7 @@ pub fn parse_key_placement(text: &str) -> Result<KeyPlacement, String> {
 }
 
 /// Parse an upstream base URL: `http(s)://host[:port][/base/path]`, nothing else.
-pub fn parse_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
+pub(crate) fn parse_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
     let uri: http::Uri = text
         .parse()
         .map_err(|_| "not a URL; expected e.g. https://api.openai.com".to_string())?;

@@ -18,7 +18,7 @@ use std::time::Duration;
 const TELEMETRY: &[&str] = &["otlp"];
 const OTLP: &[&str] = &["endpoint", "headers", "service_name", "sample", "timeout"];
 
-pub fn decode_telemetry(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<TracingConfig> {
+pub(super) fn decode_telemetry(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<TracingConfig> {
     let f = d.fields(node, TELEMETRY)?;
     let otlp = f.get("otlp")?;
     let f = d.fields(&otlp, OTLP)?;

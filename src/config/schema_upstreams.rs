@@ -49,14 +49,14 @@ const BREAKER: &[&str] = &[
 ];
 
 /// What a route's upstreams take from the route unless they say otherwise.
-pub struct Inherited {
+pub(super) struct Inherited {
     pub timeouts: Timeouts,
     pub ca_file: Option<PathBuf>,
     pub proxy: Option<ProxyConfig>,
 }
 
 impl Inherited {
-    pub fn upstream(&self, url: UpstreamUrl) -> UpstreamConfig {
+    pub(super) fn upstream(&self, url: UpstreamUrl) -> UpstreamConfig {
         let mut u = UpstreamConfig::new(url, self.timeouts);
         u.ca_file = self.ca_file.clone();
         u.proxy = self.proxy.clone();
@@ -64,7 +64,7 @@ impl Inherited {
     }
 }
 
-pub fn decode_upstreams(
+pub(super) fn decode_upstreams(
     d: &mut Decoder<'_>,
     node: &Node<'_>,
     inherited: &Inherited,
@@ -202,7 +202,7 @@ fn decode_models(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<Vec<(String, St
     Some(out)
 }
 
-pub fn ca_file(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<PathBuf> {
+pub(super) fn ca_file(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<PathBuf> {
     let path = PathBuf::from(d.string(n)?);
     if !path.is_file() {
         d.problem(&n.path, Some(n.value), "no such file (a PEM CA bundle)");
@@ -212,7 +212,7 @@ pub fn ca_file(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<PathBuf> {
 }
 
 /// Timeouts over `base` (the route's, for an upstream's own block).
-pub fn decode_timeouts(d: &mut Decoder<'_>, node: &Node<'_>, base: Timeouts) -> Timeouts {
+pub(super) fn decode_timeouts(d: &mut Decoder<'_>, node: &Node<'_>, base: Timeouts) -> Timeouts {
     let mut t = base;
     let Some(f) = d.fields(node, TIMEOUTS) else {
         return t;
@@ -243,7 +243,7 @@ pub fn decode_timeouts(d: &mut Decoder<'_>, node: &Node<'_>, base: Timeouts) -> 
     t
 }
 
-pub fn decode_retry(d: &mut Decoder<'_>, node: &Node<'_>) -> RetryPolicy {
+pub(super) fn decode_retry(d: &mut Decoder<'_>, node: &Node<'_>) -> RetryPolicy {
     let mut retry = RetryPolicy::default();
     let Some(f) = d.fields(node, RETRY) else {
         return retry;
@@ -282,7 +282,7 @@ pub fn decode_retry(d: &mut Decoder<'_>, node: &Node<'_>) -> RetryPolicy {
     retry
 }
 
-pub fn decode_fallbacks(d: &mut Decoder<'_>, node: &Node<'_>) -> FallbackConfig {
+pub(super) fn decode_fallbacks(d: &mut Decoder<'_>, node: &Node<'_>) -> FallbackConfig {
     let mut fb = FallbackConfig::default();
     let Some(f) = d.fields(node, FALLBACKS) else {
         return fb;
@@ -308,7 +308,7 @@ pub fn decode_fallbacks(d: &mut Decoder<'_>, node: &Node<'_>) -> FallbackConfig 
     fb
 }
 
-pub fn decode_breaker(d: &mut Decoder<'_>, node: &Node<'_>) -> BreakerConfig {
+pub(super) fn decode_breaker(d: &mut Decoder<'_>, node: &Node<'_>) -> BreakerConfig {
     let mut b = BreakerConfig::default();
     let Some(f) = d.fields(node, BREAKER) else {
         return b;
@@ -342,7 +342,7 @@ pub fn decode_breaker(d: &mut Decoder<'_>, node: &Node<'_>) -> BreakerConfig {
 }
 
 /// A `proxy:` value; a bad one is reported without its text (it may carry a password).
-pub fn proxy_url(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<ProxyConfig> {
+pub(super) fn proxy_url(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<ProxyConfig> {
     let text = d.string(n)?;
     match parse_proxy_url(&text) {
         Ok(p) => Some(p),
@@ -355,7 +355,7 @@ pub fn proxy_url(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<ProxyConfig> {
 
 /// `http://[user:password@]host:port` (openai-forward's `PROXY`). Only HTTP proxies: the
 /// gateway tunnels through them with CONNECT.
-pub fn parse_proxy_url(text: &str) -> Result<ProxyConfig, String> {
+pub(super) fn parse_proxy_url(text: &str) -> Result<ProxyConfig, String> {
     let rest = text
         .strip_prefix("http://")
         .ok_or_else(|| "expected http://[user:password@]host:port (an HTTP proxy)".to_string())?;

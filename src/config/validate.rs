@@ -6,7 +6,7 @@ use super::model::*;
 use super::problems::Problems;
 use std::collections::{HashMap, HashSet};
 
-pub fn cross_check(config: &Config, problems: &mut Problems) {
+pub(super) fn cross_check(config: &Config, problems: &mut Problems) {
     // With live fills Pingora ignores the downstream errors that carry the stream deadlines
     // (it keeps filling the cache), so a missed deadline could neither fail over nor end the
     // stream: refuse the combination rather than run without the deadlines.

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 /// One converted chat, field for field (and in the order of) an `aifd convert` entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Conversation {
+pub(crate) struct Conversation {
     /// `YYYY-MM-DD HH:MM:SS`; the raw `time` if it is not RFC 3339; null without one.
     pub datetime: Option<String>,
     /// Client IP; `""` when unknown, as openai-forward wrote it.
@@ -22,10 +22,11 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    #[cfg(test)] // a convenience for the tests; the CLI reports per route
     /// As a JSON object. (Key order in a `serde_json::Value` is alphabetical unless the
     /// `preserve_order` feature is on; files are written from the struct, in openai-forward's
     /// order.)
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         let mut m = Map::new();
         m.insert(
             "datetime".into(),
@@ -44,7 +45,7 @@ impl Conversation {
 
 /// What happened to the records of one conversion.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ConvertStats {
+pub(crate) struct ConvertStats {
     /// Became an output entry.
     pub converted: u64,
     /// Well-formed but not a successful, complete chat (other endpoint, error status, cut-off
@@ -57,7 +58,7 @@ pub struct ConvertStats {
 /// Record-at-a-time converter that keeps the counts and the route seen, so a whole log never
 /// has to be in memory.
 #[derive(Debug, Default)]
-pub struct Converter {
+pub(crate) struct Converter {
     stats: ConvertStats,
     route: Option<String>,
 }
@@ -66,12 +67,12 @@ pub struct Converter {
 struct Malformed;
 
 impl Converter {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Converts (and counts) one parsed record; `None` when it is not an entry.
-    pub fn convert(&mut self, record: Value) -> Option<Conversation> {
+    pub(crate) fn convert(&mut self, record: Value) -> Option<Conversation> {
         let Value::Object(record) = record else {
             self.stats.malformed += 1;
             return None;
@@ -99,7 +100,7 @@ impl Converter {
     }
 
     /// Converts one raw log line; blank lines are ignored, unparsable ones counted as malformed.
-    pub fn convert_line(&mut self, line: &[u8]) -> Option<Conversation> {
+    pub(crate) fn convert_line(&mut self, line: &[u8]) -> Option<Conversation> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
@@ -112,19 +113,20 @@ impl Converter {
         }
     }
 
-    pub fn stats(&self) -> ConvertStats {
+    pub(crate) fn stats(&self) -> ConvertStats {
         self.stats
     }
 
     /// The first `route` seen in the records.
-    pub fn route(&self) -> Option<&str> {
+    pub(crate) fn route(&self) -> Option<&str> {
         self.route.as_deref()
     }
 }
 
+#[cfg(test)] // a convenience for the tests; the CLI reports per route
 /// Converts records (in log order) to the JSON array `aifd convert` would write. Records that
 /// are not successful complete chats are left out; see [`Converter`] for the counts.
-pub fn convert_records(records: impl Iterator<Item = Value>) -> Value {
+pub(crate) fn convert_records(records: impl Iterator<Item = Value>) -> Value {
     let mut converter = Converter::new();
     let entries = records.filter_map(|r| converter.convert(r));
     Value::Array(entries.map(|c| c.to_value()).collect())

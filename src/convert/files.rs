@@ -13,7 +13,7 @@ use crate::chatlog::{log_files, route_slug};
 
 /// One written output file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RouteOutput {
+pub(crate) struct RouteOutput {
     /// The route prefix, from the records (or guessed from the directory name).
     pub route: String,
     /// The `chat_<name>.json` file written.
@@ -26,7 +26,7 @@ pub struct RouteOutput {
 /// The output file name openai-forward gives a route: `chat_<route with / → _, trimmed>.json`,
 /// `chat_openai.json` for the root route. Characters other than ASCII letters, digits, `-`, `.`
 /// and `_` also become `_`, so the name is always one plain path component.
-pub fn output_file_name(route: &str) -> String {
+pub(crate) fn output_file_name(route: &str) -> String {
     let name: String = route
         .chars()
         .map(|c| {
@@ -44,10 +44,11 @@ pub fn output_file_name(route: &str) -> String {
     )
 }
 
+#[cfg(test)] // a convenience for the tests; the CLI reports per route
 /// Converts every route directory under `log_dir` (or `log_dir` itself, when it holds log
 /// files) into `out_dir/chat_<name>.json`, reading rotated files oldest first. Returns the
 /// files written.
-pub fn convert_dir(log_dir: &Path, out_dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn convert_dir(log_dir: &Path, out_dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(convert_dir_report(log_dir, out_dir)?
         .into_iter()
         .map(|o| o.path)
@@ -57,7 +58,7 @@ pub fn convert_dir(log_dir: &Path, out_dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// [`convert_dir`] with per-route counts, for the CLI to print. Route directories are handled
 /// in name order; when two routes map to the same openai-forward name (`/` and `/openai` are
 /// both `openai`), the later one is written as `chat_<directory>.json` instead, with a warning.
-pub fn convert_dir_report(log_dir: &Path, out_dir: &Path) -> io::Result<Vec<RouteOutput>> {
+pub(crate) fn convert_dir_report(log_dir: &Path, out_dir: &Path) -> io::Result<Vec<RouteOutput>> {
     let mut route_dirs = Vec::new();
     if log_files(log_dir).map_err(|e| at(log_dir, e))?.is_empty() {
         for entry in fs::read_dir(log_dir).map_err(|e| at(log_dir, e))? {

@@ -31,11 +31,14 @@
 //! Layout: [`entry`] turns one chat-log record into one entry; [`files`] walks the log
 //! directories and writes the output files.
 
-pub mod entry;
-pub mod files;
+pub(crate) mod entry;
+pub(crate) mod files;
 
 #[cfg(test)]
 mod tests;
 
-pub use entry::{convert_records, Conversation, ConvertStats, Converter};
-pub use files::{convert_dir, convert_dir_report, output_file_name, RouteOutput};
+#[cfg(test)]
+use entry::{convert_records, ConvertStats, Converter};
+pub(crate) use files::convert_dir_report;
+#[cfg(test)]
+use files::{convert_dir, output_file_name};

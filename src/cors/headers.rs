@@ -25,7 +25,7 @@ pub struct CorsHeaders {
 }
 
 /// The name the gateway's callers use for the response-header list.
-pub type Headers = CorsHeaders;
+pub(crate) type Headers = CorsHeaders;
 
 impl CorsHeaders {
     /// An empty list.

@@ -4,30 +4,30 @@
 use super::histogram::Snapshot;
 use std::fmt::{Display, Write};
 
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Default)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     out: String,
 }
 
 impl Exposition {
-    pub fn into_string(self) -> String {
+    pub(crate) fn into_string(self) -> String {
         self.out
     }
 
     /// Start a family: `kind` is `counter`, `gauge` or `histogram`.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+    pub(crate) fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+    pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
         self.out.push_str(name);
         self.labels(labels, None);
         let _ = writeln!(self.out, " {value}");
     }
 
-    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], s: &Snapshot) {
+    pub(crate) fn histogram(&mut self, name: &str, labels: &[(&str, &str)], s: &Snapshot) {
         for (le, count) in &s.buckets {
             let _ = write!(self.out, "{name}_bucket");
             self.labels(labels, Some(&le.to_string()));

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bucket upper bounds in integer units, and how many units make one exposed unit (1e6 µs per
 /// second; 1 for tokens).
-pub struct Buckets {
+pub(crate) struct Buckets {
     pub bounds: &'static [u64],
     pub per_unit: u64,
 }
 
 /// `gen_ai.server.request.duration` (OpenTelemetry's advisory buckets), in µs.
-pub const REQUEST_DURATION: Buckets = Buckets {
+pub(crate) const REQUEST_DURATION: Buckets = Buckets {
     bounds: &[
         10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 640_000, 1_280_000, 2_560_000, 5_120_000,
         10_240_000, 20_480_000, 40_960_000, 81_920_000,
@@ -22,7 +22,7 @@ pub const REQUEST_DURATION: Buckets = Buckets {
 };
 
 /// `gen_ai.server.time_to_first_token`, in µs.
-pub const TIME_TO_FIRST_TOKEN: Buckets = Buckets {
+pub(crate) const TIME_TO_FIRST_TOKEN: Buckets = Buckets {
     bounds: &[
         1_000, 5_000, 10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 250_000, 500_000, 750_000,
         1_000_000, 2_500_000, 5_000_000, 7_500_000, 10_000_000,
@@ -31,7 +31,7 @@ pub const TIME_TO_FIRST_TOKEN: Buckets = Buckets {
 };
 
 /// `gen_ai.server.time_per_output_token`, in µs.
-pub const TIME_PER_OUTPUT_TOKEN: Buckets = Buckets {
+pub(crate) const TIME_PER_OUTPUT_TOKEN: Buckets = Buckets {
     bounds: &[
         10_000, 25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000,
         750_000, 1_000_000, 2_500_000,
@@ -40,7 +40,7 @@ pub const TIME_PER_OUTPUT_TOKEN: Buckets = Buckets {
 };
 
 /// `gen_ai.client.token.usage`, in tokens.
-pub const TOKEN_USAGE: Buckets = Buckets {
+pub(crate) const TOKEN_USAGE: Buckets = Buckets {
     bounds: &[
         1, 4, 16, 64, 256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216,
         67_108_864,
@@ -51,7 +51,7 @@ pub const TOKEN_USAGE: Buckets = Buckets {
 /// The largest bucket set above, plus `+Inf`.
 const SLOTS: usize = 17;
 
-pub struct Histogram {
+pub(crate) struct Histogram {
     counts: [AtomicU64; SLOTS],
     sum: AtomicU64,
 }
@@ -66,7 +66,7 @@ impl Default for Histogram {
 }
 
 /// A consistent-enough copy for rendering: cumulative bucket counts, sum and count.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// `(le, cumulative count)` for each bound, in exposed units; `+Inf` is `count`.
     pub buckets: Vec<(f64, u64)>,
     pub sum: f64,
@@ -75,7 +75,7 @@ pub struct Snapshot {
 
 impl Histogram {
     /// Record `value` (in the buckets' integer units).
-    pub fn observe(&self, buckets: &Buckets, value: u64) {
+    pub(crate) fn observe(&self, buckets: &Buckets, value: u64) {
         let slot = buckets
             .bounds
             .iter()
@@ -86,11 +86,11 @@ impl Histogram {
         self.sum.fetch_add(value, Ordering::Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    pub fn snapshot(&self, buckets: &Buckets) -> Snapshot {
+    pub(crate) fn snapshot(&self, buckets: &Buckets) -> Snapshot {
         let mut running = 0;
         let unit = buckets.per_unit as f64;
         let mut out = Vec::with_capacity(buckets.bounds.len());

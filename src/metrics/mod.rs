@@ -12,9 +12,9 @@
 //! Gauges that mirror existing state (breakers, key pools, requests in flight, cache size,
 //! chat-log queue) are read at scrape time by the admin service (`admin/metrics.rs`).
 
-pub mod exposition;
-pub mod histogram;
-pub mod models;
+pub(crate) mod exposition;
+pub(crate) mod histogram;
+pub(crate) mod models;
 
 use crate::proxy::error::GatewayError;
 use exposition::Exposition;
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 /// Which upstream a request's series is filed under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamSlot {
+pub(crate) enum UpstreamSlot {
     /// The route's upstream at this index answered (or was tried last).
     Configured(usize),
     /// No upstream was tried (a refusal, a local answer).
@@ -39,7 +39,7 @@ pub enum UpstreamSlot {
 
 /// How a request ended, for `llm_forward_requests_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A success (or redirect) reached the client.
     Ok,
     /// The upstream's own error status (4xx/5xx) went to the client unchanged.
@@ -85,7 +85,7 @@ fn status_class(status: u16) -> usize {
 
 /// Token counts of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     pub input: u64,
     pub output: u64,
     /// Counted by the gateway (tokenizer or byte estimate), not reported by the upstream.
@@ -94,7 +94,7 @@ pub struct Tokens {
 
 /// The attempt that answered was not the first candidate of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
+pub(crate) enum Fallback {
     /// Same model, another upstream.
     Upstream,
     /// Another model.
@@ -104,7 +104,7 @@ pub enum Fallback {
 /// Limit decisions taken for a request: `Some(true)` allowed, `Some(false)` denied, `None`
 /// no such limit applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LimitDecisions {
+pub(crate) struct LimitDecisions {
     pub requests: Option<bool>,
     pub tokens: Option<bool>,
     pub concurrency: Option<bool>,
@@ -114,7 +114,7 @@ const LIMIT_KINDS: [&str; 3] = ["requests", "tokens", "concurrency"];
 
 /// What one finished request contributes to the metrics.
 #[derive(Debug, Clone)]
-pub struct Observation<'a> {
+pub(crate) struct Observation<'a> {
     /// Index of the matched route.
     pub route: Option<usize>,
     pub upstream: UpstreamSlot,
@@ -197,7 +197,7 @@ impl RouteMetrics {
 }
 
 /// The per-request metrics of one gateway.
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// One per configured route, then the `none` route.
     routes: Vec<RouteMetrics>,
     models: ModelTable,
@@ -206,7 +206,7 @@ pub struct Metrics {
 }
 
 /// Holds one place in the streams-in-flight gauge; gives it back when dropped.
-pub struct StreamGuard(Arc<AtomicI64>);
+pub(crate) struct StreamGuard(Arc<AtomicI64>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
@@ -217,7 +217,7 @@ impl Drop for StreamGuard {
 impl Metrics {
     /// `routes`: each route's prefix and its upstreams' names, in config order; `models`: the
     /// model names the config mentions.
-    pub fn new<'a>(
+    pub(crate) fn new<'a>(
         routes: impl IntoIterator<Item = (String, Vec<String>)>,
         models: impl IntoIterator<Item = &'a str>,
     ) -> Self {
@@ -236,16 +236,16 @@ impl Metrics {
     }
 
     /// Count a stream as in flight until the guard drops.
-    pub fn stream_started(&self) -> StreamGuard {
+    pub(crate) fn stream_started(&self) -> StreamGuard {
         self.streams.fetch_add(1, Ordering::Relaxed);
         StreamGuard(Arc::clone(&self.streams))
     }
 
-    pub fn streams_in_flight(&self) -> i64 {
+    pub(crate) fn streams_in_flight(&self) -> i64 {
         self.streams.load(Ordering::Relaxed)
     }
 
-    pub fn record(&self, o: &Observation<'_>) {
+    pub(crate) fn record(&self, o: &Observation<'_>) {
         let none_route = self.routes.len() - 1;
         let r = &self.routes[o.route.filter(|&i| i < none_route).unwrap_or(none_route)];
         r.requests[status_class(o.status)][outcome_slot(o.outcome)].fetch_add(1, Ordering::Relaxed);
@@ -298,7 +298,7 @@ impl Metrics {
     }
 
     /// Write every per-request family.
-    pub fn render(&self, e: &mut Exposition) {
+    pub(crate) fn render(&self, e: &mut Exposition) {
         self.render_requests(e);
         self.render_series(e);
     }

@@ -13,16 +13,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Model names learned from traffic, at most.
-pub const MAX_LEARNED: usize = 64;
+pub(crate) const MAX_LEARNED: usize = 64;
 /// Longest learned name; longer ones are `other`.
 const MAX_NAME: usize = 128;
 
 /// Slot of requests without a model (`none`).
-pub const NONE: usize = 0;
+pub(crate) const NONE: usize = 0;
 /// Slot of every model past the cap or not admitted (`other`).
-pub const OTHER: usize = 1;
+pub(crate) const OTHER: usize = 1;
 
-pub struct ModelTable {
+pub(crate) struct ModelTable {
     configured: HashMap<Box<str>, usize>,
     /// Names by slot: `none`, `other`, the configured ones.
     fixed: Vec<Box<str>>,
@@ -32,7 +32,7 @@ pub struct ModelTable {
 }
 
 impl ModelTable {
-    pub fn new<'a>(configured: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(configured: impl IntoIterator<Item = &'a str>) -> Self {
         let mut fixed: Vec<Box<str>> = vec!["none".into(), "other".into()];
         let mut map = HashMap::new();
         for name in configured {
@@ -52,12 +52,12 @@ impl ModelTable {
     }
 
     /// Every slot a request can get.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.fixed.len() + MAX_LEARNED
     }
 
     /// The slot of `name`; `learn`: the name may enter the table (an upstream served it).
-    pub fn slot(&self, name: Option<&str>, learn: bool) -> usize {
+    pub(crate) fn slot(&self, name: Option<&str>, learn: bool) -> usize {
         let Some(name) = name else {
             return NONE;
         };
@@ -90,7 +90,7 @@ impl ModelTable {
     }
 
     /// The label value of a slot.
-    pub fn name(&self, slot: usize) -> &str {
+    pub(crate) fn name(&self, slot: usize) -> &str {
         match self.fixed.get(slot) {
             Some(n) => n,
             None => self

@@ -10,7 +10,7 @@ use crate::state::Gateway;
 use pingora_proxy::Session;
 use std::net::{IpAddr, Ipv4Addr};
 
-pub fn check_client(
+pub(super) fn check_client(
     gateway: &Gateway,
     session: &Session,
     ctx: &mut RequestCtx,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 /// One upstream with the model to ask it for.
 #[derive(Clone)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub target: Arc<UpstreamTarget>,
     /// The model as the client names it (the requested one or a fallback).
     pub model: Option<String>,
@@ -42,7 +42,7 @@ pub struct Candidate {
 
 impl Candidate {
     /// The model its breaker is kept under: the name its upstream knows it by.
-    pub fn breaker_model(&self) -> Option<&str> {
+    pub(crate) fn breaker_model(&self) -> Option<&str> {
         self.sent_model.as_deref().or(self.model.as_deref())
     }
 
@@ -77,7 +77,7 @@ impl Candidate {
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// TCP/TLS connect failed: nothing reached the upstream.
     Connect,
     /// The connection broke before any response byte.
@@ -114,7 +114,7 @@ fn status_rule(status: u16) -> Option<StatusRule> {
 
 impl Failure {
     /// What an upstream's status says about the attempt (`None`: it is the client's answer).
-    pub fn from_status(status: u16, retry_after: Option<Duration>) -> Option<Failure> {
+    pub(crate) fn from_status(status: u16, retry_after: Option<Duration>) -> Option<Failure> {
         match status_rule(status)? {
             StatusRule::Silent => Some(Failure::Silent),
             StatusRule::Again | StatusRule::Once => Some(Failure::Status(status, retry_after)),
@@ -123,20 +123,20 @@ impl Failure {
 
     /// Does it count against a circuit breaker? (A full context or a cooling key pool says
     /// nothing about the upstream's health.)
-    pub fn is_upstream_fault(self) -> bool {
+    pub(crate) fn is_upstream_fault(self) -> bool {
         !matches!(self, Failure::ContextLength | Failure::NoKey)
     }
 
     /// Does it say the upstream as a whole is unreachable (its breaker), rather than that one
     /// model fails there (the model's breaker)?
-    pub fn is_whole_upstream(self) -> bool {
+    pub(crate) fn is_whole_upstream(self) -> bool {
         matches!(self, Failure::Connect | Failure::Reset)
     }
 }
 
 /// What to do next.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Try again (same or next candidate, see `Attempts::current`) after this wait.
     Retry(Duration),
     /// Stop; the client gets what the last attempt produced.
@@ -144,7 +144,7 @@ pub enum Next {
 }
 
 #[derive(Clone)]
-pub struct Attempts {
+pub(crate) struct Attempts {
     candidates: Vec<Candidate>,
     current: usize,
     /// Same-upstream retries spent on the current candidate (resets, statuses).
@@ -172,7 +172,7 @@ impl Attempts {
     /// client's own fallback list (the `x-fallback-models` header), when the route lets it.
     /// A `model` that cannot be rewritten in the body (a multipart upload) is sent only under
     /// its own name: no renaming upstream, no fallback model.
-    pub fn plan(
+    pub(crate) fn plan(
         route: &Route,
         model: Option<&str>,
         rewritable: bool,
@@ -242,27 +242,27 @@ impl Attempts {
         attempts
     }
 
-    pub fn max_attempts(&self) -> u32 {
+    pub(crate) fn max_attempts(&self) -> u32 {
         self.policy.max_attempts
     }
 
     /// Whether an upstream's 429/5xx may lead to another attempt (`retry.on_status`).
-    pub fn retries_on_status(&self) -> bool {
+    pub(crate) fn retries_on_status(&self) -> bool {
         self.policy.on_status
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.candidates.is_empty()
     }
 
-    pub fn current(&self) -> Option<&Candidate> {
+    pub(crate) fn current(&self) -> Option<&Candidate> {
         self.candidates.get(self.current)
     }
 
     /// Move to the candidate that continues a broken stream: the next one in the plan that is
     /// not the model that broke on the same upstream, not only for a full context, and whose
     /// breakers are closed. `false` (nothing moved) when there is none.
-    pub fn continue_elsewhere(&mut self, now: Instant) -> bool {
+    pub(crate) fn continue_elsewhere(&mut self, now: Instant) -> bool {
         let Some(broke) = self.current().cloned() else {
             return false;
         };
@@ -285,7 +285,7 @@ impl Attempts {
 
     /// Whether the current candidate is a fallback (not the plan's first): another model, or
     /// the same model on another upstream.
-    pub fn fallback(&self) -> Option<crate::metrics::Fallback> {
+    pub(crate) fn fallback(&self) -> Option<crate::metrics::Fallback> {
         let (first, now) = (self.candidates.first()?, self.current()?);
         if self.current == 0 {
             None
@@ -297,7 +297,7 @@ impl Attempts {
     }
 
     /// Time left of the total budget (`None`: unbounded).
-    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn remaining(&self, now: Instant) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(now))
     }
 
@@ -325,7 +325,7 @@ impl Attempts {
     }
 
     /// Decide after a failed attempt. Moves `current` when the next try goes elsewhere.
-    pub fn after(&mut self, failure: Failure, now: Instant) -> Next {
+    pub(crate) fn after(&mut self, failure: Failure, now: Instant) -> Next {
         self.step(failure, now, true)
     }
 
@@ -419,7 +419,7 @@ impl Attempts {
 
     /// Whether a failure of this kind would lead to another attempt, without changing the plan
     /// (or any breaker): lets the response phase hand a final error to the client unchanged.
-    pub fn would_retry(&self, failure: Failure, now: Instant) -> bool {
+    pub(crate) fn would_retry(&self, failure: Failure, now: Instant) -> bool {
         self.clone().step(failure, now, false) != Next::GiveUp
     }
 }
@@ -427,7 +427,7 @@ impl Attempts {
 /// How long to wait before retry number `retry` (1-based): `backoff · 2^(retry-1)`, capped at
 /// `backoff_max`, with jitter drawn from the upper half so retries spread out without collapsing
 /// to zero.
-pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
+pub(super) fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
     let exp = policy
         .backoff
         .saturating_mul(1u32 << retry.saturating_sub(1).min(16));

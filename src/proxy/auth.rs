@@ -10,7 +10,7 @@ use crate::credentials::CREDENTIAL_HEADERS;
 use crate::state::Gateway;
 use std::sync::Arc;
 
-pub fn authenticate(
+pub(super) fn authenticate(
     gateway: &Gateway,
     req: &pingora_http::RequestHeader,
     ctx: &mut RequestCtx,
@@ -73,7 +73,7 @@ pub fn authenticate(
 /// The credential a client sent, wherever its SDK puts it: the first of
 /// [`CREDENTIAL_HEADERS`] present (`Authorization: Bearer …` for OpenAI, `api-key` for Azure,
 /// `x-goog-api-key` for Gemini, `x-api-key` for Anthropic), else Gemini's `key` query parameter.
-pub fn client_credential(req: &pingora_http::RequestHeader) -> Option<&str> {
+pub(super) fn client_credential(req: &pingora_http::RequestHeader) -> Option<&str> {
     for name in CREDENTIAL_HEADERS {
         let Some(v) = req.headers.get(name).and_then(|v| v.to_str().ok()) else {
             continue;
@@ -100,6 +100,6 @@ pub fn client_credential(req: &pingora_http::RequestHeader) -> Option<&str> {
 
 /// Mark the headers that carry client credentials sensitive, so no `Debug` print of the request
 /// (Pingora's logs, ours) can show them.
-pub fn hide_credentials(req: &mut pingora_http::RequestHeader) {
+pub(super) fn hide_credentials(req: &mut pingora_http::RequestHeader) {
     crate::credentials::hide(req);
 }

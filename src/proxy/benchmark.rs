@@ -29,7 +29,10 @@ const DEFAULT_MODEL: &str = "robot";
 const FINGERPRINT: &str = "fp_0123456789";
 
 /// `Ok(true)`: the request was answered here.
-pub async fn serve(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::Result<bool> {
+pub(super) async fn serve(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<bool> {
     if ctx
         .route()
         .is_none_or(|r| r.config.kind != RouteKind::Benchmark)
@@ -107,7 +110,7 @@ pub async fn serve(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core:
 }
 
 /// The fields every `chat.completion.chunk` of one answer repeats.
-pub struct ChunkStream<'a> {
+pub(super) struct ChunkStream<'a> {
     pub id: &'a str,
     pub model: &'a str,
     pub created: u64,
@@ -130,12 +133,12 @@ impl ChunkStream<'_> {
     }
 
     /// A chunk with one choice's `delta`, and its `finish_reason` when it is the last.
-    pub fn delta(&self, index: u64, delta: Value, finish: Option<&str>) -> Value {
+    pub(super) fn delta(&self, index: u64, delta: Value, finish: Option<&str>) -> Value {
         self.chunk(json!([{"index": index, "delta": delta, "finish_reason": finish}]))
     }
 
     /// The usage chunk (`stream_options.include_usage`): no choices.
-    pub fn usage(&self, usage: Value) -> Value {
+    pub(super) fn usage(&self, usage: Value) -> Value {
         let mut last = self.chunk(json!([]));
         last["usage"] = usage;
         last
@@ -146,7 +149,7 @@ impl ChunkStream<'_> {
 /// no length, plus `headers`), then one write per event. The pre-read session paces them like
 /// a live stream when the route has output pacing, and each goes through the stream phase's tap
 /// (usage accounting, chat logs, token budgets) when the request set one up.
-pub async fn write_sse<'h>(
+pub(super) async fn write_sse<'h>(
     session: &mut Session,
     ctx: &mut RequestCtx,
     headers: impl Iterator<Item = &'h (http::HeaderName, http::HeaderValue)>,
@@ -177,7 +180,7 @@ pub async fn write_sse<'h>(
 
 /// The text as openai-forward streams it: each CJK character, punctuation mark and whitespace
 /// character alone, runs of anything else together.
-pub fn pieces(text: &str) -> impl Iterator<Item = &str> {
+pub(super) fn pieces(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = text;
     std::iter::from_fn(move || {
         let mut chars = rest.char_indices();

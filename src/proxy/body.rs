@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use pingora_proxy::Session;
 use std::sync::Arc;
 
-pub async fn read_body(
+pub(super) async fn read_body(
     gateway: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,

@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 /// `request_cache_filter`: enable the cache for this request, or leave it off.
-pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
+pub(super) fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
     let Some(keying) = keying(gateway, session, ctx) else {
         return;
     };
@@ -43,7 +43,7 @@ pub fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut RequestCtx) {
 }
 
 /// Everything of a request's cache key but its body, once the request may use the cache.
-pub struct Keying {
+pub(super) struct Keying {
     scope: String,
     route: String,
     upstream: String,
@@ -54,7 +54,7 @@ pub struct Keying {
 
 impl Keying {
     /// The key of this request with `body` (its own, or another version of it).
-    pub fn key(&self, req: &pingora_http::RequestHeader, body: Option<&[u8]>) -> Digest {
+    pub(super) fn key(&self, req: &pingora_http::RequestHeader, body: Option<&[u8]>) -> Digest {
         cache_key::key(&KeyParts {
             scope: &self.scope,
             route: &self.route,
@@ -66,7 +66,7 @@ impl Keying {
         })
     }
 
-    pub fn plan(self, id: Digest) -> Plan {
+    pub(super) fn plan(self, id: Digest) -> Plan {
         Plan {
             id,
             route: self.route,
@@ -76,13 +76,13 @@ impl Keying {
     }
 
     /// The client sent `Cache-Control: no-cache`: no stored answer may be served.
-    pub fn refresh(&self) -> bool {
+    pub(super) fn refresh(&self) -> bool {
         self.refresh
     }
 }
 
 /// Whether the request may use the cache, and its key parts if so.
-pub fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Option<Keying> {
+pub(super) fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Option<Keying> {
     let (Some(_), Some(routed)) = (&gateway.cache, &ctx.routed) else {
         return None;
     };
@@ -174,7 +174,7 @@ fn client_directives(req: &pingora_http::RequestHeader) -> (bool, bool) {
 }
 
 /// `cache_key_callback`.
-pub fn key(ctx: &RequestCtx) -> pingora_core::Result<CacheKey> {
+pub(super) fn key(ctx: &RequestCtx) -> pingora_core::Result<CacheKey> {
     match ctx.cache.state.plan() {
         Some(p) => Ok(crate::cache_store::cache_key(&p.id, &p.route)),
         None => Err(pingora_core::Error::explain(
@@ -190,7 +190,7 @@ const HIT_BATCH: usize = 64 * 1024;
 /// `cache_hit_filter`: serve it (and set the response up as the upstream phase would), unless
 /// the client asked for a fresh answer. A paced stream replays event by event; otherwise whole
 /// events go out in runs of up to 64 KiB (one write for a typical answer).
-pub fn on_hit(
+pub(super) fn on_hit(
     gateway: &Gateway,
     meta: &CacheMeta,
     handler: &mut HitHandler,
@@ -210,7 +210,7 @@ pub fn on_hit(
 
 /// `response_cache_filter`: a 200 of a request that uses the cache may be stored (the store
 /// still checks that it arrives whole). No request header is stored, and no `Set-Cookie`.
-pub fn admit(resp: &ResponseHeader, ctx: &RequestCtx) -> RespCacheable {
+pub(super) fn admit(resp: &ResponseHeader, ctx: &RequestCtx) -> RespCacheable {
     let Some(plan) = ctx.cache.state.plan() else {
         return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled);
     };
@@ -230,7 +230,7 @@ pub fn admit(resp: &ResponseHeader, ctx: &RequestCtx) -> RespCacheable {
 
 /// `response_filter`: say whether the answer came from the cache, and under which key (the
 /// id the admin interface purges by; a digest, nothing secret).
-pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Result<()> {
+pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Result<()> {
     if let Some(plan) = ctx.cache.state.plan() {
         let hit = ctx.cache.state.is_hit();
         resp.insert_header("x-cache", if hit { "HIT" } else { "MISS" })?;
@@ -240,7 +240,7 @@ pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Re
 }
 
 /// `logging`: count the outcome.
-pub fn account(gateway: &Gateway, ctx: &RequestCtx) {
+pub(super) fn account(gateway: &Gateway, ctx: &RequestCtx) {
     if let (Some(cache), Some(_)) = (&gateway.cache, ctx.cache.state.plan()) {
         let counter = if ctx.cache.state.is_hit() {
             &cache.store.counters.hits
@@ -253,7 +253,7 @@ pub fn account(gateway: &Gateway, ctx: &RequestCtx) {
 
 /// Whether this request's tokens count against token budgets: not for a hit, unless
 /// `charge_hits` says so.
-pub fn free_of_charge(gateway: &Gateway, ctx: &RequestCtx) -> bool {
+pub(super) fn free_of_charge(gateway: &Gateway, ctx: &RequestCtx) -> bool {
     ctx.cache.state.is_hit()
         && gateway
             .cache
@@ -262,7 +262,7 @@ pub fn free_of_charge(gateway: &Gateway, ctx: &RequestCtx) -> bool {
 }
 
 /// For logs: `hit`, `miss` or `bypass`.
-pub fn label(ctx: &RequestCtx) -> &'static str {
+pub(super) fn label(ctx: &RequestCtx) -> &'static str {
     match ctx.cache.state {
         CacheState::Hit(_) => "hit",
         CacheState::Miss(_) => "miss",

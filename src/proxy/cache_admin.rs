@@ -18,7 +18,7 @@ const PURGE: &str = "/_llmf/cache/purge";
 const MAX_BODY: usize = 64 * 1024;
 
 /// `Ok(true)`: this was an admin request and it has been answered.
-pub async fn serve(
+pub(super) async fn serve(
     gateway: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,

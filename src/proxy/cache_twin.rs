@@ -24,7 +24,7 @@ use pingora_proxy::Session;
 use serde_json::{json, Map, Value};
 
 /// `Ok(true)`: the request was answered from its non-stream twin.
-pub async fn serve(
+pub(super) async fn serve(
     gateway: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,

@@ -16,7 +16,7 @@ use crate::state::Gateway;
 use pingora_proxy::Session;
 
 /// `early_request_filter`: the head is complete.
-pub fn head_received(gateway: &Gateway, session: &mut Session) {
+pub(super) fn head_received(gateway: &Gateway, session: &mut Session) {
     crate::head_deadline::lift(session);
     let body_timeout = gateway.config.server.body_timeout;
     session
@@ -25,12 +25,12 @@ pub fn head_received(gateway: &Gateway, session: &mut Session) {
 }
 
 /// `logging`: the request is over; the next head's deadline starts with its first byte.
-pub fn request_done(session: &Session) {
+pub(super) fn request_done(session: &Session) {
     crate::head_deadline::rearm(session);
 }
 
 /// Before the body is read: answer `Expect: 100-continue` and drop the expectation.
-pub async fn go_ahead(session: &mut Session) -> pingora_core::Result<()> {
+pub(super) async fn go_ahead(session: &mut Session) -> pingora_core::Result<()> {
     let expects = session
         .req_header()
         .headers

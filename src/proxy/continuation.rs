@@ -27,7 +27,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// What is asked of a model that takes no prefill, after the text so far as its own message.
-pub const INSTRUCTION: &str = "Your previous message was cut off. Continue it exactly where it \
+pub(super) const INSTRUCTION: &str =
+    "Your previous message was cut off. Continue it exactly where it \
 stopped, without repeating anything and without any preface.";
 
 /// The longest wait for the continuation's response head when the upstream sets no
@@ -35,7 +36,7 @@ stopped, without repeating anything and without any preface.";
 const HEAD_WAIT: Duration = Duration::from_secs(60);
 
 /// Does this request's route continue broken streams (and is this a chat-completions stream)?
-pub fn enabled(ctx: &RequestCtx) -> bool {
+pub(super) fn enabled(ctx: &RequestCtx) -> bool {
     let continues = ctx.route().is_some_and(|r| {
         r.config.resilience.stream_errors == crate::config::StreamErrors::Continue
     });
@@ -94,7 +95,7 @@ fn broken(ctx: &mut RequestCtx) -> Option<Broken> {
 
 /// The continuation request's body: the attempt's body for `model`, its conversation followed
 /// by the text so far (and the instruction, without prefill).
-pub fn body(attempt_body: &[u8], model: &str, text: &str, prefill: bool) -> Option<Bytes> {
+pub(super) fn body(attempt_body: &[u8], model: &str, text: &str, prefill: bool) -> Option<Bytes> {
     let mut req: Map<String, Value> = serde_json::from_slice(attempt_body).ok()?;
     req.insert("model".into(), Value::String(model.to_string()));
     let messages = req.get_mut("messages")?.as_array_mut()?;
@@ -112,7 +113,7 @@ fn connector() -> &'static Connector {
 
 /// Try to continue the cut stream on the client's session. `true`: the client got the rest of
 /// the answer and `[DONE]` (the request is `continued`); `false`: end it as a cut stream.
-pub async fn run(session: &mut Session, ctx: &mut RequestCtx) -> bool {
+pub(super) async fn run(session: &mut Session, ctx: &mut RequestCtx) -> bool {
     if !enabled(ctx) {
         return false;
     }

@@ -10,7 +10,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// `Ok(true)`: a preflight was answered.
-pub async fn preflight_or_prepare(
+pub(super) async fn preflight_or_prepare(
     gateway: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -35,7 +35,7 @@ pub async fn preflight_or_prepare(
 
 /// Add the prepared headers to an upstream response. `Vary` is appended to the upstream's own
 /// (it may vary by `Accept-Encoding` too); the others replace whatever the upstream sent.
-pub fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Result<()> {
+pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_core::Result<()> {
     for (name, value) in ctx.client.cors.iter().flatten() {
         if name == http::header::VARY {
             resp.append_header(name.clone(), value.clone())?;

@@ -13,12 +13,12 @@ mod pacer;
 mod tap;
 mod tokens;
 
-pub use attempt::{AttemptState, Held};
-pub use cache::{CacheCtx, CacheState, Plan};
-pub use masker::Masker;
-pub use pacer::Pacer;
-pub use tap::ResponseTap;
-pub use tokens::TokenReservation;
+pub(super) use attempt::{AttemptState, Held};
+pub(super) use cache::{CacheCtx, CacheState, Plan};
+pub(super) use masker::Masker;
+pub(super) use pacer::Pacer;
+pub(super) use tap::ResponseTap;
+pub(super) use tokens::TokenReservation;
 
 use super::attempts::{Attempts, Candidate};
 use super::error::GatewayError;
@@ -32,14 +32,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Where the pre-read session keeps the real one until `logging` puts it back (`preread.rs`).
-pub type RestoreSlot = Arc<Mutex<Option<pingora_core::protocols::http::ServerSession>>>;
+pub(super) type RestoreSlot = Arc<Mutex<Option<pingora_core::protocols::http::ServerSession>>>;
 
 /// Counts a request as in flight from `new_ctx` until its ctx is dropped (after `logging`), so a
 /// stopping process can tell when it has drained.
-pub struct InFlight(Arc<AtomicUsize>);
+pub(super) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    pub fn enter(counter: &Arc<AtomicUsize>) -> Self {
+    pub(super) fn enter(counter: &Arc<AtomicUsize>) -> Self {
         counter.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(counter))
     }
@@ -52,7 +52,7 @@ impl Drop for InFlight {
 }
 
 /// Who is asking (`early_request_filter`, CORS in `request_filter`).
-pub struct Client {
+pub(crate) struct Client {
     /// This request's id: a trusted proxy's `X-Request-Id`, else a random one (request-id
     /// phase). In logs, chat-log records, headers and error messages.
     pub request_id: crate::request_id::RequestId,
@@ -63,7 +63,7 @@ pub struct Client {
 }
 
 /// The route the request matched (route phase, `request_filter`).
-pub struct Routed {
+pub(crate) struct Routed {
     pub route: Arc<Route>,
     /// The path after the route prefix; each attempt puts it under its upstream's base path.
     pub rest: String,
@@ -73,7 +73,7 @@ pub struct Routed {
 
 /// Whose request it is (auth phase).
 #[derive(Default)]
-pub struct Auth {
+pub(crate) struct Auth {
     /// The forward key's tenant, when the client presented one.
     pub tenant: Option<Arc<Tenant>>,
     /// The forward key's id for logs; never the key.
@@ -86,7 +86,7 @@ pub struct Auth {
 
 /// What the body said (body phase; JSON bodies only, unless a model list reads an upload).
 #[derive(Default)]
-pub struct Body {
+pub(crate) struct Body {
     /// The request's `model`, when the body was read.
     pub model: Option<String>,
     /// The fields the gateway reads (JSON bodies only).
@@ -109,7 +109,7 @@ pub struct Body {
 
 /// What the limits decided (limits phase).
 #[derive(Default)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// The request-rate decision, for the `x-ratelimit-*` headers.
     pub rate: Option<crate::limits::Decision>,
     /// Tokens reserved under a budget, settled with the real usage in `logging`.
@@ -123,7 +123,7 @@ pub struct Limits {
 
 /// What failover keeps across attempts (upstream and response phases).
 #[derive(Default)]
-pub struct Failover {
+pub(crate) struct Failover {
     /// The attempt plan: upstreams and models, and what is left to try (first `upstream_peer`).
     pub plan: Option<Attempts>,
     /// Attempts repeated with another key of the same pool.
@@ -139,7 +139,7 @@ pub struct Failover {
 
 /// How the request ended, as far as the gateway decided it (any phase).
 #[derive(Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The gateway's own decision that ended the request, if any. Decides the status and error
     /// body in `fail_to_proxy` and the log line in `logging`.
     pub error: Option<GatewayError>,
@@ -155,7 +155,7 @@ pub struct Outcome {
     pub stream_guard: Option<crate::metrics::StreamGuard>,
 }
 
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     /// When the request head was read (set by `new_ctx`).
     pub started: Instant,
     pub client: Client,
@@ -177,7 +177,7 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(in_flight: &Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(in_flight: &Arc<AtomicUsize>) -> Self {
         RequestCtx {
             _in_flight: InFlight::enter(in_flight),
             started: Instant::now(),
@@ -199,23 +199,23 @@ impl RequestCtx {
     }
 
     /// The matched route (route phase).
-    pub fn route(&self) -> Option<&Arc<Route>> {
+    pub(crate) fn route(&self) -> Option<&Arc<Route>> {
         self.routed.as_ref().map(|r| &r.route)
     }
 
     /// Upstream attempts made so far.
-    pub fn attempts_made(&self) -> u32 {
+    pub(crate) fn attempts_made(&self) -> u32 {
         self.failover.plan.as_ref().map_or(0, |a| a.made)
     }
 
     /// The upstream and model of the current attempt.
-    pub fn candidate(&self) -> Option<&Candidate> {
+    pub(crate) fn candidate(&self) -> Option<&Candidate> {
         self.failover.plan.as_ref()?.current()
     }
 
     /// The pool whose key this attempt sends: the upstream's own, else the request's (tenant or
     /// route), and only when the gateway swaps credentials at all.
-    pub fn attempt_pool(&self) -> Option<Arc<KeyPool>> {
+    pub(crate) fn attempt_pool(&self) -> Option<Arc<KeyPool>> {
         if !self.auth.swap_credentials {
             return None;
         }
@@ -226,7 +226,7 @@ impl RequestCtx {
 
     /// The model this attempt asks the upstream for, as a key-pool cool-down tag (`None`:
     /// unknown, so a 429 cools the whole key).
-    pub fn attempt_model(&self) -> Option<u64> {
+    pub(crate) fn attempt_model(&self) -> Option<u64> {
         let c = self.candidate()?;
         let model = c.sent_model.as_deref().or(c.model.as_deref())?;
         Some(crate::keys::pool::model_tag(model))
@@ -234,14 +234,14 @@ impl RequestCtx {
 
     /// The status the client got: the head Pingora wrote, else the gateway's own answer; 0 when
     /// no answer went out (the client left first).
-    pub fn status_sent(&self, session: &pingora_proxy::Session) -> u16 {
+    pub(crate) fn status_sent(&self, session: &pingora_proxy::Session) -> u16 {
         session
             .response_written()
             .map_or(self.outcome.status.unwrap_or(0), |r| r.status.as_u16())
     }
 
     /// Has any response byte reached the client? Then nothing may be retried.
-    pub fn client_has_bytes(&self, session: &pingora_proxy::Session) -> bool {
+    pub(crate) fn client_has_bytes(&self, session: &pingora_proxy::Session) -> bool {
         match &self.body.link {
             Some(link) => link.flushed(),
             None => session.response_written().is_some(),
@@ -249,7 +249,7 @@ impl RequestCtx {
     }
 
     /// Record the gateway's decision and return the error that ends the request with it.
-    pub fn fail(&mut self, error: GatewayError) -> Box<pingora_core::Error> {
+    pub(crate) fn fail(&mut self, error: GatewayError) -> Box<pingora_core::Error> {
         self.outcome.error = Some(error);
         error.into_pingora()
     }

@@ -8,7 +8,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     /// No route prefix matches the path.
     RouteNotFound,
     /// The path has an encoded slash or a backslash (`routing::normalize_path`).
@@ -70,7 +70,7 @@ pub enum GatewayError {
 impl GatewayError {
     /// Every decision, in declaration order (`e as usize` is its position): metrics keep one
     /// counter per decision in an array indexed by it. `Internal` stays last.
-    pub const ALL: [GatewayError; GatewayError::Internal as usize + 1] = [
+    pub(crate) const ALL: [GatewayError; GatewayError::Internal as usize + 1] = [
         GatewayError::RouteNotFound,
         GatewayError::InvalidPath,
         GatewayError::AmbiguousModel,
@@ -101,7 +101,7 @@ impl GatewayError {
 }
 
 impl GatewayError {
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         match self {
             GatewayError::RouteNotFound | GatewayError::ModelNotServed => 404,
             GatewayError::IpForbidden
@@ -132,7 +132,7 @@ impl GatewayError {
     }
 
     /// OpenAI's `error.type`.
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             GatewayError::RouteNotFound
             | GatewayError::InvalidApiKey
@@ -157,7 +157,7 @@ impl GatewayError {
     }
 
     /// OpenAI's `error.code`: stable, for programs (also the metric/log label).
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             GatewayError::RouteNotFound => "route_not_found",
             GatewayError::IpForbidden => "ip_forbidden",
@@ -188,7 +188,7 @@ impl GatewayError {
         }
     }
 
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             GatewayError::RouteNotFound => "No route matches this path.",
             GatewayError::IpForbidden => "Requests from this address are not allowed.",
@@ -233,14 +233,15 @@ impl GatewayError {
         }
     }
 
-    pub fn body(self) -> Bytes {
+    #[cfg(test)]
+    pub(crate) fn body(self) -> Bytes {
         self.body_with_message(self.message())
     }
 
     /// The body of an answer to request `request_id`: OpenAI's shape has no field for it, so
     /// it ends the message, `… (request id: <id>)`, where people reading errors look (SDKs
     /// show the message; the `x-request-id` header carries it too).
-    pub fn body_for(self, request_id: &str) -> Bytes {
+    pub(crate) fn body_for(self, request_id: &str) -> Bytes {
         self.body_with_message(&format!("{} (request id: {request_id})", self.message()))
     }
 
@@ -258,7 +259,7 @@ impl GatewayError {
 
     /// Classify a Pingora error that ended a request whose cause we did not record ourselves.
     /// `None`: the client went away, nothing to answer.
-    pub fn from_pingora(e: &Error) -> Option<GatewayError> {
+    pub(crate) fn from_pingora(e: &Error) -> Option<GatewayError> {
         use ErrorType::*;
         if let HTTPStatus(_) = e.etype() {
             return Some(GatewayError::Internal);
@@ -281,7 +282,7 @@ impl GatewayError {
 
     /// How reading the client's body failed, when the client is still there to be told:
     /// it stalled past the body timeout (408) or its chunking is invalid (400).
-    pub fn from_client_body(e: &Error) -> Option<GatewayError> {
+    pub(crate) fn from_client_body(e: &Error) -> Option<GatewayError> {
         // Pingora's chunked-body reader's error types (its `body` module is private).
         const INVALID_CHUNK: ErrorType = ErrorType::Custom("InvalidChunk");
         const INVALID_TRAILER_END: ErrorType = ErrorType::Custom("InvalidTrailerEnd");
@@ -303,13 +304,13 @@ impl GatewayError {
 
     /// Turn this decision into a Pingora error that ends the request (answered in
     /// `fail_to_proxy`).
-    pub fn into_pingora(self) -> Box<Error> {
+    pub(crate) fn into_pingora(self) -> Box<Error> {
         Error::explain(ErrorType::HTTPStatus(self.status()), self.code())
     }
 }
 
 /// Write a local answer: `status`, an optional JSON body, and `extra` headers (CORS).
-pub async fn respond(
+pub(crate) async fn respond(
     session: &mut Session,
     status: u16,
     json: Option<Bytes>,

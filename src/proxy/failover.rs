@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 const MAX_HELD_ERROR: usize = 64 * 1024;
 
 /// Judge the response head of the current attempt. `Err` (retryable): drop it and try again.
-pub fn judge_head(
+pub(super) fn judge_head(
     ctx: &mut RequestCtx,
     session: &Session,
     resp: &ResponseHeader,
@@ -117,7 +117,7 @@ pub fn judge_head(
 /// abandoned for a larger-context fallback, and a 401/403/429 to a pool key is judged (a key the
 /// body calls invalid leaves the rotation at once; a spent quota cools the whole key) and may
 /// move on to another key. Otherwise the body goes on unchanged.
-pub fn judge_error_body(
+pub(super) fn judge_error_body(
     ctx: &mut RequestCtx,
     session: &Session,
     body: &mut Option<Bytes>,
@@ -336,7 +336,7 @@ fn decide(
 
 /// Can the request go out again? The pre-read body always can; otherwise only what Pingora
 /// still holds in its retry buffer.
-pub fn replayable(ctx: &RequestCtx, session: &Session) -> bool {
+pub(super) fn replayable(ctx: &RequestCtx, session: &Session) -> bool {
     ctx.body.link.is_some() || !session.as_ref().retry_buffer_truncated()
 }
 
@@ -356,7 +356,7 @@ fn abandon(ctx: &mut RequestCtx, status: u16, wait: Duration) -> Box<Error> {
 /// success counts for the upstream and its model; a failure for the upstream as a whole when
 /// it says the upstream is unreachable (connect, reset) or no model is known, else for the
 /// model only: one failing model must not take its upstream's other models down with it.
-pub fn record(c: &Candidate, failure: Option<Failure>, now: Instant) {
+pub(super) fn record(c: &Candidate, failure: Option<Failure>, now: Instant) {
     let target = &c.target;
     let model = c.breaker_model();
     match (failure, model) {
@@ -396,13 +396,17 @@ fn log_transition(target: &UpstreamTarget, model: Option<&str>, t: Option<Transi
 
 /// The upstream's name did not resolve: like a failed connect, nothing reached it, so the plan
 /// may go on. `true`: another attempt follows.
-pub fn on_resolve_failure(ctx: &mut RequestCtx, candidate: &Candidate, now: Instant) -> bool {
+pub(super) fn on_resolve_failure(
+    ctx: &mut RequestCtx,
+    candidate: &Candidate,
+    now: Instant,
+) -> bool {
     record(candidate, Some(Failure::Connect), now);
     plan_next(ctx, Failure::Connect)
 }
 
 /// A failed connect reached nothing: safe to retry for any method.
-pub fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+pub(super) fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
     if let Some(c) = ctx.candidate() {
         record(c, Some(Failure::Connect), Instant::now());
     }
@@ -412,7 +416,7 @@ pub fn on_connect_failure(ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error>
 }
 
 /// An error after the request was sent (or while the response came back).
-pub fn on_proxy_error(
+pub(super) fn on_proxy_error(
     session: &mut Session,
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
@@ -549,7 +553,7 @@ fn classify(e: &Error) -> Option<Failure> {
 }
 
 /// Ask the plan; on a retry, note the wait for the upstream phase.
-pub fn plan_next(ctx: &mut RequestCtx, failure: Failure) -> bool {
+pub(super) fn plan_next(ctx: &mut RequestCtx, failure: Failure) -> bool {
     let Some(plan) = ctx.failover.plan.as_mut() else {
         return false;
     };

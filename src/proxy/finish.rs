@@ -13,7 +13,11 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Answer a failed request with an OpenAI-shaped error, unless the client already has part of a
 /// response (then the connection is closed: a cut stream must never look complete) or is gone.
-pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+pub(super) async fn fail_to_proxy(
+    session: &mut Session,
+    e: &Error,
+    ctx: &mut RequestCtx,
+) -> FailToProxy {
     // Answer on the real session: only it can say `Connection: close`.
     restore_session(session, ctx).await;
     // A client whose body stalled or is badly framed is still there to be told (408, 400).
@@ -118,7 +122,7 @@ async fn stream_error_event(session: &mut Session, ctx: &RequestCtx) {
 }
 
 /// The last phase of every request: hand the real client session back (keep-alive), then log.
-pub async fn finish(
+pub(super) async fn finish(
     gateway: &Gateway,
     session: &mut Session,
     e: Option<&Error>,
@@ -167,7 +171,7 @@ pub async fn finish(
 }
 
 /// Whether something records the answer's text: a chat log, printed chats, the console's tail.
-pub fn wants_text(gateway: &Gateway, ctx: &RequestCtx) -> bool {
+pub(super) fn wants_text(gateway: &Gateway, ctx: &RequestCtx) -> bool {
     let chat_logged = ctx.route().is_some_and(|r| r.chat_log) && gateway.chat_log.is_some();
     chat_logged || gateway.config.log.print_chat || super::console::wants_text(gateway)
 }
@@ -249,7 +253,7 @@ async fn restore_session(session: &mut Session, ctx: &mut RequestCtx) {
 
 /// The access log: method, path (never the query: it may carry keys), status, route, attempts,
 /// bytes and latency.
-pub fn access_log(
+pub(super) fn access_log(
     session: &Session,
     e: Option<&Error>,
     ctx: &RequestCtx,
@@ -321,7 +325,7 @@ pub fn access_log(
 /// be an ERROR at any log level. Nor is a deadline that ended the request: Pingora would call
 /// it a "Downstream ReadTimedout" (the pre-read session's timer carries it); `note_deadline`
 /// says what happened instead.
-pub fn is_quiet(ctx: &RequestCtx, e: &Error) -> bool {
+pub(super) fn is_quiet(ctx: &RequestCtx, e: &Error) -> bool {
     let client_left = *e.esource() == ErrorSource::Downstream
         && matches!(
             e.etype(),
@@ -360,7 +364,7 @@ fn note_deadline(ctx: &RequestCtx) {
 
 /// A failed attempt that the plan retries is no warning: say so at INFO, with where the next
 /// attempt goes (Pingora's own line would be a WARN "Fail to proxy" for a routine retry).
-pub fn note_retry(ctx: &RequestCtx, e: &Error) -> bool {
+pub(super) fn note_retry(ctx: &RequestCtx, e: &Error) -> bool {
     if log::log_enabled!(log::Level::Info) {
         let c = ctx.candidate();
         let why = match ctx.attempt.deadline {

@@ -29,7 +29,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 /// The peer for the next attempt: the plan is made on the first one; later ones wait out the
 /// backoff or `Retry-After` the retry phase decided, then go to the plan's current candidate.
-pub async fn upstream_peer(
+pub(super) async fn upstream_peer(
     session: &Session,
     ctx: &mut RequestCtx,
 ) -> pingora_core::Result<Box<HttpPeer>> {
@@ -146,7 +146,7 @@ fn requested_fallbacks(req: &RequestHeader) -> Option<Vec<String>> {
 }
 
 /// The header a client names its fallback models in; never forwarded.
-pub const FALLBACK_HEADER: &str = "x-fallback-models";
+pub(super) const FALLBACK_HEADER: &str = "x-fallback-models";
 
 /// Headers that pick the OpenAI organization and project a key bills to. A pool key belongs to
 /// the gateway's organization: a client's value would only get the key refused.
@@ -155,7 +155,10 @@ const ORG_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
 /// Rewrite the request head for the upstream: target, `Host`, hop-by-hop headers, and the
 /// credential: with a pool, every place a client key could travel is cleared and this attempt's
 /// pool key is set where the upstream expects it.
-pub fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> pingora_core::Result<()> {
+pub(super) fn upstream_request(
+    ctx: &mut RequestCtx,
+    req: &mut RequestHeader,
+) -> pingora_core::Result<()> {
     let (Some(candidate), Some(Routed { rest, query, .. })) =
         (ctx.candidate(), ctx.routed.as_ref())
     else {
@@ -284,7 +287,7 @@ fn without_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// Drop the upstream's hop-by-hop headers before the response goes to the client, and name the
 /// upstream that answered (`x-llm-forward-upstream`: its configured name) on routes with several.
-pub fn upstream_response(
+pub(super) fn upstream_response(
     resp: &mut pingora_http::ResponseHeader,
     ctx: &RequestCtx,
 ) -> pingora_core::Result<()> {
@@ -304,7 +307,7 @@ pub fn upstream_response(
 }
 
 /// Names the upstream that answered.
-pub const UPSTREAM_HEADER: &str = "x-llm-forward-upstream";
+pub(super) const UPSTREAM_HEADER: &str = "x-llm-forward-upstream";
 
 fn strip_hop_by_hop_request(req: &mut RequestHeader) {
     let listed = connection_listed(req.headers.get_all(header::CONNECTION));

@@ -18,7 +18,7 @@ use crate::state::Gateway;
 use pingora_proxy::Session;
 use std::sync::atomic::Ordering;
 
-pub fn close_when_draining(gateway: &Gateway, session: &mut Session) {
+pub(super) fn close_when_draining(gateway: &Gateway, session: &mut Session) {
     if gateway.draining.load(Ordering::Relaxed) {
         session.set_keepalive(None);
     }

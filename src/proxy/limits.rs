@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue};
 use pingora_proxy::Session;
 use std::net::{IpAddr, Ipv4Addr};
 
-pub async fn enforce(
+pub(super) async fn enforce(
     gateway: &Gateway,
     session: &Session,
     ctx: &mut RequestCtx,
@@ -92,7 +92,7 @@ impl Seen {
 /// Token budgets (after the body phase, which knows the prompt and `max_tokens`): reserve the
 /// prompt estimate plus `max_tokens` (or `limits.default_max_tokens`); 429 when the budget
 /// cannot cover it.
-pub async fn reserve_tokens(
+pub(super) async fn reserve_tokens(
     gateway: &Gateway,
     session: &Session,
     ctx: &mut RequestCtx,
@@ -148,7 +148,7 @@ pub async fn reserve_tokens(
 }
 
 /// Give the concurrency slot back (shared slots need a Redis call; local ones drop).
-pub async fn release(gateway: &Gateway, ctx: &mut RequestCtx) {
+pub(super) async fn release(gateway: &Gateway, ctx: &mut RequestCtx) {
     if let Some(slot) = ctx.limits.concurrency.take() {
         gateway.limits.leave(slot).await;
     }
@@ -156,7 +156,7 @@ pub async fn release(gateway: &Gateway, ctx: &mut RequestCtx) {
 
 /// Replace the reservation with what the request really used (nothing, if it never reached
 /// an upstream).
-pub async fn settle_tokens(gateway: &Gateway, ctx: &mut RequestCtx, used: Option<u64>) {
+pub(super) async fn settle_tokens(gateway: &Gateway, ctx: &mut RequestCtx, used: Option<u64>) {
     let Some(r) = ctx.limits.tokens.as_ref().filter(|r| r.decision.allowed) else {
         return;
     };
@@ -171,7 +171,7 @@ pub async fn settle_tokens(gateway: &Gateway, ctx: &mut RequestCtx, used: Option
 }
 
 /// The rate-limit headers for this request's answer (empty when no rate rule applied).
-pub fn headers(ctx: &RequestCtx) -> Vec<(HeaderName, HeaderValue)> {
+pub(super) fn headers(ctx: &RequestCtx) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
     if let Some(d) = ctx.limits.rate {
         push(&mut out, d, REQUESTS);

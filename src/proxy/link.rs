@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// Which deadline fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deadline {
+pub(crate) enum Deadline {
     /// No first body byte within `first_token` of the attempt's start.
     FirstToken,
     /// No chunk within `idle` of the previous one.
@@ -36,7 +36,7 @@ pub enum Deadline {
 }
 
 impl Deadline {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Deadline::FirstToken => "no first token within the first_token deadline",
             Deadline::Idle => "the stream was idle longer than the idle timeout",
@@ -47,7 +47,7 @@ impl Deadline {
     }
 
     /// The access log's `outcome=` for a request this deadline ended.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Deadline::FirstToken => "first_token",
             Deadline::Idle => "idle",
@@ -72,14 +72,14 @@ struct State {
     fired: Option<Deadline>,
 }
 
-pub struct Link {
+pub(crate) struct Link {
     state: Mutex<State>,
     /// The end of a stop's grace period, watched with the deadlines.
     cutoff: Option<Arc<Cutoff>>,
 }
 
 impl Link {
-    pub fn new(body: Bytes) -> Self {
+    pub(crate) fn new(body: Bytes) -> Self {
         Link {
             state: Mutex::new(State {
                 body,
@@ -96,12 +96,12 @@ impl Link {
     }
 
     /// Also end the attempt when `cutoff` is raised.
-    pub fn with_cutoff(mut self, cutoff: Arc<Cutoff>) -> Self {
+    pub(crate) fn with_cutoff(mut self, cutoff: Arc<Cutoff>) -> Self {
         self.cutoff = Some(cutoff);
         self
     }
 
-    pub fn cutoff(&self) -> Option<&Arc<Cutoff>> {
+    pub(crate) fn cutoff(&self) -> Option<&Arc<Cutoff>> {
         self.cutoff.as_ref()
     }
 
@@ -109,21 +109,21 @@ impl Link {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn body(&self) -> Bytes {
+    pub(crate) fn body(&self) -> Bytes {
         self.lock().body.clone()
     }
 
-    pub fn set_body(&self, body: Bytes) {
+    pub(crate) fn set_body(&self, body: Bytes) {
         self.lock().body = body;
     }
 
-    pub fn flushed(&self) -> bool {
+    pub(crate) fn flushed(&self) -> bool {
         self.lock().flushed
     }
 
     /// A new attempt starts now: arm its deadlines (`first_token` only for streams). `total`
     /// and `max_end` are instants of the whole request.
-    pub fn arm(
+    pub(crate) fn arm(
         &self,
         first_token: Option<Duration>,
         idle: Option<Duration>,
@@ -144,7 +144,7 @@ impl Link {
 
     /// Bytes went to the client: from now on the gap to the next chunk is what is watched (and
     /// `max_duration`); the total budget no longer applies, it was for reaching this point.
-    pub fn on_write(&self, now: Instant) {
+    pub(crate) fn on_write(&self, now: Instant) {
         let mut s = self.lock();
         s.flushed = true;
         let idle = s.idle.map(|d| (now + d, Deadline::Idle));
@@ -152,18 +152,18 @@ impl Link {
     }
 
     /// The deadline to sleep until, if any.
-    pub fn next_deadline(&self) -> Option<(Instant, Deadline)> {
+    pub(crate) fn next_deadline(&self) -> Option<(Instant, Deadline)> {
         self.lock().next
     }
 
-    pub fn fire(&self, which: Deadline) {
+    pub(crate) fn fire(&self, which: Deadline) {
         let mut s = self.lock();
         s.fired = Some(which);
         s.next = None;
     }
 
     /// The deadline that ended the last attempt, if one did (taken: asked once per failure).
-    pub fn take_fired(&self) -> Option<Deadline> {
+    pub(crate) fn take_fired(&self) -> Option<Deadline> {
         self.lock().fired.take()
     }
 }

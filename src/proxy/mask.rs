@@ -15,7 +15,7 @@ use pingora_http::ResponseHeader;
 
 /// On an error answer to an attempt that sent its pool key in the query: mask the key in the
 /// response headers (a `Location` may echo the URL too) and set up the body's masker.
-pub fn prepare(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> pingora_core::Result<()> {
+pub(super) fn prepare(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> pingora_core::Result<()> {
     if resp.status.is_success() {
         return Ok(());
     }
@@ -58,7 +58,7 @@ pub fn prepare(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> pingora_core:
 }
 
 /// Mask this body chunk of an error answer, if it needs it.
-pub fn apply(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end: bool) {
+pub(super) fn apply(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end: bool) {
     let Some(masker) = ctx.attempt.mask.as_mut() else {
         return;
     };

@@ -15,7 +15,7 @@ mod console;
 mod continuation;
 mod cors;
 mod ctx;
-pub mod error;
+pub(crate) mod error;
 mod failover;
 mod finish;
 mod forward;
@@ -32,7 +32,7 @@ mod route;
 mod stream;
 mod trace;
 
-pub use ctx::RequestCtx;
+pub(crate) use ctx::RequestCtx;
 
 use crate::state::Gateway;
 use async_trait::async_trait;
@@ -44,7 +44,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::sync::Arc;
 
-pub struct LlmProxy {
+pub(crate) struct LlmProxy {
     pub gateway: Arc<Gateway>,
 }
 

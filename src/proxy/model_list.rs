@@ -14,7 +14,11 @@ use crate::state::Route;
 
 /// Checks the models the forwarded path names against `tenant`'s list. `Ok(true)`: the path
 /// names at least one (all allowed).
-pub fn check_path(route: &Route, ctx: &RequestCtx, tenant: &Tenant) -> Result<bool, GatewayError> {
+pub(super) fn check_path(
+    route: &Route,
+    ctx: &RequestCtx,
+    tenant: &Tenant,
+) -> Result<bool, GatewayError> {
     let Some(rest) = ctx.routed.as_ref().map(|r| &r.rest) else {
         return Ok(false);
     };
@@ -33,7 +37,7 @@ pub fn check_path(route: &Route, ctx: &RequestCtx, tenant: &Tenant) -> Result<bo
 }
 
 /// Checks the body's model (or, without one, the route's default) against `tenant`'s list.
-pub fn check_body(
+pub(super) fn check_body(
     route: &Route,
     tenant: &Tenant,
     model: Option<&str>,

@@ -13,7 +13,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// A server-sent-event answer starts: count it among the streams in flight until ctx drops.
-pub fn on_response(gateway: &Gateway, resp: &ResponseHeader, ctx: &mut RequestCtx) {
+pub(super) fn on_response(gateway: &Gateway, resp: &ResponseHeader, ctx: &mut RequestCtx) {
     let sse = resp
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -24,7 +24,7 @@ pub fn on_response(gateway: &Gateway, resp: &ResponseHeader, ctx: &mut RequestCt
 }
 
 /// The limit decisions, read before `logging` gives the concurrency slot back.
-pub fn limit_decisions(ctx: &RequestCtx) -> LimitDecisions {
+pub(super) fn limit_decisions(ctx: &RequestCtx) -> LimitDecisions {
     let denied = |e: GatewayError| ctx.outcome.error == Some(e);
     LimitDecisions {
         requests: ctx.limits.rate.map(|d| d.allowed),
@@ -41,7 +41,7 @@ pub fn limit_decisions(ctx: &RequestCtx) -> LimitDecisions {
     }
 }
 
-pub fn record(
+pub(super) fn record(
     gateway: &Gateway,
     session: &Session,
     e: Option<&Error>,

@@ -45,7 +45,7 @@ use tokio::time::Sleep;
 
 /// The wrapper. `inner` is `None` only after the hand-back (and, for an instant, in the
 /// placeholder `install` swaps in): then reads answer "nothing" and writes fail, no panic.
-pub struct PrereadSession {
+pub(super) struct PrereadSession {
     inner: Option<ServerSession>,
     link: Arc<Link>,
     /// The response head, held until the first body byte (or the end of the response).
@@ -182,7 +182,7 @@ impl PrereadSession {
 }
 
 /// Replace the proxy's downstream session with the wrapper replaying the link's body.
-pub fn install(
+pub(super) fn install(
     downstream: &mut Box<ServerSession>,
     link: Arc<Link>,
     draining: &Arc<AtomicBool>,
@@ -227,7 +227,7 @@ fn event_end(data: &[u8]) -> Option<usize> {
 }
 
 /// Put the real session back (from `logging`), so the connection can be kept alive.
-pub async fn restore(downstream: &mut Box<ServerSession>, slot: &RestoreSlot) {
+pub(super) async fn restore(downstream: &mut Box<ServerSession>, slot: &RestoreSlot) {
     if let Some(custom) = downstream.as_custom_mut() {
         // Our wrapper moves its inner session into the slot here.
         let _ = custom.finish_custom().await;

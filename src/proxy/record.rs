@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use std::time::SystemTime;
 
 /// Which API a path is, for the record (and `convert`).
-pub fn endpoint(path: &str) -> Option<&'static str> {
+pub(super) fn endpoint(path: &str) -> Option<&'static str> {
     [
         ("/chat/completions", "chat"),
         ("/completions", "completions"),
@@ -86,7 +86,7 @@ struct UsagePart {
     estimated: bool,
 }
 
-pub fn chat_record(
+pub(super) fn chat_record(
     ctx: &RequestCtx,
     path: &str,
     status: u16,
@@ -185,7 +185,7 @@ fn request_len(r: &RequestPart<'_>) -> usize {
 }
 
 /// openai-forward's `PRINT_CHAT`: a readable line per chat on stderr.
-pub fn print_chat(ctx: &RequestCtx, outcome: Option<&Outcome>) {
+pub(super) fn print_chat(ctx: &RequestCtx, outcome: Option<&Outcome>) {
     let question = ctx
         .body
         .bytes

@@ -13,11 +13,12 @@ use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) const X_UPSTREAM_REQUEST_ID: HeaderName =
+    HeaderName::from_static("x-upstream-request-id");
 
 /// Keep a trusted proxy's sane `X-Request-Id`; otherwise the generated one stays.
-pub fn assign(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx) {
+pub(super) fn assign(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx) {
     let Some(sent) = session.req_header().headers.get(&X_REQUEST_ID) else {
         return;
     };
@@ -30,11 +31,11 @@ pub fn assign(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx) {
     }
 }
 
-pub fn to_upstream(ctx: &RequestCtx, req: &mut RequestHeader) -> pingora_core::Result<()> {
+pub(super) fn to_upstream(ctx: &RequestCtx, req: &mut RequestHeader) -> pingora_core::Result<()> {
     req.insert_header(X_REQUEST_ID, ctx.client.request_id.as_str())
 }
 
-pub fn to_client(ctx: &RequestCtx, resp: &mut ResponseHeader) -> pingora_core::Result<()> {
+pub(super) fn to_client(ctx: &RequestCtx, resp: &mut ResponseHeader) -> pingora_core::Result<()> {
     if let Some(theirs) = resp.remove_header(&X_REQUEST_ID) {
         if theirs.as_bytes() != ctx.client.request_id.as_str().as_bytes() {
             resp.insert_header(X_UPSTREAM_REQUEST_ID, theirs)?;
@@ -44,7 +45,7 @@ pub fn to_client(ctx: &RequestCtx, resp: &mut ResponseHeader) -> pingora_core::R
 }
 
 /// The header for the gateway's own answers (errors, `/healthz`, preflights).
-pub fn header(ctx: &RequestCtx) -> Option<(HeaderName, HeaderValue)> {
+pub(super) fn header(ctx: &RequestCtx) -> Option<(HeaderName, HeaderValue)> {
     let value = HeaderValue::from_str(ctx.client.request_id.as_str()).ok()?;
     Some((X_REQUEST_ID, value))
 }

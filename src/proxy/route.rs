@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// Rewrite the request head to its normalised path (`routing::normalize_path`), first thing in
 /// `request_filter`, so that every phase — the cache admin endpoints, routing, limits, the
 /// cache, logs — judges the path that is forwarded. 400 for an encoded slash or backslash.
-pub fn normalize(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::Result<()> {
+pub(super) fn normalize(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::Result<()> {
     let normalised = match normalize_path(session.req_header().uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
         Ok(Cow::Owned(path)) => Some(path),
@@ -37,7 +37,7 @@ pub fn normalize(session: &mut Session, ctx: &mut RequestCtx) -> pingora_core::R
 
 /// Answer local endpoints or pick the route (the path is already normalised). `Ok(true)`: a
 /// response was sent, stop here.
-pub async fn route_request(
+pub(super) async fn route_request(
     gateway: &Gateway,
     session: &mut Session,
     ctx: &mut RequestCtx,

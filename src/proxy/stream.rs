@@ -21,10 +21,10 @@ const MAX_JSON_COPY: usize = 16 << 20;
 
 /// Most bytes of answer text kept for a record (chat log, token count): a longer answer is
 /// passed on whole but kept cut, and the record says `truncated`.
-pub const MAX_ANSWER_KEPT: usize = 1 << 20;
+pub(super) const MAX_ANSWER_KEPT: usize = 1 << 20;
 
 /// What the response said, once it ended.
-pub struct Outcome {
+pub(super) struct Outcome {
     pub usage: Option<Usage>,
     /// `true` when `usage` is a tokenizer-free estimate, not the upstream's count.
     pub estimated: bool,
@@ -38,7 +38,11 @@ pub struct Outcome {
 
 /// Start reading a successful response of an `openai` route (or a logged one): usage, and the
 /// text, which chat logs record and which a stream cut before its usage is counted from.
-pub fn tap_response(gateway: &Gateway, ctx: &mut RequestCtx, resp: &pingora_http::ResponseHeader) {
+pub(super) fn tap_response(
+    gateway: &Gateway,
+    ctx: &mut RequestCtx,
+    resp: &pingora_http::ResponseHeader,
+) {
     let Some(route) = ctx.route() else {
         return;
     };
@@ -96,7 +100,7 @@ fn on_response_head(ctx: &mut RequestCtx, resp: &ResponseHeader, keep_text: bool
 /// upstream's `Content-Length`, on a miss or on a hit replaying the stored head: the client
 /// would wait for bytes that never come. It goes out chunked instead (HTTP/2 frames it by
 /// itself); an HTTP/1.0 client, which knows no chunking, gets it delimited by the close.
-pub fn reframe(
+pub(super) fn reframe(
     session: &mut pingora_proxy::Session,
     resp: &mut ResponseHeader,
     ctx: &RequestCtx,
@@ -124,11 +128,11 @@ pub fn reframe(
 }
 
 /// A stream ran past its token budget and is to be cut (see `cut_streams`).
-pub struct BudgetSpent;
+pub(super) struct BudgetSpent;
 
 /// One body chunk on its way to the client; returns how long to hold it (output pacing), or
 /// `BudgetSpent` when the stream must end here.
-pub fn on_body(
+pub(super) fn on_body(
     ctx: &mut RequestCtx,
     body: &mut Option<Bytes>,
 ) -> Result<Option<std::time::Duration>, BudgetSpent> {
@@ -220,7 +224,7 @@ fn without(chunk: &Bytes, start: u64, cut: &[Range<u64>]) -> Bytes {
 /// The response's usage and content once it has ended (or was cut). Without usage from the
 /// upstream, an estimate from byte counts (about 4 bytes a token), marked as such. The text of
 /// a JSON answer is only read when `wants_text` (a chat log) or usage is missing.
-pub fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option<Outcome> {
+pub(super) fn outcome(ctx: &mut RequestCtx, finished: bool, wants_text: bool) -> Option<Outcome> {
     let tap = ctx.attempt.response.take()?;
     let prompt_estimate = || ctx.body.prompt_estimate;
     let out = match tap {

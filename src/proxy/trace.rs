@@ -10,7 +10,7 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 /// Start the request's trace (joining a caller's `traceparent`), if tracing is on.
-pub fn begin(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx) {
+pub(super) fn begin(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx) {
     if let Some(tracer) = &gateway.tracer {
         let incoming = session
             .req_header()
@@ -22,7 +22,7 @@ pub fn begin(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx) {
 }
 
 /// An attempt starts (`upstream_peer`, before it connects): open its span.
-pub fn attempt(ctx: &mut RequestCtx) {
+pub(super) fn attempt(ctx: &mut RequestCtx) {
     let Some(trace) = ctx.trace.as_mut() else {
         return;
     };
@@ -36,7 +36,7 @@ pub fn attempt(ctx: &mut RequestCtx) {
 }
 
 /// The attempt's request goes upstream: name its span as the parent of the upstream's work.
-pub fn inject(ctx: &RequestCtx, upstream_request: &mut RequestHeader) {
+pub(super) fn inject(ctx: &RequestCtx, upstream_request: &mut RequestHeader) {
     let Some(traceparent) = ctx.trace.as_ref().and_then(|t| t.traceparent()) else {
         return;
     };
@@ -48,21 +48,21 @@ pub fn inject(ctx: &RequestCtx, upstream_request: &mut RequestHeader) {
 }
 
 /// The attempt got a response head.
-pub fn attempt_status(ctx: &mut RequestCtx, status: u16) {
+pub(super) fn attempt_status(ctx: &mut RequestCtx, status: u16) {
     if let Some(trace) = ctx.trace.as_mut() {
         trace.attempt_status(status);
     }
 }
 
 /// The attempt failed (connect, reset, timeout); the next one, if any, opens its own span.
-pub fn attempt_failed(ctx: &mut RequestCtx, e: &Error) {
+pub(super) fn attempt_failed(ctx: &mut RequestCtx, e: &Error) {
     if let Some(trace) = ctx.trace.as_mut() {
         trace.attempt_failed(e.etype().as_str());
     }
 }
 
 /// Close the trace and queue its spans for export.
-pub fn finish(
+pub(super) fn finish(
     gateway: &Gateway,
     session: &Session,
     ctx: &mut RequestCtx,

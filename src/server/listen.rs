@@ -17,7 +17,10 @@ use std::os::fd::IntoRawFd;
 
 /// Bind every address. During an upgrade (`-u`) an address in use is the one the old process
 /// hands over (already received when this runs), so it is left to Pingora's table.
-pub fn bind_all(addrs: &[SocketAddr], upgrade: bool) -> Result<Vec<(String, TcpListener)>, String> {
+pub(super) fn bind_all(
+    addrs: &[SocketAddr],
+    upgrade: bool,
+) -> Result<Vec<(String, TcpListener)>, String> {
     let mut bound = Vec::with_capacity(addrs.len());
     for addr in addrs {
         // std sets SO_REUSEADDR, as Pingora does; the backlog is raised by Pingora on adoption.
@@ -51,7 +54,7 @@ pub fn bind_all(addrs: &[SocketAddr], upgrade: bool) -> Result<Vec<(String, TcpL
 /// table, then runs the service. Should the service still fail to listen (an address in use
 /// during an upgrade that the old process did not hand over), the process exits 1 rather than
 /// running without a listener.
-pub struct PreBound {
+pub(super) struct PreBound {
     inner: Option<Box<dyn ServiceWithDependents>>,
     bound: Vec<(String, TcpListener)>,
     name: String,
@@ -60,7 +63,7 @@ pub struct PreBound {
 }
 
 impl PreBound {
-    pub fn new(
+    pub(super) fn new(
         inner: impl ServiceWithDependents + 'static,
         bound: Vec<(String, TcpListener)>,
     ) -> Self {

@@ -21,13 +21,13 @@ use std::path::{Path, PathBuf};
 
 /// The paths Pingora is configured with, resolved and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimePaths {
+pub(super) struct RuntimePaths {
     pub pid_file: String,
     pub upgrade_sock: String,
 }
 
 /// Resolve the defaults, create the private directory where needed and check the socket's.
-pub fn prepare(server: &ServerConfig) -> Result<RuntimePaths, Problems> {
+pub(super) fn prepare(server: &ServerConfig) -> Result<RuntimePaths, Problems> {
     let uid = euid();
     let default_dir = || {
         default_dir(
@@ -132,12 +132,12 @@ fn writable(dir: &Path) -> bool {
 }
 
 /// Held by a `-u` process while it takes the listeners over; released on drop (or exit).
-pub struct UpgradeLock {
+pub(super) struct UpgradeLock {
     _file: File,
 }
 
 impl UpgradeLock {
-    pub fn take(upgrade_sock: &str) -> Result<UpgradeLock, String> {
+    pub(super) fn take(upgrade_sock: &str) -> Result<UpgradeLock, String> {
         let path = format!("{upgrade_sock}.lock");
         let file = OpenOptions::new()
             .create(true)

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-pub struct ProcessSignals {
+pub(super) struct ProcessSignals {
     /// Raised on SIGINT: stop without waiting for requests in flight.
     pub fast_stop: Arc<AtomicBool>,
 }
@@ -48,7 +48,7 @@ impl ShutdownSignalWatch for ProcessSignals {
 
 /// Block SIGINT, SIGTERM and SIGQUIT in this thread and the threads it starts from now on,
 /// until [`ProcessSignals`] listens.
-pub fn hold_stop_signals() {
+pub(super) fn hold_stop_signals() {
     mask_stop_signals(libc::SIG_BLOCK);
 }
 

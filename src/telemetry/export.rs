@@ -21,7 +21,7 @@ const QUEUE: usize = 8192;
 const MAX_BATCH: usize = 512;
 const BATCH_WINDOW: Duration = Duration::from_secs(1);
 
-pub struct Tracer {
+pub(crate) struct Tracer {
     pub config: TracingConfig,
     tx: mpsc::Sender<SpanRecord>,
     rx: Mutex<Option<mpsc::Receiver<SpanRecord>>>,
@@ -31,7 +31,7 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    pub fn new(config: TracingConfig) -> Arc<Tracer> {
+    pub(crate) fn new(config: TracingConfig) -> Arc<Tracer> {
         let (tx, rx) = mpsc::channel(QUEUE);
         Arc::new(Tracer {
             config,
@@ -44,19 +44,19 @@ impl Tracer {
 
     /// Whether a new trace (one no caller sampled) is recorded: by its id, so every node of a
     /// cluster decides alike for the same trace.
-    pub fn samples(&self, trace_id: &super::span::TraceId) -> bool {
+    pub(crate) fn samples(&self, trace_id: &super::span::TraceId) -> bool {
         let x = u64::from_be_bytes(trace_id[8..].try_into().unwrap_or_default());
         (x as f64) < self.config.sample * u64::MAX as f64
     }
 
-    pub fn submit(&self, span: SpanRecord) {
+    pub(crate) fn submit(&self, span: SpanRecord) {
         if self.tx.try_send(span).is_err() {
             self.dropped.fetch_add(1, Relaxed);
         }
     }
 
     /// The background service that sends the queued spans (one per process).
-    pub fn exporter(self: &Arc<Self>) -> Exporter {
+    pub(crate) fn exporter(self: &Arc<Self>) -> Exporter {
         Exporter(Arc::clone(self))
     }
 
@@ -138,7 +138,7 @@ impl Tracer {
     }
 }
 
-pub struct Exporter(Arc<Tracer>);
+pub(crate) struct Exporter(Arc<Tracer>);
 
 #[async_trait]
 impl BackgroundService for Exporter {

@@ -3,11 +3,11 @@
 //! token), exported over OTLP/HTTP (`telemetry.otlp`). A caller's `traceparent` is joined; each
 //! attempt sends its own `traceparent` upstream, so a provider's spans hang under it.
 
-pub mod export;
-pub mod request;
-pub mod span;
+pub(crate) mod export;
+pub(crate) mod request;
+pub(crate) mod span;
 
-pub use export::Tracer;
+pub(crate) use export::Tracer;
 
 use crate::config::UpstreamUrl;
 use std::time::Duration;

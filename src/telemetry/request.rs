@@ -24,7 +24,7 @@ struct Attempt {
     error: Option<String>,
 }
 
-pub struct RequestTrace {
+pub(crate) struct RequestTrace {
     trace_id: TraceId,
     span_id: SpanId,
     parent: Option<SpanId>,
@@ -33,7 +33,7 @@ pub struct RequestTrace {
 }
 
 /// What the request span says when the request is over.
-pub struct Summary<'a> {
+pub(crate) struct Summary<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub route: Option<&'a str>,
@@ -52,7 +52,7 @@ pub struct Summary<'a> {
 impl RequestTrace {
     /// Start a request's trace, or `None` when it is not sampled. A caller's valid `traceparent`
     /// decides by its sampled flag; a new trace by the configured ratio.
-    pub fn begin(tracer: &Tracer, incoming: Option<&str>) -> Option<Self> {
+    pub(crate) fn begin(tracer: &Tracer, incoming: Option<&str>) -> Option<Self> {
         let (trace_id, parent) = match incoming.and_then(|v| parse_traceparent(v).map(|p| (v, p))) {
             Some((value, (trace, parent))) => {
                 if !value.trim().ends_with("-01") {
@@ -78,7 +78,7 @@ impl RequestTrace {
     }
 
     /// A new attempt starts (the previous one, if still open, ended with it).
-    pub fn attempt(&mut self, upstream: &str, model: Option<&str>) {
+    pub(crate) fn attempt(&mut self, upstream: &str, model: Option<&str>) {
         let now = unix_ns();
         self.end_attempt(None, Some("abandoned"), now);
         let span_id = new_span_id();
@@ -94,20 +94,20 @@ impl RequestTrace {
     }
 
     /// The `traceparent` that makes the current attempt the parent of the upstream's work.
-    pub fn traceparent(&self) -> Option<String> {
+    pub(crate) fn traceparent(&self) -> Option<String> {
         let attempt = self.attempts.last()?;
         Some(traceparent(&self.trace_id, &attempt.span_id))
     }
 
     /// The current attempt got a response head.
-    pub fn attempt_status(&mut self, status: u16) {
+    pub(crate) fn attempt_status(&mut self, status: u16) {
         if let Some(a) = self.attempts.last_mut() {
             a.status = Some(status);
         }
     }
 
     /// The current attempt failed (connect, reset, timeout, a retried status).
-    pub fn attempt_failed(&mut self, why: &str) {
+    pub(crate) fn attempt_failed(&mut self, why: &str) {
         self.end_attempt(None, Some(why), unix_ns());
     }
 
@@ -122,7 +122,7 @@ impl RequestTrace {
     }
 
     /// Close the trace and queue its spans.
-    pub fn finish(mut self, tracer: &Tracer, s: &Summary<'_>) {
+    pub(crate) fn finish(mut self, tracer: &Tracer, s: &Summary<'_>) {
         let now = unix_ns();
         if let Some(a) = self.attempts.last_mut().filter(|a| a.end.is_none()) {
             a.end = Some(now);

@@ -5,18 +5,18 @@
 use crate::cache_key::hex;
 use serde::Serialize;
 
-pub type TraceId = [u8; 16];
-pub type SpanId = [u8; 8];
+pub(crate) type TraceId = [u8; 16];
+pub(crate) type SpanId = [u8; 8];
 
 /// Span kinds as OTLP numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Server = 2,
     Client = 3,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     Str(String),
     Int(i64),
     Float(f64),
@@ -24,7 +24,7 @@ pub enum Value {
 }
 
 #[derive(Clone, Debug)]
-pub struct SpanRecord {
+pub(crate) struct SpanRecord {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     pub parent: Option<SpanId>,
@@ -36,7 +36,7 @@ pub struct SpanRecord {
     pub attributes: Vec<(&'static str, Value)>,
 }
 
-pub fn new_trace_id() -> TraceId {
+pub(crate) fn new_trace_id() -> TraceId {
     loop {
         let id: TraceId = rand::random();
         if id != [0; 16] {
@@ -45,7 +45,7 @@ pub fn new_trace_id() -> TraceId {
     }
 }
 
-pub fn new_span_id() -> SpanId {
+pub(crate) fn new_span_id() -> SpanId {
     loop {
         let id: SpanId = rand::random();
         if id != [0; 8] {
@@ -72,7 +72,7 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 /// The trace and parent span of an incoming `traceparent` (version 00; lower-case hex; all-zero
 /// ids are invalid), so the gateway's span joins the caller's trace.
-pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId)> {
+pub(crate) fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId)> {
     let mut parts = value.trim().split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -85,7 +85,7 @@ pub fn parse_traceparent(value: &str) -> Option<(TraceId, SpanId)> {
 }
 
 /// The `traceparent` that names `span` as the parent of what the upstream does (sampled).
-pub fn traceparent(trace: &TraceId, span: &SpanId) -> String {
+pub(crate) fn traceparent(trace: &TraceId, span: &SpanId) -> String {
     format!("00-{}-{}-01", hex(trace), hex(span))
 }
 
@@ -173,7 +173,7 @@ impl From<&Value> for AnyValue {
 }
 
 /// One `ExportTraceServiceRequest` in OTLP's JSON encoding.
-pub fn encode(service_name: &str, spans: &[SpanRecord]) -> Vec<u8> {
+pub(crate) fn encode(service_name: &str, spans: &[SpanRecord]) -> Vec<u8> {
     let request = Request {
         resource_spans: [ResourceSpans {
             resource: Resource {

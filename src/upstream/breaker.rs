@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
+pub(crate) enum BreakerState {
     Closed,
     Open,
     /// Open time is over; one probe is (or may be) on its way.
@@ -22,7 +22,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
             BreakerState::Open => "open",
@@ -42,7 +42,7 @@ struct Inner {
     window_failed: u32,
 }
 
-pub struct Breaker {
+pub(crate) struct Breaker {
     config: BreakerConfig,
     inner: Mutex<Inner>,
     /// Closed with no failure since the last success: the state of a healthy upstream, read
@@ -53,13 +53,13 @@ pub struct Breaker {
 
 /// What `record` changed, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     Opened,
     Closed,
 }
 
 impl Breaker {
-    pub fn new(config: BreakerConfig, now: Instant) -> Self {
+    pub(crate) fn new(config: BreakerConfig, now: Instant) -> Self {
         Breaker {
             config,
             inner: Mutex::new(Inner {
@@ -80,7 +80,7 @@ impl Breaker {
     }
 
     /// The state as of `now` (an open breaker whose time is over reads as half-open).
-    pub fn state(&self, now: Instant) -> BreakerState {
+    pub(crate) fn state(&self, now: Instant) -> BreakerState {
         let inner = self.lock();
         Self::current(&self.config, &inner, now)
     }
@@ -96,7 +96,7 @@ impl Breaker {
 
     /// May a request try this upstream now? Closed: yes. Open: no. Half-open: the first caller
     /// becomes the probe; the others are told no until it reports.
-    pub fn try_acquire(&self, now: Instant) -> bool {
+    pub(crate) fn try_acquire(&self, now: Instant) -> bool {
         if self.healthy.load(Ordering::Acquire) {
             return true;
         }
@@ -122,7 +122,7 @@ impl Breaker {
     }
 
     /// The outcome of one attempt against the upstream.
-    pub fn record(&self, success: bool, now: Instant) -> Option<Transition> {
+    pub(crate) fn record(&self, success: bool, now: Instant) -> Option<Transition> {
         let c = &self.config;
         if success && c.error_ratio == 0.0 && self.healthy.load(Ordering::Acquire) {
             return None;
@@ -169,11 +169,11 @@ impl Breaker {
     }
 
     /// Closed with no failure since the last success.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
 
-    pub fn open_for(&self) -> Duration {
+    pub(crate) fn open_for(&self) -> Duration {
         self.config.open_for
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DnsError {
+pub(crate) enum DnsError {
     #[error("no address found")]
     NotFound,
     #[error("resolution failed: {0}")]
@@ -32,7 +32,7 @@ struct Answer {
 }
 
 /// One upstream host name and its cached addresses.
-pub struct CachedHost {
+pub(crate) struct CachedHost {
     host: String,
     port: u16,
     ttl: Duration,
@@ -42,7 +42,7 @@ pub struct CachedHost {
 }
 
 impl CachedHost {
-    pub fn new(host: &str, port: u16, ttl: Duration, timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(host: &str, port: u16, ttl: Duration, timeout: Duration) -> Arc<Self> {
         Arc::new(CachedHost {
             host: host.to_string(),
             port,
@@ -54,7 +54,7 @@ impl CachedHost {
     }
 
     /// One address: cached when possible, round-robin over all answers.
-    pub async fn resolve(self: &Arc<Self>) -> Result<SocketAddr, DnsError> {
+    pub(crate) async fn resolve(self: &Arc<Self>) -> Result<SocketAddr, DnsError> {
         let answer = match self.current() {
             Some(answer) => {
                 if answer.resolved_at.elapsed() > self.ttl

@@ -17,9 +17,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 /// Models tracked per upstream at most.
-pub const MAX_MODELS: usize = 64;
+pub(crate) const MAX_MODELS: usize = 64;
 
-pub struct ModelBreakers {
+pub(crate) struct ModelBreakers {
     config: BreakerConfig,
     map: RwLock<HashMap<Box<str>, Arc<Breaker>>>,
     /// The map holds at least one entry (the fast path skips the lock when it does not).
@@ -27,7 +27,7 @@ pub struct ModelBreakers {
 }
 
 impl ModelBreakers {
-    pub fn new(config: BreakerConfig) -> Self {
+    pub(crate) fn new(config: BreakerConfig) -> Self {
         ModelBreakers {
             config,
             map: RwLock::new(HashMap::new()),
@@ -44,19 +44,19 @@ impl ModelBreakers {
     }
 
     /// The state of `model`'s breaker (closed when it has none).
-    pub fn state(&self, model: &str, now: Instant) -> BreakerState {
+    pub(crate) fn state(&self, model: &str, now: Instant) -> BreakerState {
         self.get(model)
             .map_or(BreakerState::Closed, |b| b.state(now))
     }
 
     /// May a request for `model` try the upstream now? (Takes a half-open breaker's probe.)
-    pub fn try_acquire(&self, model: &str, now: Instant) -> bool {
+    pub(crate) fn try_acquire(&self, model: &str, now: Instant) -> bool {
         self.get(model).is_none_or(|b| b.try_acquire(now))
     }
 
     /// The outcome of an attempt for `model`. A success for a model without a breaker changes
     /// nothing; a failure creates one when there is room.
-    pub fn record(&self, model: &str, success: bool, now: Instant) -> Option<Transition> {
+    pub(crate) fn record(&self, model: &str, success: bool, now: Instant) -> Option<Transition> {
         if let Some(b) = self.get(model) {
             return b.record(success, now);
         }
@@ -81,7 +81,7 @@ impl ModelBreakers {
 
     /// How many models' breakers are open (half-open ones included) now: a gauge that names no
     /// model (model names may come from clients).
-    pub fn open_count(&self, now: Instant) -> usize {
+    pub(crate) fn open_count(&self, now: Instant) -> usize {
         if !self.any.load(Ordering::Acquire) {
             return 0;
         }
@@ -91,7 +91,7 @@ impl ModelBreakers {
             .count()
     }
 
-    pub fn open_for(&self) -> std::time::Duration {
+    pub(crate) fn open_for(&self) -> std::time::Duration {
         self.config.open_for
     }
 }

@@ -17,7 +17,7 @@ enum Target {
     Name(Arc<CachedHost>),
 }
 
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub url: UpstreamUrl,
     target: Target,
     /// `Host` header value sent upstream (`host[:port]`).
@@ -32,7 +32,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Build from a validated upstream; fails only on an unreadable CA bundle.
-    pub fn new(config: &UpstreamConfig, server: &ServerConfig) -> Result<Self, String> {
+    pub(crate) fn new(config: &UpstreamConfig, server: &ServerConfig) -> Result<Self, String> {
         let url = config.url.clone();
         // Through a proxy, the connection goes to the proxy and the proxy resolves the upstream.
         let (connect_host, connect_port) = match &config.proxy {
@@ -84,7 +84,7 @@ impl Upstream {
 
     /// A fresh peer for one attempt, its connect timeouts capped at `budget` (what is left of
     /// the request's total) and its read timeout at `read_budget`. Only DNS can fail here.
-    pub async fn peer(
+    pub(crate) async fn peer(
         &self,
         budget: Option<Duration>,
         read_budget: Option<Duration>,

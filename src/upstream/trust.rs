@@ -25,7 +25,7 @@ const EMPTY_BUNDLE: &str = "/dev/null";
 
 /// The trust the process ended up with, for the banner.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trust {
+pub(crate) enum Trust {
     /// CAs read from this hashed directory when first needed.
     HashedDirectory(PathBuf),
     /// OpenSSL's own defaults (the bundle loaded whole at start-up), or the operator's choice.
@@ -47,7 +47,7 @@ impl fmt::Display for Trust {
 
 /// What the decision looks at: the variables as set, and OpenSSL's built-in locations.
 #[derive(Debug, Clone, Default)]
-pub struct Locations {
+pub(crate) struct Locations {
     pub env_bundle: Option<PathBuf>,
     pub env_directory: Option<PathBuf>,
     pub system_bundle: Option<PathBuf>,
@@ -55,7 +55,7 @@ pub struct Locations {
 }
 
 /// The decision alone, without side effects (see the module's documentation).
-pub fn choose(at: &Locations) -> Trust {
+pub(crate) fn choose(at: &Locations) -> Trust {
     let (Some(bundle), Some(dir)) = (
         at.system_bundle.as_deref().and_then(canonical),
         at.system_directory.as_deref().and_then(canonical),
@@ -84,7 +84,7 @@ pub fn choose(at: &Locations) -> Trust {
 /// Decide and point OpenSSL's defaults accordingly. Call it at start-up, before any thread is
 /// spawned (it sets process environment variables that OpenSSL reads when Pingora builds its
 /// TLS contexts).
-pub fn prefer_hashed_directory() -> Trust {
+pub(crate) fn prefer_hashed_directory() -> Trust {
     let set = |name: &str| {
         std::env::var_os(name)
             .filter(|v| !v.is_empty())

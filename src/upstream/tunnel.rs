@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 16 * 1024;
 
 /// A connector that reaches `target` (`host:port`) through the proxy at the peer's address.
-pub struct Tunnel {
+pub(crate) struct Tunnel {
     /// `host:port` as the CONNECT request names it (the proxy resolves it).
     target: String,
     /// `Proxy-Authorization` value, when the proxy URL carries credentials.
@@ -32,7 +32,7 @@ impl std::fmt::Debug for Tunnel {
 }
 
 impl Tunnel {
-    pub fn new(target: String, credentials: Option<&str>) -> Self {
+    pub(crate) fn new(target: String, credentials: Option<&str>) -> Self {
         let authorization = credentials.map(|c| {
             let decoded = percent_decode(c);
             format!(

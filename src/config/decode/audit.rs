@@ -4,14 +4,14 @@
 use serde_yaml::Mapping;
 use std::cell::RefCell;
 
-pub struct Audit {
+pub(crate) struct Audit {
     declared: Vec<String>,
     /// Declared keys present in the document, not yet read.
     unread: RefCell<Vec<String>>,
 }
 
 impl Audit {
-    pub fn new(map: &Mapping, allowed: &[&str]) -> Self {
+    pub(crate) fn new(map: &Mapping, allowed: &[&str]) -> Self {
         let unread = map
             .keys()
             .filter_map(|k| k.as_str())
@@ -24,7 +24,7 @@ impl Audit {
         }
     }
 
-    pub fn read(&self, key: &str, path: &str) {
+    pub(crate) fn read(&self, key: &str, path: &str) {
         assert!(
             self.declared.iter().any(|k| k == key),
             "the decoder of `{path}` reads `{key}`, which its key table does not declare"
@@ -39,7 +39,7 @@ thread_local! {
 
 /// The declared keys that sections dropped since the last call without reading them.
 /// (A section that stops at a problem may leave keys unread; only a clean decode counts.)
-pub fn take_unread() -> Vec<String> {
+pub(crate) fn take_unread() -> Vec<String> {
     UNREAD.with(|u| std::mem::take(&mut *u.borrow_mut()))
 }
 

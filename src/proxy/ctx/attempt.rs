@@ -7,7 +7,7 @@ use crate::proxy::link::Deadline;
 /// What one upstream attempt leaves behind. Reset with one assignment when the next attempt
 /// starts (`upstream_peer`), which first takes the wait its predecessor's failure chose.
 #[derive(Default)]
-pub struct AttemptState {
+pub(crate) struct AttemptState {
     /// The pool key this attempt sent (`upstream_request_filter`).
     pub pool_key: Option<usize>,
     /// The attempt got a response head (`upstream_response_filter`).
@@ -31,7 +31,7 @@ pub struct AttemptState {
 }
 
 /// An error answer held until its end (at most `failover::MAX_HELD_ERROR` bytes).
-pub enum Held {
+pub(crate) enum Held {
     /// A 401/403/429 to a pool key, with its `Retry-After`: its body says what it means for
     /// the key (invalid, quota spent).
     KeyAnswer {
@@ -44,13 +44,13 @@ pub enum Held {
 }
 
 impl Held {
-    pub fn body_mut(&mut self) -> &mut Vec<u8> {
+    pub(crate) fn body_mut(&mut self) -> &mut Vec<u8> {
         match self {
             Held::KeyAnswer { body, .. } | Held::Context(body) => body,
         }
     }
 
-    pub fn into_body(self) -> Vec<u8> {
+    pub(crate) fn into_body(self) -> Vec<u8> {
         match self {
             Held::KeyAnswer { body, .. } | Held::Context(body) => body,
         }

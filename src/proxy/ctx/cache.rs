@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// Body phase sets `flag`; the cache phase `state`.
 #[derive(Default)]
-pub struct CacheCtx {
+pub(crate) struct CacheCtx {
     /// The request's `caching` field, when it had one (removed from the body sent upstream).
     pub flag: Option<bool>,
     pub state: CacheState,
@@ -13,7 +13,7 @@ pub struct CacheCtx {
 
 /// Whether the request uses the cache, and how it went.
 #[derive(Default)]
-pub enum CacheState {
+pub(crate) enum CacheState {
     /// The cache is not used for this request.
     #[default]
     Bypass,
@@ -25,26 +25,26 @@ pub enum CacheState {
 
 impl CacheState {
     /// The key and policy, when the request uses the cache.
-    pub fn plan(&self) -> Option<&Plan> {
+    pub(crate) fn plan(&self) -> Option<&Plan> {
         match self {
             CacheState::Bypass => None,
             CacheState::Miss(p) | CacheState::Hit(p) => Some(p),
         }
     }
 
-    pub fn is_hit(&self) -> bool {
+    pub(crate) fn is_hit(&self) -> bool {
         matches!(self, CacheState::Hit(_))
     }
 
     /// A miss becomes a hit (the lookup found the answer).
-    pub fn mark_hit(&mut self) {
+    pub(crate) fn mark_hit(&mut self) {
         if let CacheState::Miss(p) = std::mem::take(self) {
             *self = CacheState::Hit(p);
         }
     }
 }
 
-pub struct Plan {
+pub(crate) struct Plan {
     pub id: Digest,
     /// The route prefix (purge by route).
     pub route: String,

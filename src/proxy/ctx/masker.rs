@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 /// Masks one key out of a body, chunk by chunk (memory bounded by the key's length).
-pub struct Masker {
+pub(crate) struct Masker {
     /// The forms of the key to mask (longest first does not matter: all are masked).
     needles: Vec<Vec<u8>>,
     /// The tail of the last chunk that could be the start of a key.
@@ -13,7 +13,7 @@ pub struct Masker {
 }
 
 impl Masker {
-    pub fn new(secret: &str) -> Option<Self> {
+    pub(crate) fn new(secret: &str) -> Option<Self> {
         if secret.is_empty() {
             return None;
         }
@@ -33,7 +33,7 @@ impl Masker {
     }
 
     /// The masked bytes that can go on now (`None`: nothing yet); at `end`, everything left.
-    pub fn push(&mut self, chunk: Option<&[u8]>, end: bool) -> Option<Bytes> {
+    pub(crate) fn push(&mut self, chunk: Option<&[u8]>, end: bool) -> Option<Bytes> {
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(chunk.unwrap_or_default());
         self.mask(&mut data);
@@ -46,7 +46,7 @@ impl Masker {
         (!data.is_empty()).then(|| Bytes::from(data))
     }
 
-    pub fn mask(&self, data: &mut [u8]) {
+    pub(crate) fn mask(&self, data: &mut [u8]) {
         for needle in &self.needles {
             let mut from = 0;
             while let Some(at) = memchr::memmem::find(&data[from..], needle) {
@@ -58,7 +58,7 @@ impl Masker {
     }
 
     /// Whether `text` holds the key in any of its forms.
-    pub fn found_in(&self, text: &[u8]) -> bool {
+    pub(crate) fn found_in(&self, text: &[u8]) -> bool {
         self.needles
             .iter()
             .any(|n| memchr::memmem::find(text, n).is_some())

@@ -4,7 +4,7 @@ use crate::openai::StreamAccumulator;
 use crate::sse::SseParser;
 
 /// What the gateway learns from one response as it passes.
-pub enum ResponseTap {
+pub(crate) enum ResponseTap {
     Sse {
         parser: Box<SseParser>,
         acc: Box<StreamAccumulator>,

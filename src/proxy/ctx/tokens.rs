@@ -4,7 +4,7 @@ use crate::limits::spec::LimitSpec;
 use crate::limits::Decision;
 
 /// Tokens reserved for one request under a budget, until its usage is known.
-pub struct TokenReservation {
+pub(crate) struct TokenReservation {
     pub bucket: String,
     pub spec: LimitSpec,
     pub reserved: u64,
