@@ -36,7 +36,9 @@ impl Cutoff {
         self.raised.load(Ordering::Acquire)
     }
 
-    /// Resolves once the cutoff is raised (at once if it already is).
+    /// Resolves once the cutoff is raised (at once if it already is). The request path uses
+    /// [`Cutoff::watch`]; the tests wait with this.
+    #[cfg(test)]
     pub(crate) async fn wait(&self) {
         let notified = self.notify.notified();
         let mut notified = std::pin::pin!(notified);
