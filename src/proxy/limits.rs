@@ -245,7 +245,10 @@ impl PartialEq<&str> for ResetText {
 /// OpenAI's duration style: `20ms`, `6s`, `1m30s` (no `format!`: this runs per request).
 fn reset_text(d: std::time::Duration) -> ResetText {
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let mut out = ResetText { buf: [0; 44], len: 0 };
+    let mut out = ResetText {
+        buf: [0; 44],
+        len: 0,
+    };
     let mut num = itoa::Buffer::new();
     if ms < 1000 {
         out.put(num.format(ms).as_bytes());
