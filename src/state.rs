@@ -110,6 +110,16 @@ pub(crate) struct Gateway {
 }
 
 impl Gateway {
+    /// Whether something records a request's answer text on `route`: its chat log, printed
+    /// chats, or the console's tail showing exchanges. Asked at the response head (what the tap
+    /// keeps) and at the end (what the outcome reads); here, so neither phase imports the other.
+    pub(crate) fn records_answer_text(&self, route: Option<&Route>) -> bool {
+        let chat_logged = route.is_some_and(|r| r.chat_log) && self.chat_log.is_some();
+        chat_logged
+            || self.config.log.print_chat
+            || self.console.as_ref().is_some_and(|c| c.show_messages)
+    }
+
     /// Build the runtime state. The config was validated already; what can still fail here is
     /// reading files it names (CA bundles), reported like any config problem.
     pub(crate) fn build(config: Config) -> Result<Arc<Gateway>, Problems> {

@@ -7,11 +7,6 @@ use crate::admin::board::Finished;
 use crate::state::Gateway;
 use pingora_proxy::Session;
 
-/// Whether the console wants the answer's text kept (to show the exchange in its tail).
-pub(super) fn wants_text(gateway: &Gateway) -> bool {
-    gateway.console.as_ref().is_some_and(|c| c.show_messages)
-}
-
 pub(super) fn record(
     gateway: &Gateway,
     session: &Session,

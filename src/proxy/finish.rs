@@ -133,7 +133,7 @@ pub(super) async fn finish(
     let limit_decisions = super::observe::limit_decisions(ctx);
     // The slot goes back first: nothing after this concerns the client any more.
     super::limits::release(gateway, ctx).await;
-    let wants_text = wants_text(gateway, ctx);
+    let wants_text = gateway.records_answer_text(ctx.route().map(|r| &**r));
     let mut outcome = super::stream::outcome(ctx, e.is_none() || ctx.outcome.continued, wants_text);
     // A byte estimate is replaced by the tokenizer's count only where a count is kept: a token
     // budget to settle, or a chat record. Otherwise (the access log's "~N") it stays as it is:
@@ -168,12 +168,6 @@ pub(super) async fn finish(
     super::console::record(gateway, session, ctx, status, label, outcome.as_ref());
     super::trace::finish(gateway, session, ctx, status, label, outcome.as_ref());
     access_log(session, e, ctx, outcome.as_ref());
-}
-
-/// Whether something records the answer's text: a chat log, printed chats, the console's tail.
-pub(super) fn wants_text(gateway: &Gateway, ctx: &RequestCtx) -> bool {
-    let chat_logged = ctx.route().is_some_and(|r| r.chat_log) && gateway.chat_log.is_some();
-    chat_logged || gateway.config.log.print_chat || super::console::wants_text(gateway)
 }
 
 /// How the request ended, as the access log's `outcome=` (and the console and traces) say it.

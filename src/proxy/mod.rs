@@ -20,6 +20,8 @@ mod failover;
 mod finish;
 mod forward;
 mod keepalive;
+#[cfg(test)]
+mod layering;
 mod limits;
 mod link;
 mod mask;

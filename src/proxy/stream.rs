@@ -54,12 +54,12 @@ pub(super) fn tap_response(
 }
 
 /// Whether a stream's answer text is kept (up to [`MAX_ANSWER_KEPT`]) or only counted, decided
-/// once at the head: kept when something records it (see `finish::wants_text`), when a token
+/// once at the head: kept when something records it (`Gateway::records_answer_text`), when a token
 /// budget settles on a tokenizer count of it (an estimated usage, see `finish.rs`), or when a
 /// broken stream may be continued from it (`continuation.rs`). Otherwise a stream holds counts
 /// only, not up to 1 MiB of text, and the usage estimate reads the byte counts.
 fn keeps_text(gateway: &Gateway, ctx: &RequestCtx) -> bool {
-    super::finish::wants_text(gateway, ctx)
+    gateway.records_answer_text(ctx.route().map(|r| &**r))
         || ctx.limits.tokens.is_some()
         || super::continuation::enabled(ctx)
 }
