@@ -280,3 +280,48 @@ async fn a_twin_hit_counts_as_a_hit_and_its_key_purges_the_entry_served() {
     resp.bytes().await.unwrap();
     assert_eq!(up.request_count(), 2);
 }
+
+/// A synthesized stream is framed (chunked), so the client's connection stays usable: without a
+/// length or chunking an HTTP/1.1 body ends only when the gateway closes the connection, which a
+/// keep-alive client (and every load generator) reads as a failed request.
+#[tokio::test]
+async fn a_twin_stream_is_chunked_and_the_connection_is_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_up, gw) = gateway_with_cached_twin("").await;
+    let addr = gw
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = request(Some(Value::Null)).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-client\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for round in 0..2 {
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 8192];
+            // The chunked body's last chunk ends the answer.
+            while !got.ends_with(b"0\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "round {round}: the gateway closed the connection");
+                got.extend_from_slice(&buf[..n]);
+            }
+        };
+        let text = match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+            Ok(()) => String::from_utf8_lossy(&got).to_lowercase(),
+            Err(_) => panic!(
+                "round {round}: no chunked end: {}",
+                String::from_utf8_lossy(&got)
+            ),
+        };
+        assert!(text.starts_with("http/1.1 200"), "{text}");
+        assert!(text.contains("x-cache: hit"), "{text}");
+        assert!(text.contains("transfer-encoding: chunked"), "{text}");
+        assert!(text.contains("data: [done]"), "{text}");
+    }
+}

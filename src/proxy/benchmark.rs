@@ -146,7 +146,7 @@ impl ChunkStream<'_> {
 }
 
 /// Answer with an event stream of `events` and `data: [DONE]`: the head (`text/event-stream`,
-/// no length, plus `headers`), then one write per event. The pre-read session paces them like
+/// chunked, plus `headers`), then one write per event. The pre-read session paces them like
 /// a live stream when the route has output pacing, and each goes through the stream phase's tap
 /// (usage accounting, chat logs, token budgets) when the request set one up.
 pub(super) async fn write_sse<'h>(
@@ -158,6 +158,11 @@ pub(super) async fn write_sse<'h>(
     let mut head = ResponseHeader::build(200, Some(8))?;
     head.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
     head.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+    // The length is not known up front: HTTP/1.1 needs chunking, or Pingora ends the body by
+    // closing the connection (while the head says keep-alive). HTTP/2 frames it itself.
+    if !session.is_http2() {
+        head.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
     for (name, value) in headers {
         head.append_header(name.clone(), value.clone())?;
     }
