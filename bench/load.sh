@@ -34,6 +34,8 @@ OUT=bench/out/results.md
 
 log() { printf '[load.sh %3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # --- tools ----------------------------------------------------------------------------------------
 PATH=$PATH:/usr/sbin   # Debian's nginx lives in /usr/sbin
@@ -61,13 +63,6 @@ fi
 on_proxy_cpu=(nice -n "$BENCH_NICE" taskset -c "$PROXY_CPU")
 on_load_cpu=(nice -n "$BENCH_NICE" taskset -c "$LOAD_CPU")
 
-# Anything else running (a build) skews every number: measure the machine's busy share over 1 s.
-busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat; }
-busy_pct() {
-    local b0 i0 b1 i1
-    read -r b0 i0 < <(busy) && sleep 1 && read -r b1 i1 < <(busy)
-    echo $((100 * (b1 - b0) / (b1 - b0 + i1 - i0 + 1)))
-}
 idle_note="machine $(busy_pct)% busy before the run"
 log "$idle_note"
 SECONDS=0
@@ -75,20 +70,6 @@ SECONDS=0
 # --- process handling: everything started is tracked and stopped on exit --------------------------
 work=$(mktemp -d /tmp/llmf-bench.XXXXXX)
 mock_pid='' proxy_pid='' proxy_sig=TERM redis_pid=''
-# stop PID [SIGNAL]: signal (default TERM); SIGKILL if it has not exited within 5 s. The gateway
-# gets INT, Pingora's fast shutdown (TERM would drain); nginx and the mock stop at once on TERM.
-# (Background jobs of a script ignore INT unless the program handles it, as Pingora and nginx do.)
-stop() {
-    kill -"${2:-TERM}" "$1" 2>/dev/null || return 0
-    local i state
-    for ((i = 0; i < 250; i++)); do  # gone, or a zombie waiting for `wait`
-        state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || break
-        [[ $state == Z ]] && break
-        sleep 0.02
-    done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
 cleanup() {
     [[ -z $redis_pid ]] || stop "$redis_pid"
     [[ -z $proxy_pid ]] || stop "$proxy_pid" "$proxy_sig"
@@ -97,17 +78,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_ready() {  # URL PID: poll every 20 ms until a 2xx answer; give up after 15 s or if PID died
-    local deadline=$((SECONDS + 15))
-    until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
-        kill -0 "$2" 2>/dev/null || die "process $2 exited before $1 answered"
-        ((SECONDS < deadline)) || die "$1 not ready after 15 s"
-        sleep 0.02
-    done
-}
 
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }  # utime + stime
 mem_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }         # VmRSS, VmHWM
@@ -197,18 +167,8 @@ start_target() {  # NAME -> sets url, pid
         gateway-cache-hit) extra=$'cache:\n  backend: memory\n  default: true' ;;
         gateway-cache-unique) extra=$'cache:\n  backend: memory\n  max_size: 16MiB\n  default: true' ;;
         esac
-        cat >"$work/$1.yaml" <<EOF
-server:
-  listen: ["127.0.0.1:$port"]
-  threads: 1
-  pid_file: $work/$1.pid
-  upgrade_sock: $work/$1.sock
-routes:
-  - prefix: /
-    upstream: http://127.0.0.1:$upstream_port
-    type: $([[ $1 == gateway-general ]] && echo general || echo openai)
-$extra
-EOF
+        gateway_config "$work/$1.yaml" "$port" "$upstream_port" \
+            "$([[ $1 == gateway-general ]] && echo general || echo openai)" "$extra"
         RUST_LOG=warn "${on_proxy_cpu[@]}" "$GATEWAY_BIN" run -c "$work/$1.yaml" 2>"$work/$1.err" &
         proxy_sig=INT
         ;;
@@ -227,7 +187,6 @@ wait_redis() {  # PORT: poll PING until Redis answers (bounded)
     die "redis-server on port $1 did not start"
 }
 
-fmt() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }  # fmt EXPR [DECIMALS]: arithmetic on our own numbers
 rows=() errors_total=0 direct_rps=
 for target in $TARGETS; do
     start_target "$target"

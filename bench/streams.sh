@@ -42,6 +42,8 @@ OUT=bench/out/streams.md
 
 log() { printf '[streams.sh %3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 for tool in curl taskset python3 awk; do command -v $tool >/dev/null || die "$tool not found"; done
 (($(nproc) >= 2)) || die "needs two cores (proxy on 0, client + mock on 1)"
@@ -68,12 +70,6 @@ if [[ ${BENCH_RT:-} == 1 ]]; then
     on_proxy_cpu=(chrt -f 10 taskset -c "$PROXY_CPU") on_load_cpu=(chrt -f 10 taskset -c "$LOAD_CPU")
 fi
 
-busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat; }
-busy_pct() {
-    local b0 i0 b1 i1
-    read -r b0 i0 < <(busy) && sleep 1 && read -r b1 i1 < <(busy)
-    echo $((100 * (b1 - b0) / (b1 - b0 + i1 - i0 + 1)))
-}
 load_note="machine $(busy_pct)% busy before the run (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 log "$load_note"
 SECONDS=0
@@ -81,17 +77,6 @@ SECONDS=0
 # --- process handling (as in load.sh): everything started is stopped on exit ----------------------
 work=$(mktemp -d /tmp/llmf-streams.XXXXXX)
 mock_pid='' proxy_pid='' proxy_sig=TERM
-stop() {
-    kill -"${2:-TERM}" "$1" 2>/dev/null || return 0
-    local i state
-    for ((i = 0; i < 250; i++)); do
-        state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || break
-        [[ $state == Z ]] && break
-        sleep 0.02
-    done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
 cleanup() {
     [[ -z $proxy_pid ]] || stop "$proxy_pid" "$proxy_sig"
     [[ -z $mock_pid ]] || stop "$mock_pid"
@@ -99,16 +84,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() {  # URL PID
-    local deadline=$((SECONDS + 15))
-    until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
-        kill -0 "$2" 2>/dev/null || die "process $2 exited before $1 answered"
-        ((SECONDS < deadline)) || die "$1 not ready after 15 s"
-        sleep 0.02
-    done
-}
 
 start_mock() {  # EVENTS:INTERVAL_MS -> upstream_port, mock_pid
     "${on_load_cpu[@]}" "$MOCK_BIN" --listen 127.0.0.1:0 --stream "$1" >"$work/mock.out" 2>"$work/mock.err" &
@@ -134,18 +109,8 @@ start_target() {  # NAME -> url, pid
     gateway | gateway-general | gateway-chatlog)
         local extra=''
         [[ $1 != gateway-chatlog ]] || extra=$'log:\n  chat: {dir: "'"$work"$'/chatlog"}'
-        cat >"$work/$1.yaml" <<EOF
-server:
-  listen: ["127.0.0.1:$port"]
-  threads: 1
-  pid_file: $work/$1.pid
-  upgrade_sock: $work/$1.sock
-routes:
-  - prefix: /
-    upstream: http://127.0.0.1:$upstream_port
-    type: $([[ $1 == gateway-general ]] && echo general || echo openai)
-$extra
-EOF
+        gateway_config "$work/$1.yaml" "$port" "$upstream_port" \
+            "$([[ $1 == gateway-general ]] && echo general || echo openai)" "$extra"
         RUST_LOG=warn "${on_proxy_cpu[@]}" "$GATEWAY_BIN" run -c "$work/$1.yaml" 2>"$work/$1.err" &
         ;;
     *) die "unknown target $1" ;;
@@ -155,7 +120,6 @@ EOF
 }
 
 added() { [[ $2 ]] && ms "$1 - $2" || echo –; }  # added P99 DIRECT_P99 (µs) -> ms, or – without direct
-fmt() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
 ms() { fmt "($1) / 1000" "${2:-2}"; }
 failures=0
 
