@@ -16,6 +16,8 @@
 #   gateway-general (`type: general`); gateway-full (openai route with memory limits, chat logs
 #   and a memory cache, every request a different body: a cache miss that is stored).
 # Read a profile: callgrind_annotate --inclusive=yes bench/out/callgrind/gateway.out | less
+# Where each gateway target's instructions go (our modules and hooks vs Pingora) is appended to
+# results.md by bench/callgrind_hooks.py, with the floor's profile beside it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -97,7 +99,8 @@ until upstream_port=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$work/m
     sleep 0.02
 done
 
-rows=() floor=''
+rows=() floor='' floor_n=''
+declare -A requests
 for target in $TARGETS; do
     port=$(free_port) url=http://127.0.0.1:$port out=$OUT_DIR/$target.out
     rm -f "$out" "$out".*
@@ -143,7 +146,8 @@ EOF
     ir=$(awk '/^summary:|^totals:/ { print $2; exit }' "$out")
     ((n > 0)) || die "$target: no request completed"
     per=$((ir / n))
-    [[ $target == pingora-floor ]] && floor=$per
+    requests[$target]=$n
+    [[ $target == pingora-floor ]] && floor=$per floor_n=$n
     ratio=$([[ $floor ]] && awk "BEGIN { printf \"%.2f\", $per / $floor }" || echo "–")
     log "$target: $n requests ($errors errors), $per instructions/request"
     rows+=("| $target | $n | $errors | $per | $ratio |")
@@ -155,3 +159,17 @@ done
     echo "|---|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
 } | tee -a "$OUT_DIR/results.md"
+for target in $TARGETS; do
+    [[ $target != pingora-floor ]] || continue
+    {
+        echo
+        echo "#### $target: where the instructions go"
+        echo
+        if [[ $floor_n ]]; then
+            python3 bench/callgrind_hooks.py "$OUT_DIR/$target.out" "${requests[$target]}" \
+                "$OUT_DIR/pingora-floor.out" "$floor_n"
+        else
+            python3 bench/callgrind_hooks.py "$OUT_DIR/$target.out" "${requests[$target]}"
+        fi
+    } | tee -a "$OUT_DIR/results.md"
+done
