@@ -230,6 +230,41 @@ routes: [{prefix: 1, upstream: [1]}]"#
     }
 }
 
+// A pool key with a control character (a YAML escape, a pasted key) passed `check`; then every
+// request through its pool failed with a 500, as the key cannot go into a header.
+#[test]
+fn keys_that_cannot_go_into_a_header_are_config_errors() {
+    let route = "routes: [{prefix: /, upstream: 'http://127.0.0.1:9', auth: {mode: open, pool: p}}]\ntenants: {t: {}}";
+    let cases = [
+        (
+            r#"upstream_keys: {p: ["sk-ab\x01c"]}"#,
+            "upstream_keys.p[0]",
+        ),
+        (r#"upstream_keys: {p: ["sk-abc\n"]}"#, "upstream_keys.p[0]"),
+        (
+            r#"upstream_keys: {p: [{key: "sk-ab\x7fc", name: a}]}"#,
+            "upstream_keys.p[0].key",
+        ),
+        (r#"upstream_keys: {p: ["sk-abçd"]}"#, "upstream_keys.p[0]"),
+        (
+            "upstream_keys: {p: [sk-ok]}\nforward_keys: [{key: \"fk-ab\\x1bc\", tenant: t}]",
+            "forward_keys[0].key",
+        ),
+    ];
+    for (keys, path) in cases {
+        let out = check(format!("{keys}\n{route}\n").as_bytes());
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{keys}: {err}");
+        assert!(
+            err.contains(&format!("{path}: a key must")),
+            "{keys}: {err}"
+        );
+        assert!(!err.contains("sk-ab") && !err.contains("fk-ab"), "{err}");
+    }
+    let ok = check(format!("upstream_keys: {{p: [sk-Ok_1.2~3+4/5=]}}\n{route}\n").as_bytes());
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
 #[test]
 fn a_missing_file_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_llm-forward"))

@@ -10,6 +10,23 @@ use std::time::Duration;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
 
+impl Secret {
+    /// Why `text` cannot be a key, if it cannot. A key travels as it is in a header
+    /// (`Authorization: Bearer …`, `api-key`) or a query string, or is compared with one a
+    /// client sent in a header: only visible ASCII fits all of them. A control character or a
+    /// non-ASCII letter (a YAML escape, a pasted key) would pass `check` and then fail every
+    /// request that uses the key. The reason never quotes the key.
+    pub fn problem(text: &str) -> Option<&'static str> {
+        if text.is_empty() || text.chars().any(char::is_whitespace) {
+            Some("a key must be non-empty, without spaces")
+        } else if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            Some("a key must be printable ASCII: no control characters or non-ASCII letters (it goes into an HTTP header as it is)")
+        } else {
+            None
+        }
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")

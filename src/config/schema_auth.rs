@@ -266,8 +266,8 @@ fn cidrs(d: &mut Decoder<'_>, node: &Node<'_>) -> IpList {
     list
 }
 
-/// A secret value: never echoed in problems.
-fn secret(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<Secret> {
+/// A secret value (a pool or forward key): never echoed in problems.
+pub(super) fn secret(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<Secret> {
     let value = match node.value {
         serde_yaml::Value::String(_) => d.string(node)?,
         _ => {
@@ -275,8 +275,8 @@ fn secret(d: &mut Decoder<'_>, node: &Node<'_>) -> Option<Secret> {
             return None;
         }
     };
-    if value.is_empty() || value.chars().any(char::is_whitespace) {
-        d.problem(&node.path, None, "a key must be non-empty, without spaces");
+    if let Some(why) = Secret::problem(&value) {
+        d.problem(&node.path, None, why);
         return None;
     }
     Some(Secret(value))

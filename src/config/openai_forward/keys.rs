@@ -23,6 +23,10 @@ pub(super) fn keys(env: &Env, config: &mut Config, problems: &mut Problems) {
         match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json) {
             Ok(map) => {
                 for (key, levels) in map {
+                    if let Some(why) = Secret::problem(&key) {
+                        problems.add("OPENAI_API_KEY_CONFIG", None, why);
+                        continue;
+                    }
                     let levels: Vec<String> = match levels {
                         serde_json::Value::Array(a) => a.iter().map(json_scalar).collect(),
                         other => vec![json_scalar(&other)],
@@ -120,6 +124,10 @@ pub(super) fn keys(env: &Env, config: &mut Config, problems: &mut Problems) {
         });
     }
     for (fk, level) in forward {
+        if let Some(why) = Secret::problem(&fk) {
+            problems.add("FORWARD_KEY_CONFIG", None, why);
+            continue;
+        }
         config.forward_keys.push(ForwardKeyConfig {
             key: Secret(fk),
             tenant: level_name(&level),

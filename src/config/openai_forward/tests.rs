@@ -247,3 +247,18 @@ fn cache_variables() {
     .cache
     .is_none());
 }
+
+// A key with a control character passed and then failed every request with a 500.
+#[test]
+fn keys_that_cannot_go_into_a_header_are_refused_without_echo() {
+    let err = to_config(&env(&[
+        ("OPENAI_API_KEY_CONFIG", r#"{"sk-ab\u0001c": [0]}"#),
+        ("FORWARD_KEY_CONFIG", r#"{"fk-\u00e9t\u00e9": 0}"#),
+    ]))
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("OPENAI_API_KEY_CONFIG"), "{text}");
+    assert!(text.contains("FORWARD_KEY_CONFIG"), "{text}");
+    assert!(text.contains("printable ASCII"), "{text}");
+    assert!(!text.contains("sk-ab") && !text.contains("fk-"), "{text}");
+}
