@@ -310,3 +310,106 @@ async fn deadlines_and_retries_are_logged_for_what_they_are() {
     );
     assert!(err.contains("attempt 1 failed"), "{err}");
 }
+
+// ---- Interim (1xx) answers -----------------------------------------------------------------------
+
+/// An upstream that answers each request with `100 Continue`, then a 500 (as a server does that
+/// takes a body in and then fails), one request per connection; with the number it answered.
+async fn continue_then_500() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answered = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&answered);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = std::sync::Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The head, then as many body bytes as it announces.
+                let (head_end, len) = loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (i + 4, len);
+                    }
+                };
+                while buf.len() < head_end + len {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#;
+                let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                let _ = s.flush().await;
+                let last = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(last.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (url, answered)
+}
+
+/// A `100 Continue` before the final 500 is no answer: the 500 is what the attempt got. It is
+/// retried on the fallback (the interim head the client may have seen does not stop that),
+/// and it counts against the breaker, which opens. Judged as the success of the 100, it kept
+/// resetting the breaker's count, and the 500 went to the client.
+#[tokio::test]
+async fn an_interim_100_before_a_500_is_judged_as_the_500() {
+    use std::sync::atomic::Ordering;
+    let (primary, answered) = continue_then_500().await;
+    let fallback = MockUpstream::start().await;
+    let yaml = format!(
+        r#"routes:
+  - prefix: /
+    upstreams:
+      - {{url: "{primary}", name: primary}}
+      - {{url: "{}", name: fallback, priority: 2}}
+    retry: {{retries: 0}}
+    breaker: {{failures: 2, open_for: 30s}}
+"#,
+        fallback.url()
+    );
+    let gw = start_gateway(&yaml).await;
+    let c = client();
+    for i in 0..4 {
+        let resp = c.get(gw.url("/v1/models")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {i}");
+        assert_eq!(answered_by(&resp), "fallback", "GET {i}");
+    }
+    // Two failures opened the primary's breaker: the last two requests skipped it.
+    assert_eq!(answered.load(Ordering::SeqCst), 2);
+    let text = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("llm_forward_upstream_breaker_state{route=\"/\",upstream=\"primary\"} 2"),
+        "{text}"
+    );
+    // A request with a body (held by the gateway for replay) is retried the same way.
+    let gw = start_gateway(&yaml).await;
+    let resp = chat(&gw, ask("m", false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered_by(&resp), "fallback");
+}

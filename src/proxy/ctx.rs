@@ -240,11 +240,14 @@ impl RequestCtx {
             .map_or(self.outcome.status.unwrap_or(0), |r| r.status.as_u16())
     }
 
-    /// Has any response byte reached the client? Then nothing may be retried.
+    /// Has any response byte reached the client? Then nothing may be retried. An interim head
+    /// (`100 Continue`) does not count: the final answer may still come from another attempt.
     pub(crate) fn client_has_bytes(&self, session: &pingora_proxy::Session) -> bool {
         match &self.body.link {
             Some(link) => link.flushed(),
-            None => session.response_written().is_some(),
+            None => session
+                .response_written()
+                .is_some_and(|r| !r.status.is_informational() || r.status == 101),
         }
     }
 

@@ -47,11 +47,17 @@ pub(super) fn judge_head(
     session: &Session,
     resp: &ResponseHeader,
 ) -> pingora_core::Result<()> {
+    let status = resp.status.as_u16();
+    // An interim head (`100 Continue`, `103 Early Hints`) is no answer: Pingora calls the filter
+    // for it too, and the final head follows. Judged here, its "success" reset the breaker's
+    // count before every 5xx. A `101` ends the exchange (an upgrade) and is judged.
+    if (100..200).contains(&status) && status != 101 {
+        return Ok(());
+    }
     ctx.attempt.head_seen = true;
     if ctx.candidate().is_none() {
         return Ok(());
     }
-    let status = resp.status.as_u16();
     let now = Instant::now();
     // OpenAI and Azure also send the wait in milliseconds; it is the more precise one.
     let header = |name: &str| resp.headers.get(name).and_then(|v| v.to_str().ok());
