@@ -337,3 +337,46 @@ async fn a_fallback_model_continues_when_no_other_upstream_serves_the_model() {
         "user"
     );
 }
+
+/// A continued stream reached the client whole: `/metrics` counts it a success (it was counted
+/// as the cut's `stream_interrupted`), and counts the continuation on its own.
+#[tokio::test]
+async fn a_continued_stream_is_a_success_in_the_metrics() {
+    let (primary, fallback) = (MockUpstream::start().await, MockUpstream::start().await);
+    primary.set_behavior(Behavior::ResetMidStream {
+        events_before_reset: 3,
+    });
+    fallback.set_behavior(continuation(true));
+    let gw = start_gateway(&config(&primary, &fallback, true, "")).await;
+    let (text, clean) = read_stream(chat(&gw, ask()).await).await;
+    assert_one_answer(&text, clean, "t0 t1 t2 c0 c1");
+    // The request is recorded when it is logged, just after its last byte.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let text = client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("llm_forward_requests_total{route=\"/\"") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let requests: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("llm_forward_requests_total{route=\"/\""))
+        .collect();
+    assert_eq!(
+        requests,
+        ["llm_forward_requests_total{route=\"/\",status_class=\"2xx\",outcome=\"ok\"} 1"],
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("llm_forward_streams_continued_total{route=\"/\"} 1"),
+        "{metrics}"
+    );
+}

@@ -132,6 +132,9 @@ pub(crate) struct Observation<'a> {
     /// Attempts beyond the first.
     pub retries: u32,
     pub fallback: Option<Fallback>,
+    /// A cut stream was finished by another candidate (`stream_errors: continue`); its outcome
+    /// is that of the whole answer.
+    pub continued: bool,
     /// The request used the cache: hit (`true`) or miss; with the bytes a hit sent.
     pub cache: Option<(bool, u64)>,
     pub limits: LimitDecisions,
@@ -157,6 +160,8 @@ struct RouteMetrics {
     requests: Vec<[AtomicU64; OUTCOMES]>,
     retries: AtomicU64,
     fallbacks: [AtomicU64; 2],
+    /// Cut streams finished by another candidate.
+    continued: AtomicU64,
     /// [hits, misses, bytes sent by hits]
     cache: [AtomicU64; 3],
     /// [kind][allowed, denied]
@@ -180,6 +185,7 @@ impl RouteMetrics {
                 .collect(),
             retries: AtomicU64::new(0),
             fallbacks: Default::default(),
+            continued: AtomicU64::new(0),
             cache: Default::default(),
             limits: Default::default(),
             series,
@@ -254,6 +260,9 @@ impl Metrics {
         }
         if let Some(f) = o.fallback {
             r.fallbacks[f as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        if o.continued {
+            r.continued.fetch_add(1, Ordering::Relaxed);
         }
         if let Some((hit, bytes)) = o.cache {
             r.cache[usize::from(!hit)].fetch_add(1, Ordering::Relaxed);
@@ -345,6 +354,19 @@ impl Metrics {
                 let labels = [("route", r.name.as_str()), ("kind", kind)];
                 e.sample("llm_forward_fallbacks_total", &labels, n);
             }
+        }
+        e.family(
+            "llm_forward_streams_continued_total",
+            "counter",
+            "Streams an upstream cut that another candidate finished (stream_errors: continue); each is also counted in llm_forward_requests_total by how it ended.",
+        );
+        for r in configured {
+            let n = r.continued.load(Ordering::Relaxed);
+            e.sample(
+                "llm_forward_streams_continued_total",
+                &[("route", &r.name)],
+                n,
+            );
         }
         e.family(
             "llm_forward_cache_requests_total",
@@ -518,6 +540,7 @@ mod tests {
             }),
             retries: 0,
             fallback: None,
+            continued: false,
             cache: None,
             limits: LimitDecisions::default(),
         }

@@ -58,6 +58,8 @@ pub(super) fn record(
         None => UpstreamSlot::None,
     };
     let outcome = match (ctx.outcome.error, e) {
+        // Another candidate finished the stream the upstream cut: the client got it whole.
+        _ if ctx.outcome.continued => Outcome::Ok,
         (Some(err), _) => Outcome::Gateway(err),
         (None, Some(_)) => Outcome::Aborted,
         (None, None) if status >= 400 && attempted => Outcome::UpstreamError,
@@ -97,6 +99,7 @@ pub(super) fn record(
         }),
         retries: ctx.attempts_made().saturating_sub(1),
         fallback: ctx.failover.plan.as_ref().and_then(|a| a.fallback()),
+        continued: ctx.outcome.continued,
         cache: ctx
             .cache
             .state
