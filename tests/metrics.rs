@@ -427,3 +427,83 @@ routes:
     states.sort_by(f64::total_cmp);
     assert_eq!(states, [0.0, 1.0], "{text}");
 }
+
+/// `admin.metrics_token`: the real binary (at `RUST_LOG=trace`) answers `/metrics` only with
+/// `Authorization: Bearer <token>`, else 401 in OpenAI's error shape; `/healthz` stays open;
+/// the token appears nowhere in what the process writes.
+#[tokio::test]
+async fn metrics_can_require_a_bearer_token_that_is_never_logged() {
+    use common::process::{admin_addr, gateway_command, server_yaml, Process};
+    const TOKEN: &str = "mtok-SCRAPE-0123-4567-89ab";
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "{}routes: [{{prefix: /, upstream: '{}'}}]\n",
+        server_yaml(dir.path(), port, ""),
+        up.url()
+    )
+    .replace(
+        "admin:\n",
+        "admin:\n  metrics_token: \"${LF_TEST_METRICS}\"\n",
+    );
+    let admin = admin_addr(&yaml);
+    let file = dir.path().join("c.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let mut gw = Process::spawn(
+        gateway_command(dir.path())
+            .args(["run", "-c"])
+            .arg(&file)
+            .env("RUST_LOG", "trace")
+            .env("LF_TEST_METRICS", TOKEN),
+    );
+    wait_listening(admin).await;
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(proxy).await;
+    let ok = client()
+        .get(format!("http://{proxy}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let metrics = format!("http://{admin}/metrics");
+    let c = client();
+    let refusals = [
+        c.get(&metrics),
+        c.get(&metrics).bearer_auth("wrong"),
+        c.get(&metrics).bearer_auth(&TOKEN[..TOKEN.len() - 1]),
+        c.get(&metrics).bearer_auth(format!("{TOKEN}x")),
+        c.get(&metrics).basic_auth(TOKEN, Some(TOKEN)),
+        c.get(&metrics).header("authorization", TOKEN),
+        c.head(&metrics),
+    ];
+    for (i, req) in refusals.into_iter().enumerate() {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "refusal {i}");
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer", "refusal {i}");
+        let text = resp.text().await.unwrap();
+        if i < 6 {
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+            assert!(body["error"]["message"].is_string(), "{body}");
+            assert!(!text.contains(TOKEN), "{text}");
+        }
+    }
+    let resp = c.get(&metrics).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("llm_forward_requests_in_flight"), "{text}");
+    let health = c
+        .get(format!("http://{admin}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    gw.signal("INT");
+    let log = gw.wait_for_stderr();
+    assert!(log.contains("GET"), "the trace log was written: {log}");
+    assert!(
+        !log.contains(TOKEN) && !log.contains(&TOKEN[5..17]),
+        "{log}"
+    );
+}

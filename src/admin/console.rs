@@ -12,6 +12,7 @@
 //! and writes every client-chosen string (models, paths) as text, never as HTML.
 
 use super::board::Board;
+use super::gate::Gate;
 use super::reply::{read_body, Reply};
 use crate::state::Gateway;
 use pingora_core::protocols::http::ServerSession;
@@ -38,8 +39,8 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub(crate) struct Console {
-    /// The admin key's digest (compared as digests: equal length, no early exit on its bytes).
-    key: [u8; 32],
+    /// The admin key (kept as its digest; see `gate.rs`).
+    key: Gate,
     /// Signed-in sessions: token → expiry.
     sessions: Mutex<HashMap<String, Instant>>,
     /// Failed sign-ins in the current minute: (minute start, count).
@@ -55,7 +56,7 @@ pub(crate) struct Console {
 impl Console {
     pub(crate) fn new(admin_key: &str, show_messages: bool) -> Self {
         Console {
-            key: crate::keys::digest(admin_key.as_bytes()),
+            key: Gate::new(admin_key),
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new((Instant::now(), 0)),
             board: std::sync::Arc::new(Board::new()),
@@ -108,12 +109,8 @@ impl Console {
     /// The session token (or `""` for a bearer key) of an authorised request.
     fn authorised(&self, http: &ServerSession) -> Option<String> {
         let headers = &http.req_header().headers;
-        if let Some(key) = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        {
-            return (crate::keys::digest(key.as_bytes()) == self.key).then(String::new);
+        if let Some(key) = super::gate::bearer(headers) {
+            return self.key.opens(key).then(String::new);
         }
         let token = cookie(headers, COOKIE)?;
         let mut sessions = self.sessions.lock().ok()?;
@@ -145,7 +142,7 @@ impl Console {
         let Some(key) = key else {
             return Reply::error(400, "expected {\"key\": \"…\"}");
         };
-        if crate::keys::digest(key.as_bytes()) != self.key {
+        if !self.key.opens(&key) {
             self.count_failure();
             return Reply::error(401, "that is not the admin key");
         }

@@ -11,6 +11,7 @@ const SECRET_NAMES: &[&str] = &[
     "key",
     "keys",
     "admin_key",
+    "metrics_token",
     "password",
     "secret",
     "token",
@@ -162,5 +163,11 @@ routes:
         ] {
             assert!(out.contains(kept), "{kept} missing:\n{out}");
         }
+    }
+
+    #[test]
+    fn masks_the_metrics_token() {
+        let out = mask_yaml("admin: {metrics_token: mtok-0123456789abcdef}\n").unwrap();
+        assert!(!out.contains("mtok-0123"), "{out}");
     }
 }

@@ -4,13 +4,16 @@
 //!
 //! A request is routed here by method and exact path, one line per endpoint in [`route`]; each
 //! endpoint lives in its own module and answers a whole [`Response`]: `GET /metrics`
-//! (Prometheus) and `GET /healthz`, which need no key (bind the listener to loopback or a
-//! private network; the README says so), and — with `admin.ui` — the web console
-//! (`console.rs`), which needs the admin key for everything but its login page. The console's
+//! (Prometheus), which needs `admin.metrics_token` as a bearer token when one is set (else no
+//! key: bind the listener to loopback or a private network; the README says so), `GET /healthz`,
+//! which never needs one (load balancers probe it), and — with `admin.ui` — the web console
+//! (`console.rs`), which needs the admin key for everything but its login page. Both secrets
+//! are checked by `gate.rs`. The console's
 //! live tail streams, so this is an `HttpServerApp` that writes its own answers.
 
 pub(crate) mod board;
 pub(crate) mod console;
+mod gate;
 mod mask;
 pub(crate) mod metrics;
 mod reply;
@@ -25,6 +28,8 @@ use std::sync::Arc;
 
 pub(crate) struct AdminApp {
     pub gateway: Arc<Gateway>,
+    /// `admin.metrics_token`: without it, `/metrics` is open.
+    metrics_gate: Option<gate::Gate>,
 }
 
 /// Which endpoint answers `method path`.
@@ -81,6 +86,19 @@ impl AdminApp {
         let req = http.req_header();
         let head_only = req.method == Method::HEAD;
         let answer = match route(&req.method, req.uri.path()) {
+            Ok(Endpoint::Metrics)
+                if self
+                    .metrics_gate
+                    .as_ref()
+                    .is_some_and(|g| !g.admits(&req.headers)) =>
+            {
+                let refusal = reply::Reply::error(
+                    401,
+                    "send the metrics token as `Authorization: Bearer <admin.metrics_token>`",
+                )
+                .with_header("www-authenticate", "Bearer".to_string());
+                return refusal.send(http).await;
+            }
             Ok(Endpoint::Metrics) => metrics::serve(&self.gateway).await,
             Ok(Endpoint::Health) => text(StatusCode::OK, "text/plain", b"OK\n".to_vec()),
             Err(status) => {
@@ -121,7 +139,15 @@ pub(crate) fn service(
 ) -> pingora_core::services::listening::Service<AdminApp> {
     let mut service = pingora_core::services::listening::Service::new(
         "llm-forward admin".into(),
-        AdminApp { gateway },
+        AdminApp {
+            metrics_gate: gateway
+                .config
+                .admin
+                .metrics_token
+                .as_ref()
+                .map(|t| gate::Gate::new(&t.0)),
+            gateway,
+        },
     );
     // Scrapes are rare and cheap: one thread, whatever the proxy runs with.
     service.threads = Some(1);

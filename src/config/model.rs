@@ -49,6 +49,8 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// The admin key: signs in to the console (and its API). Without it there is no console.
     pub key: Option<Secret>,
+    /// `GET /metrics` then needs `Authorization: Bearer <token>` (`admin.metrics_token`).
+    pub metrics_token: Option<Secret>,
     /// Serve the web console (`admin.ui`, or `run --webui`).
     pub ui: bool,
     /// The console's live tail may show the conversation (`messages`, answer), not only its
@@ -65,6 +67,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: Some(DEFAULT_ADMIN_LISTEN),
             key: None,
+            metrics_token: None,
             ui: false,
             ui_messages: false,
         }

@@ -5,7 +5,14 @@ use super::decode::{Decoder, Node};
 use super::model::AdminConfig;
 use std::net::SocketAddr;
 
-const ADMIN: &[&str] = &["enabled", "listen", "key", "ui", "ui_messages"];
+const ADMIN: &[&str] = &[
+    "enabled",
+    "listen",
+    "key",
+    "metrics_token",
+    "ui",
+    "ui_messages",
+];
 
 pub(super) fn decode_admin(
     d: &mut Decoder<'_>,
@@ -47,6 +54,9 @@ pub(super) fn decode_admin(
             None => {}
         }
     }
+    if let Some(n) = f.get("metrics_token") {
+        admin.metrics_token = metrics_token(d, &n);
+    }
     for (key, slot) in [
         ("ui", &mut admin.ui),
         ("ui_messages", &mut admin.ui_messages),
@@ -65,6 +75,13 @@ pub(super) fn decode_admin(
             "required with `ui: true`: the console shows usage and config only to whoever holds it",
         );
     }
+    if admin.metrics_token.is_some() && admin.listen.is_none() {
+        d.problem(
+            &format!("{}.metrics_token", node.path),
+            None,
+            "/metrics is served by the admin listener, which is off",
+        );
+    }
     if admin.ui && admin.listen.is_none() {
         d.problem(
             &format!("{}.ui", node.path),
@@ -73,6 +90,22 @@ pub(super) fn decode_admin(
         );
     }
     admin
+}
+
+/// The bearer token `/metrics` asks for: a secret like a key (it goes in a header), long
+/// enough not to be guessed, and never echoed.
+fn metrics_token(d: &mut Decoder<'_>, n: &Node<'_>) -> Option<super::model::Secret> {
+    let token = d.string(n)?;
+    let why = super::model::Secret::problem(&token).or_else(|| {
+        (token.len() < 16).then_some("too short: use at least 16 characters (a random string)")
+    });
+    match why {
+        Some(why) => {
+            d.problem(&n.path, None, why);
+            None
+        }
+        None => Some(super::model::Secret(token)),
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +142,34 @@ mod tests {
                 err.contains("admin.") && err.contains(why),
                 "{admin}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn metrics_token_problems_name_the_path_never_the_token() {
+        let ok = parse("admin: {metrics_token: 0123456789abcdef}").unwrap();
+        assert!(ok.admin.metrics_token.is_some());
+        for (admin, why) in [
+            ("admin: {metrics_token: 0123456789abcde}", "too short"),
+            (
+                "admin: {metrics_token: \"0123456789 abcdef\"}",
+                "without spaces",
+            ),
+            (
+                "admin: {metrics_token: \"0123456789abcdef\\x01\"}",
+                "printable ASCII",
+            ),
+            (
+                "admin: {enabled: false, metrics_token: 0123456789abcdef}",
+                "/metrics is served by the admin listener",
+            ),
+        ] {
+            let err = parse(admin).unwrap_err();
+            assert!(
+                err.contains("admin.metrics_token: ") && err.contains(why),
+                "{admin}: {err}"
+            );
+            assert!(!err.contains("0123456789"), "{err}");
         }
     }
 }
