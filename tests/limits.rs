@@ -729,3 +729,45 @@ async fn an_unresponsive_redis_costs_one_timeout_then_is_skipped() {
         "{second:?}: Redis not skipped after a failure"
     );
 }
+
+/// A JSON body without a conversation (`messages`, `prompt`, `input`) has no prompt tokens: its
+/// answer's usage counts none, and its reservation counted a quarter of its size, so a large
+/// body (here a fine-tuning job's) was refused a budget it would never have used. One estimate
+/// now serves both: the reservation is its `max_tokens` alone, and the settlement gives it back.
+#[tokio::test]
+async fn a_body_without_a_conversation_reserves_no_prompt_tokens() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::Json {
+        status: 200,
+        headers: Vec::new(),
+        body: json!({"id": "ftjob-1", "object": "fine_tuning.job", "status": "queued"}),
+    });
+    let limits = "  rules:\n    - {tokens: \"1000/minute\", per: key}\n";
+    let gw = start_gateway(&keyed(&up.url(), limits)).await;
+    // 8 KB of hyperparameters: 2,000 tokens by size, over the whole budget.
+    let body = json!({"model": "m", "max_tokens": 10, "training_file": "file-abc",
+                      "metadata": {"notes": "x".repeat(8000)}});
+    for i in 0..3 {
+        let resp = client()
+            .post(gw.url("/v1/fine_tuning/jobs"))
+            .bearer_auth("fk-alice")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        // Reserved: max_tokens only, each settled to what was used (nothing) just after its
+        // answer (an earlier one may not be settled yet on a loaded machine).
+        let remaining: u64 = resp.headers()["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(remaining >= 990 - 10 * i, "request {i}: {remaining}");
+        if i == 0 {
+            assert_eq!(remaining, 990);
+        }
+        resp.text().await.unwrap();
+    }
+    assert_eq!(up.request_count(), 3);
+}

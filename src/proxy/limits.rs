@@ -111,11 +111,9 @@ pub(super) async fn reserve_tokens(
     let Some(spec) = rule.tokens.clone() else {
         return Ok(());
     };
-    // A JSON body without a conversation field reserves its whole size.
-    let prompt = match (&ctx.body.info, &ctx.body.bytes) {
-        (Some(_), Some(body)) => ctx.body.prompt_estimate.unwrap_or(body.len() as u64 / 4),
-        _ => 0,
-    };
+    // The prompt estimate the answer's usage falls back on too (`stream::outcome`): a body
+    // without a conversation field has no prompt tokens, in both.
+    let prompt = ctx.body.prompt_estimate.unwrap_or(0);
     let completion = ctx
         .body
         .info
