@@ -103,7 +103,15 @@ pub(super) fn decode_upstreams(
         let mut u = inherited.upstream(url.clone().unwrap_or(placeholder));
         if let Some(n) = f.get("name") {
             if let Some(name) = d.string(&n) {
-                if out.iter().any(|o| o.name == name) {
+                // The name is the `x-llm-forward-upstream` header of its answers, where a
+                // control character cannot go (the header would silently be missing).
+                if name.is_empty() || name.chars().any(char::is_control) {
+                    d.problem(
+                        &n.path,
+                        None,
+                        "a name must be non-empty, without control characters (it is sent as a header)",
+                    );
+                } else if out.iter().any(|o| o.name == name) {
                     d.problem(
                         &n.path,
                         Some(n.value),

@@ -202,6 +202,7 @@ pub(super) fn cross_check(config: &Config, problems: &mut Problems) {
             }
         }
     }
+    query_keys(config, problems);
     let upstream_secrets: HashSet<&str> = config
         .upstream_keys
         .iter()
@@ -222,6 +223,48 @@ pub(super) fn cross_check(config: &Config, problems: &mut Problems) {
                 None,
                 "this forward key is also an upstream key; a forward key must never be a real key",
             );
+        }
+    }
+}
+
+/// A key sent in the query (`key_header: query:NAME`) goes into the URL as it is: there `&` or
+/// `#` would cut it and `%` or `+` change it, so the upstream would get another key, and the
+/// masking of error answers, which looks for the key as configured, would miss the form it
+/// echoes. Such a pool's keys must be unreserved URL characters. Every pool a query upstream
+/// may draw from is checked: its own, its route's, and the pools tenants name for its route.
+fn query_keys(config: &Config, problems: &mut Problems) {
+    let mut pools: Vec<&str> = Vec::new();
+    for r in &config.routes {
+        for u in &r.upstreams {
+            let placement = u.key_placement.as_ref().unwrap_or(&r.auth.key_placement);
+            if !matches!(placement, KeyPlacement::Query(_)) {
+                continue;
+            }
+            pools.extend(u.pool.as_deref());
+            pools.extend(r.auth.pool.as_deref());
+            for t in &config.tenants {
+                pools.extend(t.pool.as_deref());
+                let named = t.pools.iter().filter(|(prefix, _)| *prefix == r.prefix);
+                pools.extend(named.map(|(_, pool)| pool.as_str()));
+            }
+        }
+    }
+    let url_safe = |k: &str| {
+        k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    };
+    for p in &config.upstream_keys {
+        if !pools.contains(&p.name.as_str()) {
+            continue;
+        }
+        for (j, k) in p.keys.iter().enumerate() {
+            if !url_safe(&k.key.0) {
+                problems.add(
+                    format!("upstream_keys.{}[{j}]", p.name),
+                    None,
+                    "this pool's keys go in a query string (key_header: query:…), where only letters, digits and - . _ ~ travel as they are",
+                );
+            }
         }
     }
 }
@@ -250,5 +293,25 @@ mod tests {
         assert_eq!(problems(&yaml("openai")), "");
         let p = problems(&yaml("['/a b']"));
         assert!(p.contains("log.chat.routes[0]"), "{p}");
+    }
+
+    // A key with `&` or `#` passed `check` and then reached a query upstream cut short.
+    #[test]
+    fn keys_sent_in_the_query_are_url_safe() {
+        let yaml = |key: &str, placement: &str| {
+            format!(
+                "upstream_keys: {{g: [\"{key}\"]}}\nroutes: [{{prefix: /g, upstream: 'http://h', auth: {{mode: open, pool: g, key_header: \"{placement}\"}}}}]\n"
+            )
+        };
+        assert_eq!(problems(&yaml("AIza_Sy-0.9~x", "query:key")), "");
+        assert_eq!(problems(&yaml("sk-a+b/c=#&", "bearer")), "");
+        for key in ["AIza&x", "AIza#x", "AIza%41", "AIza+x", "AIza=x"] {
+            let p = problems(&yaml(key, "query:key"));
+            assert!(
+                p.contains("upstream_keys.g[0]: this pool's keys go in a query string"),
+                "{key}: {p}"
+            );
+            assert!(!p.contains("AIza"), "{p}");
+        }
     }
 }

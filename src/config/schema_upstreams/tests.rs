@@ -97,3 +97,24 @@ fn globs() {
     assert!(model_pattern_problem("a b").is_some());
     assert!(model_pattern_problem("!gpt-4o-realtime*").is_none());
 }
+
+// A name with a control character passed `check`; its answers then lost their
+// `x-llm-forward-upstream` header.
+#[test]
+fn upstream_names_can_be_sent_as_a_header() {
+    for name in [r#""a\x01b""#, r#""a\nb""#, "''"] {
+        let yaml = format!(
+            "routes:\n  - prefix: /\n    upstreams:\n      - {{url: 'http://127.0.0.1:1', name: {name}}}\n"
+        );
+        let problems = crate::config::parse_bytes(yaml.as_bytes(), &|_| None)
+            .err()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        assert!(
+            problems.contains("routes[0].upstreams[0].name: a name must be non-empty"),
+            "{name}: {problems}"
+        );
+    }
+    let yaml = "routes:\n  - prefix: /\n    upstreams:\n      - {url: 'http://127.0.0.1:1', name: 'eu west (é)'}\n";
+    assert!(crate::config::parse_bytes(yaml.as_bytes(), &|_| None).is_ok());
+}
