@@ -6,7 +6,7 @@ fn emitted_yaml_loads_back_to_the_same_config() {
     let yaml = r#"
 access: {allow: ["10.0.0.0/8"], trusted_proxies: ["127.0.0.1"]}
 upstream_keys:
-  main: [{key: "sk-\"odd\"", name: first, weight: 3}, sk-2]
+  main: [{key: sk-odd.1, name: "first \"odd\"", weight: 3}, sk-2]
 tenants:
   t: {models: [gpt-4o], routes: [/a], pools: {/a: main}, access: {deny: ["10.0.0.1"]}}
   all: {pool: main}
@@ -39,7 +39,7 @@ const EVERYTHING: &str = r#"
 server: {listen: ["127.0.0.1:8000", "[::1]:8001"]}
 access: {deny: ["10.0.0.9"], trusted_proxies: ["127.0.0.1"]}
 upstream_keys:
-  main: [{key: "sk-\"odd\"", name: first, weight: 3}, sk-2]
+  main: [{key: sk-odd.1, name: "first \"odd\"", weight: 3}, sk-2]
   level-1: [sk-3]
 tenants:
   t: {models: [gpt-4o], routes: [/a], pools: {/a: main}, access: {deny: ["10.0.0.1"], allow: ["10.0.0.0/8"]}}
