@@ -26,23 +26,49 @@ pub(crate) fn json_model_is_ambiguous(body: &[u8]) -> bool {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-            let mut seen = 0;
-            let mut clear = true;
+            let mut keys = ModelKeys::default();
             while let Some(key) = map.next_key_seed(ModelKey)? {
                 map.next_value::<IgnoredAny>()?;
                 if let Some(exact) = key {
-                    seen += 1;
-                    clear &= exact && seen == 1;
+                    keys.note(exact);
                 }
             }
-            Ok(clear)
+            Ok(keys.ambiguous())
         }
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     de.deserialize_map(Keys)
         .ok()
         .filter(|_| de.end().is_ok())
-        .is_some_and(|clear| !clear)
+        .unwrap_or(false)
+}
+
+/// The rule of [`json_model_is_ambiguous`], fed key by key, so that a pass over a request body
+/// that reads other fields too (`openai::RequestInfo::scan`) applies exactly the same one.
+#[derive(Debug, Default)]
+pub(crate) struct ModelKeys {
+    /// Top-level keys that are `model` in some ASCII case.
+    seen: u32,
+    /// One was spelled other than `model`, or there was more than one.
+    ambiguous: bool,
+}
+
+impl ModelKeys {
+    /// A top-level key that is `model` in some ASCII case; `exact` when spelled `model`.
+    pub(crate) fn note(&mut self, exact: bool) {
+        self.seen = self.seen.saturating_add(1);
+        self.ambiguous |= !exact || self.seen > 1;
+    }
+
+    pub(crate) fn ambiguous(&self) -> bool {
+        self.ambiguous
+    }
+}
+
+/// How a top-level key names the model: `None` when it is not `model` in any ASCII case, else
+/// whether it is spelled exactly `model`.
+pub(crate) fn model_key(key: &str) -> Option<bool> {
+    key.eq_ignore_ascii_case("model").then_some(key == "model")
 }
 
 /// A key: `None` when it is not `model` in any case, else whether it is exactly `model`.
@@ -61,7 +87,7 @@ impl<'de> Visitor<'de> for ModelKey {
         f.write_str("a key")
     }
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(key.eq_ignore_ascii_case("model").then_some(key == "model"))
+        Ok(model_key(key))
     }
 }
 

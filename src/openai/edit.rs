@@ -10,6 +10,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -110,8 +113,11 @@ pub fn with_include_usage(body: &[u8]) -> Option<Vec<u8>> {
 /// The request's `caching` switch, and the body without the field when it was there (a value
 /// other than a boolean is removed too, and counts as not saying).
 pub fn take_caching_flag(body: &[u8]) -> (Option<bool>, Option<Vec<u8>>) {
-    // Cheap test first: most bodies never mention it.
-    if memchr::memmem::find(body, b"\"caching\"").is_none() {
+    // Cheap test first: most bodies never mention it. The searcher is built once: building one
+    // per call cost more than the search (~450 instructions, callgrind).
+    static CACHING: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"caching\""));
+    if CACHING.find(body).is_none() {
         return (None, None);
     }
     let Ok(Members(members)) = serde_json::from_slice::<Members<'_>>(body) else {

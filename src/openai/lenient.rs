@@ -105,6 +105,68 @@ impl<'de: 'a, 'a> Visitor<'de> for ScalarVisitor<'a> {
     }
 }
 
+/// A request's `model` as [`Scalar`] reads it, and whether it was of a type a model name cannot
+/// have: neither a string nor `null` (a model list refuses `"model": ["gpt-4o"]`).
+pub(super) struct ModelValue<'a> {
+    pub(super) value: Scalar<'a>,
+    pub(super) odd: bool,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ModelValue<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = ModelValue<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(odd(Scalar::Bool(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(odd(Scalar::U64(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(odd(Scalar::I64(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(odd(Scalar::F64(v)))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(fine(Scalar::Str(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(fine(Scalar::Str(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(fine(Scalar::Str(Cow::Owned(v))))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(fine(Scalar::Absent))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(fine(Scalar::Absent))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                ModelValue::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                ScalarVisitor(PhantomData).visit_seq(seq).map(odd)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                ScalarVisitor(PhantomData).visit_map(map).map(odd)
+            }
+        }
+        fn odd(value: Scalar<'_>) -> ModelValue<'_> {
+            ModelValue { value, odd: true }
+        }
+        fn fine(value: Scalar<'_>) -> ModelValue<'_> {
+            ModelValue { value, odd: false }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
 /// A count, read leniently (see [`Scalar::as_u64`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Num(pub(super) Option<u64>);

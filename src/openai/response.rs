@@ -4,10 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::is_object;
 use super::lenient::{Num, Scalar};
 use super::wire::{Details, FullResponse, Incomplete, RawUsage};
 use super::Usage;
+use super::{from_json, is_object};
 
 /// What a response said, streamed or not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -57,7 +57,7 @@ pub fn parse_response_usage(body: &[u8]) -> Option<ResponseInfo> {
     if !is_object(body) {
         return None;
     }
-    let raw: Accounting = serde_json::from_slice(body).ok()?;
+    let raw: Accounting = from_json(body)?;
     let usage = raw.usage.as_ref().and_then(Usage::from_raw)?;
     Some(ResponseInfo {
         model: raw.model.as_str().map(str::to_owned),
@@ -72,7 +72,7 @@ pub fn parse_response(body: &[u8]) -> Option<ResponseInfo> {
     if !is_object(body) {
         return None;
     }
-    let raw: FullResponse = serde_json::from_slice(body).ok()?;
+    let raw: FullResponse = from_json(body)?;
     let mut info = ResponseInfo {
         model: raw.model.as_str().map(str::to_owned),
         choices: Vec::new(),

@@ -49,7 +49,11 @@ pub(super) async fn serve(
     let Some(info) = ctx.body.info.as_ref() else {
         return Err(ctx.fail(GatewayError::InvalidJson));
     };
-    let model = info.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into());
+    let model = ctx
+        .body
+        .model
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MODEL.into());
     let (stream, include_usage) = (info.stream, info.include_usage);
     let input = ctx
         .body

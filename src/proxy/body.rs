@@ -16,7 +16,6 @@ use super::link::Link;
 use super::model_list;
 use super::preread;
 use crate::config::RouteKind;
-use crate::model_names::json_model_is_ambiguous;
 use crate::openai::{with_include_usage, RequestInfo};
 use crate::state::Gateway;
 use bytes::BytesMut;
@@ -104,37 +103,38 @@ pub(super) async fn read_body(
                 Err(_) => return Err(ctx.fail(GatewayError::AmbiguousModel)),
             }
         }
-        _ => match RequestInfo::parse(&body).filter(|i| i.model.is_some() || !has_odd_model(&body))
-        {
-            // `MODEL` next to `model`: a case-insensitive decoder upstream may take either.
-            Some(_) if json_model_is_ambiguous(&body) => {
-                return Err(ctx.fail(GatewayError::AmbiguousModel))
-            }
-            Some(info) => {
-                let model = info.model.clone();
-                // Only an openai route reads the usage chunk; a general one passes bytes as sent.
-                if openai
-                    && info.stream
-                    && !info.include_usage
-                    && asks_for_tokens(session.req_header().uri.path())
-                {
-                    if let Some(rewritten) = with_include_usage(&body) {
-                        body = rewritten.into();
-                        ctx.body.strip_usage_chunk = true;
-                        ctx.body.rewritten = true;
+        _ => {
+            // One pass reads the fields and judges the model key (`RequestInfo::scan`).
+            let scan = RequestInfo::scan(&body);
+            let ambiguous = scan.ambiguous_model;
+            match scan.info.filter(|_| !scan.odd_model) {
+                // `MODEL` next to `model`: a case-insensitive decoder upstream may take either.
+                Some(_) if ambiguous => return Err(ctx.fail(GatewayError::AmbiguousModel)),
+                Some(mut info) => {
+                    // Moved, not copied: `ctx.body.model` is where the model is read from.
+                    let model = info.model.take();
+                    // Only an openai route reads the usage chunk; a general one passes bytes as sent.
+                    if openai
+                        && info.stream
+                        && !info.include_usage
+                        && asks_for_tokens(session.req_header().uri.path())
+                    {
+                        if let Some(rewritten) = with_include_usage(&body) {
+                            body = rewritten.into();
+                            ctx.body.strip_usage_chunk = true;
+                            ctx.body.rewritten = true;
+                        }
                     }
+                    ctx.body.info = Some(info);
+                    model
                 }
-                ctx.body.info = Some(info);
-                model
+                // A general route reads JSON only for its cache key; any JSON is fine there.
+                None if !openai && !restricted => None,
+                // A repeated `model` makes serde give up too; say why.
+                None if ambiguous => return Err(ctx.fail(GatewayError::AmbiguousModel)),
+                None => return Err(ctx.fail(GatewayError::InvalidJson)),
             }
-            // A general route reads JSON only for its cache key; any JSON is fine there.
-            None if !openai && !restricted => None,
-            // A repeated `model` makes serde give up too; say why.
-            None if json_model_is_ambiguous(&body) => {
-                return Err(ctx.fail(GatewayError::AmbiguousModel))
-            }
-            None => return Err(ctx.fail(GatewayError::InvalidJson)),
-        },
+        }
     };
     if let Some(tenant) = &tenant {
         model_list::check_body(&route, tenant, model.as_deref(), path_named)
@@ -174,20 +174,6 @@ async fn read_chunk(
             None => Err(e.into_down()),
         },
     }
-}
-
-/// A `model` that is there but not a string: refused, so a model list cannot be slipped past
-/// with `"model": ["gpt-4o"]` and the like.
-fn has_odd_model(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct ModelKey<'a> {
-        #[serde(borrow)]
-        model: Option<&'a serde_json::value::RawValue>,
-    }
-    serde_json::from_slice::<ModelKey<'_>>(body)
-        .ok()
-        .and_then(|k| k.model)
-        .is_some_and(|raw| raw.get() != "null" && !raw.get().starts_with('"'))
 }
 
 /// Endpoints whose streams can carry a usage chunk when asked (`stream_options`).

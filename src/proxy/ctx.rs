@@ -89,7 +89,7 @@ pub(crate) struct Auth {
 pub(crate) struct Body {
     /// The request's `model`, when the body was read.
     pub model: Option<String>,
-    /// The fields the gateway reads (JSON bodies only).
+    /// The fields the gateway reads (JSON bodies only); its `model` is moved to `model` above.
     pub info: Option<crate::openai::RequestInfo>,
     /// The body as sent upstream, for chat logs and token estimates.
     pub bytes: Option<bytes::Bytes>,

@@ -8,10 +8,10 @@ use serde::Deserialize;
 
 mod responses;
 
-use super::is_object;
 use super::lenient::SeqLen;
 use super::response::{cap_choices, choice_mut, index_of, merge_tool_call};
 use super::wire::StreamChunk;
+use super::{from_json, is_object};
 use super::{ChoiceOutput, ResponseInfo, Usage};
 
 /// Whether a stream event's data is the usage-only chunk that `include_usage` adds at the end
@@ -129,8 +129,8 @@ impl StreamAccumulator {
             self.done = true;
             return ChunkKind::Done;
         }
-        let chunk = match is_object(data).then(|| serde_json::from_slice::<StreamChunk>(data)) {
-            Some(Ok(chunk)) => chunk,
+        let chunk = match is_object(data).then(|| from_json::<StreamChunk>(data)) {
+            Some(Some(chunk)) => chunk,
             _ => {
                 self.malformed += 1;
                 return ChunkKind::Malformed;

@@ -47,3 +47,104 @@ fn request_info_completions_responses_and_defaults() {
     assert_eq!(RequestInfo::parse(b"[]"), None);
     assert_eq!(RequestInfo::parse(br#"{"model":"a","model":"b"}"#), None);
 }
+
+/// What the body phase read before [`RequestInfo::scan`]: three separate parses.
+fn three_passes(body: &[u8]) -> RequestScan {
+    let info = RequestInfo::parse(body);
+    let odd_model = info.as_ref().is_some_and(|i| i.model.is_none())
+        && super::super::request::has_odd_model(body);
+    RequestScan {
+        info,
+        ambiguous_model: crate::model_names::json_model_is_ambiguous(body),
+        odd_model,
+    }
+}
+
+#[test]
+fn one_scan_judges_the_model_as_the_three_passes_did() {
+    for body in [
+        &br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}"#[..],
+        br#"{"model":"a","MODEL":"b"}"#,
+        br#"{"model":"a","model":"b"}"#,
+        br#"{"Model":"b","model":"a"}"#,
+        br#"{"model":"a","mod\u0045l":"b"}"#,
+        br#"{"mod\u0065l":"a"}"#,
+        br#"{"MODEL":"b"}"#,
+        br#"{"model":["gpt-4o"]}"#,
+        br#"{"model":{"name":"gpt-4o"}}"#,
+        br#"{"model":7,"messages":[]}"#,
+        br#"{"model":null}"#,
+        br#"{"messages":[],"messages":[]}"#,
+        br#"{"model":"a","x":{"y":1},"MODEL":null}"#,
+        br#"{"model":"a","messages":"\ud800","MODEL":1}"#,
+        b"{\"model\":\"a\",\"x\":\"\xff\",\"MODEL\":1}",
+        b"{\"model\":\"\xff\"}",
+        br#"{"model":"a"} {"model":"b"}"#,
+        br#"[{"model":"a","MODEL":"b"}]"#,
+        b"not json",
+        b"",
+    ] {
+        assert_eq!(
+            RequestInfo::scan(body),
+            three_passes(body),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let scan = RequestInfo::scan(br#"{"model":"a","MODEL":"b"}"#);
+    assert!(scan.ambiguous_model);
+    let scan = RequestInfo::scan(br#"{"model":["gpt-4o"]}"#);
+    assert!(scan.odd_model && scan.info.is_some());
+}
+
+/// Top-level members for [`scan_equals_the_three_passes`]: keys the scan reads or judges (case
+/// variants and escapes of `model` too) and values of every kind, broken ones included.
+fn member() -> impl Strategy<Value = Vec<u8>> {
+    let key = prop_oneof![
+        Just("model"),
+        Just("MODEL"),
+        Just("Model"),
+        Just("mod\\u0065l"),
+        Just("mod\\u0045l"),
+        Just("modelx"),
+        Just("stream"),
+        Just("stream_options"),
+        Just("max_tokens"),
+        Just("max_completion_tokens"),
+        Just("max_output_tokens"),
+        Just("n"),
+        Just("messages"),
+        Just("prompt"),
+        Just("input"),
+        Just("caching"),
+        Just("temperature"),
+    ];
+    let value = prop_oneof![
+        4 => json_value().prop_map(|v| serde_json::to_vec(&v).expect("serialises")),
+        1 => Just(b"\"gpt-4o\"".to_vec()),
+        1 => Just(b"{\"include_usage\":true}".to_vec()),
+        1 => Just(b"\"\\ud800\"".to_vec()),
+        1 => Just(b"\"\xff\"".to_vec()),
+        1 => Just(b"[\"\xe9\"]".to_vec()),
+        1 => Just(b"tru".to_vec()),
+        1 => Just(format!("\"{}\"", "x".repeat(1100)).into_bytes()),
+    ];
+    (key, value).prop_map(|(k, v)| [format!("\"{k}\":").into_bytes(), v].concat())
+}
+
+proptest! {
+    #[test]
+    fn scan_equals_the_three_passes(
+        members in proptest::collection::vec(member(), 0..6),
+        (open, close) in prop_oneof![
+            4 => Just(("{", "}")),
+            1 => Just((" \n{", "} ")),
+            1 => Just(("[", "]")),
+            1 => Just(("{", "} x")),
+            1 => Just(("{", "")),
+        ],
+    ) {
+        let body = [open.as_bytes(), &members.join(&b","[..]), close.as_bytes()].concat();
+        prop_assert_eq!(RequestInfo::scan(&body), three_passes(&body));
+    }
+}
