@@ -94,6 +94,41 @@ async fn a_client_that_asked_for_usage_gets_it_exactly_once() {
     assert_eq!(up.requests()[0].body, serde_json::to_vec(&body).unwrap());
 }
 
+/// The usage request is spliced into `stream_options`, which may come before the conversation:
+/// the record still holds the conversation the client sent, not bytes shifted by the splice.
+#[tokio::test]
+async fn a_conversation_after_the_spliced_stream_options_is_logged_as_sent() {
+    let up = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start_gateway(&config(&up.url(), dir.path())).await;
+    let msgs = json!([{"role": "user", "content": "Say hello"}]);
+    // Replaced (`false` → `true`: one byte shorter), and inserted into an empty object.
+    for options in [r#"{"include_usage":false}"#, "{}"] {
+        let body = format!(
+            r#"{{"model":"m","stream":true,"stream_options":{options},"messages":{msgs}}}"#
+        );
+        let resp = client()
+            .post(gw.url("/openai/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap();
+    }
+    let recs = chat_records(dir.path(), "openai", 2).await;
+    for r in &recs {
+        assert_eq!(r["request"]["messages"], msgs, "{r}");
+    }
+    for sent in up.requests() {
+        assert_eq!(
+            sent.json().unwrap()["stream_options"]["include_usage"],
+            true
+        );
+    }
+}
+
 #[tokio::test]
 async fn json_answers_and_embeddings_are_logged_with_usage() {
     let up = MockUpstream::start().await;

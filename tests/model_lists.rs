@@ -287,6 +287,33 @@ async fn json_model_keys_that_decoders_merge_are_refused() {
     assert_eq!(status, 200);
 }
 
+/// A `model` that is not a string could be read as a model by an upstream and as none by the
+/// list (which then checks the route's default): refused, whatever bytes it holds.
+#[tokio::test]
+async fn a_model_that_is_not_a_string_is_refused() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&config(&up.url())).await;
+    for body in [
+        &br#"{"model":["gpt-4o"],"messages":[]}"#[..],
+        br#"{"model":{"id":"gpt-4o"},"messages":[]}"#,
+        br#"{"model":4,"messages":[]}"#,
+        // Not UTF-8 inside the array: still an array, not a missing model.
+        b"{\"model\":[\"gpt-4o\xff\"],\"messages\":[]}",
+        b"{\"model\":{\"\xff\":\"gpt-4o\"},\"messages\":[]}",
+    ] {
+        for path in ["/openai/v1/chat/completions", "/mini/v1/chat/completions"] {
+            let (status, err) = post(&gw, path, "fk-free", "application/json", body).await;
+            assert_eq!(
+                (status, error_code(&err).as_str()),
+                (400, "invalid_json"),
+                "{path} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+    assert_eq!(up.request_count(), 0);
+}
+
 #[tokio::test]
 async fn a_missing_model_is_refused_unless_the_route_names_a_default() {
     let up = MockUpstream::start().await;

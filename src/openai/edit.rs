@@ -54,6 +54,19 @@ pub fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
 /// a `stream_options` that is not an object). Key order and whitespace elsewhere are unchanged.
 /// The caller must fix `Content-Length`.
 pub fn with_include_usage(body: &[u8]) -> Option<Vec<u8>> {
+    with_include_usage_at(body).map(|(out, _)| out)
+}
+
+/// Where an edit changed the body: the bytes of the old body in `replaced` became `written`
+/// new ones (see [`RequestInfo::spliced`](super::RequestInfo::spliced)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Splice {
+    pub replaced: Range<usize>,
+    pub written: usize,
+}
+
+/// [`with_include_usage`], and where it spliced.
+pub fn with_include_usage_at(body: &[u8]) -> Option<(Vec<u8>, Splice)> {
     #[derive(Deserialize)]
     struct Probe<'a> {
         #[serde(default, borrow)]
@@ -107,7 +120,11 @@ pub fn with_include_usage(body: &[u8]) -> Option<Vec<u8>> {
     out.extend_from_slice(&body[..at.start]);
     out.extend_from_slice(insert);
     out.extend_from_slice(&body[at.end..]);
-    Some(out)
+    let splice = Splice {
+        replaced: at,
+        written: insert.len(),
+    };
+    Some((out, splice))
 }
 
 /// The request's `caching` switch, and the body without the field when it was there (a value

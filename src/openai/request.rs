@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::lenient::{ModelValue, Num, Scalar};
-use super::{from_json, is_object, span_in};
+use super::{from_json, is_object, span_in, Splice};
 use crate::model_names::{json_model_is_ambiguous, model_key, ModelKeys};
 
 /// Which field of the request holds the conversation.
@@ -149,6 +149,28 @@ impl RequestInfo {
         }
     }
 
+    /// The body this was read from was edited (`with_include_usage_at`): the conversation's
+    /// range moves with the bytes after the splice. A splice inside it (never made: edits touch
+    /// other members) forgets the range.
+    pub fn spliced(&mut self, splice: &Splice) {
+        let (replaced, written) = (&splice.replaced, splice.written);
+        let Some((_, range)) = self.input.as_mut() else {
+            return;
+        };
+        if range.end <= replaced.start {
+            return;
+        }
+        if range.start < replaced.end {
+            self.input = None;
+            return;
+        }
+        let moved = |at: usize| (at - replaced.len()).checked_add(written);
+        match (moved(range.start), moved(range.end)) {
+            (Some(start), Some(end)) => *range = start..end,
+            _ => self.input = None,
+        }
+    }
+
     /// The conversation as the client sent it (raw JSON text), from the body this was parsed
     /// from.
     pub fn input_json<'b>(&self, body: &'b [u8]) -> Option<&'b str> {
@@ -159,17 +181,18 @@ impl RequestInfo {
 
 /// A `model` that is there but not a string: refused, so a model list cannot be slipped past
 /// with `"model": ["gpt-4o"]` and the like. (The separate check; [`RequestInfo::scan`] makes
-/// it in its one pass.)
+/// it in its one pass.) The value's type is all that is read: bytes inside an array or object
+/// that are not UTF-8 do not make it unreadable, hence not odd.
 pub(super) fn has_odd_model(body: &[u8]) -> bool {
     #[derive(Deserialize)]
     struct ModelKey<'a> {
-        #[serde(borrow)]
-        model: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        model: Option<ModelValue<'a>>,
     }
     serde_json::from_slice::<ModelKey<'_>>(body)
         .ok()
         .and_then(|k| k.model)
-        .is_some_and(|raw| raw.get() != "null" && !raw.get().starts_with('"'))
+        .is_some_and(|m| m.odd)
 }
 
 /// The one pass of [`RequestInfo::scan`]: the fields of [`Raw`], read as its derived

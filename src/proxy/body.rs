@@ -16,7 +16,7 @@ use super::link::Link;
 use super::model_list;
 use super::preread;
 use crate::config::RouteKind;
-use crate::openai::{with_include_usage, RequestInfo};
+use crate::openai::{with_include_usage_at, RequestInfo};
 use crate::state::Gateway;
 use bytes::BytesMut;
 use pingora_proxy::Session;
@@ -119,8 +119,10 @@ pub(super) async fn read_body(
                         && !info.include_usage
                         && asks_for_tokens(session.req_header().uri.path())
                     {
-                        if let Some(rewritten) = with_include_usage(&body) {
+                        if let Some((rewritten, splice)) = with_include_usage_at(&body) {
                             body = rewritten.into();
+                            // The conversation may come after the splice.
+                            info.spliced(&splice);
                             ctx.body.strip_usage_chunk = true;
                             ctx.body.rewritten = true;
                         }

@@ -51,7 +51,10 @@ const BENCH_ANSWER: &[u8] = br#"{"id":"chatcmpl-mock","object":"chat.completion"
 #[test]
 fn the_body_phase_reads_a_request_with_two_allocations() {
     let (scan, read) = allocations(|| RequestInfo::scan(BENCH_REQUEST));
-    assert_eq!(read.info.and_then(|i| i.model).as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(
+        read.info.and_then(|i| i.model).as_deref(),
+        Some("gpt-4o-mini")
+    );
     assert_eq!(scan, 2);
     let (parse, _) = allocations(|| RequestInfo::parse(BENCH_REQUEST));
     let (keys, _) = allocations(|| crate::model_names::json_model_is_ambiguous(BENCH_REQUEST));
