@@ -171,6 +171,13 @@ impl RequestInfo {
         }
     }
 
+    /// The conversation's length in bytes: that of [`RequestInfo::input_json`], without
+    /// checking its text again (it is UTF-8: serde_json checked it, as part of the whole body or
+    /// as the raw value it was read as).
+    pub fn input_len(&self) -> Option<usize> {
+        self.input.as_ref().map(|(_, range)| range.len())
+    }
+
     /// The conversation as the client sent it (raw JSON text), from the body this was parsed
     /// from.
     pub fn input_json<'b>(&self, body: &'b [u8]) -> Option<&'b str> {

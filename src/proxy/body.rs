@@ -148,8 +148,8 @@ pub(super) async fn read_body(
         .body
         .info
         .as_ref()
-        .and_then(|i| i.input_json(&body))
-        .map(|input| input.len() as u64 / 4);
+        .and_then(|i| i.input_len())
+        .map(|len| len as u64 / 4);
     ctx.body.bytes = Some(body.clone());
     let link = Arc::new(Link::new(body).with_cutoff(Arc::clone(&gateway.cutoff)));
     ctx.body.link = Some(Arc::clone(&link));

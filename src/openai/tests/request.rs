@@ -148,7 +148,12 @@ proptest! {
         ],
     ) {
         let body = [open.as_bytes(), &members.join(&b","[..]), close.as_bytes()].concat();
-        prop_assert_eq!(RequestInfo::scan(&body), three_passes(&body));
+        let scan = RequestInfo::scan(&body);
+        prop_assert_eq!(&scan, &three_passes(&body));
+        // The prompt estimate reads the length without the text.
+        if let Some(info) = &scan.info {
+            prop_assert_eq!(info.input_len(), info.input_json(&body).map(str::len));
+        }
     }
 }
 
@@ -182,6 +187,7 @@ proptest! {
         if let Some((out, splice)) = with_include_usage_at(body.as_bytes()) {
             info.spliced(&splice);
             prop_assert_eq!(info.input_json(&out).map(str::to_owned), before);
+            prop_assert_eq!(info.input_len(), info.input_json(&out).map(str::len));
         }
     }
 }
