@@ -261,7 +261,7 @@ mod tests {
         Arc::new(Entry {
             route: route.into(),
             expires_ms: u64::MAX,
-            meta: (Bytes::from_static(b"m"), Bytes::from_static(b"h")),
+            meta: (Bytes::from_static(b"m"), Bytes::from_static(b"h")).into(),
             body: Bytes::from_static(b"data: [DONE]\n\n"),
             ends: vec![14],
         })

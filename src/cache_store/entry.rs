@@ -5,6 +5,11 @@
 //! cut at its SSE event boundaries, so a paced hit replays it event by event; an unpaced one
 //! sends runs of whole events at once (zero-copy slices of the one body buffer).
 //!
+//! The memory backend keeps the head as Pingora handed it ([`Meta::Kept`]): serializing a head
+//! compresses it with zstd (~16k instructions per fill, most of a miss's storage cost) and a
+//! hit decompresses and re-parses it, work that buys nothing for an entry that never leaves the
+//! process. Disk and Redis entries hold the serialized form ([`Meta::Serialized`]).
+//!
 //! On disk and in Redis an entry is one blob: a magic and version, the expiry, the route label,
 //! the meta, the chunk lengths, the body and a SHA-256 over all of it. A blob that is short,
 //! has a wrong checksum or a wrong magic decodes to `None` and is treated as a miss — a torn
@@ -13,6 +18,9 @@
 use crate::cache_key::{sha256, Digest};
 use crate::sse::SseParser;
 use bytes::Bytes;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
+use std::time::SystemTime;
 
 const MAGIC: &[u8; 8] = b"LLMFCE01";
 /// Bytes an entry costs beyond its contents in the memory store: the map slot, the LRU node,
@@ -26,8 +34,8 @@ pub(crate) struct Entry {
     pub route: String,
     /// Unix time in ms after which the entry is not served.
     pub expires_ms: u64,
-    /// `CacheMeta::serialize()`: internal part and header part.
-    pub meta: (Bytes, Bytes),
+    /// The response head and its freshness.
+    pub meta: Meta,
     /// The body as one buffer (each chunk is a slice of it).
     pub body: Bytes,
     /// Where each chunk ends in `body`: increasing, the last one `body.len()` (SSE: one chunk
@@ -39,12 +47,7 @@ impl Entry {
     /// Bytes the entry accounts for against a budget: body, meta and a fixed overhead for the
     /// structures around them.
     pub(crate) fn weight(&self) -> usize {
-        self.body.len()
-            + self.meta.0.len()
-            + self.meta.1.len()
-            + self.route.len()
-            + self.ends.len() * 4
-            + OVERHEAD
+        self.body.len() + self.meta.len() + self.route.len() + self.ends.len() * 4 + OVERHEAD
     }
 
     /// Chunk `i`'s range in `body`.
@@ -76,8 +79,9 @@ impl Entry {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.expires_ms.to_be_bytes());
         put(&mut out, self.route.as_bytes());
-        put(&mut out, &self.meta.0);
-        put(&mut out, &self.meta.1);
+        let (internal, header) = self.meta.serialized();
+        put(&mut out, &internal);
+        put(&mut out, &header);
         out.extend_from_slice(&(self.ends.len() as u32).to_be_bytes());
         let mut start = 0;
         for &end in &self.ends {
@@ -102,7 +106,7 @@ impl Entry {
         let mut r = Reader { blob: &blob, at: 8 };
         let expires_ms = u64::from_be_bytes(r.take(8)?.as_ref().try_into().ok()?);
         let route = String::from_utf8(r.part()?.to_vec()).ok()?;
-        let meta = (r.part()?, r.part()?);
+        let meta = Meta::Serialized(r.part()?, r.part()?);
         let n = r.u32()? as usize;
         let mut ends = Vec::with_capacity(n.min(1 << 16));
         let mut end = 0u32;
@@ -129,6 +133,114 @@ impl Entry {
         let len = u32::from_be_bytes(head[16..20].try_into().ok()?) as usize;
         let route = std::str::from_utf8(head.get(20..20 + len)?).ok()?;
         Some((expires, route.to_string()))
+    }
+}
+
+/// A stored response head.
+pub(crate) enum Meta {
+    /// `CacheMeta::serialize()`: internal part and header part.
+    Serialized(Bytes, Bytes),
+    /// The head itself (memory backend).
+    Kept(Box<KeptHead>),
+}
+
+/// What [`CacheMeta::new`] rebuilds a head from. Only heads it rebuilds exactly are kept (see
+/// [`KeptHead::of`]): never revalidated, no variance.
+pub(crate) struct KeptHead {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    stale_while_revalidate_sec: u32,
+    stale_if_error_sec: u32,
+    epoch_override: Option<SystemTime>,
+    /// As a serialize/deserialize round trip leaves it: HTTP/1.1, the canonical reason phrase.
+    header: ResponseHeader,
+    /// Bytes the head accounts for: its HTTP/1.1 wire size (the budget counts it uncompressed,
+    /// as it is held).
+    len: usize,
+}
+
+/// Freshness and header fields a round trip through [`CacheMeta::serialize`] carries, beyond
+/// the header: about what rmp-serde writes for them.
+const INTERNAL_LEN: usize = 40;
+
+impl KeptHead {
+    /// The head of `meta`, when [`KeptHead::meta`] gives it back unchanged; `None` otherwise
+    /// (a revalidated or varied head: store it serialized).
+    pub(crate) fn of(meta: &CacheMeta) -> Option<KeptHead> {
+        let created = meta.created();
+        if meta.updated() != created || meta.provenance() != created || meta.variance().is_some() {
+            return None;
+        }
+        let mut header = meta.response_header_copy();
+        header.set_version(http::Version::HTTP_11);
+        header.set_reason_phrase(None).ok()?;
+        let len = 17
+            + header
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>()
+            + 2;
+        Some(KeptHead {
+            fresh_until: meta.fresh_until(),
+            created,
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            epoch_override: meta.epoch_override(),
+            header,
+            len,
+        })
+    }
+
+    /// The `CacheMeta` to serve (a copy: Pingora owns what a lookup returns).
+    pub(crate) fn meta(&self) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            self.header.clone(),
+        );
+        if let Some(epoch) = self.epoch_override {
+            meta.set_epoch_override(epoch);
+        }
+        meta
+    }
+}
+
+impl Meta {
+    /// Bytes it accounts for.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Meta::Serialized(a, b) => a.len() + b.len(),
+            Meta::Kept(k) => k.len + INTERNAL_LEN,
+        }
+    }
+
+    /// The head as Pingora's `CacheMeta`; `None` when it does not decode.
+    pub(crate) fn to_cache_meta(&self) -> Option<CacheMeta> {
+        match self {
+            Meta::Serialized(a, b) => CacheMeta::deserialize(a, b).ok(),
+            Meta::Kept(k) => Some(k.meta()),
+        }
+    }
+
+    /// The serialized form (what a blob holds); empty parts, which never decode, if a kept head
+    /// does not serialize.
+    pub(crate) fn serialized(&self) -> (Bytes, Bytes) {
+        match self {
+            Meta::Serialized(a, b) => (a.clone(), b.clone()),
+            Meta::Kept(k) => k
+                .meta()
+                .serialize()
+                .map_or_else(|_| Default::default(), |(a, b)| (a.into(), b.into())),
+        }
+    }
+}
+
+impl From<(Bytes, Bytes)> for Meta {
+    fn from((internal, header): (Bytes, Bytes)) -> Meta {
+        Meta::Serialized(internal, header)
     }
 }
 
@@ -216,7 +328,7 @@ mod tests {
         Entry {
             route: "/v1".into(),
             expires_ms: 123,
-            meta: (Bytes::from_static(b"int"), Bytes::from_static(b"hdr")),
+            meta: (Bytes::from_static(b"int"), Bytes::from_static(b"hdr")).into(),
             body: Bytes::from_static(b"data: a\n\ndata: [DONE]\n\n"),
             ends: vec![9, 23],
         }
@@ -251,7 +363,7 @@ mod tests {
         let e = Entry {
             route: String::new(),
             expires_ms: 0,
-            meta: (Bytes::new(), Bytes::new()),
+            meta: (Bytes::new(), Bytes::new()).into(),
             body: body.clone(),
             ends,
         };
@@ -266,6 +378,64 @@ mod tests {
         assert!(split_sse(&Bytes::from_static(b"data: [DONE]\n\ndata: {\"a\"")).is_none());
         let responses = b"event: response.completed\ndata: {}\n\n";
         assert_eq!(split_sse(responses).unwrap(), vec![responses.len() as u32]);
+    }
+
+    /// A kept head serves what a serialize/deserialize round trip would: same freshness, same
+    /// status and headers, written with the same names (case) in the same order.
+    #[test]
+    fn kept_heads_equal_their_round_trip() {
+        use std::time::Duration;
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        header
+            .append_header("Content-Type", "application/json")
+            .unwrap();
+        header.append_header("X-Multi", "a").unwrap();
+        header.append_header("x-multi", "b").unwrap();
+        header.append_header("set-Cookie", "c=1").unwrap();
+        header.set_reason_phrase(Some("Fine")).unwrap();
+        header.set_version(http::Version::HTTP_10);
+        let created = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut meta = CacheMeta::new(created + Duration::from_secs(60), created, 5, 7, header);
+        meta.set_epoch_override(created + Duration::from_secs(1));
+        let wire = |h: &ResponseHeader| {
+            let mut buf = Vec::new();
+            h.header_to_h1_wire(&mut buf);
+            (
+                h.status,
+                h.version,
+                h.get_reason_phrase().map(str::to_owned),
+                buf,
+            )
+        };
+        let (a, b) = meta.serialize().unwrap();
+        let round = CacheMeta::deserialize(&a, &b).unwrap();
+        let kept = Meta::Kept(Box::new(KeptHead::of(&meta).unwrap()));
+        let served = kept.to_cache_meta().unwrap();
+        for m in [&round, &served] {
+            assert_eq!(m.fresh_until(), meta.fresh_until());
+        }
+        assert_eq!(served.created(), round.created());
+        assert_eq!(served.updated(), round.updated());
+        assert_eq!(served.provenance(), round.provenance());
+        assert_eq!(served.epoch(), round.epoch());
+        assert_eq!(
+            served.stale_while_revalidate_sec(),
+            round.stale_while_revalidate_sec()
+        );
+        assert_eq!(served.stale_if_error_sec(), round.stale_if_error_sec());
+        assert_eq!(served.variance(), round.variance());
+        assert_eq!(
+            wire(served.response_header()),
+            wire(round.response_header())
+        );
+        assert_eq!(served.headers(), round.headers());
+        // Its serialized form (a blob's) decodes to the same head.
+        let (a, b) = kept.serialized();
+        let again = CacheMeta::deserialize(&a, &b).unwrap();
+        assert_eq!(wire(again.response_header()), wire(round.response_header()));
+        // A head it would not give back unchanged is not kept.
+        meta.set_variance([7; 16]);
+        assert!(KeptHead::of(&meta).is_none());
     }
 
     #[test]

@@ -109,6 +109,10 @@ impl Backend for MemoryBackend {
     fn name(&self) -> &'static str {
         "memory"
     }
+
+    fn keeps_heads(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +124,7 @@ mod tests {
         Arc::new(Entry {
             route: route.into(),
             expires_ms: u64::MAX,
-            meta: (Bytes::new(), Bytes::new()),
+            meta: (Bytes::new(), Bytes::new()).into(),
             body: Bytes::from(vec![0u8; size]),
             ends: vec![size as u32],
         })

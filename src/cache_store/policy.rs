@@ -19,6 +19,9 @@ pub(crate) struct RoutePolicy {
     pub ttl: Duration,
     /// One cache for all tenants of the route.
     pub shared: bool,
+    /// The route's upstream URLs, space-separated: part of every key (a changed list is a new
+    /// cache). Written once here rather than formatted per request.
+    pub upstreams: String,
 }
 
 impl RoutePolicy {
@@ -38,6 +41,12 @@ impl RoutePolicy {
             default: entry.and_then(|e| e.default).unwrap_or(cache.default),
             ttl: entry.and_then(|e| e.ttl).unwrap_or(cache.ttl),
             shared: entry.is_some_and(|e| e.shared),
+            upstreams: route
+                .upstreams
+                .iter()
+                .map(|u| u.url.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
         })
     }
 

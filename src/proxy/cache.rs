@@ -14,13 +14,17 @@
 
 use super::ctx::{CacheState, Plan, RequestCtx};
 use crate::cache_key::{self, Digest, KeyParts};
+use crate::cache_key::{ScopeHasher, ScopeText};
 use crate::state::Gateway;
+use crate::state::Route;
+use http::HeaderName;
 use pingora_cache::{
     CacheKey, CacheMeta, ForcedFreshness, HitHandler, NoCacheReason, RespCacheable,
 };
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// `request_cache_filter`: enable the cache for this request, or leave it off.
@@ -44,9 +48,9 @@ pub(super) fn enable(gateway: &Gateway, session: &mut Session, ctx: &mut Request
 
 /// Everything of a request's cache key but its body, once the request may use the cache.
 pub(super) struct Keying {
-    scope: String,
-    route: String,
-    upstream: String,
+    scope: Scope,
+    /// The route: its prefix and its upstream list (text made once, in its cache policy).
+    route: Arc<Route>,
     vary: String,
     ttl: Duration,
     refresh: bool,
@@ -56,9 +60,13 @@ impl Keying {
     /// The key of this request with `body` (its own, or another version of it).
     pub(super) fn key(&self, req: &pingora_http::RequestHeader, body: Option<&[u8]>) -> Digest {
         cache_key::key(&KeyParts {
-            scope: &self.scope,
-            route: &self.route,
-            upstream: &self.upstream,
+            scope: self.scope.as_str(),
+            route: &self.route.config.prefix,
+            upstream: self
+                .route
+                .cache
+                .as_ref()
+                .map_or("", |p| p.upstreams.as_str()),
             method: req.method.as_str(),
             path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             vary: &self.vary,
@@ -69,7 +77,7 @@ impl Keying {
     pub(super) fn plan(self, id: Digest) -> Plan {
         Plan {
             id,
-            route: self.route,
+            route: self.route.config.prefix.clone(),
             ttl: self.ttl,
             refresh: self.refresh,
         }
@@ -80,6 +88,32 @@ impl Keying {
         self.refresh
     }
 }
+
+/// A request's tenant scope in its key.
+enum Scope {
+    /// One cache for all tenants of the route.
+    Shared,
+    Hashed(ScopeText),
+}
+
+impl Scope {
+    fn as_str(&self) -> &str {
+        match self {
+            Scope::Shared => "shared",
+            Scope::Hashed(text) => text.as_str(),
+        }
+    }
+}
+
+/// [`crate::credentials::CREDENTIAL_HEADERS`] as header names, parsed at compile time (a
+/// lookup by `&str` parses the name again each time); the same list in the same order (a test
+/// says so), which is the order of the key material.
+static CREDENTIAL_NAMES: [HeaderName; 4] = [
+    HeaderName::from_static("authorization"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+    HeaderName::from_static("x-api-key"),
+];
 
 /// Whether the request may use the cache, and its key parts if so.
 pub(super) fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Option<Keying> {
@@ -104,34 +138,26 @@ pub(super) fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx)
     }
     let req = session.req_header();
     let scope = if policy.shared {
-        "shared".to_string()
+        Scope::Shared
     } else {
-        let credential = || {
-            let mut c = Vec::new();
-            // Every client credential carrier, hashed into the scope when there is no tenant.
-            for name in crate::credentials::CREDENTIAL_HEADERS {
-                if let Some(v) = req.headers.get(name) {
-                    c.extend_from_slice(name.as_bytes());
-                    c.push(b'=');
-                    c.extend_from_slice(v.as_bytes());
-                    c.push(b'\n');
+        Scope::Hashed(match &ctx.auth.tenant {
+            Some(t) => ScopeHasher::tenant(&t.name).finish(),
+            None => {
+                // Every client credential carrier, hashed into the scope when there is no
+                // tenant.
+                let mut h = ScopeHasher::credential();
+                for name in &CREDENTIAL_NAMES {
+                    if let Some(v) = req.headers.get(name) {
+                        h.put(name.as_str().as_bytes());
+                        h.put(b"=");
+                        h.put(v.as_bytes());
+                        h.put(b"\n");
+                    }
                 }
+                h.finish()
             }
-            c
-        };
-        match &ctx.auth.tenant {
-            Some(t) => cache_key::scope(Some(&t.name), None),
-            None => cache_key::scope(None, Some(&credential())),
-        }
+        })
     };
-    // Every upstream the route may use: a changed list is a new cache.
-    let upstream = route
-        .config
-        .upstreams
-        .iter()
-        .map(|u| u.url.to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
     // A general route passes these through, so the stored representation depends on them
     // (a gzip answer must not reach a client that did not accept gzip); an openai route drops
     // Accept-Encoding upstream and answers JSON or SSE whatever they say.
@@ -148,8 +174,7 @@ pub(super) fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx)
     }
     Some(Keying {
         scope,
-        route: route.config.prefix.clone(),
-        upstream,
+        route: Arc::clone(route),
         vary,
         ttl: policy.ttl,
         refresh: no_cache,
@@ -267,5 +292,14 @@ pub(super) fn label(ctx: &RequestCtx) -> &'static str {
         CacheState::Hit(_) => "hit",
         CacheState::Miss(_) => "miss",
         CacheState::Bypass => "bypass",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credential_names_are_the_credential_headers() {
+        let names: Vec<&str> = super::CREDENTIAL_NAMES.iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, crate::credentials::CREDENTIAL_HEADERS);
     }
 }
