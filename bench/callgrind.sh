@@ -75,6 +75,9 @@ wrk.headers["Authorization"] = "Bearer sk-bench"
 wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
 local n = 0
 if unique then
+  -- Seeded per wrk run: unseeded, the measured run repeated the warm-up's bodies, so a fifth of
+  -- its requests were cache hits (wrk's LuaJIT starts every process on the same sequence).
+  math.randomseed(os.time())
   request = function()
     n = n + 1
     return wrk.format(nil, nil, nil, '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello '

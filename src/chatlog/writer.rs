@@ -208,11 +208,12 @@ impl Writer {
 
     pub(super) fn append(&mut self, route: &str, mut line: Vec<u8>) {
         // A record is one line: raw CR/LF can only be whitespace between JSON tokens (inside
-        // strings they are escaped), so spaces keep the JSON intact.
-        for b in line.iter_mut() {
-            if *b == b'\n' || *b == b'\r' {
-                *b = b' ';
-            }
+        // strings they are escaped), so spaces keep the JSON intact. Found with memchr's SIMD
+        // search: a byte-by-byte pass cost ~2k instructions for a typical record.
+        let mut from = 0;
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', &line[from..]) {
+            line[from + at] = b' ';
+            from += at + 1;
         }
         if line.iter().all(u8::is_ascii_whitespace) {
             self.stats.drop_records(1);

@@ -6,6 +6,7 @@ pub mod local;
 pub mod redis;
 pub mod rules;
 pub mod spec;
+pub(crate) mod text;
 
 use std::time::Duration;
 

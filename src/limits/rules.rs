@@ -4,6 +4,7 @@
 //! by exactly one rule of each kind. Pure.
 
 use super::spec::LimitSpec;
+use super::text::{push_decimal, push_ip};
 use crate::routing::collapse_slashes;
 
 /// What a bucket is counted by.
@@ -102,41 +103,6 @@ impl LimitRule {
             (Per::All, _, _) => {}
         }
         out
-    }
-}
-
-/// `n` in decimal, as `Display` writes it.
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
-}
-
-/// `ip` as `Display` writes it (IPv4 by hand, the common case; IPv6 through `Display`).
-fn push_ip(out: &mut String, ip: std::net::IpAddr) {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                push_decimal(out, u64::from(octet));
-            }
-        }
-        std::net::IpAddr::V6(v6) => {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{v6}");
-        }
     }
 }
 

@@ -118,7 +118,11 @@ pub(super) fn chat_record(
         time: crate::chatlog::rfc3339_utc(now_ms),
         request_id: ctx.client.request_id.as_str(),
         route: &route.config.prefix,
-        client_ip: ctx.client.ip.map(|ip| ip.to_string()),
+        client_ip: ctx.client.ip.map(|ip| {
+            let mut text = String::with_capacity(15);
+            crate::limits::text::push_ip(&mut text, ip);
+            text
+        }),
         key_id: ctx.auth.key_id.as_deref(),
         model: info
             .and_then(|i| i.model.as_deref())
