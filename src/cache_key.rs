@@ -597,6 +597,30 @@ mod tests {
         assert_eq!(k(&bodies[1]), k(r#"{"a":3,"b":{"c":[4]}}"#));
     }
 
+    /// The bench's body (`bench/callgrind.sh`) is read without a `String`: every key and
+    /// string borrows from the body; what is allocated is one `Vec` per object and array.
+    #[test]
+    fn plain_strings_are_borrowed() {
+        fn owned(node: &Node<'_>) -> usize {
+            match node {
+                Node::Str(Cow::Owned(_)) => 1,
+                Node::Array(items) => items.iter().map(owned).sum(),
+                Node::Object(entries) => entries
+                    .iter()
+                    .map(|(k, v)| usize::from(matches!(k, Cow::Owned(_))) + owned(v))
+                    .sum(),
+                _ => 0,
+            }
+        }
+        let body =
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello 12-3."}]}"#;
+        let node: Node<'_> = serde_json::from_slice(body).unwrap();
+        assert_eq!(owned(&node), 0);
+        // An escape needs its decoded text: that one string is owned.
+        let node: Node<'_> = serde_json::from_slice(br#"{"a":"\n","b":"c"}"#).unwrap();
+        assert_eq!(owned(&node), 1);
+    }
+
     #[test]
     fn hex_round_trips() {
         let d = sha256(b"x");

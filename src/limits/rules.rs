@@ -264,6 +264,24 @@ mod tests {
         }
     }
 
+    /// A bucket is one allocation, never grown for an IPv4 client.
+    #[test]
+    fn buckets_are_one_allocation() {
+        let r = LimitRule {
+            per: Per::Tenant,
+            ..rule(None, None, None, None, "1/minute")
+        };
+        let widest = Subject {
+            route: "/",
+            path: "/",
+            tenant: None,
+            key: None,
+            ip: "255.255.255.255".parse().unwrap(),
+        };
+        let b = r.bucket(usize::MAX, &widest);
+        assert_eq!(b.capacity(), 48, "{b}");
+    }
+
     #[test]
     fn buckets_never_hold_keys_only_ids() {
         let r = rule(None, None, None, None, "1/minute");
