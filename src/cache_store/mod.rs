@@ -389,6 +389,10 @@ impl Miss {
         // One exact-size buffer for head and body: the fill buffers grew by doubling, and every
         // allocation costs the budget its header and rounding.
         let (meta, body) = match (self.kept, self.meta) {
+            // A body that came in one chunk fills its buffer exactly: kept as it is.
+            (Some(kept), _) if self.body.capacity() == self.body.len() => {
+                (Meta::Kept(kept), self.body.freeze())
+            }
             (Some(kept), _) => (Meta::Kept(kept), Bytes::copy_from_slice(&self.body)),
             (None, Some(meta)) => {
                 let (a, b) = (meta.0.len(), meta.1.len());
