@@ -5,10 +5,10 @@
 //! cut at its SSE event boundaries, so a paced hit replays it event by event; an unpaced one
 //! sends runs of whole events at once (zero-copy slices of the one body buffer).
 //!
-//! The memory backend keeps the head as Pingora handed it ([`Meta::Kept`]): serializing a head
-//! compresses it with zstd (~16k instructions per fill, most of a miss's storage cost) and a
-//! hit decompresses and re-parses it, work that buys nothing for an entry that never leaves the
-//! process. Disk and Redis entries hold the serialized form ([`Meta::Serialized`]).
+//! The memory backend keeps the head's headers uncompressed in one buffer ([`Meta::Kept`]):
+//! serializing a head compresses it with zstd (~16k instructions per fill, most of a miss's
+//! storage cost) and a hit decompresses and re-parses it, work that buys nothing for an entry
+//! that never leaves the process. Disk and Redis entries hold the serialized form ([`Meta::Serialized`]).
 //!
 //! On disk and in Redis an entry is one blob: a magic and version, the expiry, the route label,
 //! the meta, the chunk lengths, the body and a SHA-256 over all of it. A blob that is short,
@@ -152,59 +152,99 @@ pub(crate) struct KeptHead {
     stale_while_revalidate_sec: u32,
     stale_if_error_sec: u32,
     epoch_override: Option<SystemTime>,
-    /// As a serialize/deserialize round trip leaves it: HTTP/1.1, the canonical reason phrase.
-    header: ResponseHeader,
-    /// Bytes the head accounts for: its HTTP/1.1 wire size (the budget counts it uncompressed,
-    /// as it is held).
-    len: usize,
+    status: http::StatusCode,
+    /// The headers in order, each as its name's length (u16), its value's length (u32), the
+    /// name as the upstream spelled it and the value: one exact-size buffer, which the served
+    /// head's names and values are slices of. Not the received head itself: its names and
+    /// values are slices of Pingora's read buffer, which would stay pinned, unaccounted.
+    headers: Bytes,
+    count: usize,
 }
 
-/// Freshness and header fields a round trip through [`CacheMeta::serialize`] carries, beyond
-/// the header: about what rmp-serde writes for them.
+/// Freshness fields a round trip through [`CacheMeta::serialize`] carries, beyond the header:
+/// about what rmp-serde writes for them.
 const INTERNAL_LEN: usize = 40;
 
 impl KeptHead {
-    /// The head of `meta`, when [`KeptHead::meta`] gives it back unchanged; `None` otherwise
-    /// (a revalidated or varied head: store it serialized).
+    /// The head of `meta`, when [`KeptHead::meta`] gives back what a serialize/deserialize
+    /// round trip would; `None` otherwise (a revalidated or varied head: store it serialized).
     pub(crate) fn of(meta: &CacheMeta) -> Option<KeptHead> {
         let created = meta.created();
         if meta.updated() != created || meta.provenance() != created || meta.variance().is_some() {
             return None;
         }
-        let mut header = meta.response_header_copy();
-        header.set_version(http::Version::HTTP_11);
-        header.set_reason_phrase(None).ok()?;
-        let len = 17
-            + header
-                .headers
-                .iter()
-                .map(|(n, v)| n.as_str().len() + v.len() + 4)
-                .sum::<usize>()
-            + 2;
+        let head = meta.response_header();
+        let size: usize = head
+            .headers
+            .iter()
+            .map(|(n, v)| 6 + n.as_str().len() + v.len())
+            .sum();
+        let mut headers = Vec::with_capacity(size);
+        let mut put = |name: &[u8], value: &[u8]| -> Option<()> {
+            // As the round trip's parser reads a value back: without surrounding blanks.
+            let value = value.trim_ascii_start().trim_ascii_end();
+            headers.extend_from_slice(&u16::try_from(name.len()).ok()?.to_be_bytes());
+            headers.extend_from_slice(&u32::try_from(value.len()).ok()?.to_be_bytes());
+            headers.extend_from_slice(name);
+            headers.extend_from_slice(value);
+            Some(())
+        };
+        let mut count = 0;
+        if head.has_case() {
+            for (name, value) in head.case_header_iter() {
+                put(name.as_slice(), value.as_bytes())?;
+                count += 1;
+            }
+        } else {
+            for (name, value) in head.headers.iter() {
+                put(name.as_str().as_bytes(), value.as_bytes())?;
+                count += 1;
+            }
+        }
         Some(KeptHead {
             fresh_until: meta.fresh_until(),
             created,
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
             epoch_override: meta.epoch_override(),
-            header,
-            len,
+            status: head.status,
+            headers: Bytes::from(headers),
+            count,
         })
     }
 
-    /// The `CacheMeta` to serve (a copy: Pingora owns what a lookup returns).
-    pub(crate) fn meta(&self) -> CacheMeta {
+    /// The `CacheMeta` to serve, as a round trip would give it back: HTTP/1.1, the status's
+    /// own reason phrase, the names in their case. `None` if the buffer does not read.
+    pub(crate) fn meta(&self) -> Option<CacheMeta> {
+        let mut head = ResponseHeader::build(self.status, Some(self.count)).ok()?;
+        let buf = &self.headers;
+        let mut at = 0;
+        while at < buf.len() {
+            let name_len = usize::from(u16::from_be_bytes(buf.get(at..at + 2)?.try_into().ok()?));
+            let value_len = u32::from_be_bytes(buf.get(at + 2..at + 6)?.try_into().ok()?) as usize;
+            let name = at + 6..at + 6 + name_len;
+            let value = name.end..name.end + value_len;
+            if value.end > buf.len() {
+                return None;
+            }
+            head.append_header(
+                buf.slice(name),
+                pingora_http::header_value_from_raw(buf.slice(value.clone())),
+            )
+            .ok()?;
+            at = value.end;
+        }
         let mut meta = CacheMeta::new(
             self.fresh_until,
             self.created,
             self.stale_while_revalidate_sec,
             self.stale_if_error_sec,
-            self.header.clone(),
+            head,
         );
         if let Some(epoch) = self.epoch_override {
             meta.set_epoch_override(epoch);
         }
-        meta
+        Some(meta)
     }
 }
 
@@ -213,7 +253,7 @@ impl Meta {
     pub(crate) fn len(&self) -> usize {
         match self {
             Meta::Serialized(a, b) => a.len() + b.len(),
-            Meta::Kept(k) => k.len + INTERNAL_LEN,
+            Meta::Kept(k) => k.headers.len() + INTERNAL_LEN,
         }
     }
 
@@ -221,7 +261,7 @@ impl Meta {
     pub(crate) fn to_cache_meta(&self) -> Option<CacheMeta> {
         match self {
             Meta::Serialized(a, b) => CacheMeta::deserialize(a, b).ok(),
-            Meta::Kept(k) => Some(k.meta()),
+            Meta::Kept(k) => k.meta(),
         }
     }
 
@@ -232,8 +272,8 @@ impl Meta {
             Meta::Serialized(a, b) => (a.clone(), b.clone()),
             Meta::Kept(k) => k
                 .meta()
-                .serialize()
-                .map_or_else(|_| Default::default(), |(a, b)| (a.into(), b.into())),
+                .and_then(|m| m.serialize().ok())
+                .map_or_else(Default::default, |(a, b)| (a.into(), b.into())),
         }
     }
 }
@@ -392,6 +432,14 @@ mod tests {
         header.append_header("X-Multi", "a").unwrap();
         header.append_header("x-multi", "b").unwrap();
         header.append_header("set-Cookie", "c=1").unwrap();
+        // Values as the upstream's head holds them: slices of one read buffer.
+        let read = Bytes::from(format!("{}x-Slice: \t spaced \t\r\n", " ".repeat(4096)));
+        header
+            .append_header(
+                read.slice(4096..4103),
+                pingora_http::header_value_from_raw(read.slice(4105..4115)),
+            )
+            .unwrap();
         header.set_reason_phrase(Some("Fine")).unwrap();
         header.set_version(http::Version::HTTP_10);
         let created = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -429,6 +477,12 @@ mod tests {
             wire(round.response_header())
         );
         assert_eq!(served.headers(), round.headers());
+        // The served head holds none of the read buffer: nothing unaccounted stays pinned.
+        let inside = |p: *const u8| read.as_ptr_range().contains(&p);
+        let value = served.headers().get("x-slice").unwrap();
+        assert_eq!(value.as_bytes(), b"spaced");
+        assert!(!inside(value.as_bytes().as_ptr()));
+        assert_eq!(kept.len(), 6 * 5 + 70 + INTERNAL_LEN);
         // Its serialized form (a blob's) decodes to the same head.
         let (a, b) = kept.serialized();
         let again = CacheMeta::deserialize(&a, &b).unwrap();
