@@ -621,6 +621,70 @@ mod tests {
         assert_eq!(owned(&node), 1);
     }
 
+    /// The key as it was computed before the borrowed tree: the body parsed into a `Value`,
+    /// its canonical text written into the hasher twice (length, then bytes).
+    fn value_key(parts: &KeyParts<'_>) -> Digest {
+        let mut hasher = Hasher(Sha256::new());
+        hasher.put(b"llmf-cache-v1");
+        for part in [
+            parts.scope,
+            parts.route,
+            parts.upstream,
+            parts.method,
+            parts.path_and_query,
+            parts.vary,
+        ] {
+            push_part(&mut hasher, part.as_bytes());
+        }
+        match parts.body {
+            None => hasher.put(&[0]),
+            Some(body) if body.iter().all(u8::is_ascii_whitespace) => hasher.put(&[0]),
+            Some(body) => {
+                hasher.put(&[1]);
+                match serde_json::from_slice::<Value>(body) {
+                    Ok(Value::Object(map)) => {
+                        let mut counter = Counter(0);
+                        write_object(&mut counter, &map, true);
+                        hasher.put(&counter.0.to_be_bytes());
+                        write_object(&mut hasher, &map, true);
+                    }
+                    Ok(_) | Err(_) => push_part(&mut hasher, body),
+                }
+            }
+        }
+        hasher.0.finalize().into()
+    }
+
+    /// Allocations of the bench's request (`bench/callgrind.sh`, a unique body): the
+    /// borrowed tree's three `Vec`s (two objects, one array) and the canonical text's buffer,
+    /// where the `Value` and its two sorted walks made 14.
+    #[test]
+    fn the_bench_body_is_keyed_with_four_allocations() {
+        use crate::openai::tests::allocs::allocations;
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello 123456789-42."}]}"#;
+        let p = KeyParts {
+            scope: "0123456789abcdef0123456789abcdef",
+            route: "/",
+            upstream: "http://127.0.0.1:8080",
+            method: "POST",
+            path_and_query: "/v1/chat/completions",
+            vary: "",
+            body: Some(body),
+        };
+        let (new, a) = allocations(|| key(&p));
+        let (old, b) = allocations(|| value_key(&p));
+        assert_eq!(a, b);
+        assert_eq!((new, old), (4, 14));
+        // The scope: nothing allocated (it was the material, the digest's hex and the
+        // credential's buffer).
+        let (n, _) = allocations(|| {
+            let mut h = ScopeHasher::credential();
+            h.put(b"authorization=Bearer sk-bench\n");
+            h.finish()
+        });
+        assert_eq!(n, 0);
+    }
+
     #[test]
     fn hex_round_trips() {
         let d = sha256(b"x");

@@ -492,6 +492,31 @@ mod tests {
         assert!(KeptHead::of(&meta).is_none());
     }
 
+    /// Allocations of a miss's head (the store keeps it) and of a hit's (it is served), for a
+    /// head of four headers: one buffer per miss where serializing made eight; a hit builds its
+    /// head from slices of that buffer where decoding made seventeen.
+    #[test]
+    fn kept_heads_allocate_less_than_serialized_ones() {
+        use crate::openai::tests::allocs::allocations;
+        let mut header = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [
+            ("Content-Type", "application/json"),
+            ("Content-Length", "311"),
+            ("Date", "Thu, 03 Dec 2026 11:00:00 GMT"),
+            ("X-Request-Id", "0123456789abcdef"),
+        ] {
+            header.append_header(n, v).unwrap();
+        }
+        let now = SystemTime::now();
+        let meta = CacheMeta::new(now, now, 0, 0, header);
+        let (kept_miss, kept) = allocations(|| KeptHead::of(&meta).unwrap());
+        let (ser_miss, (a, b)) = allocations(|| meta.serialize().unwrap());
+        let (kept_hit, _) = allocations(|| kept.meta().unwrap());
+        let (ser_hit, _) = allocations(|| CacheMeta::deserialize(&a, &b).unwrap());
+        assert_eq!((kept_miss, ser_miss), (1, 8));
+        assert_eq!((kept_hit, ser_hit), (8, 17));
+    }
+
     #[test]
     fn plain_bodies_split_by_size() {
         assert_eq!(split_plain(10, 4), [4, 8, 10]);

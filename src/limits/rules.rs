@@ -214,25 +214,27 @@ mod tests {
         assert_eq!(select(&rules, &other).0.map(|(i, _)| i), Some(0));
     }
 
+    /// A bucket as it was written with `format!`.
+    fn formatted(r: &LimitRule, index: usize, s: &Subject<'_>) -> String {
+        let ip = || s.ip.to_string();
+        let value = match r.per {
+            Per::Key => s
+                .key
+                .map_or_else(|| format!("ip:{}", ip()), |k| format!("key:{k}")),
+            Per::Ip => ip(),
+            Per::Tenant => s
+                .tenant
+                .map_or_else(|| format!("ip:{}", ip()), str::to_string),
+            Per::Route => s.route.to_string(),
+            Per::All => String::new(),
+        };
+        format!("{index}:{}:{value}", r.per.as_str())
+    }
+
     /// The buckets as they were written with `format!`: a Redis backend's counters keep their
     /// keys across an upgrade.
     #[test]
     fn buckets_are_the_formatted_ones() {
-        fn formatted(r: &LimitRule, index: usize, s: &Subject<'_>) -> String {
-            let ip = || s.ip.to_string();
-            let value = match r.per {
-                Per::Key => s
-                    .key
-                    .map_or_else(|| format!("ip:{}", ip()), |k| format!("key:{k}")),
-                Per::Ip => ip(),
-                Per::Tenant => s
-                    .tenant
-                    .map_or_else(|| format!("ip:{}", ip()), str::to_string),
-                Per::Route => s.route.to_string(),
-                Per::All => String::new(),
-            };
-            format!("{index}:{}:{value}", r.per.as_str())
-        }
         let ips = [
             "0.0.0.0",
             "127.0.0.1",
@@ -280,6 +282,20 @@ mod tests {
         };
         let b = r.bucket(usize::MAX, &widest);
         assert_eq!(b.capacity(), 48, "{b}");
+        // Counted, for the bench's rule (`per: ip`) and client: one, where `format!` and
+        // `IpAddr::to_string` made more.
+        use crate::openai::tests::allocs::allocations;
+        let bench = LimitRule {
+            per: Per::Ip,
+            ..r.clone()
+        };
+        let client = Subject {
+            ip: "127.0.0.1".parse().unwrap(),
+            ..widest
+        };
+        let (new, _) = allocations(|| bench.bucket(0, &client));
+        let (old, _) = allocations(|| formatted(&bench, 0, &client));
+        assert_eq!((new, old), (1, 4));
     }
 
     #[test]

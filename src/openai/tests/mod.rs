@@ -5,7 +5,7 @@ use super::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-mod allocs;
+pub(crate) mod allocs;
 mod edit;
 mod request;
 mod response;
