@@ -23,11 +23,13 @@ pub(super) fn endpoint(path: &str) -> Option<&'static str> {
     .map(|(_, name)| name)
 }
 
-/// One chat-log line. Serialised straight from borrowed parts: the request's conversation goes
-/// in as the raw JSON text it arrived as (validated, never rebuilt), so a long history costs a
-/// copy, not a parse and a re-serialisation.
+/// One chat-log line, in three parts written one after the other: [`Head`], the request's
+/// conversation — the raw JSON text it arrived as, copied without a parse (serde_json read it
+/// when the body was read, and its range follows the body's edits), so a long history costs a
+/// copy, not a parse and a re-serialisation — and [`Tail`]. The line is what one struct with
+/// all their fields in this order serialises to (a test holds it to that).
 #[derive(Serialize)]
-struct ChatRecord<'a> {
+struct Head<'a> {
     time: String,
     request_id: &'a str,
     route: &'a str,
@@ -35,7 +37,17 @@ struct ChatRecord<'a> {
     key_id: Option<&'a str>,
     model: Option<&'a str>,
     endpoint: &'a str,
-    request: RequestPart<'a>,
+}
+
+/// The conversation as the record's `request` holds it: `{"messages": …}` and the like.
+#[derive(Clone, Copy)]
+struct Conversation<'a> {
+    field: InputField,
+    raw: &'a str,
+}
+
+#[derive(Serialize)]
+struct Tail<'a> {
     answer: Option<&'a str>,
     tool_calls: &'a [crate::openai::ToolCall],
     reasoning: Option<&'a str>,
@@ -66,16 +78,6 @@ struct ContinuedBy<'a> {
     model: Option<&'a str>,
 }
 
-#[derive(Serialize, Default)]
-struct RequestPart<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    input: Option<&'a RawValue>,
-}
-
 #[derive(Serialize)]
 struct UsagePart {
     prompt_tokens: u64,
@@ -84,6 +86,74 @@ struct UsagePart {
     cached_tokens: Option<u64>,
     reasoning_tokens: Option<u64>,
     estimated: bool,
+}
+
+impl Conversation<'_> {
+    /// The text as it can go into the line: a whole array, object or string as read (the
+    /// first and last bytes say so; anything else is checked by serde_json, as before, and
+    /// left out if it does not read).
+    fn checked(self) -> Option<Self> {
+        let bytes = self.raw.as_bytes();
+        let whole = matches!(
+            (bytes.first(), bytes.last()),
+            (Some(b'['), Some(b']')) | (Some(b'{'), Some(b'}')) | (Some(b'"'), Some(b'"'))
+        ) && bytes.len() >= 2;
+        (whole || serde_json::from_str::<&RawValue>(self.raw).is_ok()).then_some(self)
+    }
+
+    fn key(&self) -> &'static [u8] {
+        match self.field {
+            InputField::Messages => b"{\"messages\":",
+            InputField::Prompt => b"{\"prompt\":",
+            InputField::Input => b"{\"input\":",
+        }
+    }
+}
+
+/// `head`, `"request"` with the conversation, then `tail`, as one JSON object.
+fn write_line(
+    head: &Head<'_>,
+    request: Option<Conversation<'_>>,
+    tail: &Tail<'_>,
+) -> Option<Vec<u8>> {
+    // Sized up front: a long conversation is written once, not through a doubling buffer
+    // (which briefly holds two copies of it).
+    let size = request.map_or(0, |c| c.raw.len())
+        + tail.answer.map_or(0, str::len)
+        + tail.reasoning.map_or(0, str::len)
+        + 1024;
+    let mut line = Vec::with_capacity(size + size / 8);
+    serde_json::to_writer(&mut line, head).ok()?;
+    // `{…}` of the head: its closing brace gives way to the next member.
+    line.pop();
+    line.extend_from_slice(b",\"request\":");
+    match request {
+        Some(c) => {
+            line.extend_from_slice(c.key());
+            line.extend_from_slice(c.raw.as_bytes());
+            line.push(b'}');
+        }
+        None => line.extend_from_slice(b"{}"),
+    }
+    line.push(b',');
+    // `{…}` of the tail without its opening brace.
+    serde_json::to_writer(WithoutFirstByte(&mut line, true), tail).ok()?;
+    Some(line)
+}
+
+/// Writes into the vector all but the first byte it is given.
+struct WithoutFirstByte<'v>(&'v mut Vec<u8>, bool);
+
+impl std::io::Write for WithoutFirstByte<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let skip = usize::from(self.1 && !buf.is_empty());
+        self.1 &= buf.is_empty();
+        self.0.extend_from_slice(&buf[skip..]);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub(super) fn chat_record(
@@ -98,23 +168,18 @@ pub(super) fn chat_record(
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let mut request = RequestPart::default();
+    let mut request = None;
     if messages {
         if let (Some(info), Some(body)) = (&ctx.body.info, &ctx.body.bytes) {
             if let (Some((field, _)), Some(raw)) = (&info.input, info.input_json(body)) {
-                let raw = serde_json::from_str::<&RawValue>(raw).ok();
-                match field {
-                    InputField::Messages => request.messages = raw,
-                    InputField::Prompt => request.prompt = raw,
-                    InputField::Input => request.input = raw,
-                }
+                request = Conversation { field: *field, raw }.checked();
             }
         }
     }
     let info = outcome.and_then(|o| o.info.as_ref());
     let first = info.and_then(|i| i.choices.first());
     let text = |s: &'_ str| (messages && !s.is_empty()).then_some(());
-    let record = ChatRecord {
+    let head = Head {
         time: crate::chatlog::rfc3339_utc(now_ms),
         request_id: ctx.client.request_id.as_str(),
         route: &route.config.prefix,
@@ -128,7 +193,8 @@ pub(super) fn chat_record(
             .and_then(|i| i.model.as_deref())
             .or(ctx.body.model.as_deref()),
         endpoint,
-        request,
+    };
+    let tail = Tail {
         answer: first.and_then(|c| text(&c.text).map(|_| c.text.as_str())),
         tool_calls: match first {
             Some(c) if messages => &c.tool_calls,
@@ -169,23 +235,7 @@ pub(super) fn chat_record(
                 model: c.breaker_model(),
             }),
     };
-    // Sized up front: a long conversation is serialised once, not through a doubling buffer
-    // (which briefly holds two copies of it).
-    let size = request_len(&record.request)
-        + record.answer.map_or(0, str::len)
-        + record.reasoning.map_or(0, str::len)
-        + 1024;
-    let mut line = Vec::with_capacity(size + size / 8);
-    serde_json::to_writer(&mut line, &record).ok()?;
-    Some(line)
-}
-
-fn request_len(r: &RequestPart<'_>) -> usize {
-    [r.messages, r.prompt, r.input]
-        .iter()
-        .flatten()
-        .map(|v| v.get().len())
-        .sum()
+    write_line(&head, request, &tail)
 }
 
 /// openai-forward's `PRINT_CHAT`: a readable line per chat on stderr.
@@ -213,4 +263,136 @@ pub(super) fn print_chat(ctx: &RequestCtx, outcome: Option<&Outcome>) {
         question,
         answer
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record as one struct, as it was serialised before its parts were written one after
+    /// the other (the conversation as a `RawValue`, checked by serde_json).
+    #[derive(Serialize)]
+    struct Whole<'a> {
+        #[serde(flatten)]
+        head: &'a Head<'a>,
+        request: Request<'a>,
+        #[serde(flatten)]
+        tail: &'a Tail<'a>,
+    }
+
+    #[derive(Serialize, Default)]
+    struct Request<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        messages: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prompt: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        input: Option<&'a RawValue>,
+    }
+
+    fn whole(head: &Head<'_>, request: Option<Conversation<'_>>, tail: &Tail<'_>) -> Vec<u8> {
+        let mut r = Request::default();
+        if let Some(c) = request {
+            let raw = serde_json::from_str::<&RawValue>(c.raw).ok();
+            match c.field {
+                InputField::Messages => r.messages = raw,
+                InputField::Prompt => r.prompt = raw,
+                InputField::Input => r.input = raw,
+            }
+        }
+        serde_json::to_vec(&Whole {
+            head,
+            request: r,
+            tail,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn lines_are_the_whole_records() {
+        let calls = vec![crate::openai::ToolCall {
+            index: 0,
+            id: Some("c1".into()),
+            name: "f".into(),
+            arguments: "{\"a\":1}".into(),
+        }];
+        let head = |ip: Option<&str>, key: Option<&'static str>| Head {
+            time: "2026-12-03T12:00:00.000Z".into(),
+            request_id: "req-1",
+            route: "/openai",
+            client_ip: ip.map(Into::into),
+            key_id: key,
+            model: Some("gpt-4o-mini"),
+            endpoint: "chat",
+        };
+        let plain = Tail {
+            answer: Some("Hello \"there\"\n"),
+            tool_calls: &[],
+            reasoning: None,
+            finish_reason: Some("stop"),
+            usage: Some(UsagePart {
+                prompt_tokens: 10,
+                completion_tokens: 3,
+                total_tokens: 13,
+                cached_tokens: None,
+                reasoning_tokens: Some(0),
+                estimated: false,
+            }),
+            status: 200,
+            cache: "miss",
+            latency_ms: 12.5,
+            ttft_ms: None,
+            stream: false,
+            complete: true,
+            error: None,
+            truncated: false,
+            continued_by: None,
+        };
+        let cut = Tail {
+            answer: None,
+            tool_calls: &calls,
+            reasoning: Some("thinking"),
+            finish_reason: None,
+            usage: None,
+            status: 502,
+            cache: "bypass",
+            latency_ms: 0.001,
+            ttft_ms: Some(3.25),
+            stream: true,
+            complete: false,
+            error: Some("stream_interrupted"),
+            truncated: true,
+            continued_by: Some(ContinuedBy {
+                upstream: "backup",
+                model: None,
+            }),
+        };
+        let conversations = [
+            None,
+            Some((
+                InputField::Messages,
+                r#"[{"role":"user","content":"Say hello.\n\u00e9"}]"#,
+            )),
+            Some((InputField::Messages, "[\n  {\"role\": \"user\"}\n]")),
+            Some((InputField::Prompt, r#""a prompt""#)),
+            Some((InputField::Input, r#"{"x":[1,2]}"#)),
+            Some((InputField::Prompt, "42")),
+            Some((InputField::Input, "null")),
+            // Not JSON: left out, as serde_json's check always did.
+            Some((InputField::Prompt, "nope")),
+        ];
+        for (ip, key) in [(None, None), (Some("127.0.0.1"), Some("k-1234abcd"))] {
+            for tail in [&plain, &cut] {
+                for c in conversations {
+                    let c = c.map(|(field, raw)| Conversation { field, raw });
+                    let h = head(ip, key);
+                    let line = write_line(&h, c.and_then(Conversation::checked), tail).unwrap();
+                    assert_eq!(
+                        String::from_utf8(line).unwrap(),
+                        String::from_utf8(whole(&h, c, tail)).unwrap()
+                    );
+                }
+            }
+        }
+    }
 }
