@@ -361,3 +361,42 @@ fn start_works_outside_a_runtime() {
     rt.block_on(log.flush_and_stop());
     assert_eq!(log.written(), 1);
 }
+
+/// The hand-written RFC 3339 text is chrono's: the epoch, leap days, century rules, the ends of
+/// days and years, the last millisecond of year 9999 and a spread of times in between (and
+/// chrono's own text past that).
+#[test]
+fn record_times_are_chronos() {
+    use chrono::{DateTime, SecondsFormat};
+    let chrono = |ms: u64| {
+        DateTime::from_timestamp_millis(ms as i64)
+            .unwrap()
+            .to_rfc3339_opts(SecondsFormat::Millis, true)
+    };
+    let mut cases = vec![
+        0,
+        1,
+        999,
+        86_399_999,
+        86_400_000,
+        951_782_400_000,   // 2000-02-29
+        951_868_800_000,   // 2000-03-01
+        1_709_164_800_000, // 2024-02-29
+        4_107_542_400_000, // 2100-03-01
+        1_700_000_000_123,
+        1_735_689_599_999,   // 2024-12-31T23:59:59.999Z
+        253_402_300_799_999, // 9999-12-31T23:59:59.999Z
+        253_402_300_800_000,
+        300_000_000_000_000,
+    ];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        cases.push(x % 253_402_300_800_000);
+    }
+    for ms in cases {
+        assert_eq!(rfc3339_utc(ms), chrono(ms), "{ms}");
+    }
+}
