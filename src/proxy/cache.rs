@@ -106,14 +106,17 @@ impl Scope {
 }
 
 /// [`crate::credentials::CREDENTIAL_HEADERS`] as header names, parsed at compile time (a
-/// lookup by `&str` parses the name again each time); the same list in the same order (a test
-/// says so), which is the order of the key material.
-static CREDENTIAL_NAMES: [HeaderName; 4] = [
-    HeaderName::from_static("authorization"),
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("x-goog-api-key"),
-    HeaderName::from_static("x-api-key"),
-];
+/// lookup by `&str` parses the name again each time), in its order: the order of the key
+/// material. A list of another length does not compile.
+static CREDENTIAL_NAMES: [HeaderName; 4] = {
+    use crate::credentials::CREDENTIAL_HEADERS as NAMES;
+    [
+        HeaderName::from_static(NAMES[0]),
+        HeaderName::from_static(NAMES[1]),
+        HeaderName::from_static(NAMES[2]),
+        HeaderName::from_static(NAMES[3]),
+    ]
+};
 
 /// Whether the request may use the cache, and its key parts if so.
 pub(super) fn keying(gateway: &Gateway, session: &mut Session, ctx: &RequestCtx) -> Option<Keying> {
