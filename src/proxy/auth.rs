@@ -74,8 +74,9 @@ pub(super) fn authenticate(
 /// [`CREDENTIAL_HEADERS`] present (`Authorization: Bearer …` for OpenAI, `api-key` for Azure,
 /// `x-goog-api-key` for Gemini, `x-api-key` for Anthropic), else Gemini's `key` query parameter.
 pub(super) fn client_credential(req: &pingora_http::RequestHeader) -> Option<&str> {
-    for name in CREDENTIAL_HEADERS {
-        let Some(v) = req.headers.get(name).and_then(|v| v.to_str().ok()) else {
+    let parsed = crate::credentials::credential_header_names();
+    for (name, parsed) in CREDENTIAL_HEADERS.into_iter().zip(parsed) {
+        let Some(v) = req.headers.get(parsed).and_then(|v| v.to_str().ok()) else {
             continue;
         };
         let v = v.trim();

@@ -258,7 +258,7 @@ fn clear_credentials(
     req: &mut RequestHeader,
     query: Option<&str>,
 ) -> Option<String> {
-    for carrier in crate::credentials::CREDENTIAL_HEADERS {
+    for carrier in crate::credentials::credential_header_names() {
         req.remove_header(carrier);
     }
     let mut query = without_param(query, "key");
