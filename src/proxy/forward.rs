@@ -16,16 +16,72 @@ use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1). `transfer-encoding`
-/// and `content-length` are left to Pingora, which frames each leg itself.
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), with those
+/// `Connection` lists (`connection_listed`): the first six of [`REQUEST_STRIPPED`] and
+/// [`RESPONSE_STRIPPED`], `Connection` first. `transfer-encoding` and `content-length` are left
+/// to Pingora, which frames each leg itself.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What no request takes upstream, removed in this order: the hop-by-hop headers, the client's
+/// fallback list, and its cookies (unless the route forwards them: [`COOKIE_BIT`]).
+static REQUEST_STRIPPED: [HeaderName; 8] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
     header::PROXY_AUTHORIZATION,
     header::TE,
     header::UPGRADE,
+    FALLBACK_HEADER,
+    header::COOKIE,
 ];
+const COOKIE_BIT: u32 = 1 << 7;
+
+/// What no response takes to the client, removed in this order: the hop-by-hop headers and
+/// `Trailer` (Pingora frames the client's leg itself).
+static RESPONSE_STRIPPED: [HeaderName; 7] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::UPGRADE,
+    header::TRAILER,
+];
+
+/// Which of `names` (at most 32) `headers` carries, as a bit set (bit `i` for `names[i]`).
+/// Nearly every candidate is absent: one pass over the head's few names, where comparing two
+/// names mostly stops at their kind or length, costs less than a hash lookup (or a removal) per
+/// candidate (callgrind: ~150 instructions per `remove_header`).
+fn present(headers: &http::HeaderMap, names: &[HeaderName]) -> u32 {
+    let mut found = 0;
+    for key in headers.keys() {
+        if let Some(i) = names.iter().position(|name| name == key) {
+            found |= 1 << i;
+        }
+    }
+    found
+}
+
+/// The names to remove, in order: what `Connection` lists (when bit 0, `Connection`, is set),
+/// then `names[i]` for each bit `i` of `found`.
+fn to_remove(
+    headers: &http::HeaderMap,
+    names: &'static [HeaderName],
+    found: u32,
+) -> impl Iterator<Item = HeaderName> + use<> {
+    let listed = match found & 1 {
+        0 => Vec::new(),
+        _ => connection_listed(headers.get_all(header::CONNECTION)),
+    };
+    // Cloning a static name copies it (no allocation).
+    let fixed = names.iter().enumerate();
+    listed.into_iter().chain(
+        fixed
+            .filter(move |(i, _)| found & (1 << i) != 0)
+            .map(|(_, n)| n.clone()),
+    )
+}
 
 /// The peer for the next attempt: the plan is made on the first one; later ones wait out the
 /// backoff or `Retry-After` the retry phase decided, then go to the plan's current candidate.
@@ -146,11 +202,14 @@ fn requested_fallbacks(req: &RequestHeader) -> Option<Vec<String>> {
 }
 
 /// The header a client names its fallback models in; never forwarded.
-pub(super) const FALLBACK_HEADER: &str = "x-fallback-models";
+pub(super) const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-fallback-models");
 
 /// Headers that pick the OpenAI organization and project a key bills to. A pool key belongs to
 /// the gateway's organization: a client's value would only get the key refused.
-const ORG_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
+static ORG_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+];
 
 /// Rewrite the request head for the upstream: target, `Host`, hop-by-hop headers, and the
 /// credential: with a pool, every place a client key could travel is cleared and this attempt's
@@ -165,16 +224,15 @@ pub(super) fn upstream_request(
         return Err(ctx.fail(GatewayError::Internal));
     };
     let upstream = Arc::clone(&candidate.target);
-    let path = upstream_target(&upstream.config.url.base_path, rest, None);
+    // Usually the path goes upstream as the client sent it (a route at `/`, an upstream without
+    // a base path): then nothing is built, parsed or copied.
+    let base = &upstream.config.url.base_path;
+    let path = (!joins_to(req.uri.path(), base, rest)).then(|| upstream_target(base, rest, None));
     let mut query = query.clone();
     let Some(route) = ctx.route().cloned() else {
         return Err(ctx.fail(GatewayError::Internal));
     };
-    strip_hop_by_hop_request(req);
-    req.remove_header(FALLBACK_HEADER);
-    if !route.config.forward_cookies {
-        req.remove_header(&header::COOKIE);
-    }
+    strip_request(req, route.config.forward_cookies);
     req.insert_header(header::HOST, upstream.upstream.host_header.clone())?;
     let takes_no_key = upstream.key_placement == KeyPlacement::None;
     let pool = ctx.attempt_pool().filter(|_| !takes_no_key);
@@ -185,7 +243,7 @@ pub(super) fn upstream_request(
     }
     if let Some(pool) = pool {
         if !route.config.auth.forward_org_headers {
-            for name in ORG_HEADERS {
+            for name in &ORG_HEADERS {
                 req.remove_header(name);
             }
         }
@@ -215,30 +273,33 @@ pub(super) fn upstream_request(
                 q.push_str(key.secret());
             }
             placement => {
-                let name = match placement {
-                    KeyPlacement::Header(name) => name.as_str(),
-                    _ => "authorization",
-                };
                 let Some(value) = key.header_value(placement) else {
                     return Err(ctx.fail(GatewayError::Internal));
                 };
-                req.insert_header(name.to_string(), value)?;
+                match placement {
+                    KeyPlacement::Header(name) => req.insert_header(name.to_string(), value)?,
+                    // A static name: no copy of it per request.
+                    _ => req.insert_header("authorization", value)?,
+                }
             }
         }
     }
-    let target = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    let Ok(uri) = http::Uri::try_from(target.as_str()) else {
-        return Err(ctx.fail(GatewayError::Internal));
-    };
-    req.set_uri(uri);
+    if path.is_some() || !is_origin_form(req, query.as_deref()) {
+        let mut target = path.unwrap_or_else(|| req.uri.path().to_string());
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(&q);
+        }
+        let Ok(uri) = http::Uri::try_from(target) else {
+            return Err(ctx.fail(GatewayError::Internal));
+        };
+        req.set_uri(uri);
+    }
     // The pre-read body may differ from what the client sent (usage requested, a fallback's
     // model): its length is this attempt's.
     if let Some(link) = &ctx.body.link {
         let len = link.body().len();
-        if len > 0 || ctx.body.rewritten {
+        if (len > 0 || ctx.body.rewritten) && !declares_length(req, len) {
             req.insert_header(header::CONTENT_LENGTH, len)?;
             req.remove_header(&header::TRANSFER_ENCODING);
         }
@@ -249,6 +310,48 @@ pub(super) fn upstream_request(
         req.remove_header(&header::ACCEPT_ENCODING);
     }
     Ok(())
+}
+
+/// Whether `upstream_target(base, rest, None)` is `path`, without building it.
+fn joins_to(path: &str, base: &str, rest: &str) -> bool {
+    if base.is_empty() && rest.is_empty() {
+        return path == "/";
+    }
+    path.len() == base.len() + rest.len() && path.starts_with(base) && path.ends_with(rest)
+}
+
+/// Whether the head already goes out as its path and `query`, in origin form: no scheme or
+/// authority in its URI (an HTTP/2 request's, which Pingora would turn into `Host`), and a raw
+/// target that is the URI's own (not an absolute-form one kept verbatim).
+fn is_origin_form(req: &RequestHeader, query: Option<&str>) -> bool {
+    let uri = &req.uri;
+    uri.scheme().is_none()
+        && uri.authority().is_none()
+        && uri.query() == query
+        && uri
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str().as_bytes() == req.raw_path())
+}
+
+/// Whether the head already says exactly this length (one `Content-Length` of these digits, no
+/// `Transfer-Encoding`): setting it again would change nothing but cost a formatted value and
+/// two map updates.
+fn declares_length(req: &RequestHeader, len: usize) -> bool {
+    let mut values = req.headers.get_all(header::CONTENT_LENGTH).iter();
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = len;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    values.next().is_some_and(|v| v.as_bytes() == &digits[at..])
+        && values.next().is_none()
+        && !req.headers.contains_key(header::TRANSFER_ENCODING)
 }
 
 /// Remove every place a client could have sent a key on this route: the usual carriers and
@@ -291,11 +394,12 @@ pub(super) fn upstream_response(
     resp: &mut pingora_http::ResponseHeader,
     ctx: &RequestCtx,
 ) -> pingora_core::Result<()> {
-    let listed = connection_listed(resp.headers.get_all(header::CONNECTION));
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        resp.remove_header(name);
+    let found = present(&resp.headers, &RESPONSE_STRIPPED);
+    if found != 0 {
+        for name in to_remove(&resp.headers, &RESPONSE_STRIPPED, found) {
+            resp.remove_header(&name);
+        }
     }
-    resp.remove_header(&header::TRAILER);
     // Only where there is a choice: a single-upstream route has nothing to report.
     let several = ctx.route().is_some_and(|r| r.upstreams.len() > 1);
     if let Some(c) = ctx.candidate().filter(|_| several) {
@@ -309,10 +413,17 @@ pub(super) fn upstream_response(
 /// Names the upstream that answered.
 pub(super) const UPSTREAM_HEADER: &str = "x-llm-forward-upstream";
 
-fn strip_hop_by_hop_request(req: &mut RequestHeader) {
-    let listed = connection_listed(req.headers.get_all(header::CONNECTION));
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        req.remove_header(name);
+/// The hop-by-hop headers (those `Connection` lists first), the fallback list and, unless
+/// forwarded, cookies: removed in that order, only those present.
+fn strip_request(req: &mut RequestHeader, forward_cookies: bool) {
+    let mut found = present(&req.headers, &REQUEST_STRIPPED);
+    if forward_cookies {
+        found &= !COOKIE_BIT;
+    }
+    if found != 0 {
+        for name in to_remove(&req.headers, &REQUEST_STRIPPED, found) {
+            req.remove_header(&name);
+        }
     }
 }
 
@@ -325,4 +436,115 @@ fn connection_listed(values: http::header::GetAll<'_, http::HeaderValue>) -> Vec
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .filter(|name| name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        req
+    }
+
+    fn names(req: &RequestHeader) -> Vec<String> {
+        req.headers.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// The old way: every name removed in turn, present or not.
+    fn strip_each(req: &mut RequestHeader, forward_cookies: bool) {
+        let listed = connection_listed(req.headers.get_all(header::CONNECTION));
+        for name in listed.iter().chain(REQUEST_STRIPPED[..6].iter()) {
+            req.remove_header(name);
+        }
+        req.remove_header(&FALLBACK_HEADER);
+        if !forward_cookies {
+            req.remove_header(&header::COOKIE);
+        }
+    }
+
+    #[test]
+    fn stripping_only_what_is_present_leaves_the_same_head() {
+        let heads: [&[(&str, &str)]; 5] = [
+            &[("host", "a"), ("content-type", "x"), ("authorization", "k")],
+            &[("cookie", "c"), ("host", "a"), ("x-fallback-models", "m"), ("te", "t")],
+            &[
+                ("connection", "x-secret, keep-alive"),
+                ("x-secret", "s"),
+                ("a", "1"),
+                ("keep-alive", "5"),
+                ("b", "2"),
+                ("upgrade", "h2c"),
+                ("cookie", "c"),
+                ("cookie", "d"),
+            ],
+            &[("proxy-connection", "x"), ("accept", "*/*"), ("proxy-authorization", "p")],
+            &[],
+        ];
+        for headers in heads {
+            for forward_cookies in [false, true] {
+                let (mut old, mut new) = (head(headers), head(headers));
+                strip_each(&mut old, forward_cookies);
+                strip_request(&mut new, forward_cookies);
+                assert_eq!(names(&old), names(&new), "{headers:?} {forward_cookies}");
+                assert_eq!(format!("{old:?}"), format!("{new:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn present_names_are_found_by_position() {
+        let req = head(&[("TE", "x"), ("cookie", "c"), ("accept", "a")]);
+        assert_eq!(present(&req.headers, &REQUEST_STRIPPED), 1 << 4 | COOKIE_BIT);
+        assert_eq!(present(&req.headers, &RESPONSE_STRIPPED), 1 << 4);
+        assert_eq!(present(&head(&[]).headers, &REQUEST_STRIPPED), 0);
+    }
+
+    #[test]
+    fn a_target_is_recognised_without_being_built() {
+        let paths = ["/", "/v1", "/v1/chat", "/x/v1/chat", "/v1/", ""];
+        let parts = ["", "/", "/v1", "/x", "/chat", "/v1/chat", "/x/v1"];
+        for path in paths {
+            for base in parts {
+                for rest in parts {
+                    assert_eq!(
+                        joins_to(path, base, rest),
+                        upstream_target(base, rest, None) == path,
+                        "{path:?} {base:?} {rest:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_declared_length_is_recognised_only_when_exact_and_alone() {
+        let with = |h: &[(&str, &str)], len| declares_length(&head(h), len);
+        assert!(with(&[("content-length", "42")], 42));
+        assert!(with(&[("Content-Length", "0")], 0));
+        assert!(with(&[("content-length", "18446744073709551615")], usize::MAX));
+        assert!(!with(&[("content-length", "42")], 43));
+        assert!(!with(&[("content-length", "042")], 42));
+        assert!(!with(&[("content-length", "42"), ("content-length", "42")], 42));
+        assert!(!with(&[("content-length", "42"), ("transfer-encoding", "chunked")], 42));
+        assert!(!with(&[], 42));
+    }
+
+    #[test]
+    fn only_an_origin_form_head_keeps_its_target() {
+        let req = head(&[]);
+        assert!(is_origin_form(&req, None));
+        assert!(!is_origin_form(&req, Some("a=1")));
+        let query = RequestHeader::build("GET", b"/v1/models?a=1", None).unwrap();
+        assert!(is_origin_form(&query, Some("a=1")));
+        assert!(!is_origin_form(&query, None));
+        let absolute = RequestHeader::build("GET", b"http://example.com/v1/models", None).unwrap();
+        assert!(!is_origin_form(&absolute, None));
+        let mut h2 = head(&[]);
+        h2.set_uri(http::Uri::from_static("https://example.com/v1/chat/completions"));
+        assert!(!is_origin_form(&h2, None));
+    }
 }
