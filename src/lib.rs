@@ -17,6 +17,8 @@
 //! | Pure logic | `config` (decode, validate, import-env), `routing`, `access`, `cors`, `credentials`, `cache_key`, `openai` (request/response/stream fields, body edits), `sse`, `tokens`, `model_names`, `multipart`, `request_id`, `logfmt`, `convert` |
 
 pub mod access;
+#[cfg(test)]
+mod alloc_count;
 pub(crate) mod admin;
 pub(crate) mod banner;
 pub(crate) mod cache_key;
