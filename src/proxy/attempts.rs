@@ -182,47 +182,49 @@ impl Attempts {
         started: Instant,
     ) -> Attempts {
         let fb = &route.config.resilience.fallbacks;
-        let mut models: Vec<(Option<String>, bool)> = vec![(model.map(str::to_string), false)];
+        // The requested model, then its fallbacks (kept apart: most requests have none, and an
+        // empty list allocates nothing; the plan is made on every request).
+        let first = (model.map(str::to_string), false);
+        let mut more: Vec<(Option<String>, bool)> = Vec::new();
         if let Some(m) = model {
+            let known = |more: &[(Option<String>, bool)], f: &str| {
+                first.0.as_deref() == Some(f) || more.iter().any(|(x, _)| x.as_deref() == Some(f))
+            };
             for f in fallback_models(fb, m, requested) {
-                if allows(&f) && !models.iter().any(|(x, _)| x.as_deref() == Some(&f)) {
-                    models.push((Some(f), false));
+                if allows(&f) && !known(&more, &f) {
+                    more.push((Some(f), false));
                 }
             }
             for f in &fb.context_length {
-                if allows(f) && !models.iter().any(|(x, _)| x.as_deref() == Some(f)) {
-                    models.push((Some(f.clone()), true));
+                if allows(f) && !known(&more, f) {
+                    more.push((Some(f.clone()), true));
                 }
             }
         }
-        let mut candidates = Vec::new();
-        for (m, context_only) in models {
-            let mut targets: Vec<(&Arc<UpstreamTarget>, Option<String>)> = route
-                .upstreams
-                .iter()
-                .filter(|t| swapped || t.pool.is_none())
-                .filter_map(|t| {
-                    let sent = t.config.serves(m.as_deref())?;
-                    if !rewritable && sent != model {
-                        return None;
-                    }
-                    Some((t, sent.map(str::to_string)))
-                })
-                .collect();
-            if candidates.is_empty() && targets.is_empty() {
+        // Room for the first model's candidates up front; each model's are ordered in place.
+        let mut candidates = Vec::with_capacity(route.upstreams.len());
+        for (m, context_only) in std::iter::once(first).chain(more) {
+            let start = candidates.len();
+            for t in route.upstreams.iter().filter(|t| swapped || t.pool.is_none()) {
+                let Some(sent) = t.config.serves(m.as_deref()) else {
+                    continue;
+                };
+                if !rewritable && sent != model {
+                    continue;
+                }
+                candidates.push(Candidate {
+                    target: Arc::clone(t),
+                    model: m.clone(),
+                    sent_model: sent.map(str::to_string),
+                    context_only,
+                });
+            }
+            if candidates.is_empty() {
                 // Fallbacks are for failures, not for a model no upstream serves: that is the
                 // client's mistake to hear about (404 model_not_found).
                 break;
             }
-            order_by_priority_and_weight(&mut targets);
-            for (t, sent) in targets {
-                candidates.push(Candidate {
-                    target: Arc::clone(t),
-                    model: m.clone(),
-                    sent_model: sent,
-                    context_only,
-                });
-            }
+            order_by_priority_and_weight(&mut candidates[start..]);
         }
         let policy = route.config.retry;
         let mut attempts = Attempts {
@@ -458,27 +460,29 @@ fn fallback_models(
 /// Sort by priority (lower first); within a priority, a weighted random order (each position
 /// drawn with probability proportional to weight), so load spreads by weight and a failed
 /// first choice falls back to a peer of the same priority before the next tier.
-fn order_by_priority_and_weight<T>(targets: &mut Vec<(&Arc<UpstreamTarget>, T)>) {
-    targets.sort_by_key(|(t, _)| t.config.priority);
+/// The last position of a tier takes what is left without a draw (a route with one upstream
+/// draws nothing).
+fn order_by_priority_and_weight(targets: &mut [Candidate]) {
+    targets.sort_by_key(|c| c.target.config.priority);
     let mut start = 0;
     while start < targets.len() {
-        let prio = targets[start].0.config.priority;
+        let prio = targets[start].target.config.priority;
         let end = targets[start..]
             .iter()
-            .position(|(t, _)| t.config.priority != prio)
+            .position(|c| c.target.config.priority != prio)
             .map_or(targets.len(), |n| start + n);
-        for i in start..end {
+        for i in start..end - 1 {
             let total: u64 = targets[i..end]
                 .iter()
-                .map(|(t, _)| u64::from(t.config.weight))
+                .map(|c| u64::from(c.target.config.weight))
                 .sum();
             if total == 0 {
                 break;
             }
             let mut pick = rand::random_range(0..total);
             let mut chosen = i;
-            for (j, (t, _)) in targets[i..end].iter().enumerate() {
-                let w = u64::from(t.config.weight);
+            for (j, c) in targets[i..end].iter().enumerate() {
+                let w = u64::from(c.target.config.weight);
                 if pick < w {
                     chosen = i + j;
                     break;

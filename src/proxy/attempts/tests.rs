@@ -191,3 +191,17 @@ fn backoff_grows_and_is_capped() {
         assert!(b9 >= Duration::from_millis(150) && b9 <= Duration::from_millis(300));
     }
 }
+
+/// A plan without fallbacks (the general route's, every request): one allocation, the candidate
+/// list sized up front (it was three: the model list, the upstream list, the candidates' growth).
+#[test]
+fn a_plan_without_fallbacks_allocates_only_its_candidates() {
+    let yaml = "routes:\n  - prefix: /\n    upstream: http://127.0.0.1:1\n    type: general\n";
+    let config = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+    let r = Arc::clone(&Gateway::build(config).ok().unwrap().routes[0]);
+    let make = || Attempts::plan(&r, None, false, None, false, |_| true, Instant::now());
+    make(); // the first use of the clock and the breakers may set things up
+    let (n, p) = crate::alloc_count::allocations(make);
+    assert_eq!(p.candidates.len(), 1);
+    assert_eq!(n, 1);
+}
