@@ -194,6 +194,54 @@ impl RouteTable {
     }
 }
 
+/// An owned [`RouteMatch::rest`], kept inline when it fits (nearly every API path does:
+/// `/v1/chat/completions` is 20 bytes), so that routing a request allocates nothing. Reads as a
+/// `&str`.
+#[derive(Clone)]
+pub struct Rest(RestRepr);
+
+/// Longest rest held inline.
+const INLINE_REST: usize = 94;
+
+#[derive(Clone)]
+enum RestRepr {
+    Inline { len: u8, buf: [u8; INLINE_REST] },
+    Heap(Box<str>),
+}
+
+impl From<&str> for Rest {
+    fn from(rest: &str) -> Self {
+        if rest.len() > INLINE_REST {
+            return Rest(RestRepr::Heap(rest.into()));
+        }
+        let mut buf = [0u8; INLINE_REST];
+        buf[..rest.len()].copy_from_slice(rest.as_bytes());
+        Rest(RestRepr::Inline {
+            len: rest.len() as u8,
+            buf,
+        })
+    }
+}
+
+impl std::ops::Deref for Rest {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match &self.0 {
+            // Copied whole from a `&str`: the check cannot fail.
+            RestRepr::Inline { len, buf } => std::str::from_utf8(&buf[..usize::from(*len)])
+                .unwrap_or_default(),
+            RestRepr::Heap(rest) => rest,
+        }
+    }
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// The upstream request target: base path + the rest after the prefix + the original query.
 pub fn upstream_target(base_path: &str, rest: &str, query: Option<&str>) -> String {
     let mut target =
@@ -296,6 +344,18 @@ mod tests {
             paths = longer;
         }
         assert!(checked > 9_000, "{checked}");
+    }
+
+    #[test]
+    fn a_rest_reads_as_it_was_given_inline_or_not() {
+        let long = format!("/{}", "é".repeat(60));
+        for rest in ["", "/", "/v1/chat/completions", &"x".repeat(INLINE_REST), &long] {
+            let (n, owned) = crate::alloc_count::allocations(|| Rest::from(rest));
+            assert_eq!(&*owned, rest);
+            assert_eq!(n, usize::from(rest.len() > INLINE_REST), "{rest:?}");
+            assert_eq!(&*owned.clone(), rest);
+            assert_eq!(format!("{owned:?}"), format!("{rest:?}"));
+        }
     }
 
     #[test]

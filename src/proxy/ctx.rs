@@ -66,7 +66,7 @@ pub(crate) struct Client {
 pub(crate) struct Routed {
     pub route: Arc<Route>,
     /// The path after the route prefix; each attempt puts it under its upstream's base path.
-    pub rest: String,
+    pub rest: crate::routing::Rest,
     /// The request's query, forwarded as sent (credentials aside).
     pub query: Option<String>,
 }

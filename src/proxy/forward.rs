@@ -129,14 +129,15 @@ pub(super) async fn upstream_peer(
     }
     plan.made += 1;
     let deadline = plan.deadline;
-    let Some(candidate) = plan.current().cloned() else {
+    // Not a clone of the candidate: its model names are two strings (the error path below
+    // clones it, the rare case).
+    let Some(target) = plan.current().map(|c| Arc::clone(&c.target)) else {
         return Err(ctx.fail(GatewayError::Internal));
     };
     // A fresh attempt: what the last one left behind no longer applies (its wait was taken
     // above).
     ctx.outcome.error = None;
     ctx.attempt = super::ctx::AttemptState::default();
-    let target = &candidate.target;
     if let Some(link) = &ctx.body.link {
         let stream = ctx.body.info.as_ref().is_some_and(|i| i.stream);
         let t = target.upstream.timeouts;
@@ -148,7 +149,8 @@ pub(super) async fn upstream_peer(
             now,
         );
         if let Some(body) = ctx.body.bytes.as_ref() {
-            let body = match candidate.sent_model.as_deref() {
+            let current = ctx.failover.plan.as_ref().and_then(|p| p.current());
+            let body = match current.and_then(|c| c.sent_model.as_deref()) {
                 Some(sent) if ctx.body.model.as_deref() != Some(sent) => {
                     with_model(body, sent).map_or_else(|| body.clone(), Bytes::from)
                 }
@@ -169,6 +171,10 @@ pub(super) async fn upstream_peer(
                 target.config.name
             );
             // Like a failed connect: nothing reached the upstream, so the plan may go on.
+            let current = ctx.failover.plan.as_ref().and_then(|p| p.current());
+            let Some(candidate) = current.cloned() else {
+                return Err(ctx.fail(GatewayError::Internal));
+            };
             let retry = super::failover::on_resolve_failure(ctx, &candidate, now);
             let mut err = ctx.fail(GatewayError::UpstreamDns);
             err.set_retry(retry);

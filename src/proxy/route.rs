@@ -64,7 +64,7 @@ pub(super) async fn route_request(
     let route = Arc::clone(&gateway.routes[found.index]);
     ctx.routed = Some(Routed {
         route,
-        rest: found.rest.to_string(),
+        rest: found.rest.into(),
         query: uri.query().map(str::to_string),
     });
     Ok(false)

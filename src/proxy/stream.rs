@@ -318,7 +318,7 @@ mod tests {
         let mut ctx = RequestCtx::new(&Default::default());
         ctx.routed = Some(crate::proxy::ctx::Routed {
             route: std::sync::Arc::clone(&gateway.routes[0]),
-            rest: String::new(),
+            rest: "".into(),
             query: None,
         });
         let mut head = pingora_http::ResponseHeader::build(200, None).unwrap();
