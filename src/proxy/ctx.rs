@@ -27,12 +27,21 @@ use crate::keys::pool::KeyPool;
 use crate::keys::tenant::Tenant;
 use crate::state::Route;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Where the pre-read session keeps the real one until `logging` puts it back (`preread.rs`).
-pub(super) type RestoreSlot = Arc<Mutex<Option<pingora_core::protocols::http::ServerSession>>>;
+pub(super) type RestoreSlot = Arc<HandBack>;
+
+/// The real session's way back from the pre-read one (`preread.rs`).
+#[derive(Default)]
+pub(crate) struct HandBack {
+    pub session: Mutex<Option<pingora_core::protocols::http::ServerSession>>,
+    /// `logging` takes the real session back for good: the wrapper is dropped right after, so
+    /// it keeps no copy of the request head for questions asked after the hand-back.
+    pub for_good: AtomicBool,
+}
 
 /// Counts a request as in flight from `new_ctx` until its ctx is dropped (after `logging`), so a
 /// stopping process can tell when it has drained.

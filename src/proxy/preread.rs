@@ -38,7 +38,7 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
@@ -51,8 +51,9 @@ pub(super) struct PrereadSession {
     /// The response head, held until the first body byte (or the end of the response).
     held: Option<HttpTask>,
     restore: RestoreSlot,
-    /// Answers `req_header` once the real session is gone.
-    detached_header: RequestHeader,
+    /// Answers `req_header` once the real session is gone: a copy of its head, taken when it
+    /// goes (unless for good, see `HandBack::for_good`).
+    detached_header: Option<RequestHeader>,
     /// The gateway's drain flag: `set_keepalive` is a no-op on a custom session, so this one
     /// turns keep-alive off on the real session before it writes a head (see `keepalive.rs`).
     draining: Arc<AtomicBool>,
@@ -74,7 +75,6 @@ impl PrereadSession {
         inner: Option<ServerSession>,
         link: Arc<Link>,
         restore: RestoreSlot,
-        header: RequestHeader,
         draining: Arc<AtomicBool>,
     ) -> Self {
         PrereadSession {
@@ -82,7 +82,7 @@ impl PrereadSession {
             link,
             held: None,
             restore,
-            detached_header: header,
+            detached_header: None,
             draining,
             pacer: None,
             sse: false,
@@ -188,19 +188,14 @@ pub(super) fn install(
     draining: &Arc<AtomicBool>,
     pacer: Option<Pacer>,
 ) -> RestoreSlot {
-    let slot: RestoreSlot = Arc::new(Mutex::new(None));
-    // A copy of the request head answers `req_header` should anything ask after the hand-back.
-    let header = downstream.req_header().clone();
-    // The placeholder only fills the slot while the real session moves (nothing reads it), so
-    // it gets a minimal head rather than a second copy of the request's.
-    let placeholder_header = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))
-        .unwrap_or_else(|_| header.clone());
-    let placeholder_link = Arc::new(Link::new(Bytes::new()));
+    let slot: RestoreSlot = Arc::default();
+    // The placeholder only fills the slot while the real session moves (nothing reads it): no
+    // head, no link of its own. (A copy of the request head is taken only if the real session
+    // leaves before `logging` takes it back for good: see `finish_custom`.)
     let empty = PrereadSession::new(
         None,
-        placeholder_link,
+        Arc::clone(&link),
         Arc::clone(&slot),
-        placeholder_header,
         Arc::clone(draining),
     );
     let placeholder = ServerSession::new_custom(Box::new(empty));
@@ -209,12 +204,18 @@ pub(super) fn install(
         Some(real),
         link,
         Arc::clone(&slot),
-        header,
         Arc::clone(draining),
     );
     session.pacer = pacer;
     **downstream = ServerSession::new_custom(Box::new(session));
     slot
+}
+
+/// The head a wrapper without a session answers with when it never had one to copy (the
+/// placeholder `install` swaps in for an instant).
+fn empty_header() -> &'static RequestHeader {
+    static EMPTY: std::sync::OnceLock<RequestHeader> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| RequestHeader::from(http::Request::new(()).into_parts().0))
 }
 
 /// The end of the first SSE event in `data` (just past its blank line), if it ends there.
@@ -229,10 +230,12 @@ fn event_end(data: &[u8]) -> Option<usize> {
 /// Put the real session back (from `logging`), so the connection can be kept alive.
 pub(super) async fn restore(downstream: &mut Box<ServerSession>, slot: &RestoreSlot) {
     if let Some(custom) = downstream.as_custom_mut() {
-        // Our wrapper moves its inner session into the slot here.
+        // Our wrapper moves its inner session into the slot here; it is replaced just below,
+        // so it need not keep a copy of the head.
+        slot.for_good.store(true, Ordering::Relaxed);
         let _ = custom.finish_custom().await;
     }
-    let real = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let real = slot.session.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(real) = real {
         **downstream = real;
     }
@@ -241,15 +244,18 @@ pub(super) async fn restore(downstream: &mut Box<ServerSession>, slot: &RestoreS
 #[async_trait]
 impl CustomSession for PrereadSession {
     fn req_header(&self) -> &RequestHeader {
-        match &self.inner {
-            Some(s) => s.req_header(),
-            None => &self.detached_header,
+        match (&self.inner, &self.detached_header) {
+            (Some(s), _) => s.req_header(),
+            (None, Some(header)) => header,
+            (None, None) => empty_header(),
         }
     }
     fn req_header_mut(&mut self) -> &mut RequestHeader {
         match &mut self.inner {
             Some(s) => s.req_header_mut(),
-            None => &mut self.detached_header,
+            None => self
+                .detached_header
+                .get_or_insert_with(|| empty_header().clone()),
         }
     }
     /// The body was consumed by the pre-read; Pingora gets it as the retry buffer instead.
@@ -485,10 +491,16 @@ impl CustomSession for PrereadSession {
         let body = self.link.body();
         (!body.is_empty()).then_some(body)
     }
-    /// The hand-back (see `restore`): move the real session out to the slot.
+    /// The hand-back (see `restore`): move the real session out to the slot. Pingora also
+    /// calls this after writing its own error answer (a cache failure), and may then still ask
+    /// for the request head (its error log): a copy stays, unless `logging` takes the session
+    /// back for good.
     async fn finish_custom(&mut self) -> Result<()> {
         if let Some(inner) = self.inner.take() {
-            *self.restore.lock().unwrap_or_else(|p| p.into_inner()) = Some(inner);
+            if !self.restore.for_good.load(Ordering::Relaxed) {
+                self.detached_header = Some(inner.req_header().clone());
+            }
+            *self.restore.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(inner);
         }
         Ok(())
     }
