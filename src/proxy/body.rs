@@ -199,26 +199,28 @@ fn body_kind(session: &mut Session) -> BodyKind {
     ) {
         return BodyKind::None;
     }
-    let content_type = req
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
     if session.as_downstream_mut().is_body_empty() {
         return BodyKind::None;
     }
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || mime.ends_with("+json") {
+    // Compared without copying (every request with a body comes here): only a multipart
+    // upload keeps its `Content-Type`.
+    let content_type = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    let json_suffix = mime
+        .len()
+        .checked_sub(5)
+        .and_then(|at| mime.as_bytes().get(at..))
+        .is_some_and(|tail| tail.eq_ignore_ascii_case(b"+json"));
+    if mime.eq_ignore_ascii_case("application/json") || json_suffix {
         return BodyKind::Json;
     }
-    if mime == "multipart/form-data" {
-        return BodyKind::Multipart(content_type);
+    if mime.eq_ignore_ascii_case("multipart/form-data") {
+        return BodyKind::Multipart(content_type.to_string());
     }
     BodyKind::Other
 }
