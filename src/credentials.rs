@@ -121,7 +121,10 @@ mod tests {
         let mut mixed = request_with(&["content-type", "cookie", "x-goog-api-key", "accept"]);
         hide(&mut mixed);
         let names: Vec<&str> = mixed.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["content-type", "cookie", "x-goog-api-key", "accept"]);
+        assert_eq!(
+            names,
+            ["content-type", "cookie", "x-goog-api-key", "accept"]
+        );
         for name in ["cookie", "x-goog-api-key"] {
             assert!(mixed.headers.get(name).unwrap().is_sensitive(), "{name}");
         }

@@ -17,9 +17,9 @@
 //! | Pure logic | `config` (decode, validate, import-env), `routing`, `access`, `cors`, `credentials`, `cache_key`, `openai` (request/response/stream fields, body edits), `sse`, `tokens`, `model_names`, `multipart`, `request_id`, `logfmt`, `convert` |
 
 pub mod access;
+pub(crate) mod admin;
 #[cfg(test)]
 mod alloc_count;
-pub(crate) mod admin;
 pub(crate) mod banner;
 pub(crate) mod cache_key;
 pub(crate) mod cache_store;

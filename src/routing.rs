@@ -229,8 +229,9 @@ impl std::ops::Deref for Rest {
     fn deref(&self) -> &str {
         match &self.0 {
             // Copied whole from a `&str`: the check cannot fail.
-            RestRepr::Inline { len, buf } => std::str::from_utf8(&buf[..usize::from(*len)])
-                .unwrap_or_default(),
+            RestRepr::Inline { len, buf } => {
+                std::str::from_utf8(&buf[..usize::from(*len)]).unwrap_or_default()
+            }
             RestRepr::Heap(rest) => rest,
         }
     }
@@ -349,7 +350,13 @@ mod tests {
     #[test]
     fn a_rest_reads_as_it_was_given_inline_or_not() {
         let long = format!("/{}", "é".repeat(60));
-        for rest in ["", "/", "/v1/chat/completions", &"x".repeat(INLINE_REST), &long] {
+        for rest in [
+            "",
+            "/",
+            "/v1/chat/completions",
+            &"x".repeat(INLINE_REST),
+            &long,
+        ] {
             let (n, owned) = crate::alloc_count::allocations(|| Rest::from(rest));
             assert_eq!(&*owned, rest);
             assert_eq!(n, usize::from(rest.len() > INLINE_REST), "{rest:?}");

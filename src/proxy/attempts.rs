@@ -205,7 +205,11 @@ impl Attempts {
         let mut candidates = Vec::with_capacity(route.upstreams.len());
         for (m, context_only) in std::iter::once(first).chain(more) {
             let start = candidates.len();
-            for t in route.upstreams.iter().filter(|t| swapped || t.pool.is_none()) {
+            for t in route
+                .upstreams
+                .iter()
+                .filter(|t| swapped || t.pool.is_none())
+            {
                 let Some(sent) = t.config.serves(m.as_deref()) else {
                     continue;
                 };

@@ -30,6 +30,7 @@ use crate::keys::pool::{parse_retry_after, KeyPool, KeyVerdict};
 use crate::state::UpstreamTarget;
 use crate::upstream::breaker::Transition;
 use bytes::Bytes;
+use http::HeaderName;
 use pingora_core::{Error, ErrorSource, ErrorType, RetryType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -40,6 +41,9 @@ use std::time::{Duration, Instant};
 /// An error answer is held (to look for `context_length_exceeded`, or what it says about a pool
 /// key) only up to this size.
 const MAX_HELD_ERROR: usize = 64 * 1024;
+
+/// OpenAI's and Azure's wait in milliseconds.
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 
 /// Judge the response head of the current attempt. `Err` (retryable): drop it and try again.
 pub(super) fn judge_head(
@@ -60,17 +64,19 @@ pub(super) fn judge_head(
     }
     let now = Instant::now();
     // OpenAI and Azure also send the wait in milliseconds; it is the more precise one.
-    let header = |name: &str| resp.headers.get(name).and_then(|v| v.to_str().ok());
-    let retry_after = header("retry-after-ms")
+    // Parsed names: a lookup by `&str` parses the name first (~350 instructions each, every
+    // response, callgrind).
+    let header = |name: &HeaderName| resp.headers.get(name).and_then(|v| v.to_str().ok());
+    let retry_after = header(&RETRY_AFTER_MS)
         .and_then(|ms| ms.trim().parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
         .map(|ms| Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0))
-        .or_else(|| header("retry-after").and_then(parse_retry_after));
+        .or_else(|| header(&http::header::RETRY_AFTER).and_then(parse_retry_after));
     let mut failure = None;
     if let Some((pool, index)) = attempt_key(ctx) {
         let model = ctx.attempt_model();
         // An empty body never reaches the body filter: nothing to wait for.
-        let bodiless = header("content-length").is_some_and(|v| v.trim() == "0");
+        let bodiless = header(&http::header::CONTENT_LENGTH).is_some_and(|v| v.trim() == "0");
         match status {
             401 | 403 | 429 if ctx.body.link.is_some() && !bodiless => {
                 // What the answer says about the key is in its body (an invalid key, a spent

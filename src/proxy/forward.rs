@@ -476,7 +476,12 @@ mod tests {
     fn stripping_only_what_is_present_leaves_the_same_head() {
         let heads: [&[(&str, &str)]; 5] = [
             &[("host", "a"), ("content-type", "x"), ("authorization", "k")],
-            &[("cookie", "c"), ("host", "a"), ("x-fallback-models", "m"), ("te", "t")],
+            &[
+                ("cookie", "c"),
+                ("host", "a"),
+                ("x-fallback-models", "m"),
+                ("te", "t"),
+            ],
             &[
                 ("connection", "x-secret, keep-alive"),
                 ("x-secret", "s"),
@@ -487,7 +492,11 @@ mod tests {
                 ("cookie", "c"),
                 ("cookie", "d"),
             ],
-            &[("proxy-connection", "x"), ("accept", "*/*"), ("proxy-authorization", "p")],
+            &[
+                ("proxy-connection", "x"),
+                ("accept", "*/*"),
+                ("proxy-authorization", "p"),
+            ],
             &[],
         ];
         for headers in heads {
@@ -504,7 +513,10 @@ mod tests {
     #[test]
     fn present_names_are_found_by_position() {
         let req = head(&[("TE", "x"), ("cookie", "c"), ("accept", "a")]);
-        assert_eq!(present(&req.headers, &REQUEST_STRIPPED), 1 << 4 | COOKIE_BIT);
+        assert_eq!(
+            present(&req.headers, &REQUEST_STRIPPED),
+            1 << 4 | COOKIE_BIT
+        );
         assert_eq!(present(&req.headers, &RESPONSE_STRIPPED), 1 << 4);
         assert_eq!(present(&head(&[]).headers, &REQUEST_STRIPPED), 0);
     }
@@ -531,11 +543,20 @@ mod tests {
         let with = |h: &[(&str, &str)], len| declares_length(&head(h), len);
         assert!(with(&[("content-length", "42")], 42));
         assert!(with(&[("Content-Length", "0")], 0));
-        assert!(with(&[("content-length", "18446744073709551615")], usize::MAX));
+        assert!(with(
+            &[("content-length", "18446744073709551615")],
+            usize::MAX
+        ));
         assert!(!with(&[("content-length", "42")], 43));
         assert!(!with(&[("content-length", "042")], 42));
-        assert!(!with(&[("content-length", "42"), ("content-length", "42")], 42));
-        assert!(!with(&[("content-length", "42"), ("transfer-encoding", "chunked")], 42));
+        assert!(!with(
+            &[("content-length", "42"), ("content-length", "42")],
+            42
+        ));
+        assert!(!with(
+            &[("content-length", "42"), ("transfer-encoding", "chunked")],
+            42
+        ));
         assert!(!with(&[], 42));
     }
 
@@ -550,7 +571,9 @@ mod tests {
         let absolute = RequestHeader::build("GET", b"http://example.com/v1/models", None).unwrap();
         assert!(!is_origin_form(&absolute, None));
         let mut h2 = head(&[]);
-        h2.set_uri(http::Uri::from_static("https://example.com/v1/chat/completions"));
+        h2.set_uri(http::Uri::from_static(
+            "https://example.com/v1/chat/completions",
+        ));
         assert!(!is_origin_form(&h2, None));
     }
 }

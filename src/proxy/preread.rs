@@ -200,12 +200,8 @@ pub(super) fn install(
     );
     let placeholder = ServerSession::new_custom(Box::new(empty));
     let real = std::mem::replace(&mut **downstream, placeholder);
-    let mut session = PrereadSession::new(
-        Some(real),
-        link,
-        Arc::clone(&slot),
-        Arc::clone(draining),
-    );
+    let mut session =
+        PrereadSession::new(Some(real), link, Arc::clone(&slot), Arc::clone(draining));
     session.pacer = pacer;
     **downstream = ServerSession::new_custom(Box::new(session));
     slot
@@ -235,7 +231,11 @@ pub(super) async fn restore(downstream: &mut Box<ServerSession>, slot: &RestoreS
         slot.for_good.store(true, Ordering::Relaxed);
         let _ = custom.finish_custom().await;
     }
-    let real = slot.session.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let real = slot
+        .session
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     if let Some(real) = real {
         **downstream = real;
     }
@@ -500,7 +500,11 @@ impl CustomSession for PrereadSession {
             if !self.restore.for_good.load(Ordering::Relaxed) {
                 self.detached_header = Some(inner.req_header().clone());
             }
-            *self.restore.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(inner);
+            *self
+                .restore
+                .session
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(inner);
         }
         Ok(())
     }
