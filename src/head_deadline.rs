@@ -81,9 +81,12 @@ pub(crate) struct DeadlineStream {
     inner: Stream,
     timeout: Duration,
     phase: AtomicU8,
-    /// The running deadline of the head being read (none while lifted).
+    /// The running deadline of the head being read (none while lifted), made only once a read
+    /// of the head has to wait.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// When the first head's deadline ends (set at accept, started on the first read).
+    /// When the head's deadline ends, until a read has to wait and it becomes `deadline`: set at
+    /// accept for the first head, at the first byte for the next ones. (Most heads arrive in
+    /// one read: then no timer is made, allocated or dropped at all.)
     first: Option<Instant>,
 }
 
@@ -138,13 +141,15 @@ impl AsyncRead for DeadlineStream {
         match this.phase.load(Ordering::Acquire) {
             LIFTED => {
                 this.deadline = None;
+                this.first = None;
                 Pin::new(&mut this.inner).poll_read(cx, buf)
             }
             ARM_ON_NEXT_BYTE => {
                 let before = buf.filled().len();
                 let read = Pin::new(&mut this.inner).poll_read(cx, buf);
                 if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-                    this.deadline = Some(Box::pin(tokio::time::sleep(this.timeout)));
+                    this.deadline = None;
+                    this.first = Some(Instant::now() + this.timeout);
                     this.phase.store(ARMED, Ordering::Release);
                 }
                 read

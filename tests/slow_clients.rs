@@ -241,6 +241,57 @@ async fn pipelined_requests_are_answered_in_order() {
     }
 }
 
+/// The deadline of a keep-alive connection's next head starts at its first byte: that head,
+/// trickled, is cut too (after the first request was answered).
+#[tokio::test]
+async fn a_second_head_trickled_on_a_kept_alive_connection_is_cut_too() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::OpenAi);
+    let gw = gateway(&up, "  header_timeout: 1s\n").await;
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{CHAT}",
+        CHAT.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let (got, _) = read_until(&mut conn, Duration::from_secs(10), |b| {
+        !responses(b).is_empty()
+    })
+    .await;
+    assert_eq!(responses(&got).first().map(|a| a.0), Some(200));
+    // Idle past the timeout first: the deadline must not have started before the first byte.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n";
+    let started = Instant::now();
+    let (mut rd, mut wr) = conn.split();
+    let writer = async {
+        for b in head.iter() {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    };
+    let reader = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => panic!("the connection was still open after 30 s"),
+        _ = reader => {}
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert_eq!(up.request_count(), 1);
+}
+
 /// The head deadline starts with a request's first byte: a keep-alive connection idle for
 /// longer than `header_timeout` between requests still serves the next one.
 #[tokio::test]
