@@ -69,6 +69,9 @@ pub(crate) struct Client {
     pub ip: Option<IpAddr>,
     /// CORS headers for the answer, when the origin is allowed (CORS phase).
     pub cors: Option<crate::cors::Headers>,
+    /// `request_id` as a header value, made once for the headers that carry it upstream and
+    /// back (request-id phase).
+    pub request_id_header: Option<http::HeaderValue>,
 }
 
 /// The route the request matched (route phase, `request_filter`).
@@ -194,6 +197,7 @@ impl RequestCtx {
                 request_id: crate::request_id::RequestId::generate(),
                 ip: None,
                 cors: None,
+                request_id_header: None,
             },
             routed: None,
             auth: Auth::default(),

@@ -39,17 +39,49 @@ pub(super) fn assign(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx)
     }
 }
 
-pub(super) fn to_upstream(ctx: &RequestCtx, req: &mut RequestHeader) -> pingora_core::Result<()> {
-    req.insert_header(X_REQUEST_ID_STR, ctx.client.request_id.as_str())
+pub(super) fn to_upstream(
+    ctx: &mut RequestCtx,
+    req: &mut RequestHeader,
+) -> pingora_core::Result<()> {
+    match value(ctx) {
+        Some(v) => req.insert_header(X_REQUEST_ID_STR, v),
+        None => req.insert_header(X_REQUEST_ID_STR, ctx.client.request_id.as_str()),
+    }
 }
 
-pub(super) fn to_client(ctx: &RequestCtx, resp: &mut ResponseHeader) -> pingora_core::Result<()> {
+pub(super) fn to_client(
+    ctx: &mut RequestCtx,
+    resp: &mut ResponseHeader,
+) -> pingora_core::Result<()> {
     if let Some(theirs) = resp.remove_header(&X_REQUEST_ID) {
         if theirs.as_bytes() != ctx.client.request_id.as_str().as_bytes() {
             resp.insert_header(X_UPSTREAM_REQUEST_ID_STR, theirs)?;
         }
     }
-    resp.insert_header(X_REQUEST_ID_STR, ctx.client.request_id.as_str())
+    match value(ctx) {
+        Some(v) => resp.insert_header(X_REQUEST_ID_STR, v),
+        None => resp.insert_header(X_REQUEST_ID_STR, ctx.client.request_id.as_str()),
+    }
+}
+
+/// The id's text, owned by the bytes of its header value.
+struct IdText(RequestId);
+
+impl AsRef<[u8]> for IdText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_str().as_bytes()
+    }
+}
+
+/// The id as a header value, made on first use: one allocation shared by the headers upstream
+/// and back (each was a copy of the text). `None` only if the id were no valid value, which
+/// ids never are (visible ASCII); the callers then insert the text and fail as before.
+fn value(ctx: &mut RequestCtx) -> Option<HeaderValue> {
+    if ctx.client.request_id_header.is_none() {
+        let text = bytes::Bytes::from_owner(IdText(ctx.client.request_id));
+        ctx.client.request_id_header = HeaderValue::from_maybe_shared(text).ok();
+    }
+    ctx.client.request_id_header.clone()
 }
 
 /// The header for the gateway's own answers (errors, `/healthz`, preflights).
@@ -69,15 +101,26 @@ mod tests {
     /// Pingora copies), and the head is the same.
     #[test]
     fn the_id_header_costs_no_copy_of_its_name() {
-        let ctx = RequestCtx::new(&Arc::new(AtomicUsize::new(0)));
+        let mut ctx = RequestCtx::new(&Arc::new(AtomicUsize::new(0)));
         let head = || RequestHeader::build("POST", b"/v1/chat/completions", Some(8)).unwrap();
         let (mut old, mut new) = (head(), head());
         let (before, r) =
             allocations(|| old.insert_header(X_REQUEST_ID, ctx.client.request_id.as_str()));
         r.unwrap();
-        let (after, r) = allocations(|| to_upstream(&ctx, &mut new));
+        let (after, r) = allocations(|| to_upstream(&mut ctx, &mut new));
         r.unwrap();
         assert_eq!(format!("{old:?}"), format!("{new:?}"));
         assert_eq!((before, after), (4, 3));
+        // Back to the client, the value is shared: only the name's copy and its clone remain.
+        let mut resp = ResponseHeader::build(200, Some(8)).unwrap();
+        let (back, r) = allocations(|| to_client(&mut ctx, &mut resp));
+        r.unwrap();
+        assert_eq!(back, 2);
+        let sent = |h: &http::HeaderMap| h.get(&X_REQUEST_ID).cloned();
+        assert_eq!(sent(&resp.headers), sent(&new.headers));
+        assert_eq!(
+            sent(&resp.headers).unwrap().as_bytes(),
+            ctx.client.request_id.as_str().as_bytes()
+        );
     }
 }
