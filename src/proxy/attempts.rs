@@ -218,7 +218,7 @@ impl Attempts {
                 }
                 candidates.push(Candidate {
                     target: Arc::clone(t),
-                    model: m.clone(),
+                    model: None,
                     sent_model: sent.map(str::to_string),
                     context_only,
                 });
@@ -227,6 +227,13 @@ impl Attempts {
                 // Fallbacks are for failures, not for a model no upstream serves: that is the
                 // client's mistake to hear about (404 model_not_found).
                 break;
+            }
+            // The model's name: copies for all but the last of its candidates, which takes it.
+            if let Some((last, others)) = candidates[start..].split_last_mut() {
+                for c in others {
+                    c.model.clone_from(&m);
+                }
+                last.model = m;
             }
             order_by_priority_and_weight(&mut candidates[start..]);
         }

@@ -205,3 +205,16 @@ fn a_plan_without_fallbacks_allocates_only_its_candidates() {
     assert_eq!(p.candidates.len(), 1);
     assert_eq!(n, 1);
 }
+
+/// With a model and no fallbacks: the candidate list, the model's name and the name the
+/// upstream knows it by (the model's name moves into the last candidate instead of a copy).
+#[test]
+fn a_plan_for_a_model_copies_its_name_once() {
+    let r = route("");
+    let make = || Attempts::plan(&r, Some("m2"), true, None, true, |_| true, Instant::now());
+    make();
+    let (n, p) = crate::alloc_count::allocations(make);
+    assert_eq!(at(&p), ("a".into(), Some("m2".into())));
+    assert_eq!(p.current().unwrap().model.as_deref(), Some("m2"));
+    assert_eq!(n, 3);
+}
