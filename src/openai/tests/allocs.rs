@@ -1,44 +1,12 @@
 //! Heap allocations of the per-request readers, counted: the body phase and the answer's
 //! accounting run on every request of an `openai` route, and each allocation (with its free)
-//! costs ~300 instructions (callgrind, `malloc`/`free` per call). A counting global allocator
-//! for this test binary; the count is per thread, so tests running in parallel do not mix.
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+//! costs ~300 instructions (callgrind, `malloc`/`free` per call). Counted per thread by
+//! `crate::alloc_count`, so tests running in parallel do not mix.
 
 use super::*;
-
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the count is a thread-local `Cell`
-// with a const initialiser and no destructor, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static COUNTING: Counting = Counting;
-
-/// Allocations `f` makes on this thread.
-pub(crate) fn allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
-    let before = ALLOCATIONS.with(Cell::get);
-    let out = f();
-    (ALLOCATIONS.with(Cell::get) - before, out)
-}
+// The crate's one counting allocator (a test binary can have only one); the other modules'
+// allocation tests import it from here too.
+pub(crate) use crate::alloc_count::allocations;
 
 /// The request and answer of `bench/callgrind.sh` (and `bench/load.sh`).
 const BENCH_REQUEST: &[u8] =
