@@ -63,6 +63,16 @@ fn present(headers: &http::HeaderMap, names: &[HeaderName]) -> u32 {
     found
 }
 
+/// Remove those of `names` the head carries, in the order of `names`, after one pass over it.
+fn remove_present(req: &mut RequestHeader, names: &[HeaderName]) {
+    let found = present(&req.headers, names);
+    for (i, name) in names.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            req.remove_header(name);
+        }
+    }
+}
+
 /// The names to remove, in order: what `Connection` lists (when bit 0, `Connection`, is set),
 /// then `names[i]` for each bit `i` of `found`.
 fn to_remove(
@@ -249,9 +259,7 @@ pub(super) fn upstream_request(
     }
     if let Some(pool) = pool {
         if !route.config.auth.forward_org_headers {
-            for name in &ORG_HEADERS {
-                req.remove_header(name);
-            }
+            remove_present(req, &ORG_HEADERS);
         }
         let model = ctx.attempt_model();
         let avoid = ctx
@@ -367,9 +375,8 @@ fn clear_credentials(
     req: &mut RequestHeader,
     query: Option<&str>,
 ) -> Option<String> {
-    for carrier in crate::credentials::credential_header_names() {
-        req.remove_header(carrier);
-    }
+    let carriers = crate::credentials::credential_header_names();
+    remove_present(req, carriers);
     let mut query = without_param(query, "key");
     let placements = route.upstreams.iter().map(|u| &u.key_placement);
     for placement in placements.chain([&route.config.auth.key_placement]) {
