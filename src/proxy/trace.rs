@@ -5,9 +5,14 @@
 use super::ctx::RequestCtx;
 use crate::state::Gateway;
 use crate::telemetry::request::{RequestTrace, Summary};
+use http::HeaderName;
 use pingora_core::Error;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
+
+/// Parsed once: a lookup or removal by `&str` parses the name each time.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Start the request's trace (joining a caller's `traceparent`), if tracing is on.
 pub(super) fn begin(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx) {
@@ -15,7 +20,7 @@ pub(super) fn begin(gateway: &Gateway, session: &Session, ctx: &mut RequestCtx) 
         let incoming = session
             .req_header()
             .headers
-            .get("traceparent")
+            .get(&TRACEPARENT)
             .and_then(|v| v.to_str().ok());
         ctx.trace = RequestTrace::begin(tracer, incoming);
     }
@@ -41,7 +46,7 @@ pub(super) fn inject(ctx: &RequestCtx, upstream_request: &mut RequestHeader) {
         return;
     };
     // A caller's trace state belongs to the caller's span, not to ours.
-    upstream_request.remove_header("tracestate");
+    upstream_request.remove_header(&TRACESTATE);
     if let Err(e) = upstream_request.insert_header("traceparent", traceparent) {
         log::debug!("traceparent not sent: {e}");
     }
