@@ -567,6 +567,40 @@ mod tests {
         assert!(!with(&[], 42));
     }
 
+    /// A general route's request head, rewritten for the upstream: no allocation once the
+    /// route's `Host` value is shared (before: the target's String and the Uri's copy of it).
+    #[test]
+    fn a_plain_request_is_rewritten_without_allocating() {
+        use crate::alloc_count::allocations;
+        let yaml = "routes:\n  - prefix: /\n    upstream: http://127.0.0.1:1\n    type: general\n";
+        let config = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+        let gateway = crate::state::Gateway::build(config).ok().unwrap();
+        let route = Arc::clone(&gateway.routes[0]);
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut ctx = RequestCtx::new(&counter);
+        ctx.routed = Some(Routed {
+            route: Arc::clone(&route),
+            rest: "/v1/chat/completions".into(),
+            query: None,
+        });
+        let plan = Attempts::plan(&route, None, false, None, false, |_| true, Instant::now());
+        ctx.failover.plan = Some(plan);
+        let client = [
+            ("Host", "gateway:8080"),
+            ("Content-Type", "application/json"),
+            ("Authorization", "Bearer sk-client"),
+            ("Content-Length", "75"),
+        ];
+        upstream_request(&mut ctx, &mut head(&client)).unwrap(); // shares the Host value
+        let mut req = head(&client);
+        let (n, r) = allocations(|| upstream_request(&mut ctx, &mut req));
+        r.unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(req.raw_path(), b"/v1/chat/completions");
+        assert_eq!(req.headers.get(header::HOST).unwrap(), "127.0.0.1:1");
+        assert_eq!(req.headers.len(), 4);
+    }
+
     #[test]
     fn only_an_origin_form_head_keeps_its_target() {
         let req = head(&[]);
