@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -282,7 +282,17 @@ impl MockUpstream {
 
     /// Starts a mock listening on `addr`.
     pub async fn try_start_on(addr: SocketAddr) -> io::Result<MockUpstream> {
-        let listener = TcpListener::bind(addr).await?;
+        // A deep accept queue (the kernel caps it at `somaxconn`): with tokio's default of 1,024,
+        // the streams benchmark's 5,000 clients connecting at once overflowed it and waited out
+        // a SYN retransmit (1 s), which made the direct run's first events the slowest.
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener: TcpListener = socket.listen(65_535)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             default: Mutex::new(Behavior::OpenAi),
