@@ -8,12 +8,13 @@
 #   bash bench/callgrind.sh                 # release build, then ~1 minute per target
 #   SKIP_BUILD=1 TARGETS="pingora-floor gateway" bash bench/callgrind.sh
 #
-# Knobs (env): TARGETS (default: pingora-floor gateway gateway-general gateway-full), CONNS=8,
+# Knobs (env): TARGETS (default: pingora-floor gateway gateway-general gateway-keys gateway-full), CONNS=8,
 #   WARMUP=3 DURATION=15 (seconds), ACCESS_LOG=1 (RUST_LOG=info: the access line is written, to a
 #   file; default RUST_LOG=warn as in load.sh), GATEWAY_BIN, MOCK_BIN, FLOOR_BIN, SKIP_BUILD=1,
 #   OUT_DIR=bench/out/callgrind.
 # Targets: pingora-floor (examples/pingora_floor.rs); gateway (route `type: openai`);
-#   gateway-general (`type: general`); gateway-full (openai route with memory limits, chat logs
+#   gateway-general (`type: general`); gateway-keys (the openai route with the client's key a
+#   forward key swapped for a pool key: the usual production setup); gateway-full (openai route with memory limits, chat logs
 #   and a memory cache, every request a different body: a cache miss that is stored).
 # Read a profile: callgrind_annotate --inclusive=yes bench/out/callgrind/gateway.out | less
 # Where each gateway target's instructions go (our modules and hooks vs Pingora) is appended to
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-TARGETS=${TARGETS:-pingora-floor gateway gateway-general gateway-full}
+TARGETS=${TARGETS:-pingora-floor gateway gateway-general gateway-keys gateway-full}
 CONNS=${CONNS:-8} WARMUP=${WARMUP:-3} DURATION=${DURATION:-15}
 GATEWAY_BIN=${GATEWAY_BIN:-target/release/llm-forward}
 MOCK_BIN=${MOCK_BIN:-target/release/examples/mock_upstream}
@@ -57,9 +58,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() {  # URL PID: valgrind starts slowly, so up to 60 s
+wait_ready() {  # URL PID: valgrind starts slowly, so up to 60 s (with the bench key: gateway-keys wants it)
     local deadline=$((SECONDS + 60))
-    until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
+    until curl -fsS -o /dev/null --max-time 2 -H "Authorization: Bearer sk-bench" "$1" 2>/dev/null; do
         kill -0 "$2" 2>/dev/null || die "process $2 exited before $1 answered"
         ((SECONDS < deadline)) || die "$1 not ready after 60 s"
         sleep 0.1
@@ -113,8 +114,9 @@ for target in $TARGETS; do
         "${vg[@]}" "$FLOOR_BIN" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$upstream_port" \
             2>"$work/$target.err" &
         ;;
-    gateway | gateway-general | gateway-full)
+    gateway | gateway-general | gateway-keys | gateway-full)
         extra=''
+        [[ $target != gateway-keys ]] || extra=$'upstream_keys:\n  openai: ["sk-upstream-bench-0123456789"]\ntenants:\n  staff: {pool: openai}\nforward_keys:\n  - {key: "sk-bench", tenant: staff, name: bench}'
         [[ $target != gateway-full ]] || extra=$'limits:\n  rules:\n    - {requests: "1000000000/minute", per: ip}\nlog:\n  chat: {dir: "'"$work"$'/chatlog"}\ncache:\n  backend: memory\n  max_size: 16MiB\n  default: true'
         cat >"$work/$target.yaml" <<EOF
 server:
