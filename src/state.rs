@@ -28,6 +28,9 @@ pub(crate) struct UpstreamTarget {
     /// keys, `open`); a request carrying the client's own key never goes to such an upstream.
     pub pool: Option<Arc<KeyPool>>,
     pub key_placement: KeyPlacement,
+    /// With `KeyPlacement::Header`, its name as Pingora takes it, built once: an attempt
+    /// hands Pingora a clone (a reference count) rather than a new `String`.
+    pub key_header: Option<bytes::Bytes>,
     pub breaker: Breaker,
     /// Breakers of the models that failed here (5xx, timeouts) while others may not have.
     pub model_breakers: ModelBreakers,
@@ -150,6 +153,10 @@ impl Gateway {
                         continue;
                     }
                 };
+                let key_placement = uc
+                    .key_placement
+                    .clone()
+                    .unwrap_or_else(|| rc.auth.key_placement.clone());
                 upstreams.push(Arc::new(UpstreamTarget {
                     index: i,
                     config: uc.clone(),
@@ -159,10 +166,8 @@ impl Gateway {
                         || format!("routes[{index}].upstreams[{i}].pool"),
                         &mut problems,
                     ),
-                    key_placement: uc
-                        .key_placement
-                        .clone()
-                        .unwrap_or_else(|| rc.auth.key_placement.clone()),
+                    key_header: key_header(&key_placement),
+                    key_placement,
                     breaker: Breaker::new(rc.resilience.breaker, now),
                     model_breakers: ModelBreakers::new(rc.resilience.breaker),
                 }));
@@ -339,6 +344,18 @@ impl PoolIndex<'_> {
 
 /// The metrics' fixed label values: route prefixes, upstream names, and every model name the
 /// config mentions (upstream model lists, fallbacks, tenants' allow-lists).
+/// The header a pool key goes in, for `KeyPlacement::Header` (see `UpstreamTarget::key_header`).
+fn key_header(placement: &KeyPlacement) -> Option<bytes::Bytes> {
+    let KeyPlacement::Header(name) = placement else {
+        return None;
+    };
+    let name = bytes::Bytes::from(name.clone().into_bytes());
+    // A `Bytes` made from a `Vec` becomes shared on its first clone, which allocates: done
+    // here, once, so that no request pays it.
+    drop(name.clone());
+    Some(name)
+}
+
 fn metrics_for(config: &Config) -> crate::metrics::Metrics {
     let routes = config.routes.iter().map(|r| {
         let ups = r.upstreams.iter().map(|u| u.name.clone()).collect();

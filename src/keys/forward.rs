@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub struct ForwardKey {
-    /// For logs: the configured name or `k-<hash prefix>`.
-    pub id: String,
+    /// For logs: the configured name or `k-<hash prefix>` (shared: each request holds it
+    /// by reference count).
+    pub id: Arc<str>,
     secret: Box<[u8]>,
     pub tenant: Arc<Tenant>,
     pub access: IpRules,
@@ -30,7 +31,7 @@ impl ForwardKeys {
         access: IpRules,
     ) {
         let key = ForwardKey {
-            id: name.unwrap_or_else(|| super::key_id(secret)),
+            id: name.unwrap_or_else(|| super::key_id(secret)).into(),
             secret: secret.as_bytes().into(),
             tenant,
             access,

@@ -49,6 +49,10 @@ pub struct PoolKey {
     /// For logs and metrics: the configured name or `k-<hash prefix>`.
     pub id: String,
     secret: String,
+    /// `Bearer <secret>` and the bare secret, built once: an attempt hands out a clone (a
+    /// reference count), never a new copy. `None`: not a valid header value.
+    bearer: Option<http::HeaderValue>,
+    bare: Option<http::HeaderValue>,
     /// Out of the rotation: only probes use it.
     disabled: AtomicBool,
     /// When a disabled key may be probed next (ms since `EPOCH`).
@@ -73,6 +77,8 @@ impl PoolKey {
     fn new(id: String, secret: String) -> Self {
         PoolKey {
             id,
+            bearer: sensitive_value(&["Bearer ", &secret]),
+            bare: sensitive_value(&[&secret]),
             secret,
             disabled: AtomicBool::new(false),
             probe_at: AtomicU64::new(0),
@@ -86,15 +92,13 @@ impl PoolKey {
         }
     }
 
-    /// The key as the upstream expects it, sensitive so that Pingora's header dumps hide it.
+    /// The key as the upstream expects it, sensitive so that Pingora's header dumps hide it:
+    /// a clone of the value built with the key (no allocation, no copy of the secret).
     pub fn header_value(&self, placement: &KeyPlacement) -> Option<http::HeaderValue> {
-        let text = match placement {
-            KeyPlacement::Bearer => format!("Bearer {}", self.secret),
-            _ => self.secret.clone(),
-        };
-        let mut v = http::HeaderValue::from_str(&text).ok()?;
-        v.set_sensitive(true);
-        Some(v)
+        match placement {
+            KeyPlacement::Bearer => self.bearer.clone(),
+            _ => self.bare.clone(),
+        }
     }
 
     pub fn secret(&self) -> &str {
@@ -133,6 +137,17 @@ impl PoolKey {
             0
         }
     }
+}
+
+/// `parts` joined as a sensitive header value whose clones share one buffer.
+fn sensitive_value(parts: &[&str]) -> Option<http::HeaderValue> {
+    let bytes = bytes::Bytes::from(parts.concat());
+    let mut v = http::HeaderValue::from_maybe_shared(bytes).ok()?;
+    v.set_sensitive(true);
+    // A `Bytes` made from a `Vec` becomes shared on its first clone, which allocates: done
+    // here, once, so that no request pays it.
+    drop(v.clone());
+    Some(v)
 }
 
 /// What the upstream said about a key.

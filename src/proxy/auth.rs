@@ -104,3 +104,37 @@ pub(super) fn client_credential(req: &pingora_http::RequestHeader) -> Option<&st
 pub(super) fn hide_credentials(req: &mut pingora_http::RequestHeader) {
     crate::credentials::hide(req);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::ctx::Routed;
+
+    /// A forward key swapped for its tenant's pool: the auth phase keeps the key's id, tenant
+    /// and pool by reference count (before: a copy of the id per request).
+    #[test]
+    fn a_forward_key_is_authenticated_without_allocating() {
+        let yaml = "upstream_keys:\n  main: [sk-upstream-1]\ntenants:\n  gold: {}\n\
+            forward_keys:\n  - {key: fk-gold, tenant: gold, name: alice}\n\
+            routes:\n  - prefix: /\n    upstream: http://127.0.0.1:1\n    auth: {pool: main}\n";
+        let config = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+        let gateway = Gateway::build(config).ok().unwrap();
+        let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut ctx = RequestCtx::new(&counter);
+        ctx.routed = Some(Routed {
+            route: Arc::clone(&gateway.routes[0]),
+            rest: "/v1/chat/completions".into(),
+            query: None,
+        });
+        let mut req =
+            pingora_http::RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        req.insert_header("authorization", "Bearer fk-gold")
+            .unwrap();
+        let (n, r) = crate::alloc_count::allocations(|| authenticate(&gateway, &req, &mut ctx));
+        r.unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(ctx.auth.key_id.as_deref(), Some("alice"));
+        assert!(ctx.auth.swap_credentials);
+        assert!(ctx.auth.pool.is_some() && ctx.auth.tenant.is_some());
+    }
+}

@@ -88,8 +88,8 @@ pub(crate) struct Routed {
 pub(crate) struct Auth {
     /// The forward key's tenant, when the client presented one.
     pub tenant: Option<Arc<Tenant>>,
-    /// The forward key's id for logs; never the key.
-    pub key_id: Option<String>,
+    /// The forward key's id for logs; never the key. Shared with the key: no copy per request.
+    pub key_id: Option<Arc<str>>,
     /// The pool whose keys replace the client's credentials.
     pub pool: Option<Arc<KeyPool>>,
     /// The gateway swaps the client's credentials for pool keys.

@@ -64,7 +64,7 @@ pub(super) async fn enforce(
 struct Seen {
     route: std::sync::Arc<crate::state::Route>,
     tenant: Option<std::sync::Arc<crate::keys::tenant::Tenant>>,
-    key: Option<String>,
+    key: Option<std::sync::Arc<str>>,
     ip: IpAddr,
 }
 

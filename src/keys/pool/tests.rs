@@ -156,3 +156,23 @@ fn retry_after_forms() {
         784111777
     );
 }
+
+/// The key's header values are built with the key: an attempt clones one (a reference count,
+/// no allocation; before, a `format!` and a copy per attempt), still sensitive, so no `Debug`
+/// print of a request shows it.
+#[test]
+fn a_keys_header_value_is_built_once_and_stays_sensitive() {
+    let p = pool(&[1]);
+    let key = &p.keys[0];
+    for (placement, text) in [
+        (KeyPlacement::Bearer, "Bearer sk-0"),
+        (KeyPlacement::Header("x-upstream-key".into()), "sk-0"),
+    ] {
+        let (n, v) = crate::alloc_count::allocations(|| key.header_value(&placement));
+        let v = v.unwrap();
+        assert_eq!(n, 0, "{placement:?}");
+        assert_eq!(v, text);
+        assert!(v.is_sensitive());
+        assert!(!format!("{v:?}").contains("sk-0"));
+    }
+}
