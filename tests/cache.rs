@@ -404,6 +404,49 @@ async fn admin_purges_and_reports() {
     assert_eq!(error_code(&bad), "invalid_json");
 }
 
+/// The admin key is checked by the gate the console and `/metrics` use: only the exact key as
+/// a bearer token opens it; a wrong key of the same length, a near miss or another scheme is
+/// refused with 401 `invalid_api_key`, and nothing reaches the upstream.
+#[tokio::test]
+async fn the_cache_admin_key_opens_only_as_its_exact_bearer_token() {
+    let up = MockUpstream::start().await;
+    up.set_behavior(Behavior::OpenAi);
+    let gw = start_gateway(&config(&up.url(), "  admin_key: admin-secret-0123456789\n")).await;
+    let stats = |auth: Option<&'static str>| {
+        let gw = &gw;
+        async move {
+            let mut r = client().get(gw.url("/_llmf/cache/stats"));
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let right = stats(Some("Bearer admin-secret-0123456789")).await;
+    assert_eq!(right.status(), 200);
+    assert_eq!(right.json::<Value>().await.unwrap()["backend"], "memory");
+    for wrong in [
+        Some("Bearer admin-secret-0123456780"),
+        Some("Bearer xdmin-secret-0123456789"),
+        Some("Bearer admin-secret-012345678"),
+        Some("Bearer admin-secret-01234567890"),
+        Some("bearer admin-secret-0123456789"),
+        Some("Basic admin-secret-0123456789"),
+        Some("admin-secret-0123456789"),
+        Some("Bearer "),
+        None,
+    ] {
+        let denied = stats(wrong).await;
+        assert_eq!(denied.status(), 401, "{wrong:?}");
+        assert_eq!(
+            error_code(&denied.json().await.unwrap()),
+            "invalid_api_key",
+            "{wrong:?}"
+        );
+    }
+    assert_eq!(up.request_count(), 0);
+}
+
 #[tokio::test]
 async fn general_routes_opt_in_keyed_by_method_path_query_body_and_representation() {
     let up = MockUpstream::start().await;

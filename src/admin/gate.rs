@@ -58,4 +58,40 @@ mod tests {
         }
         assert!(!gate.admits(&HeaderMap::new()));
     }
+
+    /// One way secrets are compared: no source file outside `keys/` (the forward keys' lookup,
+    /// the constant-time compare itself) and this gate compares digests with `==` or `!=` (the
+    /// cache admin key used to be checked that way, with a comparison of its own).
+    #[test]
+    fn no_other_source_file_compares_secret_digests() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        assert!(files.len() > 50, "walked {}", src.display());
+        for file in &files {
+            if file.starts_with(src.join("keys")) || file.ends_with("admin/gate.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let compares = line.contains("==") || line.contains("!=");
+                assert!(
+                    !(line.contains("digest(") && compares),
+                    "{}:{} compares digests: use admin::gate::Gate",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@
 
 pub(crate) mod board;
 pub(crate) mod console;
-mod gate;
+pub(crate) mod gate;
 mod mask;
 pub(crate) mod metrics;
 mod reply;

@@ -458,6 +458,9 @@ pub(crate) struct Cache {
     pub store: &'static CacheStore,
     pub lock: &'static pingora_cache::lock::CacheKeyLockImpl,
     pub config: crate::config::CacheConfig,
+    /// Who may use the admin endpoints (`cache.admin_key`): the gate the console and
+    /// `/metrics` use, so that every admin secret is compared one way.
+    pub admin: Option<crate::admin::gate::Gate>,
 }
 
 impl Cache {
@@ -490,6 +493,10 @@ impl Cache {
         Ok(Cache {
             store,
             lock,
+            admin: config
+                .admin_key
+                .as_ref()
+                .map(|k| crate::admin::gate::Gate::new(&k.0)),
             config: config.clone(),
         })
     }

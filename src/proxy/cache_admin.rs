@@ -1,5 +1,6 @@
 //! The cache's admin endpoints (`request_filter`, before routing), present only when
-//! `cache.admin_key` is set and answered only with that key (`Authorization: Bearer …`):
+//! `cache.admin_key` is set and answered only with that key (`Authorization: Bearer …`,
+//! checked by `admin::gate` as the console's and `/metrics`'s secrets are):
 //!
 //! - `GET /_llmf/cache/stats` → entries, bytes, budget, hits, misses, hit ratio (this
 //!   process's counters; entries and bytes are the backend's, so shared for Redis);
@@ -26,22 +27,15 @@ pub(super) async fn serve(
     let Some(cache) = &gateway.cache else {
         return Ok(false);
     };
-    let Some(admin_key) = &cache.config.admin_key else {
+    let Some(gate) = &cache.admin else {
         return Ok(false);
     };
     let path = session.req_header().uri.path();
     if path != STATS && path != PURGE {
         return Ok(false);
     }
-    let presented = session
-        .req_header()
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compared as digests: equal-length inputs, no early exit on the secret's bytes.
-    if crate::keys::digest(presented.as_bytes()) != crate::keys::digest(admin_key.0.as_bytes()) {
+    // The console's and `/metrics`'s gate: digests compared in constant time.
+    if !gate.admits(&session.req_header().headers) {
         return Err(ctx.fail(GatewayError::InvalidApiKey));
     }
     let method = session.req_header().method.clone();
