@@ -16,7 +16,12 @@ pub(crate) fn render(config: &Config, source: &ConfigSource) -> String {
         let _ = writeln!(out, "  listening   http://{addr}");
     }
     if let Some(admin) = config.admin.listen {
-        let _ = writeln!(out, "  admin       http://{admin}/metrics");
+        // Whether scraping needs the token, never the token itself.
+        let token = match config.admin.metrics_token {
+            Some(_) => "  (needs Authorization: Bearer <admin.metrics_token>)",
+            None => "",
+        };
+        let _ = writeln!(out, "  admin       http://{admin}/metrics{token}");
         if config.admin.ui {
             let _ = writeln!(
                 out,
@@ -179,6 +184,27 @@ mod tests {
         assert!(text.contains("http://0.0.0.0:8000"));
         assert!(text.contains("admin       http://127.0.0.1:8001/metrics"));
         assert!(text.contains("/  ->  https://api.openai.com  [openai]  keys: client's own"));
+    }
+
+    #[test]
+    fn banner_says_metrics_needs_the_token_without_printing_it() {
+        let yaml = "admin: {metrics_token: mtok-0123456789abcdef}\nroutes: [{prefix: /, upstream: 'https://api.example.com'}]";
+        let config = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+        let text = super::render(&config, &crate::config::ConfigSource::File("x.yaml".into()));
+        assert!(
+            text.contains("admin       http://127.0.0.1:8001/metrics  (needs Authorization: Bearer <admin.metrics_token>)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("mtok-0123456789abcdef"), "{text}");
+        assert!(!text.contains("***"), "{text}");
+        let open = super::render(
+            &crate::config::Config::default(),
+            &crate::config::ConfigSource::Default,
+        );
+        assert!(
+            open.contains("admin       http://127.0.0.1:8001/metrics\n"),
+            "{open}"
+        );
     }
 
     #[test]
