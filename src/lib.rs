@@ -48,3 +48,4 @@ pub(crate) mod state;
 pub(crate) mod telemetry;
 pub mod tokens;
 pub(crate) mod upstream;
+pub(crate) mod utc_text;

@@ -101,32 +101,11 @@ pub(crate) fn rfc3339_utc(ms: u64) -> String {
     if ms >= YEAR_10000_MS {
         return utc(ms).to_rfc3339_opts(SecondsFormat::Millis, true);
     }
-    let (days, in_day) = (ms / 86_400_000, ms % 86_400_000);
-    // Civil date from days since the epoch (H. Hinnant's algorithm; eras of 400 years).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let mut out = String::with_capacity(24);
-    let mut put = |n: u64, width: u32, then: char| {
-        for i in (0..width).rev() {
-            out.push(char::from(b'0' + (n / 10u64.pow(i) % 10) as u8));
-        }
-        out.push(then);
-    };
-    put(year, 4, '-');
-    put(month, 2, '-');
-    put(day, 2, 'T');
-    put(in_day / 3_600_000, 2, ':');
-    put(in_day / 60_000 % 60, 2, ':');
-    put(in_day / 1000 % 60, 2, '.');
-    put(in_day % 1000, 3, 'Z');
-    out
+    let mut out = Vec::with_capacity(24);
+    crate::utc_text::push_date_time(&mut out, ms / 1000, b'.');
+    crate::utc_text::push_digits(&mut out, ms % 1000, 3, b'Z');
+    // Digits and ASCII punctuation only.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The stamp in a rotated file's name: fixed width, so names sort in time order.

@@ -11,7 +11,6 @@
 //! message goes through `log` as before.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -105,39 +104,15 @@ fn header(line: &mut String, stamp: &[u8; 20], target: &str) {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC), as env_logger writes its default
-/// timestamp.
+/// timestamp (all zeros past year 9999, which no clock reaches).
 fn rfc3339_seconds(secs: u64) -> [u8; 20] {
-    let days = secs / 86_400;
-    let rest = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let mut text = Vec::with_capacity(20);
+    crate::utc_text::push_date_time(&mut text, secs, b'Z');
     let mut out = [0u8; 20];
-    let mut s = String::with_capacity(20);
-    let _ = write!(
-        s,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    );
-    if s.len() == 20 {
-        out.copy_from_slice(s.as_bytes());
+    if text.len() == 20 {
+        out.copy_from_slice(&text);
     }
     out
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`, for
-/// days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
