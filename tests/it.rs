@@ -39,6 +39,7 @@ mod metrics;
 mod migrate;
 mod model_lists;
 mod paths;
+mod peak_memory;
 mod redis_tls;
 mod request_ids;
 mod resilience;

@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -119,10 +120,54 @@ impl Stats {
     }
 }
 
+/// One record as it is queued: `head`, `body` and `tail`, written one after the other. The body
+/// is a shared slice (a request's conversation, straight from the request body), so a long
+/// prompt is not copied into its record: a large record goes to the file with one vectored
+/// `write` of its parts (see `writer.rs`).
+#[derive(Debug, Default)]
+pub struct Line {
+    pub head: Vec<u8>,
+    pub body: Bytes,
+    pub tail: Vec<u8>,
+}
+
+impl Line {
+    /// Bytes in the record.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The record as one buffer (a copy of the body).
+    pub fn into_vec(self) -> Vec<u8> {
+        let Line {
+            mut head,
+            body,
+            tail,
+        } = self;
+        head.reserve_exact(body.len() + tail.len());
+        head.extend_from_slice(&body);
+        head.extend_from_slice(&tail);
+        head
+    }
+}
+
+impl From<Vec<u8>> for Line {
+    fn from(head: Vec<u8>) -> Line {
+        Line {
+            head,
+            ..Line::default()
+        }
+    }
+}
+
 enum Msg {
     Record {
         route: Box<str>,
-        line: Vec<u8>,
+        line: Line,
     },
     /// Write everything queued before this message, fsync, then answer.
     Flush(oneshot::Sender<()>),
@@ -198,13 +243,14 @@ impl ChatLog {
         }
     }
 
-    /// Queues one record for `route`. `line` is one serialised JSON value; a trailing newline is
-    /// added by the writer (raw newlines inside it are turned into spaces, which keeps valid JSON
-    /// valid and the file one record per line). Never blocks: a full queue drops the record.
-    pub fn record(&self, route: &str, line: Vec<u8>) {
+    /// Queues one record for `route`. `line` is one serialised JSON value (a `Vec<u8>`, or a
+    /// [`Line`] in parts); a trailing newline is added by the writer (raw newlines inside it are
+    /// turned into spaces, which keeps valid JSON valid and the file one record per line). Never
+    /// blocks: a full queue drops the record.
+    pub fn record(&self, route: &str, line: impl Into<Line>) {
         let msg = Msg::Record {
             route: route.into(),
-            line,
+            line: line.into(),
         };
         match self.inner.tx.try_send(msg) {
             Ok(()) => {}

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::files::{route_slug, ACTIVE_FILE};
-use super::{ChatLogConfig, Msg, Stats, WarnLimiter};
+use super::{ChatLogConfig, Line, Msg, Stats, WarnLimiter};
+use bytes::Bytes;
 
 /// Per-route write buffer: one `write` syscall per this many bytes at most.
 const BUF_CAPACITY: usize = 64 * 1024;
@@ -217,16 +218,24 @@ impl Writer {
         i
     }
 
-    pub(super) fn append(&mut self, route: &str, mut line: Vec<u8>) {
-        // A record is one line: raw CR/LF can only be whitespace between JSON tokens (inside
-        // strings they are escaped), so spaces keep the JSON intact. Found with memchr's SIMD
-        // search: a byte-by-byte pass cost ~2k instructions for a typical record.
-        let mut from = 0;
-        while let Some(at) = memchr::memchr2(b'\n', b'\r', &line[from..]) {
-            line[from + at] = b' ';
-            from += at + 1;
+    pub(super) fn append(&mut self, route: &str, line: Line) {
+        let Line {
+            mut head,
+            mut body,
+            mut tail,
+        } = line;
+        if memchr::memchr2(b'\n', b'\r', &body).is_some() {
+            // A shared body cannot be edited in place: one with raw newlines (pretty-printed
+            // JSON) is copied into the record's own buffer first.
+            head.reserve_exact(body.len() + tail.len());
+            head.extend_from_slice(&body);
+            head.append(&mut tail);
+            body = Bytes::new();
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
+        blank_newlines(&mut head);
+        blank_newlines(&mut tail);
+        let blank = |part: &[u8]| part.iter().all(u8::is_ascii_whitespace);
+        if blank(&head) && blank(&body) && blank(&tail) {
             self.stats.drop_records(1);
             self.warn(format_args!("empty record dropped"));
             return;
@@ -236,7 +245,8 @@ impl Writer {
             self.stats.drop_records(1);
             return;
         }
-        let need = line.len() as u64 + 1;
+        let len = head.len() + body.len() + tail.len();
+        let need = len as u64 + 1;
         let rf = &self.files[i];
         let pending = rf.file.as_ref().map_or(0, |f| f.size) + rf.buf.len() as u64;
         if pending > 0 && pending + need > self.cfg.max_file_bytes {
@@ -246,12 +256,20 @@ impl Writer {
                 return;
             }
         }
-        if self.files[i].buf.len() + line.len() + 1 > BUF_CAPACITY && !self.files[i].buf.is_empty()
-        {
+        if self.files[i].buf.len() + len + 1 > BUF_CAPACITY && !self.files[i].buf.is_empty() {
             self.flush_route(i);
         }
+        if len + 1 > BUF_CAPACITY {
+            // Larger than the buffer: written now, from its parts, rather than copied into the
+            // buffer first (a long conversation would be held twice, its shared body and the
+            // copy).
+            self.write_out(i, &[&head, &body, &tail, b"\n"], 1);
+            return;
+        }
         let rf = &mut self.files[i];
-        rf.buf.extend_from_slice(&line);
+        rf.buf.extend_from_slice(&head);
+        rf.buf.extend_from_slice(&body);
+        rf.buf.extend_from_slice(&tail);
         rf.buf.push(b'\n');
         rf.buf_records += 1;
         if self.dirty_since.is_none() {
@@ -305,34 +323,43 @@ impl Writer {
         if self.files[i].buf.is_empty() {
             return;
         }
-        self.check_identity(i);
         let records = self.files[i].buf_records;
-        if !self.ensure_open(i) {
-            self.stats.drop_records(records);
-        } else {
-            let rf = &mut self.files[i];
-            if let Some(open) = rf.file.as_mut() {
-                match open.file.write_all(&rf.buf) {
-                    Ok(()) => {
-                        open.size += rf.buf.len() as u64;
-                        self.stats.written.fetch_add(records, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        rf.file = None;
-                        let path = rf.path.display().to_string();
-                        self.stats.drop_records(records);
-                        self.stats.error();
-                        self.warn(format_args!("write to {path} failed: {e}"));
-                    }
-                }
-            }
-        }
+        let buf = std::mem::take(&mut self.files[i].buf);
+        self.write_out(i, &[&buf], records);
         let rf = &mut self.files[i];
+        rf.buf = buf;
         rf.buf.clear();
         rf.buf_records = 0;
         if rf.buf.capacity() > 4 * BUF_CAPACITY {
             // One huge record should not pin its buffer forever.
             rf.buf.shrink_to(BUF_CAPACITY);
+        }
+    }
+
+    /// Writes `parts` (whole lines, `records` of them) to route `i`'s file in one vectored
+    /// `O_APPEND` write. On failure the records are dropped and counted, and the file is closed.
+    fn write_out(&mut self, i: usize, parts: &[&[u8]], records: u64) {
+        self.check_identity(i);
+        if !self.ensure_open(i) {
+            self.stats.drop_records(records);
+            return;
+        }
+        let rf = &mut self.files[i];
+        let Some(open) = rf.file.as_mut() else {
+            return;
+        };
+        match write_all_parts(&mut open.file, parts) {
+            Ok(n) => {
+                open.size += n as u64;
+                self.stats.written.fetch_add(records, Ordering::Relaxed);
+            }
+            Err(e) => {
+                rf.file = None;
+                let path = rf.path.display().to_string();
+                self.stats.drop_records(records);
+                self.stats.error();
+                self.warn(format_args!("write to {path} failed: {e}"));
+            }
         }
     }
 
@@ -353,6 +380,42 @@ impl Writer {
         }
         self.dirty_since = None;
     }
+}
+
+/// A record is one line: raw CR/LF can only be whitespace between JSON tokens (inside strings
+/// they are escaped), so spaces keep the JSON intact. Found with memchr's SIMD search: a
+/// byte-by-byte pass cost ~2k instructions for a typical record.
+fn blank_newlines(line: &mut [u8]) {
+    let mut from = 0;
+    while let Some(at) = memchr::memchr2(b'\n', b'\r', &line[from..]) {
+        line[from + at] = b' ';
+        from += at + 1;
+    }
+}
+
+/// `write_all` for the parts, one `writev` at a time (a single one unless the kernel takes
+/// less). Returns the bytes written.
+fn write_all_parts(file: &mut File, parts: &[&[u8]]) -> io::Result<usize> {
+    let mut slices: [IoSlice<'_>; 4] = [IoSlice::new(&[]); 4];
+    let mut n = 0;
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        let Some(slot) = slices.get_mut(n) else {
+            return Err(io::Error::other("too many parts"));
+        };
+        *slot = IoSlice::new(part);
+        n += 1;
+    }
+    let total = parts.iter().map(|p| p.len()).sum();
+    let mut left = &mut slices[..n];
+    while !left.is_empty() {
+        match file.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut left, written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
 }
 
 /// Opens (creating directory and file as needed) the active file for appending. If a previous

@@ -12,6 +12,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::LazyLock;
 
+use bytes::BytesMut;
 use memchr::memmem;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -67,6 +68,39 @@ pub struct Splice {
 
 /// [`with_include_usage`], and where it spliced.
 pub fn with_include_usage_at(body: &[u8]) -> Option<(Vec<u8>, Splice)> {
+    let (at, insert) = include_usage_edit(body)?;
+    let mut out = Vec::with_capacity(body.len() + insert.len());
+    out.extend_from_slice(&body[..at.start]);
+    out.extend_from_slice(insert);
+    out.extend_from_slice(&body[at.end..]);
+    let splice = Splice {
+        replaced: at,
+        written: insert.len(),
+    };
+    Some((out, splice))
+}
+
+/// [`with_include_usage_at`] made in `body` itself: the bytes after the edit move by the few
+/// the edit adds (the buffer grows if it has no room for them), so a large body is never held
+/// twice.
+pub fn include_usage_in_place(body: &mut BytesMut) -> Option<Splice> {
+    let (at, insert) = include_usage_edit(body)?;
+    let old_len = body.len();
+    let new_len = old_len - at.len() + insert.len();
+    if new_len > old_len {
+        body.resize(new_len, 0);
+    }
+    body.copy_within(at.end..old_len, at.start + insert.len());
+    body.truncate(new_len);
+    body[at.start..at.start + insert.len()].copy_from_slice(insert);
+    Some(Splice {
+        replaced: at,
+        written: insert.len(),
+    })
+}
+
+/// The `include_usage` edit: the range of `body` to replace and what goes there.
+fn include_usage_edit(body: &[u8]) -> Option<(Range<usize>, &'static [u8])> {
     #[derive(Deserialize)]
     struct Probe<'a> {
         #[serde(default, borrow)]
@@ -116,15 +150,7 @@ pub fn with_include_usage_at(body: &[u8]) -> Option<(Vec<u8>, Splice)> {
         // null or a non-object: replace it, so the key is not duplicated.
         Some(other) => (span_in(body, other.get())?, b"{\"include_usage\":true}"),
     };
-    let mut out = Vec::with_capacity(body.len() + insert.len());
-    out.extend_from_slice(&body[..at.start]);
-    out.extend_from_slice(insert);
-    out.extend_from_slice(&body[at.end..]);
-    let splice = Splice {
-        replaced: at,
-        written: insert.len(),
-    };
-    Some((out, splice))
+    Some((at, insert))
 }
 
 /// The request's `caching` switch, and the body without the field when it was there (a value

@@ -35,7 +35,10 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-pub use edit::{take_caching_flag, with_include_usage, with_include_usage_at, with_model, Splice};
+pub use edit::{
+    include_usage_in_place, take_caching_flag, with_include_usage, with_include_usage_at,
+    with_model, Splice,
+};
 pub use request::{InputField, RequestInfo, RequestScan};
 pub use response::{
     cap_choices, parse_response, parse_response_usage, ChoiceOutput, ResponseInfo, ToolCall,

@@ -16,9 +16,9 @@ use super::link::Link;
 use super::model_list;
 use super::preread;
 use crate::config::RouteKind;
-use crate::openai::{with_include_usage_at, RequestInfo};
+use crate::openai::{include_usage_in_place, with_include_usage_at, RequestInfo, Splice};
 use crate::state::Gateway;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use pingora_proxy::Session;
 use std::sync::Arc;
 
@@ -79,7 +79,9 @@ pub(super) async fn read_body(
         return Err(ctx.fail(GatewayError::BodyTooLarge));
     }
     super::client::go_ahead(session).await?;
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(8192).min(max) as usize);
+    // Room for the `include_usage` edit too, so that it is made in place (see `splice_usage`).
+    let room = (declared.unwrap_or(8192).min(max) as usize).saturating_add(SPLICE_ROOM);
+    let mut body = BytesMut::with_capacity(room);
     while let Some(chunk) = read_chunk(session, ctx).await? {
         if (body.len() + chunk.len()) as u64 > max {
             return Err(ctx.fail(GatewayError::BodyTooLarge));
@@ -119,8 +121,9 @@ pub(super) async fn read_body(
                         && !info.include_usage
                         && asks_for_tokens(session.req_header().uri.path())
                     {
-                        if let Some((rewritten, splice)) = with_include_usage_at(&body) {
-                            body = rewritten.into();
+                        let (spliced, edit) = splice_usage(body);
+                        body = spliced;
+                        if let Some(splice) = edit {
                             // The conversation may come after the splice.
                             info.spliced(&splice);
                             ctx.body.strip_usage_chunk = true;
@@ -161,6 +164,26 @@ pub(super) async fn read_body(
         ctx.limits.pacer.take(),
     ));
     Ok(())
+}
+
+/// The most bytes the `include_usage` edit adds to a body
+/// (`,"stream_options":{"include_usage":true}`), rounded up.
+const SPLICE_ROOM: usize = 64;
+
+/// The body with `include_usage` spliced in, and where, if it needed it. The body is not shared
+/// yet, so the edit is made in its own buffer: a large prompt is never held twice (a copy is
+/// made only if it were shared).
+fn splice_usage(body: Bytes) -> (Bytes, Option<Splice>) {
+    match body.try_into_mut() {
+        Ok(mut own) => {
+            let splice = include_usage_in_place(&mut own);
+            (own.freeze(), splice)
+        }
+        Err(body) => match with_include_usage_at(&body) {
+            Some((rewritten, splice)) => (rewritten.into(), Some(splice)),
+            None => (body, None),
+        },
+    }
 }
 
 /// The next piece of the client's body. A body that stalls past `server.body_timeout` is a 408,

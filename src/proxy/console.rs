@@ -20,7 +20,8 @@ pub(super) fn record(
     };
     let path = session.req_header().uri.path();
     let exchange = match console.show_messages && console.board.watched() {
-        true => super::record::chat_record(ctx, path, status, answer, true),
+        true => super::record::chat_record(ctx, path, status, answer, true)
+            .map(crate::chatlog::Line::into_vec),
         false => None,
     };
     let exchange = exchange.as_deref().and_then(|line| {

@@ -5,7 +5,9 @@
 
 use super::ctx::RequestCtx;
 use super::stream::Outcome;
+use crate::chatlog::Line;
 use crate::openai::InputField;
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::time::SystemTime;
@@ -24,9 +26,9 @@ pub(super) fn endpoint(path: &str) -> Option<&'static str> {
 }
 
 /// One chat-log line, in three parts written one after the other: [`Head`], the request's
-/// conversation — the raw JSON text it arrived as, copied without a parse (serde_json read it
-/// when the body was read, and its range follows the body's edits), so a long history costs a
-/// copy, not a parse and a re-serialisation — and [`Tail`]. The line is what one struct with
+/// conversation — the raw JSON text it arrived as, a slice of the request body shared with the
+/// record (serde_json read it when the body was read, and its range follows the body's edits),
+/// so a long history costs neither a parse and a re-serialisation nor a copy — and [`Tail`]. The line is what one struct with
 /// all their fields in this order serialises to (a test holds it to that).
 #[derive(Serialize)]
 struct Head<'a> {
@@ -110,35 +112,51 @@ impl Conversation<'_> {
     }
 }
 
-/// `head`, `"request"` with the conversation, then `tail`, as one JSON object.
+/// `head`, `"request"` with the conversation, then `tail`, as one JSON object in three parts:
+/// the conversation is the record's shared body (`bytes`, the text of `c.raw`), not a copy.
+fn write_parts(
+    head: &Head<'_>,
+    request: Option<(Conversation<'_>, Bytes)>,
+    tail: &Tail<'_>,
+) -> Option<Line> {
+    let mut first = Vec::with_capacity(512);
+    serde_json::to_writer(&mut first, head).ok()?;
+    // `{…}` of the head: its closing brace gives way to the next member.
+    first.pop();
+    first.extend_from_slice(b",\"request\":");
+    // Sized up front: a long answer is written once, not through a doubling buffer.
+    let size = tail.answer.map_or(0, str::len) + tail.reasoning.map_or(0, str::len) + 1024;
+    let mut last = Vec::with_capacity(size + size / 8);
+    let body = match request {
+        Some((c, bytes)) => {
+            first.extend_from_slice(c.key());
+            last.push(b'}');
+            bytes
+        }
+        None => {
+            first.extend_from_slice(b"{}");
+            Bytes::new()
+        }
+    };
+    last.push(b',');
+    // `{…}` of the tail without its opening brace.
+    serde_json::to_writer(WithoutFirstByte(&mut last, true), tail).ok()?;
+    Some(Line {
+        head: first,
+        body,
+        tail: last,
+    })
+}
+
+/// [`write_parts`] as one buffer, the conversation copied in.
+#[cfg(test)]
 fn write_line(
     head: &Head<'_>,
     request: Option<Conversation<'_>>,
     tail: &Tail<'_>,
 ) -> Option<Vec<u8>> {
-    // Sized up front: a long conversation is written once, not through a doubling buffer
-    // (which briefly holds two copies of it).
-    let size = request.map_or(0, |c| c.raw.len())
-        + tail.answer.map_or(0, str::len)
-        + tail.reasoning.map_or(0, str::len)
-        + 1024;
-    let mut line = Vec::with_capacity(size + size / 8);
-    serde_json::to_writer(&mut line, head).ok()?;
-    // `{…}` of the head: its closing brace gives way to the next member.
-    line.pop();
-    line.extend_from_slice(b",\"request\":");
-    match request {
-        Some(c) => {
-            line.extend_from_slice(c.key());
-            line.extend_from_slice(c.raw.as_bytes());
-            line.push(b'}');
-        }
-        None => line.extend_from_slice(b"{}"),
-    }
-    line.push(b',');
-    // `{…}` of the tail without its opening brace.
-    serde_json::to_writer(WithoutFirstByte(&mut line, true), tail).ok()?;
-    Some(line)
+    let request = request.map(|c| (c, Bytes::copy_from_slice(c.raw.as_bytes())));
+    write_parts(head, request, tail).map(Line::into_vec)
 }
 
 /// Writes into the vector all but the first byte it is given.
@@ -162,7 +180,7 @@ pub(super) fn chat_record(
     status: u16,
     outcome: Option<&Outcome>,
     messages: bool,
-) -> Option<Vec<u8>> {
+) -> Option<Line> {
     let endpoint = endpoint(path)?;
     let route = ctx.route()?;
     let now_ms = SystemTime::now()
@@ -171,8 +189,12 @@ pub(super) fn chat_record(
     let mut request = None;
     if messages {
         if let (Some(info), Some(body)) = (&ctx.body.info, &ctx.body.bytes) {
-            if let (Some((field, _)), Some(raw)) = (&info.input, info.input_json(body)) {
-                request = Conversation { field: *field, raw }.checked();
+            if let (Some((field, range)), Some(raw)) = (&info.input, info.input_json(body)) {
+                // `input_json` read the range from the body: it is in bounds. The record shares
+                // it (a slice of the body), never copies it.
+                request = Conversation { field: *field, raw }
+                    .checked()
+                    .map(|c| (c, body.slice(range.clone())));
             }
         }
     }
@@ -235,7 +257,7 @@ pub(super) fn chat_record(
                 model: c.breaker_model(),
             }),
     };
-    write_line(&head, request, &tail)
+    write_parts(&head, request, &tail)
 }
 
 /// openai-forward's `PRINT_CHAT`: a readable line per chat on stderr.
