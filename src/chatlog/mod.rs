@@ -9,7 +9,8 @@
 //! there means it never stalls a proxy worker and does not depend on which (Pingora service)
 //! runtime created the log or on that runtime still running. Records are buffered per route and
 //! written with one `write` per buffer (64 KiB), per flush interval (1 s by default) or per
-//! explicit [`ChatLog::flush`], not one syscall per record.
+//! explicit [`ChatLog::flush`], not one syscall per record. A record larger than the buffer is
+//! written as soon as it arrives, with one `writev` of its parts (see [`Line`]), not copied.
 //!
 //! Layout: `dir/<route-slug>/chat.jsonl` (see [`route_slug`]). When the active file would grow
 //! past `max_file_bytes` it is renamed to `chat.<UTC timestamp>.jsonl` (fixed width, so names
@@ -120,47 +121,57 @@ impl Stats {
     }
 }
 
-/// One record as it is queued: `head`, `body` and `tail`, written one after the other. The body
-/// is a shared slice (a request's conversation, straight from the request body), so a long
-/// prompt is not copied into its record: a large record goes to the file with one vectored
-/// `write` of its parts (see `writer.rs`).
+/// One record as it is queued: its own text with a shared `body` spliced in at `at` (the text
+/// before it, the body, then the rest). The body is a request's conversation straight from the
+/// request body, so a long prompt is not copied into its record: a large record goes to the
+/// file with one vectored `write` of its parts (see `writer.rs`).
 #[derive(Debug, Default)]
 pub struct Line {
-    pub head: Vec<u8>,
-    pub body: Bytes,
-    pub tail: Vec<u8>,
+    text: Vec<u8>,
+    at: usize,
+    body: Bytes,
 }
 
 impl Line {
+    /// `text` with `body` between its first `at` bytes and the rest (`at` past the end: after
+    /// it).
+    pub fn new(text: Vec<u8>, at: usize, body: Bytes) -> Line {
+        let at = at.min(text.len());
+        Line { text, at, body }
+    }
+
     /// Bytes in the record.
     pub fn len(&self) -> usize {
-        self.head.len() + self.body.len() + self.tail.len()
+        self.text.len() + self.body.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The record's three parts, in order.
+    fn parts(&self) -> [&[u8]; 3] {
+        let (head, tail) = self.text.split_at(self.at);
+        [head, &self.body, tail]
+    }
+
     /// The record as one buffer (a copy of the body).
     pub fn into_vec(self) -> Vec<u8> {
-        let Line {
-            mut head,
-            body,
-            tail,
-        } = self;
-        head.reserve_exact(body.len() + tail.len());
-        head.extend_from_slice(&body);
-        head.extend_from_slice(&tail);
-        head
+        if self.body.is_empty() {
+            return self.text;
+        }
+        let mut out = Vec::with_capacity(self.len());
+        for part in self.parts() {
+            out.extend_from_slice(part);
+        }
+        out
     }
 }
 
 impl From<Vec<u8>> for Line {
-    fn from(head: Vec<u8>) -> Line {
-        Line {
-            head,
-            ..Line::default()
-        }
+    fn from(text: Vec<u8>) -> Line {
+        let at = text.len();
+        Line::new(text, at, Bytes::new())
     }
 }
 

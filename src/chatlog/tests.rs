@@ -400,3 +400,64 @@ fn record_times_are_chronos() {
         assert_eq!(rfc3339_utc(ms), chrono(ms), "{ms}");
     }
 }
+
+/// Records in parts (a shared body between head and tail), small ones through the buffer and
+/// large ones written from their parts, keep their order and are the bytes of the whole line,
+/// raw newlines blanked whether the body is still shared or not.
+#[tokio::test]
+async fn records_in_parts_are_whole_lines_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = ChatLog::start(config(tmp.path()));
+    let big = |nl: &str| {
+        let items: Vec<String> = (0..20_000).map(|i| format!("{nl}{i}")).collect();
+        bytes::Bytes::from(format!("[{}{nl}]", items.join(",")))
+    };
+    let part = |seq: usize, body: bytes::Bytes| {
+        let head = format!(r#"{{"seq":{seq},"body":"#);
+        let at = head.len();
+        Line::new(format!("{head}}}").into_bytes(), at, body)
+    };
+    let shared = big("\r\n");
+    let held = shared.clone();
+    log.record("/p", rec(0));
+    log.record("/p", part(1, bytes::Bytes::from_static(b"[1,\n2]")));
+    log.record("/p", part(2, big("")));
+    log.record("/p", part(3, shared));
+    log.record("/p", part(4, big("\n")));
+    log.record("/p", rec(5));
+    // Parked (a shared body to blank) and nothing after it: the stop writes it.
+    let last = big("\n");
+    let held_last = last.clone();
+    log.record("/q", part(6, last));
+    log.flush_and_stop().await;
+    drop(held_last);
+    let q = lines(&tmp.path().join("q").join(ACTIVE_FILE));
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["seq"], 6);
+    // The shared body itself is never edited.
+    assert_eq!(&held[..3], b"[\r\n");
+    let text = fs::read_to_string(tmp.path().join("p").join(ACTIVE_FILE)).unwrap();
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got.len(), 6);
+    let numbers: Vec<u64> = (0..20_000).collect();
+    for (line, seq) in got.iter().zip([0, 1, 2, 3, 4, 5]) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["seq"], seq);
+        if (2..=4).contains(&seq) {
+            assert_eq!(v["body"], json!(numbers));
+        }
+    }
+    assert_eq!(got[1], r#"{"seq":1,"body":[1, 2]}"#);
+    assert_eq!(
+        got[3],
+        format!(
+            r#"{{"seq":3,"body":[{}  ]}}"#,
+            numbers
+                .iter()
+                .map(|i| format!("  {i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    );
+    assert_eq!((log.written(), log.dropped()), (7, 0));
+}

@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 
 use super::files::{route_slug, ACTIVE_FILE};
 use super::{ChatLogConfig, Line, Msg, Stats, WarnLimiter};
-use bytes::Bytes;
 
 /// Per-route write buffer: one `write` syscall per this many bytes at most.
 const BUF_CAPACITY: usize = 64 * 1024;
@@ -100,6 +99,8 @@ pub(super) struct RouteFile {
     pub(super) file: Option<OpenFile>,
     pub(super) buf: Vec<u8>,
     pub(super) buf_records: u64,
+    /// A large record waiting to be written (see `append`); written before anything else.
+    pub(super) parked: Option<Line>,
     /// No open attempts before this instant (after a failure).
     pub(super) retry_open_at: Option<Instant>,
 }
@@ -207,6 +208,7 @@ impl Writer {
                     file: None,
                     buf: Vec::new(),
                     buf_records: 0,
+                    parked: None,
                     retry_open_at: None,
                 });
                 let i = self.files.len() - 1;
@@ -218,34 +220,25 @@ impl Writer {
         i
     }
 
-    pub(super) fn append(&mut self, route: &str, line: Line) {
-        let Line {
-            mut head,
-            mut body,
-            mut tail,
-        } = line;
-        if memchr::memchr2(b'\n', b'\r', &body).is_some() {
-            // A shared body cannot be edited in place: one with raw newlines (pretty-printed
-            // JSON) is copied into the record's own buffer first.
-            head.reserve_exact(body.len() + tail.len());
-            head.extend_from_slice(&body);
-            head.append(&mut tail);
-            body = Bytes::new();
-        }
-        blank_newlines(&mut head);
-        blank_newlines(&mut tail);
-        let blank = |part: &[u8]| part.iter().all(u8::is_ascii_whitespace);
-        if blank(&head) && blank(&body) && blank(&tail) {
+    pub(super) fn append(&mut self, route: &str, mut line: Line) {
+        blank_newlines(&mut line.text);
+        if line
+            .parts()
+            .iter()
+            .all(|p| p.iter().all(u8::is_ascii_whitespace))
+        {
             self.stats.drop_records(1);
             self.warn(format_args!("empty record dropped"));
             return;
         }
         let i = self.route_index(route);
+        // A record parked before this one goes first.
+        self.unpark(i);
         if !self.ensure_open(i) {
             self.stats.drop_records(1);
             return;
         }
-        let len = head.len() + body.len() + tail.len();
+        let len = line.len();
         let need = len as u64 + 1;
         let rf = &self.files[i];
         let pending = rf.file.as_ref().map_or(0, |f| f.size) + rf.buf.len() as u64;
@@ -260,16 +253,26 @@ impl Writer {
             self.flush_route(i);
         }
         if len + 1 > BUF_CAPACITY {
-            // Larger than the buffer: written now, from its parts, rather than copied into the
-            // buffer first (a long conversation would be held twice, its shared body and the
-            // copy).
-            self.write_out(i, &[&head, &body, &tail, b"\n"], 1);
+            // Larger than the buffer: written from its parts rather than copied into the buffer
+            // first (a long conversation would be held twice, its shared body and the copy).
+            if memchr::memchr2(b'\n', b'\r', &line.body).is_some() && !line.body.is_unique() {
+                // Raw newlines (pretty-printed JSON) to blank in a body the request still holds
+                // (it ends just after handing the record over): parked until the next flush or
+                // record of the route, by when the record is its only holder and the body is
+                // blanked in place, not copied.
+                self.files[i].parked = Some(line);
+                self.dirty_since.get_or_insert_with(Instant::now);
+                return;
+            }
+            self.write_line(i, line);
             return;
         }
         let rf = &mut self.files[i];
-        rf.buf.extend_from_slice(&head);
-        rf.buf.extend_from_slice(&body);
-        rf.buf.extend_from_slice(&tail);
+        let start = rf.buf.len();
+        for part in line.parts() {
+            rf.buf.extend_from_slice(part);
+        }
+        blank_newlines(&mut rf.buf[start..]);
         rf.buf.push(b'\n');
         rf.buf_records += 1;
         if self.dirty_since.is_none() {
@@ -317,9 +320,37 @@ impl Writer {
         }
     }
 
+    /// Writes route `i`'s parked record, if any.
+    fn unpark(&mut self, i: usize) {
+        if let Some(line) = self.files[i].parked.take() {
+            self.write_line(i, line);
+        }
+    }
+
+    /// Writes one record now, its body's raw newlines blanked: in place when the record is the
+    /// body's only holder, else in a copy.
+    fn write_line(&mut self, i: usize, mut line: Line) {
+        if memchr::memchr2(b'\n', b'\r', &line.body).is_some() {
+            match std::mem::take(&mut line.body).try_into_mut() {
+                Ok(mut own) => {
+                    blank_newlines(&mut own);
+                    line.body = own.freeze();
+                }
+                Err(shared) => {
+                    let mut whole = Line::new(line.text, line.at, shared).into_vec();
+                    blank_newlines(&mut whole);
+                    line = Line::from(whole);
+                }
+            }
+        }
+        let [head, body, tail] = line.parts();
+        self.write_out(i, &[head, body, tail, b"\n"], 1);
+    }
+
     /// Writes route `i`'s buffer. On failure its records are dropped (never retried, so memory
     /// stays bounded under a full disk) and the file is closed, so the next open starts clean.
     pub(super) fn flush_route(&mut self, i: usize) {
+        self.unpark(i);
         if self.files[i].buf.is_empty() {
             return;
         }

@@ -119,33 +119,29 @@ fn write_parts(
     request: Option<(Conversation<'_>, Bytes)>,
     tail: &Tail<'_>,
 ) -> Option<Line> {
-    let mut first = Vec::with_capacity(512);
-    serde_json::to_writer(&mut first, head).ok()?;
-    // `{…}` of the head: its closing brace gives way to the next member.
-    first.pop();
-    first.extend_from_slice(b",\"request\":");
     // Sized up front: a long answer is written once, not through a doubling buffer.
-    let size = tail.answer.map_or(0, str::len) + tail.reasoning.map_or(0, str::len) + 1024;
-    let mut last = Vec::with_capacity(size + size / 8);
-    let body = match request {
+    let size = tail.answer.map_or(0, str::len) + tail.reasoning.map_or(0, str::len) + 1536;
+    let mut line = Vec::with_capacity(size + size / 8);
+    serde_json::to_writer(&mut line, head).ok()?;
+    // `{…}` of the head: its closing brace gives way to the next member.
+    line.pop();
+    line.extend_from_slice(b",\"request\":");
+    let (at, body) = match request {
         Some((c, bytes)) => {
-            first.extend_from_slice(c.key());
-            last.push(b'}');
-            bytes
+            line.extend_from_slice(c.key());
+            let at = line.len();
+            line.push(b'}');
+            (at, bytes)
         }
         None => {
-            first.extend_from_slice(b"{}");
-            Bytes::new()
+            line.extend_from_slice(b"{}");
+            (line.len(), Bytes::new())
         }
     };
-    last.push(b',');
+    line.push(b',');
     // `{…}` of the tail without its opening brace.
-    serde_json::to_writer(WithoutFirstByte(&mut last, true), tail).ok()?;
-    Some(Line {
-        head: first,
-        body,
-        tail: last,
-    })
+    serde_json::to_writer(WithoutFirstByte(&mut line, true), tail).ok()?;
+    Some(Line::new(line, at, body))
 }
 
 /// [`write_parts`] as one buffer, the conversation copied in.

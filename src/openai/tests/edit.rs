@@ -84,3 +84,40 @@ fn caching_flag_is_taken_out() {
     let (flag, body) = take_caching_flag(br#"{"caching":"yes","a":1}"#);
     assert_eq!((flag, body.unwrap()), (None, br#"{"a":1}"#.to_vec()));
 }
+
+#[test]
+fn include_usage_in_place_is_the_same_splice() {
+    for body in [
+        &br#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}],"stream":true}"#[..],
+        br#"{"stream":true,"stream_options":{}}"#,
+        br#"{"stream":true,"stream_options":{ }}"#,
+        br#"{"stream":true,"stream_options":{"foo":[1,{"a":null}]}}"#,
+        br#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#,
+        br#"{"stream":true,"stream_options":{"include_usage":null}}"#,
+        br#"{"stream":true,"stream_options":null}"#,
+        br#"{"stream":true,"stream_options":"bogus"}"#,
+        b"{\n  \"stream\" : true ,\n  \"seed\": 123456789012345678901234567890, \"t\": 1e2\n}\n\n",
+        br#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+        br#"{"stream":false}"#,
+        br#"[{"stream":true}]"#,
+        b"",
+    ] {
+        let copied = with_include_usage_at(body);
+        // With room for the edit, and without (the buffer grows).
+        for room in [0, 64] {
+            let mut own = bytes::BytesMut::with_capacity(body.len() + room);
+            own.extend_from_slice(body);
+            let splice = include_usage_in_place(&mut own);
+            match &copied {
+                Some((out, at)) => {
+                    assert_eq!(&own[..], &out[..], "{}", String::from_utf8_lossy(body));
+                    assert_eq!(splice.as_ref(), Some(at));
+                }
+                None => {
+                    assert_eq!(splice, None);
+                    assert_eq!(&own[..], body);
+                }
+            }
+        }
+    }
+}
