@@ -220,8 +220,7 @@ impl Writer {
         i
     }
 
-    pub(super) fn append(&mut self, route: &str, mut line: Line) {
-        blank_newlines(&mut line.text);
+    pub(super) fn append(&mut self, route: &str, line: Line) {
         if line
             .parts()
             .iter()
@@ -330,6 +329,7 @@ impl Writer {
     /// Writes one record now, its body's raw newlines blanked: in place when the record is the
     /// body's only holder, else in a copy.
     fn write_line(&mut self, i: usize, mut line: Line) {
+        blank_newlines(&mut line.text);
         if memchr::memchr2(b'\n', b'\r', &line.body).is_some() {
             match std::mem::take(&mut line.body).try_into_mut() {
                 Ok(mut own) => {
