@@ -55,12 +55,35 @@ pub(crate) fn hide(req: &mut RequestHeader) {
         if present & (1 << i) == 0 {
             continue;
         }
-        if let Some(v) = req.headers.get(&SECRET_HEADER_NAMES[i]) {
-            if !v.is_sensitive() {
-                let mut hidden = v.clone();
+        let parsed = &SECRET_HEADER_NAMES[i];
+        let mut values = req.headers.get_all(parsed).iter();
+        let (Some(first), repeated) = (values.next(), values.next().is_some()) else {
+            continue;
+        };
+        if !repeated {
+            // The usual case, one value: replaced where it stands.
+            if !first.is_sensitive() {
+                let mut hidden = first.clone();
                 hidden.set_sensitive(true);
                 let _ = req.insert_header(name, hidden);
             }
+            continue;
+        }
+        // Repeated (HTTP/2 clients send each cookie as its own field): every value is kept, in
+        // order. An insert would keep only the one it is given.
+        let hidden: Vec<http::HeaderValue> = req
+            .headers
+            .get_all(parsed)
+            .iter()
+            .map(|v| {
+                let mut v = v.clone();
+                v.set_sensitive(true);
+                v
+            })
+            .collect();
+        let _ = req.remove_header(parsed);
+        for v in hidden {
+            let _ = req.append_header(name, v);
         }
     }
 }
@@ -111,7 +134,7 @@ mod tests {
     }
 
     /// A head without secrets is left alone; one with them keeps every other header, and each
-    /// secret its (first) value, in the order they came.
+    /// secret its value, in the order they came.
     #[test]
     fn only_present_secrets_are_touched() {
         let mut plain = request_with(&["content-type", "x-request-id"]);
@@ -131,6 +154,19 @@ mod tests {
         for name in ["content-type", "accept"] {
             assert!(!mixed.headers.get(name).unwrap().is_sensitive(), "{name}");
         }
+    }
+
+    #[test]
+    fn repeated_secrets_keep_every_value_in_order() {
+        let mut req = request_with(&["content-type"]);
+        for cookie in ["a=1", "b=2", "c=3"] {
+            req.append_header("cookie", cookie).unwrap();
+        }
+        hide(&mut req);
+        let values: Vec<_> = req.headers.get_all("cookie").iter().collect();
+        assert_eq!(values, ["a=1", "b=2", "c=3"]);
+        assert!(values.iter().all(|v| v.is_sensitive()));
+        assert!(!format!("{req:?}").contains("b=2"), "{req:?}");
     }
 
     #[test]

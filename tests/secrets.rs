@@ -283,3 +283,38 @@ cache: {{backend: 'redis://:lit3ral-redis-pass@127.0.0.1:1/0', routes: [{{route:
         "the start-up printed a secret:\n{text}"
     );
 }
+
+/// Marking a repeated secret header sensitive keeps every value: HTTP/2 clients (browsers) send
+/// their cookies as separate `cookie` fields, and a route that forwards cookies must pass all of
+/// them, not only the first (the marking used to re-insert the first value over the rest).
+#[tokio::test]
+async fn a_repeated_secret_header_reaches_the_upstream_whole() {
+    let up = MockUpstream::start().await;
+    let gw = start_gateway(&format!(
+        r#"routes:
+  - {{prefix: /, upstream: '{}', type: general, forward_cookies: true}}
+"#,
+        up.url()
+    ))
+    .await;
+    let resp = client()
+        .get(gw.url("/v1/models"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("x-api-key", "sk-client-one")
+        .header("x-api-key", "sk-client-two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = up.requests().pop().unwrap();
+    let values = |name: &str| -> Vec<String> {
+        sent.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(values("cookie"), ["a=1", "b=2"]);
+    assert_eq!(values("x-api-key"), ["sk-client-one", "sk-client-two"]);
+}

@@ -104,7 +104,7 @@ fn header(line: &mut String, stamp: &[u8; 20], target: &str) {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC), as env_logger writes its default
-/// timestamp (all zeros past year 9999, which no clock reaches).
+/// timestamp (past year 9999, which no clock reaches, the year's last four digits).
 fn rfc3339_seconds(secs: u64) -> [u8; 20] {
     let mut text = Vec::with_capacity(20);
     crate::utc_text::push_date_time(&mut text, secs, b'Z');
