@@ -461,3 +461,41 @@ async fn records_in_parts_are_whole_lines_in_order() {
     );
     assert_eq!((log.written(), log.dropped()), (7, 0));
 }
+
+/// A parked record (over the buffer, raw newlines, its body still held by the request) holds
+/// that whole body: it is written as soon as the request lets go, not at the flush interval.
+#[tokio::test]
+async fn a_parked_record_is_written_long_before_the_flush_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = ChatLog::start(ChatLogConfig {
+        flush_interval: Duration::from_secs(60),
+        ..config(tmp.path())
+    });
+    let items: Vec<String> = (0..20_000).map(|i| format!("\n{i}")).collect();
+    let body = bytes::Bytes::from(format!("[{}\n]", items.join(",")));
+    let held = body.clone();
+    let head = r#"{"seq":1,"body":"#;
+    log.record(
+        "/p",
+        Line::new(format!("{head}}}").into_bytes(), head.len(), body),
+    );
+    // The request lets go of its body a little after handing the record over; until then the
+    // writer has to park the record. (Should the writer take longer than this to see the record,
+    // it finds the body unshared and writes it at once: this test then proves less, never fails.)
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(held);
+    let path = tmp.path().join("p").join(ACTIVE_FILE);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&path).is_ok_and(|t| t.ends_with('\n')) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not written within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = lines(&path);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["body"], json!((0..20_000).collect::<Vec<u64>>()));
+    assert_eq!((log.written(), log.dropped()), (1, 0));
+    log.flush_and_stop().await;
+}

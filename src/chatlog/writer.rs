@@ -26,6 +26,11 @@ const COALESCE: Duration = Duration::from_millis(10);
 /// Only a queue this long gathers (the default holds 10 000): filling it within one
 /// [`COALESCE`] would take over 100 000 records a second.
 const COALESCE_MIN_QUEUE: usize = 1024;
+
+/// How long a parked record (over the buffer's size, with raw newlines, its body still held by
+/// the request that just handed it over) waits for that request to let go of the body. It holds
+/// the whole body meanwhile, so not until the flush interval (1 s by default, or more).
+const PARKED_WAIT: Duration = Duration::from_millis(20);
 /// After a failed open, records are dropped without retrying for this long: a read-only or
 /// missing mount would otherwise cost a `mkdir` + `open` per record.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
@@ -115,6 +120,9 @@ pub(super) struct Writer {
     pub(super) slugs: HashMap<String, usize>,
     /// When buffered data was first left unflushed, if any is.
     pub(super) dirty_since: Option<Instant>,
+    /// When a record was first parked (see `append`), if one is: parked records are written
+    /// [`PARKED_WAIT`] later, not at the flush interval, as each holds its whole request body.
+    pub(super) parked_since: Option<Instant>,
     pub(super) warn: WarnLimiter,
 }
 
@@ -128,12 +136,18 @@ impl Writer {
             files: Vec::new(),
             slugs: HashMap::new(),
             dirty_since: None,
+            parked_since: None,
             warn: WarnLimiter::new(),
         }
     }
 
     pub(super) fn flush_deadline(&self) -> Option<Instant> {
-        self.dirty_since.map(|t| t + self.cfg.flush_interval)
+        let flush = self.dirty_since.map(|t| t + self.cfg.flush_interval);
+        let parked = self.parked_since.map(|t| t + PARKED_WAIT);
+        match (flush, parked) {
+            (Some(f), Some(p)) => Some(f.min(p)),
+            (f, p) => f.or(p),
+        }
     }
 
     pub(super) fn flush_due(&self) -> bool {
@@ -256,11 +270,12 @@ impl Writer {
             // first (a long conversation would be held twice, its shared body and the copy).
             if memchr::memchr2(b'\n', b'\r', &line.body).is_some() && !line.body.is_unique() {
                 // Raw newlines (pretty-printed JSON) to blank in a body the request still holds
-                // (it ends just after handing the record over): parked until the next flush or
-                // record of the route, by when the record is its only holder and the body is
-                // blanked in place, not copied.
+                // (it ends just after handing the record over): parked until the route's next
+                // record or [`PARKED_WAIT`] later, by when the record is its only holder and the
+                // body is blanked in place, not copied.
                 self.files[i].parked = Some(line);
                 self.dirty_since.get_or_insert_with(Instant::now);
+                self.parked_since.get_or_insert_with(Instant::now);
                 return;
             }
             self.write_line(i, line);
@@ -410,6 +425,7 @@ impl Writer {
             }
         }
         self.dirty_since = None;
+        self.parked_since = None;
     }
 }
 
