@@ -29,8 +29,9 @@ const COALESCE_MIN_QUEUE: usize = 1024;
 
 /// How long a parked record (over the buffer's size, with raw newlines, its body still held by
 /// the request that just handed it over) waits for that request to let go of the body. It holds
-/// the whole body meanwhile, so not until the flush interval (1 s by default, or more).
-const PARKED_WAIT: Duration = Duration::from_millis(20);
+/// the whole body meanwhile, so not until the flush interval (1 s by default, or more); long
+/// enough that a loaded machine's request has ended by then (else the body is copied to blank).
+const PARKED_WAIT: Duration = Duration::from_millis(100);
 /// After a failed open, records are dropped without retrying for this long: a read-only or
 /// missing mount would otherwise cost a `mkdir` + `open` per record.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(500);
