@@ -43,6 +43,8 @@ pub(crate) mod redis_conn;
 pub(crate) mod request_id;
 pub mod routing;
 pub mod server;
+#[cfg(test)]
+mod source_tree;
 pub mod sse;
 pub(crate) mod state;
 pub(crate) mod telemetry;

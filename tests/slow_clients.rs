@@ -82,32 +82,7 @@ async fn a_head_trickled_byte_by_byte_is_cut_at_the_header_timeout() {
     let gw = gateway(&up, "  header_timeout: 1s\n").await;
     let mut conn = TcpStream::connect(gw.addr).await.unwrap();
     let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
-    let started = Instant::now();
-    let (mut rd, mut wr) = conn.split();
-    let writer = async {
-        for b in head.iter() {
-            if wr.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        // The head never ends; wait for the gateway to act.
-        tokio::time::sleep(Duration::from_secs(30)).await;
-    };
-    let reader = async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::select! {
-        _ = writer => panic!("the connection was still open after 30 s"),
-        _ = reader => {}
-    }
-    let took = started.elapsed();
+    let took = trickle_until_closed(&mut conn, head).await;
     // 1 s configured; generous for a loaded machine, far below the 60 s of a per-read timeout.
     assert!(took < Duration::from_secs(5), "closed after {took:?}");
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
@@ -262,31 +237,7 @@ async fn a_second_head_trickled_on_a_kept_alive_connection_is_cut_too() {
     // Idle past the timeout first: the deadline must not have started before the first byte.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n";
-    let started = Instant::now();
-    let (mut rd, mut wr) = conn.split();
-    let writer = async {
-        for b in head.iter() {
-            if wr.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(30)).await;
-    };
-    let reader = async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::select! {
-        _ = writer => panic!("the connection was still open after 30 s"),
-        _ = reader => {}
-    }
-    let took = started.elapsed();
+    let took = trickle_until_closed(&mut conn, head).await;
     assert!(took < Duration::from_secs(5), "closed after {took:?}");
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
     assert_eq!(up.request_count(), 1);
@@ -335,4 +286,35 @@ routes:
             "{problems}"
         );
     }
+}
+
+/// Sends `head` a byte every 300 ms and never ends it; how long until the gateway closed the
+/// connection (panics if it is still open 30 s after the last byte).
+async fn trickle_until_closed(conn: &mut TcpStream, head: &[u8]) -> Duration {
+    let started = Instant::now();
+    let (mut rd, mut wr) = conn.split();
+    let writer = async {
+        for b in head {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // The head never ends; wait for the gateway to act.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    };
+    let reader = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => panic!("the connection was still open after 30 s"),
+        _ = reader => {}
+    }
+    started.elapsed()
 }

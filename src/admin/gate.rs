@@ -64,20 +64,7 @@ mod tests {
     /// cache admin key used to be checked that way, with a comparison of its own).
     #[test]
     fn no_other_source_file_compares_secret_digests() {
-        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    out.push(path);
-                }
-            }
-        }
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = Vec::new();
-        walk(&src, &mut files);
-        assert!(files.len() > 50, "walked {}", src.display());
+        let (src, files) = crate::source_tree::rust_sources();
         for file in &files {
             if file.starts_with(src.join("keys")) || file.ends_with("admin/gate.rs") {
                 continue;

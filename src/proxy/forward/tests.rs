@@ -10,6 +10,22 @@ fn head(headers: &[(&str, &str)]) -> RequestHeader {
     req
 }
 
+/// A request ctx routed to the first route of `yaml`, with that route's attempt plan.
+fn routed_ctx(yaml: &str) -> RequestCtx {
+    let config = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
+    let gateway = crate::state::Gateway::build(config).ok().unwrap();
+    let route = Arc::clone(&gateway.routes[0]);
+    let mut ctx = RequestCtx::new(&Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+    let plan = Attempts::plan(&route, None, false, None, false, |_| true, Instant::now());
+    ctx.failover.plan = Some(plan);
+    ctx.routed = Some(Routed {
+        route,
+        rest: "/v1/chat/completions".into(),
+        query: None,
+    });
+    ctx
+}
+
 fn names(req: &RequestHeader) -> Vec<String> {
     req.headers.keys().map(|k| k.to_string()).collect()
 }
@@ -119,19 +135,8 @@ fn a_declared_length_is_recognised_only_when_exact_and_alone() {
 #[test]
 fn a_plain_request_is_rewritten_without_allocating() {
     use crate::alloc_count::allocations;
-    let yaml = "routes:\n  - prefix: /\n    upstream: http://127.0.0.1:1\n    type: general\n";
-    let config = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
-    let gateway = crate::state::Gateway::build(config).ok().unwrap();
-    let route = Arc::clone(&gateway.routes[0]);
-    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut ctx = RequestCtx::new(&counter);
-    ctx.routed = Some(Routed {
-        route: Arc::clone(&route),
-        rest: "/v1/chat/completions".into(),
-        query: None,
-    });
-    let plan = Attempts::plan(&route, None, false, None, false, |_| true, Instant::now());
-    ctx.failover.plan = Some(plan);
+    let mut ctx =
+        routed_ctx("routes:\n  - prefix: /\n    upstream: http://127.0.0.1:1\n    type: general\n");
     let client = [
         ("Host", "gateway:8080"),
         ("Content-Type", "application/json"),
@@ -156,20 +161,9 @@ fn pool_key_attempt_allocations(route_auth: &str) -> (usize, RequestHeader) {
     let yaml = format!(
         "upstream_keys:\n  main: [sk-upstream-1]\nroutes:\n  - prefix: /\n    upstream: http://127.0.0.1:1\n    type: general\n    auth: {{{route_auth}}}\n"
     );
-    let config = crate::config::parse_bytes(yaml.as_bytes(), &|_| None).unwrap();
-    let gateway = crate::state::Gateway::build(config).ok().unwrap();
-    let route = Arc::clone(&gateway.routes[0]);
-    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut ctx = RequestCtx::new(&counter);
-    ctx.routed = Some(Routed {
-        route: Arc::clone(&route),
-        rest: "/v1/chat/completions".into(),
-        query: None,
-    });
-    ctx.auth.pool = route.pool.clone();
+    let mut ctx = routed_ctx(&yaml);
+    ctx.auth.pool = ctx.route().and_then(|r| r.pool.clone());
     ctx.auth.swap_credentials = true;
-    let plan = Attempts::plan(&route, None, false, None, false, |_| true, Instant::now());
-    ctx.failover.plan = Some(plan);
     let client = [
         ("Host", "gateway:8080"),
         ("Content-Type", "application/json"),
